@@ -1,0 +1,53 @@
+"""CLI conventions: one-line errors with exit code 2, --help everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from streaming.cli import build_parser, main
+
+CLI = [sys.executable, "-m", "streaming.cli"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["kafka", "bogus"],
+    ["kafka", "start", "--port", "70000"],
+    ["kafka", "start", "--port", "abc"],
+    ["nosuchcommand"],
+    [],
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv):
+    proc = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("streamsketch")
+
+
+def _commands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: streamsketch " + command in capsys.readouterr().out
+
+
+def test_user_error_is_one_line(monkeypatch, capsys):
+    from streaming import jvm
+    from streaming.errors import JavaNotFoundError
+
+    def no_java():
+        raise JavaNotFoundError("no Java runtime found: install Java 17+")
+
+    monkeypatch.setattr(jvm, "find_java", no_java)
+    assert main(["jars", "--set", "kafka"]) == 2
+    err = capsys.readouterr().err
+    assert err == "streamsketch: error: no Java runtime found: install Java 17+\n"
