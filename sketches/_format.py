@@ -1,0 +1,273 @@
+"""The versioned binary envelope shared by every sketch.
+
+Layout (little-endian, no padding)::
+
+    offset  size  field
+    0       3     magic b"SSK"
+    3       1     format version (uint8, currently 1)
+    4       1     kind code (uint8: 1 HyperLogLog, 2 CountMinSketch, 3 BloomFilter,
+                  4 MinHashSketch)
+    5       8     hash seed (uint64)
+    13      ...   kind-specific parameters, then payload (see each sketch's ``to_bytes``)
+    end-4   4     CRC-32 (zlib polynomial, uint32) of every byte before it
+
+Readers are strict: a wrong magic, an unknown version, another kind, a checksum
+mismatch (any corruption of up to 32 consecutive bits is caught), a length that does
+not match, trailing bytes or a non-canonical encoding all raise
+:class:`~sketches.errors.SketchFormatError`. Sizes read from the bytes are checked
+against the bytes actually present before anything is allocated. Every accepted input
+is canonical: ``from_bytes(b).to_bytes() == b``.
+
+Example:
+    >>> blob = seal(KIND_HLL, 7, b"\\x0e")
+    >>> reader, seed = Reader.open(blob, KIND_HLL)
+    >>> seed, reader.unpack("<B")
+    (7, (14,))
+    >>> reader.finish()
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from typing import Any, Self
+
+import numpy as np
+
+from sketches.errors import SketchFormatError
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "KIND_HLL",
+    "KIND_CMS",
+    "KIND_BLOOM",
+    "KIND_MINHASH",
+    "KIND_NAMES",
+    "write_header",
+    "seal",
+    "peek_kind",
+    "Reader",
+    "uint_width",
+    "encode_items",
+]
+
+MAGIC = b"SSK"
+FORMAT_VERSION = 1
+KIND_HLL = 1
+KIND_CMS = 2
+KIND_BLOOM = 3
+KIND_MINHASH = 4
+KIND_NAMES = {
+    KIND_HLL: "HyperLogLog",
+    KIND_CMS: "CountMinSketch",
+    KIND_BLOOM: "BloomFilter",
+    KIND_MINHASH: "MinHashSketch",
+}
+_HEADER = struct.Struct("<3sBBQ")
+_CRC = struct.Struct("<I")
+
+# Type tags of serialised items (Count-Min heavy-hitter candidates).
+_TAG_INT = 1  # int64
+_TAG_UINT = 2  # uint64 >= 2**63
+_TAG_FLOAT = 3  # float64 (never integral: integral floats are stored as ints)
+_TAG_STR = 4  # uint32 length + UTF-8
+_TAG_BYTES = 5  # uint32 length + bytes
+
+
+def write_header(kind: int, seed: int) -> bytes:
+    """The 13-byte envelope header.
+
+    Example:
+        >>> write_header(KIND_CMS, 0)[:5]
+        b'SSK\\x01\\x02'
+    """
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, kind, seed)
+
+
+def seal(kind: int, seed: int, *parts: bytes) -> bytes:
+    """Header + parts + CRC-32 trailer: a complete serialised sketch.
+
+    Example:
+        >>> len(seal(KIND_MINHASH, 1, b"abc"))
+        20
+    """
+    body = write_header(kind, seed) + b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _as_view(data: Any) -> memoryview:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SketchFormatError(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1 or not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view
+
+
+def peek_kind(data: Any) -> int:
+    """Validate magic and version and return the kind code, without consuming anything.
+
+    Example:
+        >>> peek_kind(write_header(KIND_BLOOM, 1))
+        3
+    """
+    view = _as_view(data)
+    if len(view) < _HEADER.size:
+        raise SketchFormatError(
+            f"truncated sketch: {len(view)} bytes, a header alone needs {_HEADER.size}"
+        )
+    magic, version, kind, _ = _HEADER.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise SketchFormatError(f"not a sketch: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        raise SketchFormatError(
+            f"unsupported sketch format version {version} (this library reads version "
+            f"{FORMAT_VERSION}); upgrade the sketches package to read it"
+        )
+    if kind not in KIND_NAMES:
+        raise SketchFormatError(f"unknown sketch kind code {kind}")
+    return int(kind)
+
+
+class Reader:
+    """Sequential, bounds-checked reader over bytes."""
+
+    def __init__(self, data: Any) -> None:
+        self._view = _as_view(data)
+        self._pos = 0
+
+    @classmethod
+    def open(cls, data: Any, expected_kind: int) -> tuple[Self, int]:
+        """Check envelope, kind and checksum; return a reader of the parameters and payload.
+
+        Returns:
+            The reader (positioned after the header, ending before the checksum) and
+            the seed.
+        """
+        view = _as_view(data)
+        kind = peek_kind(view)
+        if kind != expected_kind:
+            raise SketchFormatError(
+                f"bytes hold a {KIND_NAMES[kind]}, not a {KIND_NAMES[expected_kind]}"
+            )
+        if len(view) < _HEADER.size + _CRC.size:
+            raise SketchFormatError("truncated sketch: no room for the checksum")
+        body = view[: len(view) - _CRC.size]
+        (stored,) = _CRC.unpack_from(view, len(body))
+        if zlib.crc32(body) != stored:
+            raise SketchFormatError("corrupt or truncated sketch: checksum mismatch")
+        reader = cls(body)
+        reader._pos = _HEADER.size
+        return reader, int(_HEADER.unpack_from(view, 0)[3])
+
+    @property
+    def remaining(self) -> int:
+        """Bytes not yet consumed."""
+        return len(self._view) - self._pos
+
+    def take(self, n: int, what: str = "payload") -> memoryview:
+        """Consume ``n`` bytes (raising if fewer remain)."""
+        if n < 0 or n > self.remaining:
+            raise SketchFormatError(
+                f"truncated sketch: {what} needs {n} bytes, {self.remaining} remain"
+            )
+        out = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str = "parameters") -> tuple[Any, ...]:
+        """Consume and unpack a :mod:`struct` format."""
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.take(size, what))
+
+    def array(self, dtype: str, count: int, what: str = "payload") -> np.ndarray:
+        """Consume ``count`` items of a little-endian dtype into a new native array."""
+        dt = np.dtype(dtype)
+        if count < 0 or count * dt.itemsize > self.remaining:
+            raise SketchFormatError(
+                f"truncated sketch: {what} needs {count} x {dt.itemsize} bytes, "
+                f"{self.remaining} remain"
+            )
+        raw = self.take(count * dt.itemsize, what)
+        return np.frombuffer(raw, dtype=dt).astype(dt.newbyteorder("="))
+
+    def finish(self) -> None:
+        """Require that every byte was consumed."""
+        if self.remaining:
+            raise SketchFormatError(f"{self.remaining} unexpected trailing bytes after sketch")
+
+    def items(self, count: int) -> list[Any]:
+        """Decode ``count`` type-tagged items written by :func:`encode_items`."""
+        out: list[Any] = []
+        for _ in range(count):
+            (tag,) = self.unpack("<B", "item tag")
+            if tag == _TAG_INT:
+                out.append(self.unpack("<q", "int item")[0])
+            elif tag == _TAG_UINT:
+                value = self.unpack("<Q", "uint item")[0]
+                if value < 1 << 63:
+                    raise SketchFormatError("non-canonical uint item below 2**63")
+                out.append(value)
+            elif tag == _TAG_FLOAT:
+                value = self.unpack("<d", "float item")[0]
+                if math.isnan(value) or (
+                    math.isfinite(value)
+                    and value == math.trunc(value)
+                    and -(2.0**63) <= value < 2.0**64
+                ):
+                    raise SketchFormatError(f"non-canonical float item {value!r}")
+                out.append(value)
+            elif tag in (_TAG_STR, _TAG_BYTES):
+                (length,) = self.unpack("<I", "item length")
+                raw = bytes(self.take(length, "item"))
+                if tag == _TAG_STR:
+                    try:
+                        out.append(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        raise SketchFormatError("string item is not valid UTF-8") from None
+                else:
+                    out.append(raw)
+            else:
+                raise SketchFormatError(f"unknown item type tag {tag}")
+        return out
+
+
+def uint_width(max_value: int) -> int:
+    """Smallest of 1, 2, 4, 8 bytes holding ``max_value`` (a non-negative int).
+
+    Example:
+        >>> uint_width(0), uint_width(255), uint_width(256), uint_width(2**40)
+        (1, 1, 2, 8)
+    """
+    for width in (1, 2, 4):
+        if max_value < 1 << (8 * width):
+            return width
+    return 8
+
+
+def encode_items(items: list[Any]) -> bytes:
+    """Serialise int / float / str / bytes items with type tags (canonical forms only).
+
+    Example:
+        >>> Reader(encode_items([1, "a", b"b", 0.5])).items(4)
+        [1, 'a', b'b', 0.5]
+    """
+    parts: list[bytes] = []
+    for item in items:
+        if isinstance(item, int):
+            if item >= 1 << 63:
+                parts.append(struct.pack("<BQ", _TAG_UINT, item))
+            else:
+                parts.append(struct.pack("<Bq", _TAG_INT, item))
+        elif isinstance(item, float):
+            parts.append(struct.pack("<Bd", _TAG_FLOAT, item))
+        elif isinstance(item, str):
+            raw = item.encode("utf-8")
+            parts.append(struct.pack("<BI", _TAG_STR, len(raw)) + raw)
+        elif isinstance(item, bytes):
+            parts.append(struct.pack("<BI", _TAG_BYTES, len(item)) + item)
+        else:  # pragma: no cover - items come from column_items, which never yields others
+            raise TypeError(f"cannot serialise item of type {type(item).__name__}")
+    return b"".join(parts)

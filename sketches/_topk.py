@@ -1,0 +1,214 @@
+"""Sort-based helpers for heavy-hitter candidate lists (used by the Count-Min sketch).
+
+Candidates are identified by their 64-bit hash and ranked by (estimate descending,
+hash ascending), a total order that does not depend on arrival order. Everything here
+is vectorised; ``np.unique`` is avoided on purpose because a plain sort is several
+times faster for uint64 keys.
+
+Example:
+    >>> import numpy as np
+    >>> est = np.array([5, 9, 5, 1], dtype=np.int64)
+    >>> h = np.array([30, 10, 20, 40], dtype=np.uint64)
+    >>> rank_top(h, est, 3).tolist()
+    [1, 2, 0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sketches._columns import Column, column_items
+from sketches.hashing import mix64
+
+__all__ = [
+    "sorted_unique",
+    "rank_top",
+    "first_rows",
+    "distinct_rows",
+    "top_per_group",
+    "GroupPairs",
+]
+_CHUNK = 1 << 18
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a 1-D array.
+
+    Example:
+        >>> sorted_unique(np.array([3, 1, 3], dtype=np.uint64)).tolist()
+        [1, 3]
+    """
+    s = np.sort(values)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def rank_top(hashes: np.ndarray, estimates: np.ndarray, capacity: int) -> np.ndarray:
+    """Indices of the ``capacity`` best entries by (estimate desc, hash asc), in order.
+
+    ``hashes`` must be distinct.
+    """
+    n = hashes.size
+    if n > 4 * capacity and capacity > 0:
+        # Every selected entry has an estimate >= the capacity-th largest: prefilter.
+        threshold = np.partition(estimates, n - capacity)[n - capacity]
+        keep = np.flatnonzero(estimates >= threshold)
+        order = np.lexsort((hashes[keep], -estimates[keep]))[:capacity]
+        return keep[order]
+    return np.lexsort((hashes, -estimates))[:capacity]
+
+
+def first_rows(hashes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each value of ``wanted`` (distinct, all present in ``hashes``), a row holding it.
+
+    The smallest such row is returned, so the answer does not depend on sort internals.
+
+    Example:
+        >>> hashes = np.array([7, 5, 7, 5], dtype=np.uint64)
+        >>> first_rows(hashes, np.array([5, 7], dtype=np.uint64)).tolist()
+        [1, 0]
+    """
+    if wanted.size == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(wanted)
+    sorted_wanted = wanted[order]
+    pos = np.searchsorted(sorted_wanted, hashes)
+    np.minimum(pos, sorted_wanted.size - 1, out=pos)
+    match = np.flatnonzero(sorted_wanted[pos] == hashes)
+    first = np.full(sorted_wanted.size, hashes.size, dtype=np.intp)
+    np.minimum.at(first, pos[match], match)
+    out = np.empty_like(first)
+    out[order] = first
+    return out
+
+
+def distinct_rows(keys: np.ndarray) -> np.ndarray:
+    """One row index per distinct key, in increasing key order.
+
+    Which of several equal-key rows is returned is unspecified: callers use keys that
+    identify the row's content (a 64-bit hash), so any of them gives the same result.
+
+    Example:
+        >>> keys = np.array([9, 4, 9, 4, 1], dtype=np.uint64)
+        >>> keys[distinct_rows(keys)].tolist()
+        [1, 4, 9]
+    """
+    if keys.size == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.argsort(keys)
+    s = keys[order]
+    keep = np.empty(s.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return order[keep]
+
+
+_EST_BITS = 40
+
+
+def _group_thresholds(codes: np.ndarray, estimates: np.ndarray, capacity: int) -> np.ndarray:
+    """Per entry, a lower bound on the estimate needed to make its group's top ``capacity``.
+
+    One int64 sort of ``group << 40 | min(estimate, 2**40 - 1)``; clamping is monotone,
+    so an entry in its group's true top ``capacity`` always passes the bound.
+    """
+    clamped = np.minimum(estimates, (1 << _EST_BITS) - 1)
+    s = np.sort((codes.astype(np.int64) << _EST_BITS) | clamped)
+    groups = s >> _EST_BITS
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    ends = np.append(starts[1:], s.size)
+    kth = s[np.maximum(ends - capacity, starts)] & ((1 << _EST_BITS) - 1)
+    per_group = np.zeros(int(groups[-1]) + 1, dtype=np.int64)
+    per_group[groups[starts]] = np.where(ends - starts > capacity, kth, 0)
+    return clamped >= per_group[codes]
+
+
+def top_per_group(
+    codes: np.ndarray, hashes: np.ndarray, estimates: np.ndarray, capacity: int
+) -> np.ndarray:
+    """Indices of each group's best ``capacity`` entries, sorted by (group, rank).
+
+    Entries are distinct (group, hash) pairs; rank is (estimate desc, hash asc).
+
+    Example:
+        >>> top_per_group(np.array([0, 0, 1]), np.array([1, 2, 3], dtype=np.uint64),
+        ...               np.array([1, 5, 2]), 1).tolist()
+        [1, 2]
+    """
+    if codes.size == 0:
+        return np.empty(0, dtype=np.intp)
+    candidates = np.arange(codes.size)
+    if codes.size > 4 * capacity and int(codes.max()) < 1 << 22:
+        candidates = np.flatnonzero(_group_thresholds(codes, estimates, capacity))
+    order = np.lexsort((hashes[candidates], -estimates[candidates], codes[candidates]))
+    order = candidates[order]
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1])))
+    group_start = np.repeat(starts, np.diff(np.append(starts, sorted_codes.size)))
+    rank = np.arange(sorted_codes.size) - group_start
+    return order[rank < capacity]
+
+
+class GroupPairs:
+    """Distinct (group, item) pairs met by a grouped build, and where to find each item.
+
+    Example:
+        >>> from sketches._columns import iter_columns
+        >>> pairs = GroupPairs()
+        >>> [(_, col)] = iter_columns(["a", "b", "a"])
+        >>> h = np.array([5, 6, 5], dtype=np.uint64)
+        >>> pairs.add(np.array([0, 0, 1]), h, col, np.arange(3))
+        >>> group, hashes, items = pairs.select(lambda g, h: np.ones(h.size, np.int64), 1)
+        >>> group.tolist(), items
+        ([0, 1], ['a', 'a'])
+    """
+
+    def __init__(self) -> None:
+        self._columns: list[Column] = []
+        self._chunks: list[tuple[np.ndarray, ...]] = []  # (group, hash, chunk no, row, key)
+
+    def add(self, group: np.ndarray, hashes: np.ndarray, column: Column, rows: np.ndarray) -> None:
+        """Keep one row per distinct (group, hash) of a chunk; ``rows`` locate the items."""
+        if hashes.size == 0:
+            return
+        keys = hashes ^ mix64(group.astype(np.uint64))  # a 64-bit pair id, like the hash
+        pick = distinct_rows(keys)
+        chunk_no = np.full(pick.size, len(self._columns), dtype=np.intp)
+        self._chunks.append((group[pick], hashes[pick], chunk_no, rows[pick], keys[pick]))
+        self._columns.append(column)
+
+    def select(
+        self, estimate: Callable[[np.ndarray, np.ndarray], np.ndarray], capacity: int
+    ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        """Each group's best ``capacity`` pairs by (``estimate`` desc, hash asc).
+
+        Returns:
+            Groups (ascending), hashes and items of the chosen pairs, in rank order
+            within each group.
+        """
+        if not self._chunks:
+            return np.empty(0, np.int64), np.empty(0, np.uint64), []
+        group, hashes, chunk_no, rows, keys = (
+            np.concatenate(x) for x in zip(*self._chunks, strict=True)
+        )
+        if len(self._chunks) > 1:  # pairs are already distinct within each chunk
+            pick = distinct_rows(keys)
+            group, hashes, chunk_no, rows = group[pick], hashes[pick], chunk_no[pick], rows[pick]
+        est = np.empty(hashes.size, dtype=np.int64)
+        for a in range(0, hashes.size, _CHUNK):
+            est[a : a + _CHUNK] = estimate(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
+        chosen = top_per_group(group, hashes, est, capacity)
+        items: list[Any] = [None] * chosen.size
+        for no, column in enumerate(self._columns):
+            sel = np.flatnonzero(chunk_no[chosen] == no)
+            found = column_items(column, rows[chosen[sel]]) if sel.size else []
+            for j, item in zip(sel.tolist(), found, strict=True):
+                items[j] = item
+        return group[chosen], hashes[chosen], items

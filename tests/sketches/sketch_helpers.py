@@ -1,0 +1,90 @@
+"""Factories shared by the sketch tests (a uniquely named module, importable from tests)."""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+import sketches
+from sketches import BloomFilter, CountMinSketch, HyperLogLog, MinHashSketch
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """How to build small sketches of one kind for the shared-law tests."""
+
+    name: str
+    cls: type[sketches.Sketch]
+    params: dict[str, Any]
+    # parameter sets that must refuse to merge with ``params``
+    mismatched: list[dict[str, Any]] = field(default_factory=list)
+
+    def make(self, **overrides: Any) -> Any:
+        return self.cls(**{**self.params, **overrides})
+
+    def build(self, values: Any) -> Any:
+        return self.make().update(values)
+
+
+KINDS = [
+    KindSpec(
+        "hll",
+        HyperLogLog,
+        {"precision": 8},
+        [{"precision": 9}, {"seed": 1}],
+    ),
+    KindSpec(
+        "cms",
+        CountMinSketch,
+        {"width": 64, "depth": 3, "top_k": 5},
+        [{"width": 65}, {"depth": 4}, {"top_k": 6}, {"seed": 1}],
+    ),
+    KindSpec(
+        "bloom",
+        BloomFilter,
+        {"capacity": 200, "error_rate": 0.01},
+        [{"capacity": 201}, {"error_rate": 0.02}, {"seed": 1}],
+    ),
+    KindSpec(
+        "minhash",
+        MinHashSketch,
+        {"num_perm": 32},
+        [{"num_perm": 33}, {"seed": 2}],
+    ),
+]
+
+
+# An alphabet of 60 values (fewer than the Count-Min candidate capacity of 64, so
+# the candidate list is order-independent too), mixing strings and integers.
+WORDS = [f"w{i}" for i in range(30)]
+ALPHABET = st.one_of(st.integers(0, 29), st.sampled_from(WORDS))
+STREAMS = st.lists(ALPHABET, max_size=80)
+
+
+def as_objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array (never 2-D, whatever the items)."""
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def reseal(blob: bytes) -> bytes:
+    """Recompute the CRC-32 trailer after a deliberate edit of the body."""
+    body = blob[:-4]
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def sample_sketches(spec: KindSpec) -> list[Any]:
+    """Empty, small (sparse encodings) and full (dense encodings) sketches of a kind."""
+    return [spec.cls.from_bytes(blob) for blob in _sample_blobs(spec.name)]
+
+
+@functools.cache
+def _sample_blobs(name: str) -> tuple[bytes, ...]:
+    spec = next(k for k in KINDS if k.name == name)
+    full = np.random.default_rng(7).integers(0, 10**9, size=3000)
+    built = [spec.make(), spec.build(["a", "b", 3, 4.5, b"x"]), spec.build(full)]
+    return tuple(s.to_bytes() for s in built)

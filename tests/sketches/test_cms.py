@@ -1,0 +1,232 @@
+"""Count-Min sketch: sizing, guarantees over many seeds, weights, and top-k."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sketches import CountMinSketch, InvalidParameterError, _topk, hash64, union
+from sketches.cms import candidate_capacity
+
+
+def exact_counts(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    items, counts = np.unique(stream, return_counts=True)
+    return items, counts
+
+
+# ---------------------------------------------------------------- sizing
+
+
+def test_sizing_from_epsilon_and_delta() -> None:
+    cms = CountMinSketch(epsilon=0.01, delta=0.05)
+    assert (cms.width, cms.depth) == (math.ceil(math.e / 0.01), math.ceil(math.log(1 / 0.05)))
+    assert cms.epsilon <= 0.01 and cms.delta <= 0.05
+    assert (CountMinSketch().width, CountMinSketch().depth) == (2719, 5)
+    assert CountMinSketch(width=10, depth=2).params() == {
+        "width": 10, "depth": 2, "seed": 0, "top_k": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"width": 10},
+        {"width": 10, "depth": 2, "epsilon": 0.1},
+        {"epsilon": 0.0, "delta": 0.1},
+        {"epsilon": 0.1, "delta": 1.0},
+        {"width": 0, "depth": 2},
+        {"width": 10, "depth": 65},
+        {"width": 10, "depth": 2, "top_k": -1},
+        {"width": 10.5, "depth": 2},
+    ],
+)
+def test_bad_parameters(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidParameterError):
+        CountMinSketch(**kwargs)
+
+
+# ---------------------------------------------------------------- guarantees
+
+
+def test_never_underestimates_and_rarely_exceeds_epsilon_n() -> None:
+    eps, delta = 0.01, 0.05
+    fractions = []
+    for seed in range(40):
+        stream = np.random.default_rng(seed).zipf(1.2, size=20_000) % 5000
+        cms = CountMinSketch(epsilon=eps, delta=delta, seed=seed).update(stream)
+        items, counts = exact_counts(stream)
+        est = cms.estimate(items)
+        assert np.all(est >= counts)
+        fractions.append(float(np.mean(est - counts > cms.error_bound())))
+        assert cms.total == stream.size
+        assert math.isclose(cms.error_bound(), math.e / cms.width * stream.size)
+    assert float(np.mean(fractions)) <= delta
+    assert max(fractions) <= 2 * delta
+
+
+def test_single_row_overestimate_matches_uniform_hashing() -> None:
+    # With one row of width w, an item's overestimate is the mass of the other items
+    # that share its column: expectation (N - f) / w under uniform column hashing.
+    width, n_items = 50, 2000
+    ratios = []
+    for seed in range(20):
+        counts = np.random.default_rng(seed).integers(1, 20, size=n_items)
+        cms = CountMinSketch(width=width, depth=1, seed=seed)
+        cms.update(np.arange(n_items), counts=counts)
+        over = cms.estimate(np.arange(n_items)) - counts
+        ratios.append(float(over.mean()) / float(((counts.sum() - counts) / width).mean()))
+    assert 0.9 < float(np.mean(ratios)) < 1.1
+    assert float(np.std(ratios)) < 0.25  # no systematic clustering of columns
+
+
+def test_rows_are_independent() -> None:
+    # Two values collide in a row with probability 1/w; in all d rows with 1/w**d only if
+    # the rows are independent (double hashing h + i*h2 gives about 1/w**2 instead).
+    cms = CountMinSketch(width=8, depth=6)
+    cols = cms._flat_indices(hash64(np.arange(4000))) % 8
+    pairs_all_rows = 0
+    for i in range(0, 4000, 50):
+        pairs_all_rows += int(np.all(cols == cols[:, i : i + 1], axis=0).sum()) - 1
+    # 80 probe items x 3999 others / 8**6 = 1.2 expected; 1/w**2 would give 5000
+    assert pairs_all_rows <= 10
+    per_row = [float(np.mean(cols[r] == cols[r, 0])) for r in range(6)]
+    assert all(0.09 < f < 0.16 for f in per_row)  # 1/8 each
+
+
+# ---------------------------------------------------------------- update / estimate API
+
+
+def test_weights_equal_repetition_and_nulls_drop_their_counts() -> None:
+    a = CountMinSketch(width=64, depth=3).update(["x", "y", None, "x"], counts=[2, 3, 100, 1])
+    b = CountMinSketch(width=64, depth=3).update(["x", "x", "x", "y", "y", "y"])
+    assert a == b
+    assert a.total == 6
+    with pytest.raises(InvalidParameterError):
+        a.update(["x"], counts=[-1])
+    with pytest.raises(InvalidParameterError):
+        a.update(["x"], counts=[1.5])
+    with pytest.raises(InvalidParameterError):
+        a.update(["x", "y"], counts=[1])
+    c = CountMinSketch(width=64, depth=3, top_k=2).update(["x", "y"], counts=[0, 4])
+    assert c.top() == [("y", 4)]  # zero-weight items are not candidates
+
+
+def test_estimate_shapes() -> None:
+    cms = CountMinSketch(width=256, depth=4).update(["a", "a", "b"])
+    assert cms.estimate("a") == 2 and isinstance(cms.estimate("a"), int)
+    assert cms.estimate(["a", None, "zzz"]).tolist()[:2] == [2, 0]
+    assert cms.estimate(pa.array(["b", None])).tolist() == [1, 0]
+    assert cms.estimate([]).size == 0
+    assert cms.counters.shape == (4, 256) and cms.counters.flags.writeable is False
+
+
+# ---------------------------------------------------------------- top-k
+
+
+def test_capacity() -> None:
+    assert candidate_capacity(0) == 0
+    assert candidate_capacity(1) == candidate_capacity(16) == 64
+    assert candidate_capacity(50) == 200
+    assert CountMinSketch(width=8, depth=1).top() == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([f"k{i}" for i in range(40)]), min_size=1, max_size=300))
+def test_top_k_is_exact_on_small_alphabets(values: list[str]) -> None:
+    cms = CountMinSketch(width=4096, depth=5, top_k=5).update(values)
+    uniq, counts = np.unique(np.array(values), return_counts=True)
+    top = cms.top()
+    assert len(top) == min(5, uniq.size)
+    true = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+    reported = [c for _, c in top]
+    assert reported == sorted(reported, reverse=True)
+    assert sorted(true.values(), reverse=True)[: len(top)] == reported
+    assert all(true[item] <= c for item, c in top)
+
+
+def zipf_stream(seed: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ids = rng.zipf(1.3, size=size)
+    return np.array([f"item-{i}" for i in ids.tolist()], dtype=object)
+
+
+def check_heavy_hitters(cms: CountMinSketch, stream: np.ndarray, k: int) -> None:
+    items, counts = exact_counts(stream.astype(str))
+    order = np.argsort(-counts, kind="stable")
+    true = dict(zip(items.tolist(), counts.tolist(), strict=True))
+    kth_next = int(counts[order[k]])  # the (k+1)-th true count
+    top = cms.top(k)
+    found = {item for item, _ in top}
+    for i in order[:k]:
+        # every clear heavy hitter (beyond the error bound from the runner-up) is found
+        if counts[i] >= kth_next + 2 * cms.error_bound():
+            assert items[i] in found, (items[i], int(counts[i]))
+    for item, est in top:
+        assert true[item] <= est <= true[item] + 3 * cms.error_bound() + 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heavy_hitters_survive_merging_random_partitions(seed: int) -> None:
+    stream = zipf_stream(seed, 60_000)
+    assert np.unique(stream).size > 10 * candidate_capacity(10)  # far more than capacity
+    parts = np.random.default_rng(100 + seed).integers(0, 8, size=stream.size)
+    partials = [
+        CountMinSketch(epsilon=0.002, delta=0.01, top_k=10).update(stream[parts == i])
+        for i in range(8)
+    ]
+    merged = union(*partials)
+    check_heavy_hitters(merged, stream, 10)
+    whole = CountMinSketch(epsilon=0.002, delta=0.01, top_k=10).update(stream)
+    assert merged.counters.tolist() == whole.counters.tolist()  # counters: exact
+    check_heavy_hitters(whole, stream, 10)
+
+
+def test_grouped_build_with_many_distinct_items() -> None:
+    stream = zipf_stream(9, 40_000)
+    codes = np.random.default_rng(9).integers(0, 3, size=stream.size)
+    groups = CountMinSketch.from_groups(codes, stream, 3, epsilon=0.002, delta=0.01, top_k=8)
+    for i, group in enumerate(groups):
+        single = CountMinSketch(epsilon=0.002, delta=0.01, top_k=8).update(stream[codes == i])
+        assert group == single  # one update chunk: identical, candidates included
+        check_heavy_hitters(group, stream[codes == i], 8)
+
+
+def reference_refresh(cms: CountMinSketch, batch: list[Any]) -> list[int]:
+    """Candidates without the threshold shortcut: best of old | distinct(batch)."""
+    pool = set(cms._cand_hashes.tolist()) | set(hash64(batch).tolist())
+    pool_arr = np.array(sorted(pool), dtype=np.uint64)
+    est = cms._estimate_hashes(pool_arr)
+    chosen = _topk.rank_top(pool_arr, est, cms.capacity)
+    return pool_arr[chosen].tolist()
+
+
+def test_threshold_shortcut_matches_the_plain_refresh() -> None:
+    rng = np.random.default_rng(5)
+    cms = CountMinSketch(width=512, depth=4, top_k=4)  # capacity 64
+    for _ in range(30):
+        batch = [f"v{i}" for i in (rng.zipf(1.4, size=300) % 400).tolist()]
+        before = cms.copy()
+        cms.update(batch)
+        before._add(hash64(batch), None)
+        expected = reference_refresh(before, batch)
+        assert cms._cand_hashes.tolist() == expected
+        assert len(cms._cand_items) == len(expected)
+        assert hash64(cms._cand_items).tolist() == expected
+
+
+def test_items_keep_their_type() -> None:
+    cms = CountMinSketch(width=256, depth=4, top_k=3)
+    cms.update([b"raw", b"raw", "text", 7, 7, 7, 2.5, 3.0, 2**63 + 5, True])
+    items = dict(cms.top(7))
+    assert items[7] == 3 and items[b"raw"] == 2 and items["text"] == 1
+    assert items[2.5] == 1 and items[2**63 + 5] == 1
+    assert items[3] == 1 and 3.0 not in [i for i in items if isinstance(i, float)]
+    assert items[1] == 1  # True counts as 1
+    back = CountMinSketch.from_bytes(cms.to_bytes())
+    assert back.top(7) == cms.top(7)

@@ -1,0 +1,157 @@
+"""Hostile bytes: every malformed input raises SketchFormatError, nothing else, and
+every accepted input is canonical (it serialises back to the very same bytes)."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sketch_helpers import KINDS, KindSpec, reseal, sample_sketches
+
+import sketches
+from sketches import CountMinSketch, HyperLogLog, SketchFormatError
+from sketches._format import FORMAT_VERSION, MAGIC
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def refuses(cls: Any, blob: Any) -> str:
+    with pytest.raises(SketchFormatError) as err:
+        cls.from_bytes(blob)
+    return str(err.value)
+
+
+def accepted_or_refused(cls: Any, blob: bytes) -> None:
+    """Either a clean SketchFormatError or a sketch whose bytes are exactly ``blob``."""
+    try:
+        sketch = cls.from_bytes(blob)
+    except SketchFormatError:
+        return
+    assert sketch.to_bytes() == blob
+
+
+def test_layout_of_the_envelope(kind: KindSpec) -> None:
+    blob = kind.make(seed=5).to_bytes()
+    magic, version, code, seed = struct.unpack_from("<3sBBQ", blob)
+    assert (magic, version, seed) == (MAGIC, FORMAT_VERSION, 5)
+    assert code == kind.cls.KIND
+
+
+def test_every_truncation_is_refused(kind: KindSpec) -> None:
+    for sketch in sample_sketches(kind):
+        blob = sketch.to_bytes()
+        for cut in range(len(blob)):
+            refuses(kind.cls, blob[:cut])
+            refuses(sketches, blob[:cut])
+        # even with a recomputed checksum, a shortened body is refused
+        for cut in range(14, len(blob) - 4, max(1, (len(blob) - 18) // 40)):
+            refuses(kind.cls, reseal(blob[:cut] + b"\0\0\0\0"))
+
+
+def test_wrong_magic_future_version_and_trailing_junk(kind: KindSpec) -> None:
+    blob = kind.build(["a", 1]).to_bytes()
+    assert "magic" in refuses(kind.cls, b"XYZ" + blob[3:])
+    future = blob[:3] + bytes([FORMAT_VERSION + 1]) + blob[4:]
+    assert "version" in refuses(kind.cls, future)
+    assert "version" in refuses(sketches, reseal(future))
+    assert "kind" in refuses(kind.cls, reseal(blob[:4] + b"\x09" + blob[5:]))
+    refuses(kind.cls, blob + b"\0")
+    assert "trailing" in refuses(kind.cls, reseal(blob[:-4] + b"junk" + blob[-4:]))
+    refuses(kind.cls, "not bytes")
+    refuses(sketches, None)
+    assert kind.cls.from_bytes(bytearray(blob)) == kind.cls.from_bytes(memoryview(blob))
+
+
+def test_other_kinds_are_refused_by_name(kind: KindSpec) -> None:
+    for other in KINDS:
+        if other.cls is kind.cls:
+            continue
+        message = refuses(kind.cls, other.build(["a"]).to_bytes())
+        assert other.cls.__name__ in message and kind.cls.__name__ in message
+
+
+def test_every_single_byte_flip_is_refused(kind: KindSpec) -> None:
+    for sketch in sample_sketches(kind)[:2]:
+        blob = sketch.to_bytes()
+        for i in range(len(blob)):
+            for mask in (0x01, 0x80, 0xFF):
+                flipped = bytearray(blob)
+                flipped[i] ^= mask
+                refuses(kind.cls, bytes(flipped))
+
+
+def test_resealed_parameter_edits_are_refused_or_canonical(kind: KindSpec) -> None:
+    # With the checksum recomputed, structural checks alone must hold the line.
+    for sketch in sample_sketches(kind):
+        blob = sketch.to_bytes()
+        for i in range(5, min(len(blob) - 4, 48)):
+            for mask in (0x01, 0x10, 0xFF):
+                edited = bytearray(blob)
+                edited[i] ^= mask
+                accepted_or_refused(kind.cls, reseal(bytes(edited)))
+
+
+@FUZZ
+@given(junk=st.binary(max_size=300))
+def test_random_junk_is_refused(kind: KindSpec, junk: bytes) -> None:
+    refuses(kind.cls, junk)
+    refuses(sketches, junk)
+
+
+@FUZZ
+@given(body=st.binary(max_size=200), seed=st.integers(0, 2**64 - 1))
+def test_random_bodies_behind_a_valid_envelope(kind: KindSpec, body: bytes, seed: int) -> None:
+    blob = struct.pack("<3sBBQ", MAGIC, FORMAT_VERSION, kind.cls.KIND, seed) + body + b"\0" * 4
+    accepted_or_refused(kind.cls, reseal(blob))
+
+
+@FUZZ
+@given(data=st.data())
+def test_random_edits_of_valid_bytes(kind: KindSpec, data: st.DataObject) -> None:
+    blob = bytearray(data.draw(st.sampled_from(sample_sketches(kind))).to_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(5, len(blob) - 5))
+        blob[i] = data.draw(st.integers(0, 255))
+    accepted_or_refused(kind.cls, reseal(bytes(blob)))
+
+
+# ---------------------------------------------------------------- targeted inconsistencies
+
+
+def test_hll_inconsistencies() -> None:
+    good = HyperLogLog(8).update(["a", "b"]).to_bytes()  # sparse
+    assert "precision" in refuses(HyperLogLog, reseal(good[:13] + b"\x03" + good[14:]))
+    dense_small = good[:13] + bytes([8, 0]) + bytes(256) + b"\0\0\0\0"
+    assert "non-canonical" in refuses(HyperLogLog, reseal(dense_small))
+    too_high = good[:13] + bytes([8, 0]) + bytes([60] * 256) + b"\0\0\0\0"
+    assert "register" in refuses(HyperLogLog, reseal(too_high))
+    # sparse entries out of order
+    entries = struct.pack("<II", (5 << 8) | 1, (3 << 8) | 1)
+    unordered = good[:13] + bytes([8, 1]) + struct.pack("<I", 2) + entries + b"\0\0\0\0"
+    assert "corrupt" in refuses(HyperLogLog, reseal(unordered))
+
+
+def test_cms_inconsistencies() -> None:
+    cms = CountMinSketch(width=64, depth=2, top_k=2).update(["a", "a", "b"])
+    blob = cms.to_bytes()
+    # total that disagrees with the counters
+    width, depth, top_k, total, enc, vw = struct.unpack_from("<IHIQBB", blob, 13)
+    edited = blob[:13] + struct.pack("<IHIQBB", width, depth, top_k, total + 1, enc, vw)
+    assert "total" in refuses(CountMinSketch, reseal(edited + blob[13 + 20 :]))
+    # candidates in the wrong order: swap the two serialised items
+    items_at = blob.index(b"\x04\x01\x00\x00\x00a")
+    a_item, b_item = blob[items_at : items_at + 6], blob[items_at + 6 : items_at + 12]
+    swapped = blob[:items_at] + b_item + a_item + blob[items_at + 12 :]
+    assert "rank order" in refuses(CountMinSketch, reseal(swapped))
+    duplicated = blob[:items_at] + a_item + a_item + blob[items_at + 12 :]
+    assert "duplicate" in refuses(CountMinSketch, reseal(duplicated))
+    not_utf8 = blob[:items_at] + b"\x04\x01\x00\x00\x00\xff" + blob[items_at + 6 :]
+    assert "UTF-8" in refuses(CountMinSketch, reseal(not_utf8))
+    no_topk = CountMinSketch(width=64, depth=2).update(["a"]).to_bytes()
+    with_candidate = no_topk[:-8] + struct.pack("<I", 1) + a_item + b"\0\0\0\0"
+    refuses(CountMinSketch, reseal(with_candidate))
