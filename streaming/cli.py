@@ -27,7 +27,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def default_home() -> Path:
-    """Folder for the local broker, demo data and logs (``STREAMSKETCH_HOME`` or ./.streamsketch)."""
+    """Folder for the local broker, demo data and logs.
+
+    ``STREAMSKETCH_HOME`` if set, else ``./.streamsketch``.
+    """
     return Path(os.environ.get("STREAMSKETCH_HOME", ".streamsketch")).expanduser()
 
 
@@ -94,7 +97,7 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 
 
 def _register_builtin(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jars", help="resolve and verify the JVM jars (once; later runs are offline)")
+    p = sub.add_parser("jars", help="resolve and verify the JVM jars (once; then offline)")
     p.add_argument("--set", choices=["all", "spark", "kafka"], default="all")
     p.add_argument("--offline", action="store_true", help="fail instead of downloading")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,34 +1,186 @@
-"""Subcommands beyond the foundation (``jars``, ``kafka``), registered with the CLI."""
+"""Pipeline subcommands: ``run``, ``query``, ``demo`` (and ``produce`` from its module)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from streaming.cli import default_home
+from streaming.cli import _port, default_home
+from streaming.errors import ConfigError
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from streaming import jvm
-    from streaming.kafka_broker import LocalKafka
+def _info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
-    for which in jvm.ARTIFACT_SETS:
-        jvm.resolve(which, log=lambda m: print(m, file=sys.stderr))
-    broker = LocalKafka(args.home / "kafka", port=args.port)
-    status = broker.status()
-    if not status.running:
-        status = broker.start()
-    print(f"kafka {status.line()}")
-    print("pipeline not built yet: the broker is up and the JVM jars are cached; "
-          "stop the broker with `streamsketch kafka stop`")
+
+def _spec_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    from streaming.spec import default_spec_path
+
+    p.add_argument("--spec", type=Path, default=None if required else default_spec_path(),
+                   required=required,
+                   help="pipeline spec (TOML); default: the bundled clickstream spec")
+
+
+def _session(args: argparse.Namespace):
+    from streaming.session import SparkOptions, build_session
+
+    return build_session(SparkOptions(master=getattr(args, "master", "local[*]"),
+                                      ui=getattr(args, "ui", False)), log=_info)
+
+
+def _fmt_ms(ms: int) -> str:
+    import datetime as dt
+
+    if ms <= 0:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def batch_line(s: Any) -> str:
+    q = ", ".join(f"{k}={v}" for k, v in sorted(s.quarantined.items())) or "none"
+    rate = s.rows / s.duration_s if s.duration_s else 0.0
+    return (f"batch {s.batch_id}: {s.rows} rows ({s.valid} aggregated; quarantined: {q}) "
+            f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s), watermark {_fmt_ms(s.watermark_ms)}")
+
+
+# -- run -------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streaming.pipeline import Pipeline
+    from streaming.spec import load_spec
+
+    spec = load_spec(args.spec)
+    spark = _session(args)
+    pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
+    pipeline.prepare()
+    _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+    try:
+        pipeline.run(available_now=args.available_now)
+    except KeyboardInterrupt:
+        _info("stopping ...")
+        pipeline.stop()
+        return 130
     return 0
 
 
+# -- query -----------------------------------------------------------------------
+def _cmd_query(args: argparse.Namespace) -> int:
+    from streaming import query as q
+    from streaming.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.window is None:
+        if len(spec.windows) != 1:
+            raise ConfigError("--window is needed: the spec has windows "
+                              + ", ".join(w.name for w in spec.windows))
+        window = spec.windows[0]
+    else:
+        window = spec.window(args.window)
+    sel = q.Selection(window, q.parse_time(args.start, "--from"), q.parse_time(args.end, "--to"),
+                      q.parse_groups(args.group, window))
+    if args.what == "contains" and args.value is None:
+        raise ConfigError("contains needs --value")
+    if args.what == "similarity" and (args.vs_from is None or args.vs_to is None):
+        raise ConfigError("similarity needs --vs-from and --vs-to (the second range)")
+    from streaming.tables import table_paths
+
+    if not (Path(table_paths(spec).sketches) / "_delta_log").exists():
+        raise ConfigError(f"no tables under {spec.sink.path}; run the pipeline first")
+    spark = _session(args)
+    if args.what == "distinct":
+        result = q.distinct(spark, spec, sel, args.sketch)
+    elif args.what == "topk":
+        result = q.topk(spark, spec, sel, args.sketch, args.k)
+    elif args.what == "contains":
+        result = q.contains(spark, spec, sel, args.sketch, args.value)
+    elif args.what == "similarity":
+        other = q.Selection(window, q.parse_time(args.vs_from, "--vs-from"),
+                            q.parse_time(args.vs_to, "--vs-to"), sel.groups)
+        result = q.similarity(spark, spec, sel, other, args.sketch)
+    else:
+        result = q.aggregate(spark, spec, sel)
+    result = {"query": args.what, "window": window.name, "from": args.start, "to": args.end,
+              "group": sel.groups, **result}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(_render(result))
+    return 0
+
+
+def _render(r: dict[str, Any]) -> str:
+    what = r["query"]
+    if what == "distinct":
+        return (f"distinct ≈ {r['estimate']:,.0f}  (95%: {r['lower_bound']:,.0f} .. "
+                f"{r['upper_bound']:,.0f}; {r['windows_merged']} sketches merged)")
+    if what == "topk":
+        lines = [f"top {len(r['top'])} of {r['total']:,} (each count may be over by at most "
+                 f"{r['error_bound']:,.1f}):"]
+        lines += [f"  {i + 1:>3}. {t['item']}  {t['count']:,}" for i, t in enumerate(r["top"])]
+        return "\n".join(lines)
+    if what == "contains":
+        verdict = "probably present" if r["probably_present"] else "definitely absent"
+        return f"{r['value']}: {verdict} (false-positive rate {r['expected_fpr']:.4%})"
+    if what == "similarity":
+        return f"jaccard ≈ {r['jaccard']:.4f}"
+    lines = []
+    for row in r["rows"]:
+        head = ", ".join(f"{k}={v}" for k, v in row["group"].items()) or "all"
+        body = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("group",))
+        lines.append(f"{head}: {body}")
+    return "\n".join(lines) or "no windows in range"
+
+
+# -- demo ------------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streaming.demo import run_demo
+
+    return run_demo(home=args.home, port=args.port, rate=args.rate, duration=args.duration)
+
+
 def _register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="local broker + generator + pipeline with a live summary")
-    p.add_argument("--home", type=__import__("pathlib").Path, default=default_home())
-    p.add_argument("--port", type=int, default=9092)
+    p = sub.add_parser("run", help="run the pipeline of a spec (Kafka -> Delta)")
+    _spec_arg(p, required=True)
+    p.add_argument("--available-now", action="store_true",
+                   help="process what the source holds now, then exit")
+    p.add_argument("--master", default="local[*]", help="Spark master URL")
+    p.add_argument("--ui", action="store_true", help="start Spark's web UI")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("query", help="answer from the stored windows (any time range)")
+    p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity"])
+    _spec_arg(p)
+    p.add_argument("--window", help="window name from the spec")
+    p.add_argument("--sketch", help="sketch name (default: the window's sketch of that kind)")
+    p.add_argument("--from", dest="start", help="range start, ISO-8601 (UTC if no zone)")
+    p.add_argument("--to", dest="end", help="range end, ISO-8601, exclusive")
+    p.add_argument("--group", action="append", metavar="KEY=VALUE",
+                   help="only this group (repeatable); default: all groups merged")
+    p.add_argument("--k", type=int, default=10, help="how many heavy hitters (topk)")
+    p.add_argument("--value", help="the value to test (contains)")
+    p.add_argument("--vs-from", help="second range start (similarity)")
+    p.add_argument("--vs-to", help="second range end (similarity)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("demo", help="embedded broker + generator + pipeline, live summary")
+    p.add_argument("--home", type=Path, default=default_home(),
+                   help="state folder (broker, tables, checkpoints); default %(default)s")
+    p.add_argument("--port", type=_port, default=9092, help="broker port on 127.0.0.1")
+    p.add_argument("--rate", type=float, default=2000.0, help="generated events per second")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(func=_cmd_demo)
 
 
-REGISTRARS = [_register]
+def _registrars() -> list:
+    regs = [_register]
+    from streaming import produce_cmd
+
+    regs.append(produce_cmd.register)
+    return regs
+
+
+REGISTRARS = _registrars()

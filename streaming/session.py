@@ -10,6 +10,7 @@ the UI off unless asked for, and quiet logs.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,11 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Python workers run the interpreter (and packages) of the driver.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        # mapInArrow hands a whole partition's rows over in few, large batches.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.sql.adaptive.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.streaming.numRecentProgressUpdates": "20",
@@ -123,6 +129,8 @@ def build_session(options: SparkOptions | None = None, *, log=None) -> SparkSess
     if options.master.startswith("local"):
         # Keep a local driver on loopback: no interface guessing, nothing exposed.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run this interpreter, with this environment's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jvm.find_java()
     jars = list(jvm.resolve("spark", log=log).jars)
     from pyspark.sql import SparkSession

@@ -1,0 +1,169 @@
+"""The checkpoint folder: what it was made for, who holds it, what a batch saw.
+
+Layout::
+
+    CHECKPOINT/streamsketch.json   checkpoint id + the spec fingerprint it was made with
+    CHECKPOINT/.lock               held (flock) by the one job running on it
+    CHECKPOINT/query/              Spark's own checkpoint (offsets, commits, ...)
+
+A checkpoint is bound to one spec: starting with a spec whose windows, groups or
+sketch parameters differ is refused with a message saying what changed, since
+mixing state from two specs would give numbers that are neither. A damaged
+``streamsketch.json`` or a damaged offset-log entry is a loud error, never a
+silent fresh start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streaming.errors import CheckpointError
+from streaming.spec import Spec
+
+_META = "streamsketch.json"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    root: Path
+    checkpoint_id: str
+
+    @property
+    def query_dir(self) -> Path:
+        return self.root / "query"
+
+
+def _describe_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in old:
+                out.append(f"{sub} added")
+            elif k not in new:
+                out.append(f"{sub} removed")
+            else:
+                out.extend(_describe_changes(old[k], new[k], sub))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out.extend(_describe_changes(a, b, f"{path}[{i}]"))
+        return out
+    if old != new:
+        return [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
+    return []
+
+
+def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
+    """Check (or create) the checkpoint's binding to ``spec``.
+
+    Raises:
+        CheckpointError: the spec changed, the metadata is damaged, or Spark state
+            exists without streamsketch metadata.
+    """
+    root = Path(spec.sink.checkpoint)
+    meta_path = root / _META
+    fingerprint = json.loads(json.dumps(spec.state_fingerprint()))
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            stored = meta["fingerprint"]
+            cid = str(meta["checkpoint_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(
+                f"{meta_path} is damaged (empty or not valid JSON); refusing to start fresh over "
+                "existing state. Restore it, or remove the checkpoint and the tables to start "
+                "over") from None
+        changes = _describe_changes(stored, fingerprint)
+        if changes:
+            shown = "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else "")
+            raise CheckpointError(
+                f"the spec changed since checkpoint {root} was made ({shown}). State from the "
+                "old spec cannot be reused: point [sink] checkpoint and path at new folders, "
+                "or delete both to start fresh")
+        return CheckpointInfo(root, cid)
+    if (root / "query").exists() and any((root / "query").iterdir()):
+        raise CheckpointError(
+            f"{root} holds Spark state but no {_META}; it was not made by this spec's pipeline "
+            "or its metadata was deleted. Refusing to guess: restore it or use a new folder")
+    if not create:
+        raise CheckpointError(f"no checkpoint at {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    cid = uuid.uuid4().hex
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"checkpoint_id": cid, "fingerprint": fingerprint}, indent=1))
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, meta_path)
+    return CheckpointInfo(root, cid)
+
+
+class CheckpointLock:
+    """An exclusive lock on a checkpoint folder, held while a job runs on it."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / ".lock"
+        self._fh: Any = None
+
+    def acquire(self) -> CheckpointLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise CheckpointError(
+                f"checkpoint {self.path.parent} is in use by {holder}; two jobs on one "
+                "checkpoint would corrupt it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> CheckpointLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass(frozen=True)
+class BatchMeta:
+    """What Spark recorded for a micro-batch before running it."""
+
+    batch_id: int
+    watermark_ms: int
+    timestamp_ms: int
+
+
+def batch_meta(query_dir: Path, batch_id: int) -> BatchMeta:
+    """Read the watermark and batch time Spark wrote to the offset log for ``batch_id``.
+
+    They are fixed before the batch runs, so a re-run of the same batch after a
+    crash sees the same values and makes the same decisions.
+    """
+    path = Path(query_dir) / "offsets" / str(batch_id)
+    try:
+        lines = path.read_text().splitlines()
+        meta = json.loads(lines[1])
+        return BatchMeta(batch_id, int(meta.get("batchWatermarkMs", 0)),
+                         int(meta["batchTimestampMs"]))
+    except (OSError, IndexError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"offset log entry {path} is missing or damaged: {exc}") from None

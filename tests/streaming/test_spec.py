@@ -1,0 +1,176 @@
+"""Spec validation: the documented example is accepted; each mistake is one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from streaming.errors import SpecError
+from streaming.spec import default_spec_path, load_spec, parse_duration, parse_spec
+
+ISSUE_EXAMPLE = '''
+[source]
+topic = "flights"
+bootstrap_servers = "localhost:9092"   # KAFKA_BOOTSTRAP_SERVERS overrides
+starting_offsets = "earliest"
+max_offsets_per_trigger = 200000
+
+[events]
+time_field = "ts"                      # ISO-8601 text, or epoch with time_format
+time_format = "iso8601"                # or "epoch_ms", "epoch_s"
+watermark = "2 hours"
+[events.fields]                        # fields used; others are ignored
+carrier = "string"
+tailnum = "string"
+dest = "string"
+distance = "double"
+
+[[windows]]
+name = "hourly"
+size = "1 hour"                        # optional slide = "15 minutes" makes it sliding
+group_by = ["carrier"]                 # may be empty
+metrics = ["count", "sum(distance)", "max(distance)"]
+
+  [[windows.sketches]]
+  name = "tails"
+  kind = "hll"
+  field = "tailnum"
+  precision = 14
+
+  [[windows.sketches]]
+  name = "dests"
+  kind = "cms"
+  field = "dest"
+  epsilon = 0.001
+  delta = 0.01
+  top_k = 20
+
+  [[windows.sketches]]
+  name = "seen_tails"
+  kind = "bloom"
+  field = "tailnum"
+  capacity = 100000
+  error_rate = 0.01
+
+[sink]
+path = "./data/delta"                  # tables: aggregates, sketches, quarantine
+checkpoint = "./data/checkpoints"
+trigger = "5 seconds"
+'''
+
+
+def test_issue_example_is_accepted_as_written(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    spec = parse_spec(ISSUE_EXAMPLE)
+    assert spec.source.topic == "flights" and spec.source.max_offsets_per_trigger == 200000
+    assert spec.events.watermark_s == 7200
+    (w,) = spec.windows
+    assert (w.name, w.size_s, w.slide_s, w.group_by) == ("hourly", 3600, 3600, ("carrier",))
+    assert [m.text for m in w.metrics] == ["count", "sum(distance)", "max(distance)"]
+    kinds = {s.name: (s.kind, s.param_dict) for s in w.sketches}
+    assert kinds["tails"] == ("hll", {"precision": 14, "seed": 0})
+    assert kinds["dests"][1]["width"] == 2719 and kinds["dests"][1]["depth"] == 5
+    assert kinds["dests"][1]["top_k"] == 20
+    assert kinds["seen_tails"][1]["capacity"] == 100000
+    assert spec.sink.trigger_s == 5
+
+
+def test_env_overrides_bootstrap(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:29092")
+    assert parse_spec(ISSUE_EXAMPLE).source.bootstrap_servers == "broker:29092"
+
+
+def test_bundled_spec_is_valid():
+    spec = load_spec(default_spec_path())
+    assert {w.name for w in spec.windows} == {"minutely", "hourly_by_country"}
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, ln in enumerate(text.splitlines(), 1) if needle in ln)
+
+
+@pytest.mark.parametrize(("old", "new", "key", "needle"), [
+    ('watermark = "2 hours"', 'watermark = "2 fortnights"', "events.watermark", "watermark ="),
+    ('precision = 14', 'precision = 30', "windows[0].sketches[0].precision", "precision ="),
+    ('error_rate = 0.01', 'error_rate = 1.5', "windows[0].sketches[2].error_rate",
+     "error_rate ="),
+    ('kind = "cms"', 'kind = "tdigest"', "windows[0].sketches[1].kind", 'kind = "tdigest"'),
+    ('group_by = ["carrier"]', 'group_by = ["airline"]', "windows[0].group_by", "group_by ="),
+    ('"max(distance)"', '"max(carrier)"', "windows[0].metrics", "metrics ="),
+    ('size = "1 hour"', 'size = "1 hour"\nslide = "2 hours"', "windows[0].slide", "slide ="),
+    ('trigger = "5 seconds"', 'trigger = 5', "sink.trigger", "trigger = 5"),
+    ('starting_offsets = "earliest"', 'startng_offsets = "earliest"', "source.startng_offsets",
+     "startng_offsets"),
+    ('carrier = "string"', 'carrier = "varchar"', "events.fields.carrier", 'carrier = "varchar"'),
+])
+def test_each_mistake_names_key_and_line(monkeypatch, old, new, key, needle):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = ISSUE_EXAMPLE.replace(old, new, 1)
+    assert text != ISSUE_EXAMPLE
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml")
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert exc.value.key == key, msg
+    assert exc.value.line == _line_of(text, needle), msg
+    assert msg.startswith(f"job.toml:{exc.value.line}: {key}: ")
+
+
+def test_unknown_key_suggests_the_right_one():
+    text = ISSUE_EXAMPLE.replace('starting_offsets = "earliest"', 'startng_offsets = "earliest"')
+    with pytest.raises(SpecError, match="did you mean 'starting_offsets'"):
+        parse_spec(text)
+
+
+def test_inline_secret_is_refused():
+    text = ISSUE_EXAMPLE.replace('max_offsets_per_trigger = 200000',
+                                 'max_offsets_per_trigger = 200000\n[source.kafka]\n'
+                                 'sasl.password = "hunter2"')
+    text = text.replace('[source.kafka]\nsasl.password', '[source.kafka]\n"sasl.password"')
+    with pytest.raises(SpecError, match="may not be written inline"):
+        parse_spec(text)
+
+
+def test_secret_reference_never_prints(monkeypatch):
+    monkeypatch.setenv("KAFKA_PW", "hunter2")
+    text = ISSUE_EXAMPLE.replace('max_offsets_per_trigger = 200000',
+                                 'max_offsets_per_trigger = 200000\n[source.kafka]\n'
+                                 '"sasl.jaas.config" = { env = "KAFKA_PW" }')
+    spec = parse_spec(text)
+    assert "hunter2" not in repr(spec) and "hunter2" not in str(spec.to_dict())
+    (key, secret), = spec.source.kafka_options
+    assert secret.reveal() == "hunter2"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("2 hours", 7200), ("15 minutes", 900), ("5 seconds", 5), ("1h", 3600), ("90s", 90),
+    ("500 ms", 0.5), ("1 day", 86400),
+])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "five minutes", "5 parsecs", "-1 hour"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_cli_bad_spec_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(ISSUE_EXAMPLE.replace("precision = 14", "precision = 99"))
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "run", "--spec", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "precision: must be between 4 and 18" in proc.stderr
+    assert f"{bad}:" in proc.stderr
+
+
+def test_cli_missing_spec_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "run", "--spec",
+                           str(tmp_path / "nope.toml")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "spec file not found" in proc.stderr
