@@ -56,13 +56,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
     pipeline.prepare()
     _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+    from pyspark.errors import StreamingQueryException
+
     try:
         pipeline.run(available_now=args.available_now)
     except KeyboardInterrupt:
         _info("stopping ...")
         pipeline.stop()
         return 130
+    except StreamingQueryException as exc:
+        _info(f"streamsketch: the query failed: {query_failure(exc)}")
+        return 1
     return 0
+
+
+def query_failure(exc: BaseException) -> str:
+    """The first meaningful line of a Spark streaming failure (the plan dump is left out)."""
+    text = str(exc)
+    for marker in ("Reason: ", "terminated with exception: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    tail = [ln for ln in lines if not ln.startswith(("File ", "at ", "^", "Traceback"))]
+    return (tail[-1] if tail and "Error" in tail[-1] else lines[0] if lines else text)[:500]
 
 
 # -- query -----------------------------------------------------------------------

@@ -43,6 +43,15 @@ def _event_time(spec: Spec) -> Column:
     return F.expr(f"timestamp_micros(try_cast(try_cast(_raw_time AS double) * {scale} AS bigint))")
 
 
+def _typed(name: str, typ: str) -> Column:
+    from pyspark.sql import functions as F
+
+    text = F.col(f"_as_text.`{name}`")
+    if typ == "string":
+        return text
+    return F.expr(f"try_cast(`_as_text`.`{name}` AS {_SPARK_TYPES[typ]})")
+
+
 def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
     """Typed, validated events with a quarantine reason column (see module docstring)."""
     from pyspark.sql import functions as F
@@ -55,12 +64,12 @@ def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
         [StructField(ev.time_field, StringType())]
         + [StructField(n, StringType()) for n in names]
         + [StructField("_corrupt", StringType())])
-    typed_ddl = ", ".join(f"`{n}` {_SPARK_TYPES[t]}" for n, t in fields)
     opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
 
+    # One JSON parse, every field as text; typed values come from try_cast, so a
+    # value that does not convert (text in a double) is caught as wrong_type.
     df = raw.withColumn("_text", F.col("_value").cast("string"))
     df = df.withColumn("_as_text", F.from_json("_text", text_schema, opts))
-    df = df.withColumn("_typed", F.from_json("_text", typed_ddl, {"mode": "PERMISSIVE"}))
     df = df.withColumn("_raw_time", F.col(f"_as_text.`{ev.time_field}`"))
     df = df.withColumn("_parsed_time", _event_time(spec))
 
@@ -68,7 +77,7 @@ def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
     for n, t in fields:
         if t == "string":
             continue
-        cond = F.col(f"_as_text.`{n}`").isNotNull() & F.col(f"_typed.`{n}`").isNull()
+        cond = F.col(f"_as_text.`{n}`").isNotNull() & _typed(n, t).isNull()
         label = F.lit(f"wrong_type: field {n} is not {t}")
         wrong_type = F.when(cond, label) if wrong_type is None else wrong_type.when(cond, label)
 
@@ -98,7 +107,7 @@ def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
     valid = F.col("_reason").isNull()
     out_cols = [F.col(c) for c in PROVENANCE] + [F.col("_reason")]
     out_cols.append(F.when(valid, F.col("_parsed_time")).alias("event_time"))
-    out_cols += [F.when(valid, F.col(f"_typed.`{n}`")).alias(n) for n in names]
+    out_cols += [F.when(valid, _typed(n, t)).alias(n) for n, t in fields]
     return df.select(*out_cols)
 
 

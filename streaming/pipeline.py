@@ -56,6 +56,10 @@ class BatchSummary:
     duration_s: float = 0.0
     sketches: dict[tuple, Any] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
+    #: source (Kafka) timestamps of the batch's records, in 100 ms buckets:
+    #: {bucket start in ms: records}; filled when the pipeline tracks latency
+    source_ts_hist: dict[int, int] = field(default_factory=dict)
+    committed_at: float = 0.0
 
 
 def _maybe_crash(point: str, batch_id: int) -> None:
@@ -77,7 +81,8 @@ class Pipeline:
     """
 
     def __init__(self, spark: SparkSession, spec: Spec, *,
-                 on_batch: Callable[[BatchSummary], None] | None = None) -> None:
+                 on_batch: Callable[[BatchSummary], None] | None = None,
+                 track_latency: bool = False) -> None:
         self.spark = spark
         self.spec = spec
         self.on_batch = on_batch
@@ -86,6 +91,7 @@ class Pipeline:
         self.tables: TablePaths | None = None
         self.query: StreamingQuery | None = None
         self._final_wm = -1
+        self.track_latency = track_latency
 
     @property
     def query_name(self) -> str:
@@ -128,9 +134,22 @@ class Pipeline:
         finally:
             self.stop()
 
-    def stop(self) -> None:
-        if self.query is not None and self.query.isActive:
-            self.query.stop()
+    def stop(self, *, grace_s: float = 60.0) -> None:
+        """Stop the query, letting a running micro-batch finish first (up to ``grace_s``).
+
+        Interrupting a batch is safe (it re-runs from the checkpoint) but wastes it.
+        """
+        query = self.query
+        if query is not None and query.isActive:
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and query.isActive:
+                try:
+                    if not query.status.get("isTriggerActive"):
+                        break
+                except Exception:  # noqa: BLE001 - the query may end while we look
+                    break
+                time.sleep(0.1)
+            query.stop()
         self.lock.release()
 
     # -- the micro-batch ---------------------------------------------------------
@@ -157,6 +176,12 @@ class Pipeline:
             summary.late = int(counts.get("late", 0))
             summary.quarantined = {k: int(v) for k, v in counts.items()}
             summary.rows = summary.valid + sum(summary.quarantined.values())
+            if self.track_latency:
+                bucket = (F.floor(F.unix_millis("_source_ts") / 100) * 100).alias("b")
+                summary.source_ts_hist = {
+                    int(r["b"]): int(r["n"]) for r in
+                    df.where(F.col("_source_ts").isNotNull()).groupBy(bucket)
+                    .agg(F.count(F.lit(1)).alias("n")).collect()}
             t = time.monotonic()
             if summary.quarantined:
                 self._write_quarantine(df.where(F.col("_reason").isNotNull()), batch_id)
@@ -196,6 +221,7 @@ class Pipeline:
             df.unpersist()
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
+        summary.committed_at = time.time()
         if self.on_batch is not None:
             self.on_batch(summary)
 

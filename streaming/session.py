@@ -65,7 +65,7 @@ class SparkOptions:
 
     master: str = "local[*]"
     app_name: str = "streamsketch"
-    shuffle_partitions: int = 4
+    shuffle_partitions: int = max(2, os.cpu_count() or 2)
     driver_memory: str = "3g"
     ui: bool = False
     log_level: str = "WARN"
