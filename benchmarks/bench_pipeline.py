@@ -213,10 +213,10 @@ def main() -> None:
         if "ours" not in skip:
             results["ours"] = run_ours(spark, _spec(topic, bootstrap, work / "ours",
                                                     args.per_trigger))
-            print(f"ours:     {results['ours']['events_per_s']:>10,.0f} events/s "
-                  f"({results['ours']['seconds']:.1f} s, {results['ours']['batches']} batches; "
-                  f"phases {json.dumps({k: round(v, 1) for k, v in results['ours']['phase_seconds'].items()})})",
-                  flush=True)
+            ours = results["ours"]
+            phases = {k: round(v, 1) for k, v in ours["phase_seconds"].items()}
+            print(f"ours:     {ours['events_per_s']:>10,.0f} events/s ({ours['seconds']:.1f} s, "
+                  f"{ours['batches']} batches; phase seconds {json.dumps(phases)})", flush=True)
         if "jvm" not in skip:
             results["jvm_only"] = run_jvm_only(spark, _spec(topic, bootstrap, work / "jvm",
                                                             args.per_trigger))
