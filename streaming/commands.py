@@ -193,9 +193,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
 def _registrars() -> list:
     regs = [_register]
-    from streaming import produce_cmd
+    from streaming import produce_cmd, replay_cmd
 
     regs.append(produce_cmd.register)
+    regs.append(replay_cmd.register)
     return regs
 
 

@@ -197,7 +197,10 @@ def merge_sketches(spark: SparkSession, path: str, valid: DataFrame, spec: Spec,
         by_window[wname].add(ws)
     cond = None
     for wname, starts in by_window.items():
-        c = (F.col("window_name") == wname) & F.unix_micros("window_start").isin(sorted(starts))
+        # constant timestamps (folded to literals), so Delta can skip files by their
+        # min/max statistics instead of reading every stored sketch
+        stamps = [F.timestamp_micros(F.lit(us)) for us in sorted(starts)]
+        c = (F.col("window_name") == wname) & F.col("window_start").isin(*stamps)
         cond = c if cond is None else (cond | c)
     existing = (spark.read.format("delta").load(path).where(cond)
                 .select("window_name", F.unix_micros("window_start").alias("ws"), "group_key",

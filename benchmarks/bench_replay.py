@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Throughput of ``streamsketch replay``: a generated event log into a real Kafka broker.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_replay                        # 5 M events, local broker
+    python -m benchmarks.bench_replay --count 1000000 --bootstrap-servers 127.0.0.1:9092
+
+Rows:
+
+* ``read``: :class:`streaming.logs.LogReader` alone over the log (split, JSON
+  decode, key field), the ceiling for a replay.
+* ``send``: kafka-python's ``KafkaProducer.send()`` alone, with the replay's
+  producer settings and explicit partitions, on ``--send-count`` records held in
+  memory, then ``flush()``: the producer's own ceiling in this process.
+* ``replay``: :func:`streaming.replay_cmd.replay` of the whole log as fast as
+  possible into a fresh topic (2 partitions), state checkpoints included; the
+  time includes the final flush, and the topic's end offsets are checked to
+  hold every record.
+
+The log (plain events from :func:`streaming.generator.generate`, one per line,
+the demo's mix of defects) is written once to
+``benchmarks/results/replay-<count>-seed<seed>.jsonl`` and reused. Without
+``--bootstrap-servers`` a local KRaft broker is started in a temporary folder
+on a free port and stopped at the end. Results go to
+``benchmarks/results/replay.json``; every figure is measured in the run that
+wrote it. The broker shares the machine's cores with the replay: the JSON
+records the load average before and after, and CPU seconds per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+_REPO_ROOT = _HERE.parent
+if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` without an install
+    sys.path.append(str(_REPO_ROOT))
+
+from benchmarks.bench_produce import _end_offsets, _machine  # noqa: E402
+from streaming.generator import GeneratorConfig, generate, producer_settings  # noqa: E402
+from streaming.logs import LogReader, ReadOptions  # noqa: E402
+from streaming.replay_cmd import ReplayConfig, replay  # noqa: E402
+
+RESULTS = _HERE / "results"
+START = _dt.datetime(2026, 11, 23, 10, 0, tzinfo=_dt.UTC)
+READ = ReadOptions(key_field="user_id")
+
+
+def ensure_log(count: int, seed: int) -> tuple[Path, float | None]:
+    """The log of ``count`` lines, written unless already there; seconds spent writing."""
+    path = RESULTS / f"replay-{count}-seed{seed}.jsonl"
+    if path.exists():
+        return path, None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cfg = GeneratorConfig(seed=seed, start_time=START, out_of_order=0.05, late=0.002,
+                          malformed=0.001)
+    part = path.with_name(path.name + ".part")
+    t0 = time.perf_counter()
+    written = 0
+    with open(part, "wb", buffering=1 << 20) as f:
+        for r in generate(cfg, None):
+            if not r.value:  # a null or empty value is no line of a log
+                continue
+            f.write(r.value + b"\n")
+            written += 1
+            if written == count:
+                break
+    part.rename(path)  # complete, so a later run may reuse it
+    return path, time.perf_counter() - t0
+
+
+def _row(key: str, events: int, nbytes: int, wall: float, cpu: float, note: str,
+         **extra: Any) -> dict[str, Any]:
+    return {"key": key, "events": events, "bytes": nbytes, "seconds": wall, "cpu_seconds": cpu,
+            "events_per_s": events / wall, "mb_per_s": nbytes / wall / 1e6,
+            "cpu_us_per_event": cpu / events * 1e6, "note": note, **extra}
+
+
+def bench_read(path: Path) -> dict[str, Any]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = nbytes = 0
+    with LogReader(path, READ) as reader:
+        for rec in reader:
+            n += 1
+            nbytes += len(rec.value or b"") + len(rec.key or b"")
+    return _row("read", n, nbytes, time.perf_counter() - t0, time.process_time() - c0,
+                "LogReader, key_field=user_id", bad=reader.bad.counts)
+
+
+def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
+    from kafka import KafkaAdminClient, KafkaProducer
+
+    from streaming.generator import _ensure_topic
+    from streaming.replay_cmd import _Partitioner
+
+    records = []
+    with LogReader(path, READ) as reader:
+        for rec in reader:
+            records.append((rec.key, rec.value, rec.line))
+            if len(records) == count:
+                break
+    topic = f"bench-send-{int(time.time() * 1000)}"
+    part = _Partitioner(_ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_settings())
+    try:
+        producer.partitions_for(topic)
+        send = producer.send
+        t0, c0 = time.perf_counter(), time.process_time()
+        for key, value, line in records:
+            send(topic, key=key, value=value, partition=part(key, line))
+        producer.flush()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        producer.close(timeout=5)
+    nbytes = sum(len(k or b"") + len(v or b"") for k, v, _ in records)
+    return _row("send", len(records), nbytes, wall, cpu,
+                "KafkaProducer.send() + flush, records in memory", topic=topic,
+                compression=producer_settings()["compression_type"] or "none")
+
+
+def bench_replay(bootstrap: str, path: Path, state_dir: Path) -> dict[str, Any]:
+    topic = f"bench-replay-{int(time.time() * 1000)}"
+    config = ReplayConfig(topic=topic, bootstrap_servers=bootstrap, read=READ, partitions=2,
+                          state_path=state_dir / "bench.replay-state.json", restart=True)
+    c0 = time.process_time()
+    stats = replay([path], config)
+    cpu = time.process_time() - c0
+    stored = _end_offsets(bootstrap, topic)
+    return _row("replay", stats.records, stats.bytes, stats.elapsed_seconds, cpu,
+                "replay as fast as possible, 2 partitions, checkpoints every 2 s",
+                failed=stats.failed, stored=stored, all_stored=stored == stats.records,
+                topic=topic, bad={k: v["count"] for k, v in stats.logs[0]["bad"].items()})
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'row':<8} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
+           f"{'CPU us/ev':>9}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['key']:<8} {r['events']:>10,} {r['seconds']:>8.1f} "
+                     f"{r['events_per_s']:>10,.0f} {r['mb_per_s']:>7.2f} "
+                     f"{r['cpu_us_per_event']:>9.1f}  {r['note']}"
+                     + ("" if r.get("all_stored", True) else "  NOT ALL STORED"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=5_000_000, help="events (default: %(default)s)")
+    ap.add_argument("--send-count", type=int, default=500_000,
+                    help="records for the send() row (default: %(default)s)")
+    ap.add_argument("--bootstrap-servers", default=None,
+                    help="an existing broker (default: start a local one)")
+    ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument("--out", type=Path, default=RESULTS / "replay.json")
+    args = ap.parse_args(argv)
+
+    started = time.perf_counter()
+    path, gen_seconds = ensure_log(args.count, args.seed)
+    print(f"log: {path.name}, {path.stat().st_size / 1e6:,.0f} MB"
+          + (f" (written in {gen_seconds:.0f} s)" if gen_seconds else " (reused)"), flush=True)
+    report: dict[str, Any] = {"benchmark": "replay", "schema_version": 1,
+                              "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
+                              "count": args.count, "seed": args.seed,
+                              "log": {"name": path.name, "bytes": path.stat().st_size},
+                              "machine": _machine()}
+    rows = [bench_read(path)]
+    print(_table(rows), flush=True)
+
+    broker = None
+    home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-replay-"))
+    bootstrap = args.bootstrap_servers
+    if bootstrap is None:
+        from streaming.kafka_broker import LocalKafka, free_port
+
+        broker = LocalKafka(home / "kafka", port=free_port(), heap="1g")
+        print(f"starting a local broker on {broker.bootstrap_servers} ...", flush=True)
+        broker.start(timeout=120)
+        bootstrap = broker.bootstrap_servers
+    report["broker"] = "local (started by the benchmark)" if broker else "given"
+    try:
+        for run in (lambda: bench_send(bootstrap, path, min(args.send_count, args.count)),
+                    lambda: bench_replay(bootstrap, path, home)):
+            rows.append(run())
+            print(_table(rows[-1:]).splitlines()[-1], flush=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    report["rows"] = rows
+    report["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report["elapsed_seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print()
+    print(_table(rows))
+    print(f"\nload average at start {report['machine']['loadavg_at_start']}, "
+          f"at end {report['loadavg_at_end']}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

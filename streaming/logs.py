@@ -1,0 +1,628 @@
+"""Recorded event logs: streaming readers (JSON Lines, gzip, Parquet, CSV) and a writer.
+
+A log is read one chunk, row group or block at a time, never whole. Each
+record comes out as a :class:`LogRecord`: the 1-based line (text formats; the
+CSV header is line 1) or row (Parquet), the key and value bytes to publish, and
+the event time in epoch milliseconds when it could be read.
+
+Two shapes of record are read, line by line, from the same file:
+
+* a plain event: the line (or row) is the event. A JSON Lines value is the
+  line's own bytes (not re-serialized, so a replay is byte-identical); a
+  Parquet or CSV value is the compact JSON of the row. The key is the
+  ``key_field`` of the event, the time its ``time_field``.
+* a recorded envelope, written by :class:`LogWriter` (``streamsketch record``):
+  a JSON object whose key :data:`RECORD_MARKER` holds the format version::
+
+      {"_streamsketch_record":1,"key":"u001","key_encoding":"utf8",
+       "value":"{\\"ts\\":...}","value_encoding":"utf8","timestamp_ms":1795428000000,
+       "topic":"clickstream","partition":0,"offset":42}
+
+  ``value`` is the record's value as text (``"utf8"``), base64 (``"base64"``,
+  for bytes that are not UTF-8) or null (a null value, encoding null); the
+  same for ``key``. Key and value bytes are published exactly as recorded.
+
+A bad record never stops a read. Each is counted under a reason of
+:data:`BAD_REASONS` with its line number (the first :data:`KEEP_LINES` per
+reason) and, unless ``skip_bad``, still yielded with ``bad`` set so it is
+published as-is (the pipeline quarantines it with its offset). A truncated or
+corrupt compressed tail cannot be published: it ends the read and is counted.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "events.jsonl"
+    >>> _ = path.write_bytes(b'{"user_id":"u1","ts":"2026-11-23T10:00:00Z"}\\nnot json\\n')
+    >>> with LogReader(path, ReadOptions(key_field="user_id", time_field="ts")) as reader:
+    ...     records = list(reader)
+    >>> [(r.line, r.key, r.time_ms, r.bad) for r in records]
+    [(1, b'u1', 1795428000000, None), (2, None, None, 'invalid_json')]
+    >>> reader.bad.counts
+    {'invalid_json': 1}
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import csv
+import gzip
+import io
+import json
+import math
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, NamedTuple
+
+from streaming.errors import ConfigError, LogFormatError
+
+LogFormat = Literal["jsonl", "jsonl.gz", "parquet", "csv"]
+TimeFormat = Literal["iso8601", "epoch_ms", "epoch_s"]
+FORMATS: tuple[str, ...] = ("jsonl", "jsonl.gz", "parquet", "csv")
+TIME_FORMATS: tuple[str, ...] = ("iso8601", "epoch_ms", "epoch_s")
+
+RECORD_MARKER = "_streamsketch_record"
+RECORD_VERSION = 1
+KEEP_LINES = 100
+"""Line numbers kept per bad reason; the count goes on past it."""
+
+BAD_REASONS = ("invalid_json", "invalid_utf8", "not_an_object", "missing_time", "bad_time",
+               "bad_envelope", "bad_row", "unsendable", "truncated", "corrupt")
+"""Why a record is bad.
+
+* ``invalid_json`` / ``invalid_utf8``: the line is not JSON / not UTF-8 text.
+* ``not_an_object``: JSON, but not an object (no fields to key or time it by).
+* ``missing_time`` / ``bad_time``: no time field, or one that does not parse;
+  counted only when the read needs times (``require_time``, for pacing).
+* ``bad_envelope``: carries :data:`RECORD_MARKER` but its fields are unusable.
+* ``bad_row``: a CSV row with more or fewer fields than the header; its value
+  is the JSON array of its fields.
+* ``unsendable``: a recorded envelope with neither key nor value (Kafka needs one).
+* ``truncated`` / ``corrupt``: a compressed stream cut short, or undecodable
+  data (also an unreadable Parquet row group). The rest of the file cannot be
+  read; the line is the first one lost. Never published.
+"""
+_NEVER_PUBLISHED = frozenset({"unsendable", "truncated", "corrupt"})
+
+_CHUNK = 1 << 18  # bytes of text split into lines at a time
+_ZCHUNK = 1 << 16  # compressed bytes fed at a time: on corrupt data, little is lost
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_raw_decode = json.JSONDecoder().raw_decode
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+class LogRecord(NamedTuple):
+    """One record of a log, ready to publish (``bad`` is the reason, or None)."""
+
+    line: int
+    key: bytes | None
+    value: bytes | None
+    time_ms: int | None
+    bad: str | None = None
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a log.
+
+    Args:
+        format: one of :data:`FORMATS`; None detects it from the file name.
+        key_field: event field whose value is the Kafka key of a plain event.
+        time_field: event field holding the event time (None: times are not read).
+        time_format: how that field is written: ISO-8601 text (no offset = UTC),
+            or epoch milliseconds / seconds (numbers or numeric text).
+        require_time: count a record without a usable time as bad.
+        envelope_time: the time of a recorded envelope: its Kafka
+            ``timestamp_ms``, or the ``time_field`` of its value.
+        skip_bad: drop bad records instead of yielding them.
+    """
+
+    format: LogFormat | None = None
+    key_field: str | None = None
+    time_field: str | None = None
+    time_format: TimeFormat = "iso8601"
+    require_time: bool = False
+    envelope_time: Literal["timestamp", "field"] = "timestamp"
+    skip_bad: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in FORMATS:
+            raise ConfigError(f"unknown log format {self.format!r} (one of {', '.join(FORMATS)})")
+        if self.time_format not in TIME_FORMATS:
+            raise ConfigError(f"unknown time format {self.time_format!r} "
+                              f"(one of {', '.join(TIME_FORMATS)})")
+        if self.require_time and not self.time_field:
+            raise ConfigError("pacing by event time needs a time field (--time-field)")
+
+
+@dataclass
+class BadRecords:
+    """Bad records of one log: a count and the first line numbers per reason."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    dropped: int = 0
+
+    def add(self, reason: str, line: int) -> None:
+        n = self.counts.get(reason, 0)
+        self.counts[reason] = n + 1
+        if n < KEEP_LINES:
+            self.lines.setdefault(reason, []).append(line)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {reason: {"count": n, "lines": self.lines.get(reason, []),
+                         "published": reason not in _NEVER_PUBLISHED and not self.dropped}
+                for reason, n in sorted(self.counts.items())}
+
+
+def detect_format(path: str | os.PathLike[str]) -> LogFormat:
+    """The format a file name says (``.jsonl``/``.json``, ``.gz``, ``.parquet``, ``.csv``).
+
+    >>> detect_format("day.jsonl.gz"), detect_format("day.CSV")
+    ('jsonl.gz', 'csv')
+    """
+    name = Path(path).name.lower()
+    if name.endswith(".gz"):
+        return "jsonl.gz"
+    for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
+                        (".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv")):
+        if name.endswith(suffix):
+            return fmt  # type: ignore[return-value]
+    raise ConfigError(f"cannot tell the format of {Path(path).name!r} from its name; "
+                      f"pass --format ({', '.join(FORMATS)})")
+
+
+def parse_time_ms(value: Any, time_format: TimeFormat) -> int | None:
+    """Epoch milliseconds of a time value, or None when it does not parse.
+
+    >>> parse_time_ms("2026-11-23T10:00:00.042Z", "iso8601")
+    1795428000042
+    >>> parse_time_ms(1795428000.5, "epoch_s"), parse_time_ms("12:00", "epoch_ms")
+    (1795428000500, None)
+    """
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (moment - _EPOCH) // _MS
+    if time_format == "iso8601":
+        if not isinstance(value, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return (moment - _EPOCH) // _MS
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if not _INT.fullmatch(value) else int(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(round(value * 1000)) if time_format == "epoch_s" else int(round(value))
+
+
+def _field_bytes(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def compact_json(row: dict[str, Any] | list[Any]) -> bytes:
+    """The compact UTF-8 JSON of a row (timestamps as ISO-8601 UTC, bytes as base64)."""
+    text = json.dumps(row, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _decode(data: Any, encoding: Any) -> bytes | None:
+    """Bytes of an envelope's key or value; raises ValueError when unusable."""
+    if data is None:
+        return None
+    if not isinstance(data, str):
+        raise ValueError("not text")
+    if encoding in ("utf8", None):
+        return data.encode("utf-8")
+    if encoding == "base64":
+        return base64.b64decode(data, validate=True)
+    raise ValueError(f"unknown encoding {encoding!r}")
+
+
+class LogReader:
+    """Stream the records of one log file.
+
+    Iterate once; the counts of bad records are in :attr:`bad` (and blank
+    lines, which are not records, in :attr:`blank_lines`) as the read goes.
+    :meth:`bytes_read` against :attr:`size` tells how far it is.
+
+    Raises:
+        LogFormatError: the file cannot be opened as its format, or carries
+            envelopes of another version.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], options: ReadOptions = ReadOptions()) -> None:
+        self.path = Path(path)
+        self.options = options
+        self.format: LogFormat = options.format or detect_format(self.path)
+        try:
+            self.size = self.path.stat().st_size
+        except OSError as exc:
+            raise LogFormatError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        self.bad = BadRecords()
+        self.blank_lines = 0
+        self._file: BinaryIO | None = None
+        self._parquet_fraction = 0.0
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def bytes_read(self) -> int:
+        """Bytes of the file consumed so far (an estimate for Parquet)."""
+        if self.format == "parquet":
+            return int(self.size * self._parquet_fraction)
+        try:
+            return self._file.tell() if self._file is not None else 0
+        except (OSError, ValueError):
+            return self.size
+
+    def __iter__(self) -> Iterator[LogRecord]:
+        return self.records()
+
+    def records(self, *, after_line: int = 0) -> Iterator[LogRecord]:
+        """The records, from the first one past line (or row) ``after_line``.
+
+        Lines up to ``after_line`` are counted, not decoded, nor counted as bad.
+        """
+        if self.format == "parquet":
+            records = self._parquet(after_line)
+        elif self.format == "csv":
+            records = self._csv(after_line)
+        else:
+            records = self._jsonl(after_line)
+        skip = self.options.skip_bad
+        for record in records:
+            if record.bad is not None:
+                self.bad.add(record.bad, record.line)
+                if skip or record.bad in _NEVER_PUBLISHED:
+                    self.bad.dropped += record.bad not in _NEVER_PUBLISHED
+                    continue
+            yield record
+
+    # -- shared: one decoded object -> a record -------------------------------------
+    def _time(self, event: dict[str, Any]) -> tuple[int | None, str | None]:
+        opts = self.options
+        raw = event.get(opts.time_field) if opts.time_field else None
+        if raw is None:
+            return None, "missing_time" if opts.require_time else None
+        ms = parse_time_ms(raw, opts.time_format)
+        return ms, "bad_time" if ms is None and opts.require_time else None
+
+    def _record(self, line: int, obj: Any, value: bytes) -> LogRecord:
+        if type(obj) is not dict:
+            return LogRecord(line, None, value, None, "not_an_object")
+        if RECORD_MARKER in obj:
+            return self._envelope(line, obj, value)
+        key = _field_bytes(obj.get(self.options.key_field)) if self.options.key_field else None
+        if self.options.time_field is None and not self.options.require_time:
+            return LogRecord(line, key, value, None, None)
+        time_ms, bad = self._time(obj)
+        return LogRecord(line, key, value, time_ms, bad)
+
+    def _envelope(self, line: int, obj: dict[str, Any], raw: bytes) -> LogRecord:
+        version = obj[RECORD_MARKER]
+        if version != RECORD_VERSION:
+            raise LogFormatError(f"{self.path}:{line}: a recorded envelope of version "
+                                 f"{version!r}; this streamsketch reads version {RECORD_VERSION}")
+        try:
+            key = _decode(obj.get("key"), obj.get("key_encoding"))
+            value = _decode(obj.get("value"), obj.get("value_encoding"))
+        except (ValueError, TypeError):
+            return LogRecord(line, None, raw, None, "bad_envelope")
+        if key is None and value is None:
+            return LogRecord(line, None, None, None, "unsendable")
+        if self.options.envelope_time == "timestamp":
+            ts = obj.get("timestamp_ms")
+            time_ms = ts if type(ts) is int else None
+            bad = "missing_time" if time_ms is None and self.options.require_time else None
+            return LogRecord(line, key, value, time_ms, bad)
+        try:
+            event = json.loads(value) if value is not None else None
+        except ValueError:
+            event = None
+        if type(event) is not dict:
+            return LogRecord(line, key, value, None,
+                             "missing_time" if self.options.require_time else None)
+        time_ms, bad = self._time(event)
+        return LogRecord(line, key, value, time_ms, bad)
+
+    # -- JSON Lines, plain or gzip'd ------------------------------------------------
+    def _open(self) -> BinaryIO:
+        try:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise LogFormatError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        return self._file
+
+    def _plain_chunks(self, f: BinaryIO) -> Iterator[bytes]:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+    def _gzip_chunks(self, f: BinaryIO, status: list[str]) -> Iterator[bytes]:
+        """Decompressed chunks; on a cut or corrupt stream, stops with ``status[0]`` set."""
+        if f.read(2) != b"\x1f\x8b":
+            raise LogFormatError(f"{self.path}: not a gzip file")
+        f.seek(0)
+        d = zlib.decompressobj(wbits=31)
+        started = False
+        while data := f.read(_ZCHUNK):
+            drain = False
+            while data or drain:
+                if not started:
+                    if not data.strip(b"\0"):
+                        break  # nothing, or zero padding, after the last member
+                    started = True
+                try:
+                    out = d.decompress(data, _CHUNK)
+                except zlib.error:
+                    status.append("corrupt")
+                    return
+                if out:
+                    yield out
+                if d.eof:  # a member ended; another may follow
+                    data, drain = d.unused_data, False
+                    d = zlib.decompressobj(wbits=31)
+                    started = False
+                else:  # output was capped: go on with the rest, or drain what zlib holds
+                    data, drain = d.unconsumed_tail, len(out) == _CHUNK
+        if started:
+            status.append("truncated")
+
+    def _jsonl(self, after: int) -> Iterator[LogRecord]:
+        f = self._open()
+        status: list[str] = []
+        chunks = self._gzip_chunks(f, status) if self.format == "jsonl.gz" else \
+            self._plain_chunks(f)
+        parse = self._line
+        n = 0
+        tail = b""
+        for chunk in chunks:
+            lines = (tail + chunk if tail else chunk).split(b"\n")
+            tail = lines.pop()
+            if n == 0 and lines and lines[0].startswith(codecs.BOM_UTF8):
+                lines[0] = lines[0][len(codecs.BOM_UTF8):]
+            if n + len(lines) <= after:
+                n += len(lines)
+                continue
+            for raw in lines:
+                n += 1
+                if n > after and (out := parse(n, raw)) is not None:
+                    yield out
+        if status:  # the cut line, if any, is lost with the rest of the stream
+            yield LogRecord(n + 1, None, None, None, status[0])
+        elif tail and n + 1 > after and (out := parse(n + 1, tail)) is not None:
+            yield out
+
+    def _line(self, n: int, raw: bytes) -> LogRecord | None:
+        if raw[-1:] == b"\r":
+            raw = raw[:-1]
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            return LogRecord(n, None, raw, None, "invalid_utf8")
+        try:  # the fast path: no surrounding whitespace
+            obj, end = _raw_decode(text)
+            if end != len(text):
+                obj = json.loads(text)
+        except ValueError:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                if not text.strip():
+                    self.blank_lines += 1
+                    return None
+                return LogRecord(n, None, raw, None, "invalid_json")
+        return self._record(n, obj, raw)
+
+    # -- Parquet, by batches ---------------------------------------------------------
+    def _parquet(self, after: int) -> Iterator[LogRecord]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self._open())
+        except (pa.ArrowException, OSError) as exc:
+            raise LogFormatError(f"{self.path}: not a Parquet file ({exc})") from None
+        total = max(1, pf.metadata.num_rows)
+        n = 0
+        batches = pf.iter_batches(batch_size=8192)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError):
+                yield LogRecord(n + 1, None, None, None, "corrupt")
+                break
+            if n + batch.num_rows <= after:
+                n += batch.num_rows
+            else:
+                for row in batch.to_pylist():
+                    n += 1
+                    if n > after:
+                        yield self._record(n, row, compact_json(row))
+            self._parquet_fraction = n / total
+
+    # -- CSV with a header -------------------------------------------------------------
+    def _csv(self, after: int) -> Iterator[LogRecord]:
+        text = io.TextIOWrapper(self._open(), encoding="utf-8", errors="surrogateescape",
+                                newline="")
+        reader = csv.reader(text)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise LogFormatError(f"{self.path}: not a CSV file with a header ({exc})") from None
+        width = len(header)
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                yield LogRecord(start, None, None, None, "corrupt")
+                break
+            if not fields:
+                self.blank_lines += 1
+                continue
+            if start <= after:
+                continue
+            if len(fields) != width:
+                yield LogRecord(start, None, compact_json(fields), None, "bad_row")
+                continue
+            row = {name: _csv_value(v) for name, v in zip(header, fields, strict=True)}
+            value = compact_json(row)
+            if _SURROGATE.search("".join(fields)):  # bytes that were not UTF-8
+                yield LogRecord(start, None, value, None, "invalid_utf8")
+                continue
+            yield self._record(start, row, value)
+
+
+def _csv_value(text: str) -> Any:
+    """A CSV field as JSON: empty is null, plain integers and decimals are numbers.
+
+    Only forms that print back the same way become numbers, so ``"007"`` stays
+    text; ``true``/``false`` become booleans; the rest stays text.
+    """
+    if not text:
+        return None
+    c = text[0]
+    if c.isdigit() or c == "-":
+        if _INT.fullmatch(text):
+            return int(text)
+        if _FLOAT.fullmatch(text):
+            return float(text)
+    elif text == "true" or text == "false":
+        return text == "true"
+    return text
+
+
+def read_log(path: str | os.PathLike[str], options: ReadOptions = ReadOptions()
+             ) -> Iterator[LogRecord]:
+    """The records of a log (see :class:`LogReader` for the counts of bad ones)."""
+    with LogReader(path, options) as reader:
+        yield from reader
+
+
+# -- writing recorded envelopes -------------------------------------------------------
+def _encoded(data: bytes | None) -> tuple[str | None, str | None]:
+    if data is None:
+        return None, None
+    try:
+        return data.decode("utf-8"), "utf8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def encode_envelope(*, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
+                    topic: str, partition: int, offset: int) -> bytes:
+    """One recorded envelope as a JSON line (without the newline).
+
+    >>> line = encode_envelope(key=b"u1", value=b"\\xe9", timestamp_ms=5, topic="t",
+    ...                        partition=0, offset=7)
+    >>> json.loads(line)["value"], json.loads(line)["value_encoding"]
+    ('6Q==', 'base64')
+    """
+    k, k_enc = _encoded(key)
+    v, v_enc = _encoded(value)
+    return json.dumps({RECORD_MARKER: RECORD_VERSION, "key": k, "key_encoding": k_enc,
+                       "value": v, "value_encoding": v_enc, "timestamp_ms": timestamp_ms,
+                       "topic": topic, "partition": partition, "offset": offset},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class LogWriter:
+    """Write recorded envelopes as JSON Lines, gzip'd when the name ends in ``.gz``.
+
+    The file is written under a temporary name beside ``path`` and renamed
+    into place by :meth:`close`, so a reader never sees a half-written log
+    under the final name. An existing ``path`` is an error unless ``overwrite``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, format: LogFormat | None = None,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.format = format or detect_format(self.path)
+        if self.format not in ("jsonl", "jsonl.gz"):
+            raise ConfigError(f"recordings are JSON Lines (.jsonl) or gzip'd JSON Lines "
+                              f"(.jsonl.gz), not {self.format}")
+        if self.path.exists() and not overwrite:
+            raise ConfigError(f"{self.path} exists; pass --force to overwrite it")
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        try:
+            raw = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._raw = raw
+        self._out: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) \
+            if self.format == "jsonl.gz" else raw  # type: ignore[assignment]
+        self.records = 0
+
+    def write(self, *, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
+              topic: str, partition: int, offset: int) -> None:
+        self._out.write(encode_envelope(key=key, value=value, timestamp_ms=timestamp_ms,
+                                        topic=topic, partition=partition, offset=offset) + b"\n")
+        self.records += 1
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        if self._out is not self._raw:
+            self._out.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
