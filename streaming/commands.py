@@ -54,11 +54,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     spark = _session(args)
     pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
-    pipeline.prepare()
-    _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+    server = serve_metrics(spark, pipeline, spec)
     from pyspark.errors import StreamingQueryException
 
     try:
+        pipeline.prepare()
+        _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
         pipeline.run(available_now=args.available_now)
     except KeyboardInterrupt:
         _info("stopping ...")
@@ -67,7 +68,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StreamingQueryException as exc:
         _info(f"streamsketch: the query failed: {query_failure(exc)}")
         return 1
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0
+
+
+def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
+    """Attach Prometheus metrics to the pipeline and serve them, if the spec asks to."""
+    if not spec.metrics.enabled:
+        return None
+    from streaming.metrics import PipelineMetrics
+
+    metrics = PipelineMetrics().attach(spark, pipeline)
+    server = metrics.serve(spec.metrics.host, spec.metrics.port)
+    _info(f"metrics on http://{spec.metrics.host}:{server.server_port}/metrics")
+    return server
 
 
 def query_failure(exc: BaseException) -> str:

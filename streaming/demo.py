@@ -75,9 +75,13 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
          "--late", "0.002", "--malformed", "0.001"],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     pipeline = None
+    server = None
     try:
+        from streaming.commands import serve_metrics
+
         spark = build_session(SparkOptions(app_name="streamsketch-demo"))
         pipeline = Pipeline(spark, spec, on_batch=lambda s: print(_summary(s), flush=True))
+        server = serve_metrics(spark, pipeline, spec)
         query = pipeline.start()
         print(f"pipeline running (trigger {spec.sink.trigger_s:g} s); Ctrl-C stops", flush=True)
         deadline = time.monotonic() + duration if duration else None
@@ -104,6 +108,8 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
                 os.killpg(producer.pid, signal.SIGKILL)
         if pipeline is not None:
             pipeline.stop()
+        if server is not None:
+            server.shutdown()
         if started_broker:
             broker.stop()
         print("stopped", flush=True)

@@ -91,6 +91,7 @@ class Pipeline:
         self.tables: TablePaths | None = None
         self.query: StreamingQuery | None = None
         self._final_wm = -1
+        self._batches_done = 0
         self.track_latency = track_latency
 
     @property
@@ -141,14 +142,19 @@ class Pipeline:
         """
         query = self.query
         if query is not None and query.isActive:
+            done_before = self._batches_done
             deadline = time.monotonic() + grace_s
+            # Stop between batches: when no trigger runs, or right after the running
+            # batch has committed (with a backlog, batches run back to back).
             while time.monotonic() < deadline and query.isActive:
+                if self._batches_done > done_before:
+                    break
                 try:
                     if not query.status.get("isTriggerActive"):
                         break
                 except Exception:  # noqa: BLE001 - the query may end while we look
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
             query.stop()
         self.lock.release()
 
@@ -222,6 +228,7 @@ class Pipeline:
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
         summary.committed_at = time.time()
+        self._batches_done += 1
         if self.on_batch is not None:
             self.on_batch(summary)
 
