@@ -165,6 +165,27 @@ def _render(r: dict[str, Any]) -> str:
     return "\n".join(lines) or "no windows in range"
 
 
+# -- digest ----------------------------------------------------------------------
+def _cmd_digest(args: argparse.Namespace) -> int:
+    from streaming.digest import digest
+    from streaming.spec import load_spec
+    from streaming.tables import table_paths
+
+    spec = load_spec(args.spec)
+    missing = [name for name, path in table_paths(spec).all().items()
+               if not (Path(path) / "_delta_log").exists()]
+    if missing:
+        raise ConfigError(f"no {', '.join(missing)} table under {spec.sink.path}; "
+                          "run the pipeline first")
+    result = digest(_session(args), spec)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        tables = ", ".join(f"{n} {t['rows']} rows" for n, t in result["tables"].items())
+        print(f"{result['digest']}  ({tables})")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streaming.demo import run_demo
@@ -196,6 +217,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vs-to", help="second range end (similarity)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("digest", help="one stable digest of a spec's output tables")
+    _spec_arg(p, required=True)
+    p.add_argument("--json", action="store_true", help="per-table digests and row counts")
+    p.set_defaults(func=_cmd_digest)
 
     p = sub.add_parser("demo", help="embedded broker + generator + pipeline, live summary")
     p.add_argument("--home", type=Path, default=default_home(),
