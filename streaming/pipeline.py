@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streaming import aggregates as agg
@@ -86,7 +87,7 @@ class Pipeline:
         self.spark = spark
         self.spec = spec
         self.on_batch = on_batch
-        self.lock = CheckpointLock(__import__("pathlib").Path(spec.sink.checkpoint))
+        self.lock = CheckpointLock(Path(spec.sink.checkpoint))
         self.checkpoint: CheckpointInfo | None = None
         self.tables: TablePaths | None = None
         self.query: StreamingQuery | None = None

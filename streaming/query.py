@@ -131,7 +131,6 @@ def similarity(spark, spec: Spec, a: Selection, b: Selection, name: str | None) 
 def aggregate(spark, spec: Spec, sel: Selection) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    cols = dict(spec.metric_columns())
     wanted = {"count"}
     for m in sel.window.metrics:
         if m.func == "avg":
@@ -160,6 +159,5 @@ def aggregate(spark, spec: Spec, sel: Selection) -> dict[str, Any]:
                 v = r[m.column]
                 item[m.column] = float(v) if isinstance(v, Decimal) else v
         out.append(item)
-    del cols
     out.sort(key=lambda x: str(sorted(x["group"].items())))
     return {"rows": out}

@@ -878,22 +878,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streaming.replay_cmd replay|record ...``: these two commands alone."""
-    from streaming.cli import _Parser
-    from streaming.errors import StreamsketchError
+    from streaming.cli import _Parser, run_command
 
     parser = _Parser(prog="streamsketch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except StreamsketchError as exc:
-        print(f"streamsketch: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("streamsketch: interrupted", file=sys.stderr)
-        return 130
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -36,24 +36,6 @@ PARTIAL_DDL = ("window_idx INT, pane_us BIGINT, group_key STRING, sketch_idx INT
                "bytes BINARY")
 
 
-def _builder_class(kind: str):
-    import sketches
-
-    return {"hll": sketches.HyperLogLog, "cms": sketches.CountMinSketch,
-            "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch}[kind]
-
-
-def _params(sk: SketchSpec) -> dict[str, Any]:
-    p = sk.param_dict
-    if sk.kind == "cms":
-        return {"width": p["width"], "depth": p["depth"], "top_k": p["top_k"], "seed": p["seed"]}
-    if sk.kind == "hll":
-        return {"precision": p["precision"], "seed": p["seed"]}
-    if sk.kind == "bloom":
-        return {"capacity": p["capacity"], "error_rate": p["error_rate"], "seed": p["seed"]}
-    return {"num_perm": p["num_perm"], "seed": p["seed"]}
-
-
 def partial_input(valid: DataFrame, spec: Spec) -> DataFrame:
     """The columns the partial builder needs: event time, per-window group keys, fields."""
     from pyspark.sql import functions as F
@@ -93,8 +75,8 @@ def make_partial_builder(spec: Spec):
             n_groups = len(pane_uniques)
             for si, sk in enumerate(w.sketches):
                 values = table.column(sk.field).combine_chunks()
-                built = _builder_class(sk.kind).from_groups(pane_codes, values, n_groups,
-                                                            **_params(sk))
+                built = sk.sketch_class.from_groups(pane_codes, values, n_groups,
+                                                    **sk.param_dict)
                 for g, sketch in enumerate(built):
                     if sketch.is_empty():
                         continue

@@ -151,20 +151,17 @@ class SketchSpec:
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
-    def new(self):
-        """An empty sketch of this kind and parameters."""
+    @property
+    def sketch_class(self) -> type:
+        """The ``sketches`` class of this kind; :attr:`param_dict` is its constructor's kwargs."""
         import sketches
 
-        p = self.param_dict
-        if self.kind == "hll":
-            return sketches.HyperLogLog(precision=p["precision"], seed=p["seed"])
-        if self.kind == "cms":
-            return sketches.CountMinSketch(width=p["width"], depth=p["depth"], top_k=p["top_k"],
-                                           seed=p["seed"])
-        if self.kind == "bloom":
-            return sketches.BloomFilter(capacity=p["capacity"], error_rate=p["error_rate"],
-                                        seed=p["seed"])
-        return sketches.MinHashSketch(num_perm=p["num_perm"], seed=p["seed"])
+        return {"hll": sketches.HyperLogLog, "cms": sketches.CountMinSketch,
+                "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch}[self.kind]
+
+    def new(self):
+        """An empty sketch of this kind and parameters."""
+        return self.sketch_class(**self.param_dict)
 
 
 @dataclass(frozen=True)
