@@ -4,10 +4,9 @@
 
 1. throughput: ``--available-now`` over a pre-loaded topic with the bundled spec
    (events/s from query start to the last commit);
-2. the same windows with Spark's JVM-only functions (``hll_sketch_agg``,
-   ``count_min_sketch``, ``bloom_filter_agg``) in the same foreachBatch shape
-   (quarantine, MERGE of metrics, MERGE of sketch bytes), over the same topic, in the
-   same run, so the ratio shows what the Python sketches cost;
+2. the same pipeline with its sketches computed by Spark's JVM-only functions
+   (``hll_sketch_agg``, ``count_min_sketch``; see :class:`JvmSketchPipeline`), over the
+   same topic, in the same run, so the ratio shows what the Python sketches cost;
 3. live latency: a steady-rate producer while the pipeline runs with its 5 s trigger;
    per event, the time from its Kafka timestamp to the Delta commit of its batch
    (p50/p99).
@@ -62,42 +61,27 @@ def run_ours(spark, spec) -> dict:
             "batches": len(batches), "phase_seconds": phases}
 
 
-def run_jvm_only(spark, spec) -> dict:
-    """The same windows and metrics; sketches by Spark's own aggregate functions."""
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
+class JvmSketchPipeline(Pipeline):
+    """The pipeline with its sketches computed by Spark's own aggregate functions.
 
-    from streaming import aggregates as agg
-    from streaming.checkpoint import batch_meta, open_checkpoint
-    from streaming.parse import parse_records, with_watermark
-    from streaming.source import raw_stream
-    from streaming.tables import ensure_tables
+    Everything else (parse, quarantine, exact metrics, the Delta writes of the open
+    windows) is the same code, so the difference in time is what the Python
+    sketches cost. HLL and CMS come from ``hll_sketch_agg`` / ``count_min_sketch``
+    per window x group; their bytes replace the open row's instead of merging with
+    it (no cross-batch merge), and Bloom is left out (Spark has no public Bloom
+    aggregate): this variant does less work than ours.
+    """
 
-    info = open_checkpoint(spec)
-    paths = ensure_tables(spark, spec, info.checkpoint_id)
-    jvm_sketches = str(Path(spec.sink.path) / "jvm_sketches")
-    DeltaTable.createIfNotExists(spark).location(jvm_sketches).addColumns(
-        spark.createDataFrame([], "window_name STRING, window_start TIMESTAMP, group_key STRING, "
-                                  "sketch_name STRING, bytes BINARY, last_batch BIGINT").schema
-    ).execute()
-    count = {"rows": 0}
+    def _sketch_updates(self, valid, batch_id: int, timestamp_ms: int) -> dict:
+        import json as _json
 
-    def process(df, batch_id):
-        meta = batch_meta(info.query_dir, batch_id)
-        wm = F.timestamp_millis(F.lit(meta.watermark_ms))
-        df = df.withColumn("_reason", F.when(F.col("_reason").isNull()
-                                             & (F.col("event_time") < wm), F.lit("late"))
-                           .otherwise(F.col("_reason"))).persist()
-        count["rows"] += df.count()
-        bad = df.where(F.col("_reason").isNotNull())
-        bad.select(F.col("_value").alias("value"), F.col("_reason").alias("reason")).write \
-            .format("delta").mode("append").option("mergeSchema", "true") \
-            .save(str(Path(spec.sink.path) / "jvm_quarantine"))
-        valid = df.where(F.col("_reason").isNull())
-        agg.merge_aggregates(spark, paths.aggregates, agg.batch_aggregates(valid, spec, batch_id),
-                             spec, meta.watermark_ms)
+        from pyspark.sql import functions as F
+
+        from streaming import aggregates as agg
+        from streaming.window_state import OpenRow
+
         frames = []
-        for w in spec.windows:
+        for w in self.spec.windows:
             panes = valid.withColumn("_pane", agg.pane_start_us(w)).withColumn(
                 "group_key", agg.group_key_col(w))
             n = w.size_s // w.slide_s
@@ -115,36 +99,42 @@ def run_jvm_only(spark, spec) -> dict:
                     eps = 2.718281828 / p["width"]
                     fn = F.count_min_sketch(F.col(s.field), F.lit(eps), F.lit(0.99), F.lit(0))
                 else:
-                    # Spark SQL exposes no Bloom filter aggregate (bloom_filter_agg is
-                    # internal) and no MinHash: those sketches are left out here.
                     continue
                 frames.append(panes.groupBy("_ws", "group_key").agg(fn.alias("bytes")).select(
-                    F.lit(w.name).alias("window_name"),
-                    F.timestamp_micros("_ws").alias("window_start"), "group_key",
-                    F.lit(s.name).alias("sketch_name"), "bytes",
-                    F.lit(batch_id).cast("bigint").alias("last_batch")))
+                    F.lit(w.name).alias("window_name"), "_ws", "group_key",
+                    F.lit(s.name).alias("sketch_name"), F.lit(s.kind).alias("kind"),
+                    F.lit(s.field).alias("field"), "bytes"))
+        if not frames:
+            return {}
         src = frames[0]
         for f in frames[1:]:
             src = src.unionByName(f)
-        (DeltaTable.forPath(spark, jvm_sketches).alias("t")
-         .merge(src.alias("s"), "t.window_name = s.window_name AND "
-                "t.window_start = s.window_start AND t.group_key = s.group_key AND "
-                "t.sketch_name = s.sketch_name")
-         .whenMatchedUpdate(condition="t.last_batch < s.last_batch",
-                            set={"bytes": "s.bytes", "last_batch": "s.last_batch"})
-         .whenNotMatchedInsertAll().execute())
-        df.unpersist()
+        windows = {w.name: w for w in self.spec.windows}
+        updates = {}
+        for r in src.collect():
+            w = windows[r["window_name"]]
+            ws = int(r["_ws"])
+            key = (w.name, ws, r["group_key"], r["sketch_name"])
+            record = (w.name, ws, ws + w.size_s * 1_000_000, r["group_key"],
+                      _json.dumps(list(w.group_by)), r["sketch_name"], r["kind"], r["field"],
+                      bytearray(r["bytes"]), None, None, None, None, None, batch_id,
+                      timestamp_ms * 1000)
+            updates[key] = OpenRow(None, batch_id, record)
+        return updates
 
-    stream = with_watermark(parse_records(raw_stream(spark, spec), spec), spec)
+
+def run_jvm_only(spark, spec) -> dict:
+    """The same windows and metrics; sketches by Spark's own aggregate functions."""
+    batches = []
     t0 = time.monotonic()
-    q = (stream.writeStream.foreachBatch(process)
-         .option("checkpointLocation", str(info.query_dir)).trigger(availableNow=True).start())
-    q.awaitTermination()
+    JvmSketchPipeline(spark, spec, on_batch=batches.append).run(available_now=True)
     elapsed = time.monotonic() - t0
-    return {"events": count["rows"], "seconds": elapsed, "events_per_s": count["rows"] / elapsed,
-            "note": "HLL and CMS bytes are replaced, not merged, across batches (no merge in "
-                    "the MERGE), and Bloom is left out (no public Spark aggregate): this "
-                    "variant does less work than ours"}
+    rows = sum(b.rows for b in batches)
+    return {"events": rows, "seconds": elapsed, "events_per_s": rows / elapsed,
+            "batches": len(batches),
+            "note": "HLL and CMS bytes replace the open row's instead of merging with it, "
+                    "and Bloom is left out (no public Spark aggregate): this variant does "
+                    "less work than ours"}
 
 
 def run_latency(spark, spec, bootstrap: str, topic: str, rate: float, seconds: float) -> dict:

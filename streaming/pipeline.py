@@ -7,9 +7,11 @@ One Spark query reads the source once. Each micro-batch (``foreachBatch``):
 2. appends malformed records and records later than the watermark to
    ``quarantine`` (idempotent: Delta ``txnAppId``/``txnVersion`` = checkpoint id /
    batch id);
-3. merges exact metrics into ``aggregates`` and sketches into ``sketches``
-   (idempotent: a row already written by this batch id is skipped);
-4. flags windows the watermark has passed as ``final``.
+3. folds exact metrics and sketches into the open windows kept in driver memory
+   (a row that already holds this batch id is skipped) and flags the windows the
+   watermark has passed as ``final``;
+4. writes the open windows of ``aggregates`` and of ``sketches``, one Delta commit
+   each (idempotent: ``txnAppId``/``txnVersion``; see :mod:`streaming.window_state`).
 
 A crash at any point and a restart from the checkpoint re-runs the unfinished
 batch with the same offsets and produces the same tables as a run without the
@@ -41,8 +43,7 @@ if TYPE_CHECKING:
 #: Fault injection for the crash tests: ``<point>@<batch_id>`` makes the driver
 #: SIGKILL its own process group at that point of that batch.
 CRASH_ENV = "STREAMSKETCH_CRASH_AT"
-CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches",
-                "after_final")
+CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class BatchSummary:
     #: {bucket start in ms: records}; filled when the pipeline tracks latency
     source_ts_hist: dict[int, int] = field(default_factory=dict)
     committed_at: float = 0.0
+    #: the latest event time of the batch's parsed records (late ones included), in ms:
+    #: what Spark's watermark advances by
+    max_event_ms: int | None = None
 
 
 def _maybe_crash(point: str, batch_id: int) -> None:
@@ -91,7 +95,8 @@ class Pipeline:
         self.checkpoint: CheckpointInfo | None = None
         self.tables: TablePaths | None = None
         self.query: StreamingQuery | None = None
-        self._final_wm = -1
+        self.aggregates = agg.AggregateState(spec)
+        self.sketches = sketch_state.SketchState(spec)
         self._batches_done = 0
         self.track_latency = track_latency
 
@@ -105,6 +110,8 @@ class Pipeline:
         try:
             self.checkpoint = open_checkpoint(self.spec)
             self.tables = ensure_tables(self.spark, self.spec, self.checkpoint.checkpoint_id)
+            self.aggregates.load(self.spark, self.tables.aggregates)
+            self.sketches.load(self.spark, self.tables.sketches)
         except BaseException:
             self.lock.release()
             raise
@@ -161,24 +168,45 @@ class Pipeline:
 
     # -- the micro-batch ---------------------------------------------------------
     def _process_batch(self, df: DataFrame, batch_id: int) -> None:
+        assert self.checkpoint is not None
+        meta = batch_meta(self.checkpoint.query_dir, batch_id)
+        self.process(df, batch_id, meta.watermark_ms, meta.timestamp_ms)
+
+    def process(self, df: DataFrame, batch_id: int, watermark_ms: int,
+                timestamp_ms: int) -> BatchSummary:
+        """Write one batch of parsed records (see the module docstring).
+
+        ``watermark_ms`` and ``timestamp_ms`` must be the values fixed for this
+        batch before it first ran, so that a re-run decides identically.
+        """
         from pyspark.sql import functions as F
 
         assert self.checkpoint is not None and self.tables is not None
         started = time.monotonic()
         phases: dict[str, float] = {}
         _maybe_crash("batch_start", batch_id)
-        meta = batch_meta(self.checkpoint.query_dir, batch_id)
-        wm = F.timestamp_millis(F.lit(meta.watermark_ms))
+        wm = F.timestamp_millis(F.lit(watermark_ms))
         late = F.col("_reason").isNull() & (F.col("event_time") < wm)
         reason = (F.when(late, F.concat(F.lit("late: event time is before the watermark "),
                                         wm.cast("string")))
                   .otherwise(F.col("_reason")))
-        df = df.withColumn("_reason", reason).persist()
+        df = df.withColumn("_reason", reason)
+        bad = F.col("_reason").isNotNull()
+        # Raw key and value are kept only where quarantine needs them.
+        fields = [F.col(f"`{n}`") for n, _ in self.spec.events.fields]
+        df = df.select(F.when(bad, F.col("_key")).alias("_key"),
+                       F.when(bad, F.col("_value")).alias("_value"),
+                       "_topic", "_partition", "_offset", "_source_ts", "_reason", "event_time",
+                       *fields).persist()
         try:
-            counts = {r["_code"]: r["n"] for r in
-                      df.groupBy(F.substring_index("_reason", ":", 1).alias("_code"))
-                      .agg(F.count(F.lit(1)).alias("n")).collect()}
-            summary = BatchSummary(batch_id, meta.watermark_ms, meta.timestamp_ms)
+            t = time.monotonic()
+            by_code = (df.groupBy(F.substring_index("_reason", ":", 1).alias("_code"))
+                       .agg(F.count(F.lit(1)).alias("n"),
+                            F.max(F.unix_millis("event_time")).alias("max_ms")).collect())
+            counts = {r["_code"]: r["n"] for r in by_code}
+            summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
+            summary.max_event_ms = max((int(r["max_ms"]) for r in by_code
+                                        if r["max_ms"] is not None), default=None)
             summary.valid = int(counts.pop(None, 0))
             summary.late = int(counts.get("late", 0))
             summary.quarantined = {k: int(v) for k, v in counts.items()}
@@ -189,49 +217,53 @@ class Pipeline:
                     int(r["b"]): int(r["n"]) for r in
                     df.where(F.col("_source_ts").isNotNull()).groupBy(bucket)
                     .agg(F.count(F.lit(1)).alias("n")).collect()}
+            phases["read"] = time.monotonic() - t
             t = time.monotonic()
             if summary.quarantined:
-                self._write_quarantine(df.where(F.col("_reason").isNotNull()), batch_id)
+                self._write_quarantine(df.where(bad), batch_id)
             phases["quarantine"] = time.monotonic() - t
             _maybe_crash("after_quarantine", batch_id)
-            valid = df.where(F.col("_reason").isNull())
+            valid = df.where(~bad)
             t = time.monotonic()
-            agg_final = sk_final = False
+            agg_updates = {}
             if summary.valid:
-                agg.merge_aggregates(self.spark, self.tables.aggregates,
-                                     agg.batch_aggregates(valid, self.spec, batch_id), self.spec,
-                                     meta.watermark_ms)
-                agg_final = True
+                agg_updates = self.aggregates.fold(
+                    agg.batch_aggregates(valid, self.spec).collect(), batch_id, timestamp_ms)
             phases["aggregates"] = time.monotonic() - t
-            _maybe_crash("after_aggregates", batch_id)
             t = time.monotonic()
-            if summary.valid:
-                merged = sketch_state.merge_sketches(
-                    self.spark, self.tables.sketches, valid, self.spec, batch_id,
-                    meta.watermark_ms)
-                if merged is not None:
-                    summary.sketches = merged
-                    sk_final = True
+            sk_updates = self._sketch_updates(valid, batch_id, timestamp_ms) \
+                if summary.valid else {}
             phases["sketches"] = time.monotonic() - t
-            _maybe_crash("after_sketches", batch_id)
-            t = time.monotonic()
-            # A batch that wrote no MERGE still has to flag windows the watermark passed.
-            if meta.watermark_ms > self._final_wm:
-                if not agg_final:
-                    agg.mark_final(self.spark, self.tables.aggregates, meta.watermark_ms)
-                if not sk_final:
-                    agg.mark_final(self.spark, self.tables.sketches, meta.watermark_ms)
-                self._final_wm = meta.watermark_ms
-            phases["final"] = time.monotonic() - t
-            _maybe_crash("after_final", batch_id)
         finally:
             df.unpersist()
+        app = self.checkpoint.checkpoint_id
+        t = time.monotonic()
+        write = self.aggregates.open.plan(agg_updates, watermark_ms)
+        if write:
+            self.aggregates.write(self.spark, self.tables.aggregates, write,
+                                  f"streamsketch-aggregates-{app}", batch_id)
+        phases["write_aggregates"] = time.monotonic() - t
+        _maybe_crash("after_aggregates", batch_id)
+        t = time.monotonic()
+        write = self.sketches.open.plan(sk_updates, watermark_ms)
+        if write:
+            self.sketches.write(self.spark, self.tables.sketches, write,
+                                f"streamsketch-sketches-{app}", batch_id)
+        phases["write_sketches"] = time.monotonic() - t
+        _maybe_crash("after_sketches", batch_id)
+        summary.sketches = {k: row.value for k, row in sk_updates.items()}
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
         summary.committed_at = time.time()
         self._batches_done += 1
         if self.on_batch is not None:
             self.on_batch(summary)
+        return summary
+
+    def _sketch_updates(self, valid: DataFrame, batch_id: int, timestamp_ms: int) -> dict:
+        """This batch's new open rows of ``sketches`` (the benchmark's JVM variant swaps it)."""
+        return self.sketches.fold(sketch_state.batch_partials(valid, self.spec), batch_id,
+                                  timestamp_ms)
 
     def _write_quarantine(self, bad: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F

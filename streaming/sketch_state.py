@@ -7,9 +7,9 @@ Per micro-batch:
    ``sketches`` package. Raw rows never leave the partition; only these small
    partials cross to the driver.
 2. The driver merges the partials of each pane into every window containing it,
-   then into the stored sketch read back from Delta, unless that stored row was
-   already written by this batch id (a re-run after a crash).
-3. One Delta MERGE writes absolute bytes with ``last_batch`` guarding it.
+   then into a copy of the open row's sketch (:mod:`streaming.window_state`),
+   unless that row already holds this batch id (a re-run after a crash).
+3. One Delta overwrite of the open windows writes absolute bytes.
 
 Merging is exact for HLL registers, Count-Min counters and Bloom bits, so the
 stored bytes do not depend on how events were split into batches or partitions.
@@ -18,7 +18,6 @@ stored bytes do not depend on how events were split into batches or partitions.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streaming.spec import SketchSpec, Spec, WindowSpec
+from streaming.window_state import (
+    BatchWrite,
+    Key,
+    OpenRow,
+    OpenWindows,
+    load_open_rows,
+    write_batch,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -153,82 +160,95 @@ def _describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float
             float(sketch.upper_bound(2)), None, {})
 
 
-def merge_sketches(spark: SparkSession, path: str, valid: DataFrame, spec: Spec,
-                   batch_id: int, watermark_ms: int) -> dict[tuple, MergedSketch] | None:
-    """Build this batch's partials, fold them into the stored sketches, MERGE the result.
-
-    Returns the merged sketches, or None when nothing was written (so the caller
-    still has to flag final windows).
-    """
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
-
-    import sketches
-    from streaming.aggregates import final_condition
-
+def batch_partials(valid: DataFrame, spec: Spec) -> dict[tuple, MergedSketch]:
+    """This batch's sketches per window x group x sketch (empty when the spec has none)."""
     if not any(w.sketches for w in spec.windows):
-        return None
-    partial_rows = (partial_input(valid, spec)
-                    .mapInArrow(make_partial_builder(spec), PARTIAL_DDL)
-                    .collect())
-    merged = merge_partials(partial_rows, spec)
-    if not merged:
-        return None
-    by_window: dict[str, set[int]] = defaultdict(set)
-    for (wname, ws, _, _), _m in merged.items():
-        by_window[wname].add(ws)
-    cond = None
-    for wname, starts in by_window.items():
-        # constant timestamps (folded to literals), so Delta can skip files by their
-        # min/max statistics instead of reading every stored sketch
-        stamps = [F.timestamp_micros(F.lit(us)) for us in sorted(starts)]
-        c = (F.col("window_name") == wname) & F.col("window_start").isin(*stamps)
-        cond = c if cond is None else (cond | c)
-    existing = (spark.read.format("delta").load(path).where(cond)
-                .select("window_name", F.unix_micros("window_start").alias("ws"), "group_key",
-                        "sketch_name", "bytes", "last_batch").collect())
-    done = set()
-    for row in existing:
-        key = (row["window_name"], row["ws"], row["group_key"], row["sketch_name"])
-        if key not in merged:
-            continue
-        if row["last_batch"] >= batch_id:
-            done.add(key)  # this batch was already applied before a crash
-            continue
-        stored = sketches.from_bytes(bytes(row["bytes"]))
-        stored.merge(merged[key].sketch)
-        merged[key].sketch = stored
-    records = []
-    for key, m in merged.items():
-        if key in done:
-            continue
-        est, lo, hi, top, stats = _describe(m.sketch_spec.kind, m.sketch)
-        end_us = m.window_start_us + m.window.size_s * US
-        records.append((m.window.name, m.window_start_us, end_us,
-                        m.group_key, m.sketch_spec.name, m.sketch_spec.kind, m.sketch_spec.field,
-                        bytearray(m.sketch.to_bytes()), est, lo, hi, top, stats, batch_id,
-                        json.dumps(list(m.window.group_by))))
-    if not records:
-        return None
-    src = spark.createDataFrame(records, (
-        "window_name STRING, ws BIGINT, we BIGINT, group_key STRING, sketch_name STRING, "
-        "kind STRING, field STRING, bytes BINARY, estimate DOUBLE, lower_bound DOUBLE, "
-        "upper_bound DOUBLE, top_k ARRAY<STRUCT<item: STRING, count: BIGINT>>, "
-        "stats MAP<STRING, DOUBLE>, last_batch BIGINT, group_names STRING"))
-    src = src.select(
-        "window_name", F.timestamp_micros("ws").alias("window_start"),
-        F.timestamp_micros("we").alias("window_end"), "group_key",
-        F.map_from_arrays(F.from_json("group_names", "array<string>"),
-                          F.from_json("group_key", "array<string>")).alias("group"),
-        "sketch_name", "kind", "field", "bytes", "estimate", "lower_bound", "upper_bound",
-        "top_k", "stats", F.lit(False).alias("final"), "last_batch",
-        F.current_timestamp().alias("updated_at"))
-    (DeltaTable.forPath(spark, path).alias("t")
-     .merge(src.alias("s"), "t.window_name = s.window_name AND t.window_start = s.window_start "
-            "AND t.group_key = s.group_key AND t.sketch_name = s.sketch_name")
-     .whenMatchedUpdateAll(condition="t.last_batch < s.last_batch")
-     .whenNotMatchedInsertAll()
-     .whenNotMatchedBySourceUpdate(condition=final_condition(watermark_ms),
-                                   set={"final": "true"})
-     .execute())
-    return merged
+        return {}
+    rows = (partial_input(valid, spec).mapInArrow(make_partial_builder(spec), PARTIAL_DDL)
+            .collect())
+    return merge_partials(rows, spec)
+
+
+STAGING_DDL = (
+    "window_name STRING, ws BIGINT, we BIGINT, group_key STRING, group_names STRING, "
+    "sketch_name STRING, kind STRING, field STRING, bytes BINARY, estimate DOUBLE, "
+    "lower_bound DOUBLE, upper_bound DOUBLE, "
+    "top_k ARRAY<STRUCT<item: STRING, count: BIGINT>>, stats MAP<STRING, DOUBLE>, "
+    "last_batch BIGINT, updated_us BIGINT, final BOOLEAN")
+
+
+def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
+    est, lo, hi, top, stats = _describe(m.sketch_spec.kind, m.sketch)
+    end_us = m.window_start_us + m.window.size_s * US
+    return (m.window.name, m.window_start_us, end_us, m.group_key,
+            json.dumps(list(m.window.group_by)), m.sketch_spec.name, m.sketch_spec.kind,
+            m.sketch_spec.field, bytearray(m.sketch.to_bytes()), est, lo, hi, top, stats,
+            last_batch, updated_us)
+
+
+class SketchState:
+    """The open rows of ``sketches`` and how a batch's partial sketches fold into them."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.open = OpenWindows(spec)
+
+    def load(self, spark: SparkSession, path: str) -> None:
+        from pyspark.sql import functions as F
+
+        import sketches
+
+        windows = {w.name: w for w in self.spec.windows}
+        rows = load_open_rows(spark, path).select(
+            "window_name", F.unix_micros("window_start").alias("ws"),
+            F.unix_micros("window_end").alias("we"), "group_key", "sketch_name", "kind",
+            "field", "bytes", "estimate", "lower_bound", "upper_bound", "top_k", "stats",
+            "last_batch", F.unix_micros("updated_at").alias("updated_us")).collect()
+        self.open.rows = {}
+        for r in rows:
+            w = windows[r["window_name"]]
+            sk = next(s for s in w.sketches if s.name == r["sketch_name"])
+            key = (r["window_name"], int(r["ws"]), r["group_key"], r["sketch_name"])
+            m = MergedSketch(w, sk, int(r["ws"]), r["group_key"],
+                             sketches.from_bytes(bytes(r["bytes"])))
+            top = None if r["top_k"] is None else [(t["item"], t["count"]) for t in r["top_k"]]
+            record = (r["window_name"], int(r["ws"]), int(r["we"]), r["group_key"],
+                      json.dumps(list(w.group_by)), r["sketch_name"], r["kind"], r["field"],
+                      bytearray(r["bytes"]), r["estimate"], r["lower_bound"],
+                      r["upper_bound"], top, r["stats"], int(r["last_batch"]),
+                      int(r["updated_us"] or 0))
+            self.open.rows[key] = OpenRow(m, int(r["last_batch"]), record)
+
+    def fold(self, partials: dict[tuple, MergedSketch], batch_id: int,
+             batch_ts_ms: int) -> dict[Key, OpenRow]:
+        """New open rows for the keys this batch touches (the memory copy is not changed)."""
+        updates: dict[Key, OpenRow] = {}
+        for key, part in partials.items():
+            current = self.open.get(key)
+            if current is not None and current.last_batch >= batch_id:
+                continue  # already holds this batch: a re-run after a crash
+            if current is not None:
+                sketch = current.value.sketch.copy()
+                sketch.merge(part.sketch)
+                part = MergedSketch(part.window, part.sketch_spec, part.window_start_us,
+                                    part.group_key, sketch)
+            updates[key] = OpenRow(part, batch_id, _record(part, batch_id, batch_ts_ms * 1000))
+        return updates
+
+    @staticmethod
+    def to_table(staged: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        return staged.select(
+            "window_name", F.timestamp_micros("ws").alias("window_start"),
+            F.timestamp_micros("we").alias("window_end"), "group_key",
+            F.map_from_arrays(F.from_json("group_names", "array<string>"),
+                              F.from_json("group_key", "array<string>")).alias("group"),
+            "sketch_name", "kind", "field", "bytes", "estimate", "lower_bound", "upper_bound",
+            "top_k", "stats", "final", "last_batch",
+            F.timestamp_micros("updated_us").alias("updated_at"))
+
+    def write(self, spark: SparkSession, path: str, write: BatchWrite, app_id: str,
+              batch_id: int) -> None:
+        write_batch(spark, path, write, STAGING_DDL, self.to_table, app_id, batch_id)
+        self.open.commit(write)

@@ -103,7 +103,7 @@ def test_sigkill_between_writes_then_restart_equals_clean_run(spark, source, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["batch_start@0", "batch_start@3", "after_sketches@2",
-                                      "after_final@1", "after_aggregates@4"])
+                                      "after_sketches@0", "after_aggregates@4"])
 def test_sigkill_at_every_point_then_restart_equals_clean_run(spark, source, tmp_path,
                                                               crash_at):
     _crash_and_resume(spark, source, tmp_path, crash_at)
