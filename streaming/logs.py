@@ -87,6 +87,7 @@ BAD_REASONS = ("invalid_json", "invalid_utf8", "not_an_object", "missing_time", 
   data (also an unreadable Parquet row group). The rest of the file cannot be
   read; the line is the first one lost. Never published.
 """
+_ENVELOPE_START = b'{"' + RECORD_MARKER.encode() + b'"'
 _NEVER_PUBLISHED = frozenset({"unsendable", "truncated", "corrupt"})
 
 _CHUNK = 1 << 18  # bytes of text split into lines at a time
@@ -123,6 +124,10 @@ class ReadOptions:
         envelope_time: the time of a recorded envelope: its Kafka
             ``timestamp_ms``, or the ``time_field`` of its value.
         skip_bad: drop bad records instead of yielding them.
+        raw: JSON Lines values as they are, not decoded (no key, no time; bad JSON
+            is left for the pipeline's parser); recorded envelopes are still decoded.
+        keep_lost: also yield the marks of data lost to a cut or corrupt file
+            (``truncated``, ``corrupt``, ``unsendable``), for a backfill to quarantine.
     """
 
     format: LogFormat | None = None
@@ -132,6 +137,8 @@ class ReadOptions:
     require_time: bool = False
     envelope_time: Literal["timestamp", "field"] = "timestamp"
     skip_bad: bool = False
+    raw: bool = False
+    keep_lost: bool = False
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -320,7 +327,7 @@ class LogReader:
         for record in records:
             if record.bad is not None:
                 self.bad.add(record.bad, record.line)
-                if skip or record.bad in _NEVER_PUBLISHED:
+                if skip or (record.bad in _NEVER_PUBLISHED and not self.options.keep_lost):
                     self.bad.dropped += record.bad not in _NEVER_PUBLISHED
                     continue
             yield record
@@ -442,6 +449,11 @@ class LogReader:
     def _line(self, n: int, raw: bytes) -> LogRecord | None:
         if raw[-1:] == b"\r":
             raw = raw[:-1]
+        if self.options.raw and not raw.startswith(_ENVELOPE_START):
+            if not raw.strip():
+                self.blank_lines += 1
+                return None
+            return LogRecord(n, None, raw, None, None)
         try:
             text = raw.decode()
         except UnicodeDecodeError:

@@ -23,7 +23,12 @@ PROVENANCE = ("_key", "_value", "_topic", "_partition", "_offset", "_source_ts")
 
 #: reason codes (label values of the quarantine metric)
 REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_type",
-           "missing_time", "bad_time", "future_time", "late")
+           "missing_time", "bad_time", "future_time", "late",
+           # a backfill's log lost data (a cut gzip stream, a corrupt file)
+           "truncated", "corrupt", "unsendable")
+
+#: optional column of a backfill's raw records: a reason found while reading the log
+READER_REASON = "_reader_reason"
 
 _SPARK_TYPES = {"string": "string", "long": "bigint", "int": "int", "double": "double",
                 "boolean": "boolean"}
@@ -52,8 +57,12 @@ def _typed(name: str, typ: str) -> Column:
     return F.expr(f"try_cast(`_as_text`.`{name}` AS {_SPARK_TYPES[typ]})")
 
 
-def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
-    """Typed, validated events with a quarantine reason column (see module docstring)."""
+def parse_records(raw: DataFrame, spec: Spec, *, now_ms: int | None = None) -> DataFrame:
+    """Typed, validated events with a quarantine reason column (see module docstring).
+
+    ``now_ms`` is the batch time that ``future_time`` is judged against; by
+    default Spark's ``current_timestamp()`` (a streaming batch's own timestamp).
+    """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -81,8 +90,13 @@ def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
         label = F.lit(f"wrong_type: field {n} is not {t}")
         wrong_type = F.when(cond, label) if wrong_type is None else wrong_type.when(cond, label)
 
+    reason = F.when(F.col("_value").isNull(), F.lit("null_value: the record has no value"))
+    if READER_REASON in raw.columns:
+        reason = F.when(F.col(READER_REASON).isNotNull(), F.col(READER_REASON)).when(
+            F.col("_value").isNull(), F.lit("null_value: the record has no value"))
+    now = F.current_timestamp() if now_ms is None else F.timestamp_millis(F.lit(now_ms))
     reason = (
-        F.when(F.col("_value").isNull(), F.lit("null_value: the record has no value"))
+        reason
         .when(F.length("_value") > ev.max_record_bytes,
               F.concat(F.lit("too_large: "), F.length("_value").cast("string"),
                        F.lit(f" bytes > max_record_bytes {ev.max_record_bytes}")))
@@ -99,7 +113,7 @@ def parse_records(raw: DataFrame, spec: Spec) -> DataFrame:
               F.lit(f"bad_time: {ev.time_field} is not {ev.time_format}"))
         # current_timestamp() is the micro-batch's timestamp, recorded in the offset
         # log, so a re-run of the batch decides the same way.
-        .when(F.col("_parsed_time") > F.current_timestamp()
+        .when(F.col("_parsed_time") > now
               + F.expr(f"make_dt_interval(0, 0, 0, {ev.max_future_s})"),
               F.lit("future_time: event time is more than max_future ahead of now"))
     )

@@ -737,6 +737,18 @@ def _info(msg: str) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    if args.backfill:
+        if args.spec is None:
+            raise ConfigError("--backfill needs --spec: the pipeline to run over the logs")
+        if args.topic is not None:
+            raise ConfigError("--backfill reads the logs directly; --topic is for publishing "
+                              "to Kafka (give one or the other)")
+        from streaming.backfill import cmd_backfill
+
+        return cmd_backfill(args, _info)
+    if args.topic is None:
+        raise ConfigError("give --topic to publish the logs to Kafka, or --spec S --backfill "
+                          "to run the pipeline over them directly")
     paced = args.speed is not None  # event times are read only to pace by them
     read = ReadOptions(format=args.format, key_field=args.key_field or None,
                        time_field=(args.time_field or None) if paced else None,
@@ -813,7 +825,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "acknowledged position. Exit codes: 0 done, 1 records not delivered, "
                     "2 bad arguments or unreachable broker, 130 interrupted (state saved).")
     p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, in order")
-    p.add_argument("--topic", required=True, help="topic to publish to")
+    p.add_argument("--topic", help="topic to publish to")
+    bf = p.add_argument_group("backfill (no Kafka: the pipeline runs over the logs)")
+    bf.add_argument("--backfill", action="store_true",
+                    help="run the --spec pipeline over the logs into its Delta tables, "
+                         "exactly as `run` over a topic holding them, and exit when done")
+    bf.add_argument("--spec", type=Path, default=None, help="pipeline spec for --backfill")
+    bf.add_argument("--sink", type=Path, default=None,
+                    help="write tables to DIR/delta and the checkpoint to DIR/checkpoints "
+                         "instead of the spec's [sink]")
+    bf.add_argument("--records-per-batch", type=_number(int, low=1), default=None,
+                    help="records per batch (default: the spec's max_offsets_per_trigger, "
+                         "so batches and late decisions match a one-partition topic)")
+    bf.add_argument("--master", default="local[*]", help="Spark master (default: %(default)s)")
     pace = p.add_argument_group("pacing (both may be given; neither: as fast as possible)")
     pace.add_argument("--speed", type=_number(float, low=0, inclusive=False), default=None,
                       help="keep event-time gaps, scaled by 1/F (60: an hour of log a minute)")

@@ -164,8 +164,12 @@ def batch_partials(valid: DataFrame, spec: Spec) -> dict[tuple, MergedSketch]:
     """This batch's sketches per window x group x sketch (empty when the spec has none)."""
     if not any(w.sketches for w in spec.windows):
         return {}
-    rows = (partial_input(valid, spec).mapInArrow(make_partial_builder(spec), PARTIAL_DDL)
-            .collect())
+    # One task per batch: a Count-Min top-k candidate list built in one pass depends only
+    # on the batch's items, while one merged from per-partition partials can depend on how
+    # Spark split the batch (Kafka partitions, file splits) once the distinct items exceed
+    # its capacity. So the bytes are the same whichever source fed the batch.
+    rows = (partial_input(valid, spec).coalesce(1)
+            .mapInArrow(make_partial_builder(spec), PARTIAL_DDL).collect())
     return merge_partials(rows, spec)
 
 

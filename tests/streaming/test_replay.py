@@ -355,7 +355,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @pytest.mark.parametrize("argv", [
-    ["replay", "x.jsonl"], ["replay", "x.jsonl", "--topic", "t", "--speed", "0"],
+    ["replay", "x.jsonl", "--topic", "t", "--speed", "0"],
+    ["replay", "x.jsonl", "--backfill", "--records-per-batch", "0"],
     ["replay", "x.jsonl", "--topic", "t", "--resume", "--restart"],
     ["replay", "x.jsonl", "--topic", "t", "--format", "xml"],
     ["record", "--topic", "t"], ["record", "--topic", "t", "--out", "o", "--from-time", "now"],
@@ -370,7 +371,12 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 
 def test_a_missing_log_or_unknown_format_is_one_line_exit_2(tmp_path):
     for argv in (["replay", str(tmp_path / "none.jsonl"), "--topic", "t"],
-                 ["replay", str(tmp_path / "x.txt"), "--topic", "t"]):
+                 ["replay", str(tmp_path / "x.txt"), "--topic", "t"],
+                 # neither a topic nor a backfill; a backfill without its spec, or with a topic
+                 ["replay", str(tmp_path / "x.txt")],
+                 ["replay", str(tmp_path / "x.txt"), "--backfill"],
+                 ["replay", str(tmp_path / "x.txt"), "--backfill", "--spec", "s.toml",
+                  "--topic", "t"]):
         (tmp_path / "x.txt").write_text("{}")
         proc = subprocess.run([sys.executable, "-m", "streaming.replay_cmd", *argv],
                               capture_output=True, text=True, timeout=60)
