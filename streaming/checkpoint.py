@@ -151,6 +151,8 @@ class BatchMeta:
     batch_id: int
     watermark_ms: int
     timestamp_ms: int
+    #: the source's end offsets for the batch: {topic: {partition: offset}} (Kafka)
+    end_offsets: dict[str, dict[str, int]] | None = None
 
 
 def batch_meta(query_dir: Path, batch_id: int) -> BatchMeta:
@@ -163,7 +165,32 @@ def batch_meta(query_dir: Path, batch_id: int) -> BatchMeta:
     try:
         lines = path.read_text().splitlines()
         meta = json.loads(lines[1])
+        offsets = json.loads(lines[2]) if len(lines) > 2 and lines[2].startswith("{") else None
         return BatchMeta(batch_id, int(meta.get("batchWatermarkMs", 0)),
-                         int(meta["batchTimestampMs"]))
+                         int(meta["batchTimestampMs"]),
+                         offsets if isinstance(offsets, dict) else None)
     except (OSError, IndexError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"offset log entry {path} is missing or damaged: {exc}") from None
+
+
+def offset_gap(previous: BatchMeta | None, current: BatchMeta) -> tuple[int, int]:
+    """Offsets a batch covers, and partitions whose offsets went backwards.
+
+    Returns ``(offsets, resets)``: ``offsets`` is how many Kafka offsets lie
+    between the previous batch's end and this one's (what the batch should hold
+    if no record is missing); a partition whose end went backwards (the topic was
+    deleted and recreated) counts as a reset and from offset 0. With no previous
+    batch, ``(-1, 0)``: the start is unknown.
+    """
+    if previous is None or previous.end_offsets is None or current.end_offsets is None:
+        return -1, 0
+    total = resets = 0
+    for topic, parts in current.end_offsets.items():
+        before = previous.end_offsets.get(topic, {})
+        for part, end in parts.items():
+            start = int(before.get(part, 0))
+            if int(end) < start:
+                resets += 1
+                start = 0
+            total += int(end) - start
+    return total, resets

@@ -286,6 +286,13 @@ class PipelineMetrics:
         self.late_rows = counter("late_rows_total",
                                  "Rows dropped from windows as later than the watermark "
                                  "(also in quarantined reason=late)")
+        self.offset_gap = counter("source_offset_gap_records_total",
+                                  "Kafka offsets a batch covered that delivered no record: "
+                                  "data lost to retention or deletion with failOnDataLoss "
+                                  "off (transaction markers and compaction also leave gaps)")
+        self.offset_resets = counter("source_offset_resets_total",
+                                     "Partitions whose offsets went backwards between two "
+                                     "batches (topic deleted and recreated)")
         self.quarantined = counter("quarantined_records_total",
                                    "Records written to the quarantine table, by reason code",
                                    ("query", "reason"))
@@ -405,6 +412,8 @@ class PipelineMetrics:
         self.batches.labels(q).inc()
         self.valid_rows.labels(q).inc(s.valid)
         self.late_rows.labels(q).inc(s.late)
+        self.offset_gap.labels(q).inc(s.offset_gap)
+        self.offset_resets.labels(q).inc(s.offset_resets)
         for reason, n in s.quarantined.items():
             self.quarantined.labels(q, reason if reason in REASONS else "other").inc(n)
         for phase, secs in s.phase_s.items():

@@ -20,8 +20,10 @@ crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from streaming import aggregates as agg
 from streaming import sketch_state
-from streaming.checkpoint import CheckpointInfo, CheckpointLock, batch_meta, open_checkpoint
+from streaming.checkpoint import (
+    CheckpointInfo,
+    CheckpointLock,
+    batch_meta,
+    offset_gap,
+    open_checkpoint,
+)
+from streaming.errors import CheckpointError
 from streaming.parse import parse_records, with_watermark
 from streaming.source import raw_stream
 from streaming.spec import Spec
@@ -43,7 +52,11 @@ if TYPE_CHECKING:
 #: Fault injection for the crash tests: ``<point>@<batch_id>`` makes the driver
 #: SIGKILL its own process group at that point of that batch.
 CRASH_ENV = "STREAMSKETCH_CRASH_AT"
-CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches")
+CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches",
+                # armed when that table's Delta write starts; the kill lands inside it
+                # after STREAMSKETCH_CRASH_DELAY_MS (default 300)
+                "in_quarantine", "in_aggregates", "in_sketches")
+CRASH_DELAY_ENV = "STREAMSKETCH_CRASH_DELAY_MS"
 
 
 @dataclass
@@ -65,15 +78,31 @@ class BatchSummary:
     #: the latest event time of the batch's parsed records (late ones included), in ms:
     #: what Spark's watermark advances by
     max_event_ms: int | None = None
+    #: Kafka offsets in the batch's range that delivered no record (data aged out by
+    #: retention or deleted, with failOnDataLoss off; also transaction markers or
+    #: compaction, which lose nothing), and partitions whose offsets went backwards
+    offset_gap: int = 0
+    offset_resets: int = 0
+
+
+def _kill_now() -> None:
+    try:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _maybe_crash(point: str, batch_id: int) -> None:
     target = os.environ.get(CRASH_ENV)
-    if target and target == f"{point}@{batch_id}":
-        try:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-        finally:
-            os.kill(os.getpid(), signal.SIGKILL)
+    if not target or target != f"{point}@{batch_id}":
+        return
+    if point.startswith("in_"):
+        delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
+        timer = threading.Timer(delay, _kill_now)
+        timer.daemon = True
+        timer.start()
+        return
+    _kill_now()
 
 
 class Pipeline:
@@ -98,6 +127,7 @@ class Pipeline:
         self.aggregates = agg.AggregateState(spec)
         self.sketches = sketch_state.SketchState(spec)
         self._batches_done = 0
+        self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
 
     @property
@@ -170,6 +200,12 @@ class Pipeline:
     def _process_batch(self, df: DataFrame, batch_id: int) -> None:
         assert self.checkpoint is not None
         meta = batch_meta(self.checkpoint.query_dir, batch_id)
+        previous = None
+        if batch_id > 0:
+            with contextlib.suppress(CheckpointError):  # an offset log may be cleaned up
+                previous = batch_meta(self.checkpoint.query_dir, batch_id - 1)
+        expected, resets = offset_gap(previous, meta)
+        self._offsets_expected = (expected, resets)
         self.process(df, batch_id, meta.watermark_ms, meta.timestamp_ms)
 
     def process(self, df: DataFrame, batch_id: int, watermark_ms: int,
@@ -198,59 +234,37 @@ class Pipeline:
                        F.when(bad, F.col("_value")).alias("_value"),
                        "_topic", "_partition", "_offset", "_source_ts", "_reason", "event_time",
                        *fields).persist()
+        summary_hist: dict[int, int] = {}
         try:
             t = time.monotonic()
-            by_code = (df.groupBy(F.substring_index("_reason", ":", 1).alias("_code"))
+            code = F.substring_index("_reason", ":", 1).alias("_code")
+            # source timestamps in 100 ms buckets, for the latency benchmark, in the same pass
+            bucket = (F.floor(F.unix_millis("_source_ts") / 100) * 100).alias("_bucket")
+            by_code = (df.groupBy(code, *([bucket] if self.track_latency else []))
                        .agg(F.count(F.lit(1)).alias("n"),
                             F.max(F.unix_millis("event_time")).alias("max_ms")).collect())
-            counts = {r["_code"]: r["n"] for r in by_code}
+            counts: dict[str | None, int] = {}
+            for r in by_code:
+                counts[r["_code"]] = counts.get(r["_code"], 0) + int(r["n"])
+                if self.track_latency and r["_bucket"] is not None:
+                    b = int(r["_bucket"])
+                    summary_hist[b] = summary_hist.get(b, 0) + int(r["n"])
             summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
+            summary.source_ts_hist = summary_hist
             summary.max_event_ms = max((int(r["max_ms"]) for r in by_code
                                         if r["max_ms"] is not None), default=None)
             summary.valid = int(counts.pop(None, 0))
             summary.late = int(counts.get("late", 0))
-            summary.quarantined = {k: int(v) for k, v in counts.items()}
+            summary.quarantined = {str(k): int(v) for k, v in counts.items()}
             summary.rows = summary.valid + sum(summary.quarantined.values())
-            if self.track_latency:
-                bucket = (F.floor(F.unix_millis("_source_ts") / 100) * 100).alias("b")
-                summary.source_ts_hist = {
-                    int(r["b"]): int(r["n"]) for r in
-                    df.where(F.col("_source_ts").isNotNull()).groupBy(bucket)
-                    .agg(F.count(F.lit(1)).alias("n")).collect()}
+            expected, summary.offset_resets = self._offsets_expected
+            self._offsets_expected = (-1, 0)
+            if expected >= 0:
+                summary.offset_gap = max(0, expected - summary.rows)
             phases["read"] = time.monotonic() - t
-            t = time.monotonic()
-            if summary.quarantined:
-                self._write_quarantine(df.where(bad), batch_id)
-            phases["quarantine"] = time.monotonic() - t
-            _maybe_crash("after_quarantine", batch_id)
-            valid = df.where(~bad)
-            t = time.monotonic()
-            agg_updates = {}
-            if summary.valid:
-                agg_updates = self.aggregates.fold(
-                    agg.batch_aggregates(valid, self.spec).collect(), batch_id, timestamp_ms)
-            phases["aggregates"] = time.monotonic() - t
-            t = time.monotonic()
-            sk_updates = self._sketch_updates(valid, batch_id, timestamp_ms) \
-                if summary.valid else {}
-            phases["sketches"] = time.monotonic() - t
+            sk_updates = self._write_tables(df, summary, phases)
         finally:
             df.unpersist()
-        app = self.checkpoint.checkpoint_id
-        t = time.monotonic()
-        write = self.aggregates.open.plan(agg_updates, watermark_ms)
-        if write:
-            self.aggregates.write(self.spark, self.tables.aggregates, write,
-                                  f"streamsketch-aggregates-{app}", batch_id)
-        phases["write_aggregates"] = time.monotonic() - t
-        _maybe_crash("after_aggregates", batch_id)
-        t = time.monotonic()
-        write = self.sketches.open.plan(sk_updates, watermark_ms)
-        if write:
-            self.sketches.write(self.spark, self.tables.sketches, write,
-                                f"streamsketch-sketches-{app}", batch_id)
-        phases["write_sketches"] = time.monotonic() - t
-        _maybe_crash("after_sketches", batch_id)
         summary.sketches = {k: row.value for k, row in sk_updates.items()}
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
@@ -259,6 +273,64 @@ class Pipeline:
         if self.on_batch is not None:
             self.on_batch(summary)
         return summary
+
+    def _write_tables(self, df: DataFrame, summary: BatchSummary,
+                      phases: dict[str, float]) -> dict:
+        """The batch's three writes; returns the sketch rows it changed.
+
+        Each write is idempotent on its own (see the module docstring), so after a
+        crash any prefix of them may have committed and the re-run completes the
+        rest. (Run in threads side by side they were slower on 2 cores: the fixed
+        cost of a Delta commit is CPU on the driver, not waiting.)
+        """
+        from pyspark.sql import functions as F
+
+        assert self.checkpoint is not None and self.tables is not None
+        tables, app = self.tables, self.checkpoint.checkpoint_id
+        batch_id, wm_ms, ts_ms = summary.batch_id, summary.watermark_ms, summary.batch_timestamp_ms
+        bad = F.col("_reason").isNotNull()
+        valid = df.where(~bad)
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            t = time.monotonic()
+            try:
+                return fn()
+            finally:
+                phases[name] = time.monotonic() - t
+
+        def quarantine() -> None:
+            if summary.quarantined:
+                _maybe_crash("in_quarantine", batch_id)
+                timed("quarantine", lambda: self._write_quarantine(df.where(bad), batch_id))
+            _maybe_crash("after_quarantine", batch_id)
+
+        def aggregates() -> None:
+            updates = timed("aggregates", lambda: self.aggregates.fold(
+                agg.batch_aggregates(valid, self.spec).collect(), batch_id, ts_ms)) \
+                if summary.valid else {}
+            write = self.aggregates.open.plan(updates, wm_ms)
+            if write:
+                _maybe_crash("in_aggregates", batch_id)
+                timed("write_aggregates", lambda: self.aggregates.write(
+                    self.spark, tables.aggregates, write, f"streamsketch-aggregates-{app}",
+                    batch_id))
+            _maybe_crash("after_aggregates", batch_id)
+
+        def sketches() -> dict:
+            updates = timed("sketches", lambda: self._sketch_updates(valid, batch_id, ts_ms)) \
+                if summary.valid else {}
+            write = self.sketches.open.plan(updates, wm_ms)
+            if write:
+                _maybe_crash("in_sketches", batch_id)
+                timed("write_sketches", lambda: self.sketches.write(
+                    self.spark, tables.sketches, write, f"streamsketch-sketches-{app}",
+                    batch_id))
+            _maybe_crash("after_sketches", batch_id)
+            return updates
+
+        quarantine()
+        aggregates()
+        return sketches()
 
     def _sketch_updates(self, valid: DataFrame, batch_id: int, timestamp_ms: int) -> dict:
         """This batch's new open rows of ``sketches`` (the benchmark's JVM variant swaps it)."""

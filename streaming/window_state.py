@@ -32,6 +32,7 @@ the write path cheap (a Delta MERGE costs a join with the target table).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 US = 1_000_000
+#: tries of one table write that lost a race with a concurrent compaction
+WRITE_ATTEMPTS = 5
 
 #: (window name, window start in epoch microseconds, group key[, sketch name])
 Key = tuple
@@ -121,12 +124,23 @@ def write_batch(spark: SparkSession, path: str, write: BatchWrite, staging_ddl: 
                 to_table: Callable[[DataFrame], DataFrame], app_id: str,
                 batch_id: int) -> None:
     """Overwrite the open windows of the table at ``path`` with ``write``, once per batch id."""
+    from delta.exceptions import DeltaConcurrentModificationException
+
     records = [(*row.record, key in write.final) for key, row in write.rows.items()]
     frame = to_table(spark.createDataFrame(records, staging_ddl)).coalesce(1)
-    (frame.write.format("delta").mode("overwrite")
-     .option("replaceWhere", open_predicate(write.rows))
-     .option("txnAppId", app_id).option("txnVersion", batch_id)
-     .save(path))
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            (frame.write.format("delta").mode("overwrite")
+             .option("replaceWhere", open_predicate(write.rows))
+             .option("txnAppId", app_id).option("txnVersion", batch_id)
+             .save(path))
+            return
+        except DeltaConcurrentModificationException:
+            # a compaction (``streamsketch maintain``) rewrote files this overwrite
+            # replaces; the write is absolute and idempotent, so simply do it again
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def load_open_rows(spark: SparkSession, path: str) -> DataFrame:
