@@ -104,6 +104,38 @@ def backfill_spec(spec: Spec, logs: Sequence[Path]) -> Spec:
     return replace(spec, source=replace(spec.source, kind="files", path=paths))
 
 
+def log_files(spec: Spec) -> list[Path]:
+    """The logs of a files source: a file, a folder's files in name order, or a path list."""
+    if spec.source.path is None:
+        raise ConfigError("a files source needs [source] path")
+    out: list[Path] = []
+    for part in spec.source.path.split(os.pathsep):
+        p = Path(part)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        else:
+            out.append(p)
+    if not out:
+        raise ConfigError(f"no log file under {spec.source.path}")
+    return out
+
+
+def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
+    """``streamsketch run`` of a spec whose source is files: a backfill of them."""
+    from streaming.commands import _session, batch_line
+    from streaming.spec import load_spec
+
+    spec = load_spec(args.spec)
+    logs = log_files(spec)
+    spark = _session(args)
+    stats = backfill(spark, spec, logs,
+                     records_per_batch=spec.source.max_offsets_per_trigger
+                     or DEFAULT_RECORDS_PER_BATCH,
+                     log_format=spec.source.format, on_batch=lambda s: log(batch_line(s)))
+    print("\n".join(stats.lines()))
+    return 0
+
+
 class _Records:
     """The logs' records from a position on, as Arrow batches of raw records."""
 

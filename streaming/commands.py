@@ -52,6 +52,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.spec import load_spec
 
     spec = load_spec(args.spec)
+    if spec.source.kind == "files":
+        from streaming.backfill import run_files_spec
+
+        return run_files_spec(args, _info)
     spark = _session(args)
     pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
     server = serve_metrics(spark, pipeline, spec)
@@ -235,10 +239,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
 def _registrars() -> list:
     regs = [_register]
-    from streaming import produce_cmd, replay_cmd
+    from streaming import maintain, produce_cmd, replay_cmd
 
     regs.append(produce_cmd.register)
     regs.append(replay_cmd.register)
+    regs.append(maintain.register)
     return regs
 
 

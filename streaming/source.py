@@ -1,13 +1,15 @@
-"""Raw record streams with provenance columns, from Kafka or from log files.
+"""The raw record stream of a Kafka source, with provenance columns.
 
-Both produce ``_key, _value, _topic, _partition, _offset, _source_ts`` so the
-same parsing, windows, sketches and sinks serve a live topic and a backfill.
+``_key, _value, _topic, _partition, _offset, _source_ts``: the same columns a
+backfill builds from log files (:mod:`streaming.backfill`), so the same parsing,
+windows, sketches and sinks serve a live topic and a backfill.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from streaming.errors import ConfigError
 from streaming.spec import Secret, Spec
 
 if TYPE_CHECKING:
@@ -45,8 +47,8 @@ def kafka_stream(spark: SparkSession, spec: Spec) -> DataFrame:
 
 
 def raw_stream(spark: SparkSession, spec: Spec) -> DataFrame:
-    if spec.source.kind == "kafka":
-        return kafka_stream(spark, spec)
-    from streaming.logs import file_stream
-
-    return file_stream(spark, spec)
+    """The streaming source of a Kafka spec (a files source runs as a backfill instead)."""
+    if spec.source.kind != "kafka":
+        raise ConfigError("a files source is not a stream: run it as a backfill "
+                          "(streaming.backfill, or `streamsketch run` / `replay --backfill`)")
+    return kafka_stream(spark, spec)

@@ -109,8 +109,8 @@ class SourceSpec:
     fail_on_data_loss: bool = True
     kafka_options: tuple[tuple[str, str | Secret], ...] = ()
     path: str | None = None
-    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
-    max_files_per_trigger: int | None = None
+    #: log format of a files source; None: from each file's name
+    format: Literal["jsonl", "jsonl.gz", "csv", "parquet"] | None = None
 
 
 @dataclass(frozen=True)
@@ -379,7 +379,7 @@ class _Validator:
     def source(self, raw: Any) -> SourceSpec:
         t = self.table(raw, "source", ("kind", "topic", "bootstrap_servers", "starting_offsets",
                                        "max_offsets_per_trigger", "fail_on_data_loss", "kafka",
-                                       "path", "format", "max_files_per_trigger"))
+                                       "path", "format"))
         kind = self.get(t, "kind", "source.kind", str, "kafka",
                         check=lambda v: None if v in ("kafka", "files")
                         else 'must be "kafka" or "files"')
@@ -418,13 +418,10 @@ class _Validator:
         path = self.get(t, "path", "source.path", str, None)
         if kind == "files" and path is None:
             raise self.fail("source.path", "is required for a files source")
-        fmt = self.get(t, "format", "source.format", str, "jsonl",
-                       check=lambda v: None if v in ("jsonl", "csv", "parquet")
-                       else 'must be "jsonl", "csv" or "parquet"')
-        mfpt = self.get(t, "max_files_per_trigger", "source.max_files_per_trigger", int, None,
-                        check=lambda v: None if v > 0 else "must be a positive integer")
-        return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt,
-                          mfpt)
+        fmt = self.get(t, "format", "source.format", str, None,
+                       check=lambda v: None if v in ("jsonl", "jsonl.gz", "csv", "parquet")
+                       else 'must be "jsonl", "jsonl.gz", "csv" or "parquet"')
+        return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt)
 
     def events(self, raw: Any) -> EventsSpec:
         t = self.table(raw, "events", ("time_field", "time_format", "watermark", "fields",

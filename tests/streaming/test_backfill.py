@@ -192,3 +192,23 @@ def test_bad_lines_and_a_cut_gzip_are_quarantined_at_their_lines(spark, tmp_path
     assert len(cut) == 1 and cut[0] > 6
     assert stats.valid == cut[0] - 1 - 2  # every line before the cut but the two bad ones
     assert stats.records == stats.valid + 3
+
+
+def test_run_of_a_files_spec_is_the_same_backfill(spark, log, backfilled, tmp_path, capsys):
+    import argparse
+
+    from streaming.backfill import run_files_spec
+    from streaming.digest import digest
+    from streaming.spec import load_spec
+
+    path, lines = log
+    text = _spec_file(tmp_path).read_text().replace(
+        '[source]\n', f'[source]\nkind = "files"\npath = "{path.parent}"\n', 1)
+    spec_file = tmp_path / "files.toml"
+    spec_file.write_text(text)
+    spec = load_spec(spec_file)
+    assert spec.source.kind == "files"
+    args = argparse.Namespace(spec=spec_file, master="local[2]", ui=False)
+    assert run_files_spec(args, lambda _msg: None) == 0
+    assert f"{len(lines):,} records" in capsys.readouterr().out
+    assert digest(spark, spec) == backfilled["digest"]
