@@ -179,8 +179,9 @@ def offset_gap(previous: BatchMeta | None, current: BatchMeta) -> tuple[int, int
     Returns ``(offsets, resets)``: ``offsets`` is how many Kafka offsets lie
     between the previous batch's end and this one's (what the batch should hold
     if no record is missing); a partition whose end went backwards (the topic was
-    deleted and recreated) counts as a reset and from offset 0. With no previous
-    batch, ``(-1, 0)``: the start is unknown.
+    deleted and recreated) counts as a reset and from offset 0: Spark resumes it at
+    its new end, so the records the new topic held by then are a gap. With no
+    previous batch, ``(-1, 0)``: the start is unknown.
     """
     if previous is None or previous.end_offsets is None or current.end_offsets is None:
         return -1, 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,41 @@ def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
     return server
 
 
+#: a JVM exception line, as py4j quotes it inside a foreachBatch failure
+_JVM_EXCEPTION = re.compile(r"^(?::\s*|Caused by:\s*)?(?:[A-Za-z_$][\w$]*\.)+"
+                            r"([A-Z][\w$]*(?:Exception|Error)): (.*)$")
+
+
+def _jvm_cause(text: str) -> str | None:
+    """The first JVM exception (not py4j's wrapper) of a failure raised in foreachBatch.
+
+    An error while the batch function reads its DataFrame (e.g. Kafka data loss)
+    reaches the query as "An exception was raised by the Python Proxy" followed by
+    a Python traceback and the JVM exception it wraps; that exception, with its
+    message lines joined, is the useful line.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _JVM_EXCEPTION.match(line.strip())
+        if m is None or line.strip().lstrip(": ").startswith(("py4j.", "org.apache.spark.api.")):
+            continue
+        message = [m.group(2).strip()]
+        for more in lines[i + 1:]:
+            more = more.strip()
+            if not more or more.startswith(("at ", "...", "Caused by:")):
+                break
+            message.append(more)
+        return f"{m.group(1)}: {' '.join(message)}"
+    return None
+
+
 def query_failure(exc: BaseException) -> str:
     """The first meaningful line of a Spark streaming failure (the plan dump is left out)."""
     text = str(exc)
+    if "Python Proxy" in text:
+        cause = _jvm_cause(text)
+        if cause is not None:
+            return cause[:500]
     for marker in ("Reason: ", "terminated with exception: "):
         if marker in text:
             text = text.split(marker, 1)[1]

@@ -83,6 +83,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID) that does not start with "-".
+
+    The storage tool's command line would read a leading "-" as an option (Kafka's
+    own ``Uuid.randomUuid`` skips such ids for the same reason).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     running: bool
@@ -105,6 +117,10 @@ class LocalKafka:
         controller_port: KRaft controller port; default is chosen free at start.
         partitions: default partition count for auto-created topics.
         heap: JVM heap of the broker.
+        sasl_plain: ``(user, password)``: the client port becomes a SASL_PLAINTEXT
+            listener accepting only this user with the PLAIN mechanism (the KRaft
+            controller listener stays PLAINTEXT on loopback). The password is
+            written to ``server.properties`` (mode 0600) and nowhere else.
 
     Example:
         >>> from pathlib import Path
@@ -113,12 +129,23 @@ class LocalKafka:
     """
 
     def __init__(self, home: Path, *, port: int = 9092, controller_port: int | None = None,
-                 partitions: int = 2, heap: str = "512m") -> None:
+                 partitions: int = 2, heap: str = "512m",
+                 sasl_plain: tuple[str, str] | None = None) -> None:
         self.home = Path(home)
         self.port = port
         self.controller_port = controller_port
         self.partitions = partitions
         self.heap = heap
+        if sasl_plain is not None:
+            user, password = sasl_plain
+            if not user or not password or any(c in user + password for c in '"\\\n;'):
+                raise BrokerError("the SASL user and password must be non-empty and free of "
+                                  "quotes, backslashes, semicolons and newlines")
+        self.sasl_plain = sasl_plain
+
+    def __repr__(self) -> str:  # never the password
+        sasl = f", sasl user {self.sasl_plain[0]!r}" if self.sasl_plain else ""
+        return f"LocalKafka({str(self.home)!r}, port={self.port}{sasl})"
 
     # -- paths ---------------------------------------------------------
     @property
@@ -140,6 +167,19 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def security_protocol(self) -> str:
+        """Protocol of the client listener: ``PLAINTEXT`` or ``SASL_PLAINTEXT``."""
+        return "SASL_PLAINTEXT" if self.sasl_plain else "PLAINTEXT"
+
+    def client_config(self) -> dict[str, str]:
+        """kafka-python client settings that reach this broker (empty for PLAINTEXT)."""
+        if not self.sasl_plain:
+            return {}
+        user, password = self.sasl_plain
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": user, "sasl_plain_password": password}
 
     # -- status --------------------------------------------------------
     def _read_pid(self) -> int | None:
@@ -164,16 +204,17 @@ class LocalKafka:
         self.home.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        client = self.security_protocol
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            "listeners": f"{client}://127.0.0.1:{self.port},"
                          f"CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"{client}://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
             "log.dirs": str(self.data_dir.resolve()),
             "num.partitions": str(self.partitions),
             "offsets.topic.replication.factor": "1",
@@ -190,7 +231,19 @@ class LocalKafka:
             "message.max.bytes": str(8 * 1024 * 1024),
             "log.retention.check.interval.ms": "10000",
         }
+        if self.sasl_plain:
+            user, password = self.sasl_plain
+            # The broker authenticates to its own listener as the same user.
+            props.update({
+                "sasl.enabled.mechanisms": "PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="{user}" password="{password}" user_{user}="{password}";',
+            })
         path = self.home / "server.properties"
+        path.touch(mode=0o600)
+        path.chmod(0o600)
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.properties").write_text(
             _LOG4J2.format(log_file=self.log_file.resolve()))
@@ -221,7 +274,7 @@ class LocalKafka:
         jars = jvm.resolve("kafka", log=log)
         config = self._write_config(controller_port)
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             fmt = subprocess.run(
                 self._java_cmd(java, jars.classpath, "kafka.tools.StorageTool", "format",
                                "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
@@ -248,7 +301,8 @@ class LocalKafka:
                                   f"{self._last_error_line()} (log: {self.log_file})")
             remaining = deadline - time.monotonic()
             if remaining > 0 and broker_ready(self.bootstrap_servers,
-                                              timeout=min(2.0, max(remaining, 0.2))):
+                                              timeout=min(2.0, max(remaining, 0.2)),
+                                              client_config=self.client_config()):
                 return self.status()
             time.sleep(0.5)
         self.stop()
@@ -299,8 +353,13 @@ def _reap(pid: int) -> None:
         pass
 
 
-def broker_ready(bootstrap_servers: str, *, timeout: float = 5.0) -> bool:
-    """True when a broker at ``bootstrap_servers`` answers a metadata request."""
+def broker_ready(bootstrap_servers: str, *, timeout: float = 5.0,
+                 client_config: dict[str, str] | None = None) -> bool:
+    """True when a broker at ``bootstrap_servers`` answers a metadata request.
+
+    ``client_config``: extra kafka-python settings, e.g. SASL (see
+    :meth:`LocalKafka.client_config`).
+    """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -314,7 +373,7 @@ def broker_ready(bootstrap_servers: str, *, timeout: float = 5.0) -> bool:
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers,
                                  request_timeout_ms=int(timeout * 1000),
-                                 client_id="streamsketch-ready")
+                                 client_id="streamsketch-ready", **(client_config or {}))
     except (KafkaError, OSError, ValueError):
         return False
     try:
