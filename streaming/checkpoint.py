@@ -88,6 +88,7 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
                 f"the spec changed since checkpoint {root} was made ({shown}). State from the "
                 "old spec cannot be reused: point [sink] checkpoint and path at new folders, "
                 "or delete both to start fresh")
+        check_spark_state(root / "query")
         return CheckpointInfo(root, cid)
     if (root / "query").exists() and any((root / "query").iterdir()):
         raise CheckpointError(
@@ -103,6 +104,57 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
         os.fsync(fh.fileno())
     os.replace(tmp, meta_path)
     return CheckpointInfo(root, cid)
+
+
+def _log_ids(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def check_spark_state(query_dir: Path) -> None:
+    """Refuse Spark checkpoint files a restart would misread.
+
+    Spark reads its ``metadata`` and the latest ``offsets``/``commits`` entries when
+    a query starts; an empty or missing one fails deep inside Spark (a traceback or
+    a misleading "concurrent update" error) or, worse, is taken for a new query.
+    A missing ``commits/N`` next to ``offsets/N`` is the normal state after a crash
+    (batch N re-runs) and is accepted.
+
+    Raises:
+        CheckpointError: naming the damaged or missing file.
+    """
+    if not query_dir.is_dir():
+        return
+    logs = {name: _log_ids(query_dir / name) for name in ("offsets", "commits")}
+    for name, ids in logs.items():
+        for i in ids[-2:]:
+            entry = query_dir / name / str(i)
+            if entry.stat().st_size == 0:
+                raise CheckpointError(
+                    f"{entry} is empty (damaged); refusing to start over existing state. "
+                    "Restore it, or remove the checkpoint and the tables to start over")
+    meta = query_dir / "metadata"
+    if meta.exists():
+        try:
+            ok = "id" in json.loads(meta.read_text())
+        except (OSError, ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise CheckpointError(
+                f"{meta} is damaged (empty or not valid JSON); refusing to start over existing "
+                "state. Restore it, or remove the checkpoint and the tables to start over")
+    elif logs["offsets"] or logs["commits"]:
+        raise CheckpointError(
+            f"{meta} is missing but {query_dir} holds offsets and commits; refusing to guess. "
+            "Restore it, or remove the checkpoint and the tables to start over")
+    offsets, commits = logs["offsets"], logs["commits"]
+    if commits and (not offsets or commits[-1] > offsets[-1]):
+        missing = query_dir / "offsets" / str(commits[-1])
+        raise CheckpointError(
+            f"offset log entry {missing} is missing but batch {commits[-1]} was committed; "
+            "refusing to re-run committed batches. Restore it, or remove the checkpoint and "
+            "the tables to start over")
 
 
 class CheckpointLock:

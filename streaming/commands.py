@@ -60,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spark = _session(args)
     pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
     server = serve_metrics(spark, pipeline, spec)
-    from pyspark.errors import StreamingQueryException
+    from pyspark.errors import PySparkException, StreamingQueryException
 
     try:
         pipeline.prepare()
@@ -70,7 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _info("stopping ...")
         pipeline.stop()
         return 130
-    except StreamingQueryException as exc:
+    except (StreamingQueryException, PySparkException) as exc:
         _info(f"streamsketch: the query failed: {query_failure(exc)}")
         return 1
     finally:

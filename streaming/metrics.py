@@ -508,13 +508,35 @@ class PipelineMetrics:
         Raises:
             ConfigError: the address cannot be bound (e.g. the port is in use).
         """
-        from prometheus_client import start_http_server
+        import socket
+        import threading
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        from prometheus_client import make_wsgi_app
+
+        class _Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+            # socketserver's default listen backlog of 5 overflows under a handful of
+            # concurrent scrapers while the driver holds the GIL: dropped connections
+            # (client retries after 1 s, 3 s) and resets
+            request_queue_size = 128
+
+        class _Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
 
         try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+            _Server.address_family = infos[0][0]
+            server = make_server(host, port, make_wsgi_app(self.registry), _Server,
+                                 handler_class=_Quiet)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
                               ) from None
+        threading.Thread(target=server.serve_forever, name="streamsketch-metrics",
+                         daemon=True).start()
         return server
 
 

@@ -124,8 +124,7 @@ def write_batch(spark: SparkSession, path: str, write: BatchWrite, staging_ddl: 
                 to_table: Callable[[DataFrame], DataFrame], app_id: str,
                 batch_id: int) -> None:
     """Overwrite the open windows of the table at ``path`` with ``write``, once per batch id."""
-    from delta.exceptions import DeltaConcurrentModificationException
-
+    conflicts = conflict_exceptions()
     records = [(*row.record, key in write.final) for key, row in write.rows.items()]
     frame = to_table(spark.createDataFrame(records, staging_ddl)).coalesce(1)
     for attempt in range(1, WRITE_ATTEMPTS + 1):
@@ -135,12 +134,27 @@ def write_batch(spark: SparkSession, path: str, write: BatchWrite, staging_ddl: 
              .option("txnAppId", app_id).option("txnVersion", batch_id)
              .save(path))
             return
-        except DeltaConcurrentModificationException:
+        except conflicts:
             # a compaction (``streamsketch maintain``) rewrote files this overwrite
             # replaces; the write is absolute and idempotent, so simply do it again
             if attempt == WRITE_ATTEMPTS:
                 raise
             time.sleep(0.2 * attempt)
+
+
+def conflict_exceptions() -> tuple[type[BaseException], ...]:
+    """Delta's commit-conflict exceptions as Python raises them.
+
+    In delta-spark's Python API the specific conflicts (``ConcurrentAppendException``,
+    ``ConcurrentDeleteReadException``, ...) are *not* subclasses of
+    ``DeltaConcurrentModificationException`` (unlike on the JVM), so all are listed.
+    """
+    from delta import exceptions as dx
+
+    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException,
+            dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
+            dx.ConcurrentDeleteDeleteException, dx.MetadataChangedException,
+            dx.ProtocolChangedException, dx.ConcurrentTransactionException)
 
 
 def load_open_rows(spark: SparkSession, path: str) -> DataFrame:

@@ -1,0 +1,152 @@
+"""``streamsketch maintain`` without a JVM: argument errors, retention guard, retries.
+
+Each user error is one line on stderr and exit code 2, decided before Spark
+starts. The retry helper runs an operation again on a Delta concurrent-
+modification conflict, and gives up (re-raising) after its last attempt. The
+compaction itself, against a live pipeline, is proven in
+``test_faults_process.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from streaming.cli import main
+from streaming.errors import ConfigError
+from streaming.maintain import SAFE_RETENTION_HOURS, TableReport, check_retention, with_retries
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    from streaming.spec import default_spec_path
+
+    text = default_spec_path().read_text()
+    text = text.replace('path = "./data/delta"', f'path = "{tmp_path / "delta"}"')
+    text = text.replace('checkpoint = "./data/checkpoints"', f'checkpoint = "{tmp_path / "ck"}"')
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("streamsketch"), err
+    return err
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--vacuum-hours", "1"], "below Delta's safety retention of 168 h"),
+    (["--vacuum-hours", "167.9"], "--force-retention"),
+    (["--force-retention"], "only applies with --vacuum-hours"),
+])
+def test_retention_errors_are_one_line_exit_2(spec_file, capsys, extra, expected):
+    assert main(["maintain", "--spec", str(spec_file), *extra]) == 2
+    assert expected in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("hours", ["-1", "abc", "nan", "inf"])
+def test_bad_hours_are_a_usage_error(spec_file, capsys, hours):
+    with pytest.raises(SystemExit) as exc:
+        main(["maintain", "--spec", str(spec_file), "--vacuum-hours", hours])
+    assert exc.value.code == 2
+    assert "--vacuum-hours" in _one_line_error(capsys)
+
+
+def test_spec_is_required(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["maintain"])
+    assert exc.value.code == 2
+    assert "--spec" in _one_line_error(capsys)
+
+
+def test_missing_tables_are_refused_before_spark_starts(spec_file, capsys):
+    assert main(["maintain", "--spec", str(spec_file)]) == 2
+    err = _one_line_error(capsys)
+    assert "no aggregates, sketches, quarantine table" in err and "run the pipeline" in err
+
+
+def test_a_bad_spec_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[source]\ntopic = 1\n")
+    assert main(["maintain", "--spec", str(bad)]) == 2
+    _one_line_error(capsys)
+
+
+def test_retention_guard():
+    check_retention(None, False)
+    check_retention(SAFE_RETENTION_HOURS, False)
+    check_retention(0.0, True)
+    with pytest.raises(ConfigError):
+        check_retention(SAFE_RETENTION_HOURS - 0.01, False)
+
+
+def _conflict():
+    from delta.exceptions import ConcurrentDeleteReadException
+
+    return ConcurrentDeleteReadException(message="a concurrent transaction deleted a file")
+
+
+def test_a_conflict_is_retried_until_it_succeeds():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise _conflict()
+        return "done"
+
+    assert with_retries(flaky, attempts=5, pause_s=0) == ("done", 3)
+    assert len(calls) == 3
+
+
+def test_a_lasting_conflict_is_raised_after_the_last_attempt():
+    from delta.exceptions import ConcurrentDeleteReadException
+
+    calls = []
+
+    def always():
+        calls.append(1)
+        raise _conflict()
+
+    with pytest.raises(ConcurrentDeleteReadException):
+        with_retries(always, attempts=4, pause_s=0)
+    assert len(calls) == 4
+
+
+def test_every_delta_conflict_is_retried():
+    # delta-spark's Python conflict classes do not share a base class: each must be listed
+    from delta import exceptions as dx
+
+    for cls in (dx.DeltaConcurrentModificationException, dx.ConcurrentAppendException,
+                dx.ConcurrentDeleteReadException, dx.ConcurrentDeleteDeleteException,
+                dx.ConcurrentWriteException, dx.MetadataChangedException):
+        calls = []
+
+        def once(cls=cls, calls=calls):
+            calls.append(1)
+            if len(calls) == 1:
+                raise cls(message="conflict")
+            return len(calls)
+
+        assert with_retries(once, attempts=2, pause_s=0) == (2, 2), cls.__name__
+
+
+def test_other_errors_are_not_retried():
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise ValueError("not a conflict")
+
+    with pytest.raises(ValueError):
+        with_retries(broken, attempts=4, pause_s=0)
+    assert calls == [1]
+
+
+def test_report_line():
+    report = TableReport("aggregates", 12, 1, 2)
+    assert report.line() == "aggregates: 12 files -> 1 (compaction, 2 attempts)"
+    assert replace(report, vacuumed=11, attempts=1).line() == (
+        "aggregates: 12 files -> 1 (compaction, 1 attempt); vacuum removed 11 unreferenced files")
