@@ -65,6 +65,8 @@ MAX_ITEM_LABEL = 120
 BATCH_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
 US = 1_000_000
+#: a /metrics exposition is rendered at most this often; scrapes in between get it again
+SCRAPE_CACHE_S = 0.5
 
 
 def _finite(x: Any) -> float | None:
@@ -513,7 +515,24 @@ class PipelineMetrics:
         from socketserver import ThreadingMixIn
         from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-        from prometheus_client import make_wsgi_app
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        registry = self.registry
+        cache: dict[str, Any] = {"at": -1.0, "body": b""}
+        render = threading.Lock()
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            # One exposition per SCRAPE_CACHE_S however many scrapers ask: concurrent
+            # scrapes wait for the render in progress instead of each rendering (the
+            # driver's GIL is the pipeline's too).
+            with render:
+                if time.monotonic() - cache["at"] >= SCRAPE_CACHE_S:
+                    cache["body"] = generate_latest(registry)
+                    cache["at"] = time.monotonic()
+                body = cache["body"]
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
 
         class _Server(ThreadingMixIn, WSGIServer):
             daemon_threads = True
@@ -530,8 +549,7 @@ class PipelineMetrics:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
             _Server.address_family = infos[0][0]
-            server = make_server(host, port, make_wsgi_app(self.registry), _Server,
-                                 handler_class=_Quiet)
+            server = make_server(host, port, app, _Server, handler_class=_Quiet)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
                               ) from None
