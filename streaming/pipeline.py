@@ -304,33 +304,22 @@ class Pipeline:
                 timed("quarantine", lambda: self._write_quarantine(df.where(bad), batch_id))
             _maybe_crash("after_quarantine", batch_id)
 
-        def aggregates() -> None:
-            updates = timed("aggregates", lambda: self.aggregates.fold(
-                agg.batch_aggregates(valid, self.spec).collect(), batch_id, ts_ms)) \
-                if summary.valid else {}
-            write = self.aggregates.open.plan(updates, wm_ms)
+        def table(name: str, state: Any, path: str, compute: Callable[[], dict]) -> dict:
+            updates = timed(name, compute) if summary.valid else {}
+            write = state.open.plan(updates, wm_ms)
             if write:
-                _maybe_crash("in_aggregates", batch_id)
-                timed("write_aggregates", lambda: self.aggregates.write(
-                    self.spark, tables.aggregates, write, f"streamsketch-aggregates-{app}",
-                    batch_id))
-            _maybe_crash("after_aggregates", batch_id)
-
-        def sketches() -> dict:
-            updates = timed("sketches", lambda: self._sketch_updates(valid, batch_id, ts_ms)) \
-                if summary.valid else {}
-            write = self.sketches.open.plan(updates, wm_ms)
-            if write:
-                _maybe_crash("in_sketches", batch_id)
-                timed("write_sketches", lambda: self.sketches.write(
-                    self.spark, tables.sketches, write, f"streamsketch-sketches-{app}",
-                    batch_id))
-            _maybe_crash("after_sketches", batch_id)
+                _maybe_crash(f"in_{name}", batch_id)
+                timed(f"write_{name}", lambda: state.write(
+                    self.spark, path, write, f"streamsketch-{name}-{app}", batch_id))
+            _maybe_crash(f"after_{name}", batch_id)
             return updates
 
         quarantine()
-        aggregates()
-        return sketches()
+        table("aggregates", self.aggregates, tables.aggregates,
+              lambda: self.aggregates.fold(agg.batch_aggregates(valid, self.spec).collect(),
+                                           batch_id, ts_ms))
+        return table("sketches", self.sketches, tables.sketches,
+                     lambda: self._sketch_updates(valid, batch_id, ts_ms))
 
     def _sketch_updates(self, valid: DataFrame, batch_id: int, timestamp_ms: int) -> dict:
         """This batch's new open rows of ``sketches`` (the benchmark's JVM variant swaps it)."""
