@@ -45,14 +45,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
-from streaming.errors import ConfigError
 from streaming.parse import REASONS
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from pyspark.sql import SparkSession
 
+    from streaming.metrics_server import SnapshotServer
     from streaming.pipeline import BatchSummary, Pipeline
 
 log = logging.getLogger(__name__)
@@ -309,7 +307,10 @@ class PipelineMetrics:
         self.errors = counter("metrics_errors_total",
                               "Exceptions swallowed by the metrics code (never the pipeline)",
                               ("where",))
-        for where in ("listener", "on_batch", "scrape"):
+        self.renders = counter("metrics_renders_total",
+                               "Expositions rendered for the metrics server (one serves "
+                               "every scrape within 0.5 s)", ())
+        for where in ("listener", "on_batch", "scrape", "server"):
             self.errors.labels(where)
         # state shared with the scrape: published by reference swap under a tiny lock
         self._publish_lock = threading.Lock()
@@ -502,60 +503,30 @@ class PipelineMetrics:
             self._spark.streams.removeListener(self._listener)
         self._listener = self._spark = None
 
-    def serve(self, host: str, port: int) -> WSGIServer:
-        """Serve ``/metrics`` of this registry on ``host:port`` (a daemon thread).
+    def serve(self, host: str, port: int) -> SnapshotServer:
+        """Serve ``/metrics`` of this registry on ``host:port`` from a child process.
 
-        Port 0 picks a free port (``server.server_port``); ``server.shutdown()`` stops it.
+        The driver renders at most once per :data:`SCRAPE_CACHE_S` however many scrapers
+        ask; accepting and answering them happens in the child (see
+        :mod:`streaming.metrics_server`). Port 0 picks a free port
+        (``server.server_port``); ``server.shutdown()`` stops it.
 
         Raises:
             ConfigError: the address cannot be bound (e.g. the port is in use).
         """
-        import socket
-        import threading
-        from socketserver import ThreadingMixIn
-        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        from streaming.metrics_server import SnapshotServer
+
         registry = self.registry
-        cache: dict[str, Any] = {"at": -1.0, "body": b""}
-        render = threading.Lock()
 
-        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-            # One exposition per SCRAPE_CACHE_S however many scrapers ask: concurrent
-            # scrapes wait for the render in progress instead of each rendering (the
-            # driver's GIL is the pipeline's too).
-            with render:
-                if time.monotonic() - cache["at"] >= SCRAPE_CACHE_S:
-                    cache["body"] = generate_latest(registry)
-                    cache["at"] = time.monotonic()
-                body = cache["body"]
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
-                                      ("Content-Length", str(len(body)))])
-            return [body]
+        def render() -> bytes:
+            self.renders.inc()
+            return generate_latest(registry)
 
-        class _Server(ThreadingMixIn, WSGIServer):
-            daemon_threads = True
-            # socketserver's default listen backlog of 5 overflows under a handful of
-            # concurrent scrapers while the driver holds the GIL: dropped connections
-            # (client retries after 1 s, 3 s) and resets
-            request_queue_size = 128
-
-        class _Quiet(WSGIRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-            _Server.address_family = infos[0][0]
-            server = make_server(host, port, app, _Server, handler_class=_Quiet)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
-                              ) from None
-        threading.Thread(target=server.serve_forever, name="streamsketch-metrics",
-                         daemon=True).start()
-        return server
+        return SnapshotServer(render, host, port, content_type=CONTENT_TYPE_LATEST,
+                              max_age=SCRAPE_CACHE_S,
+                              on_error=self.errors.labels("server").inc)
 
 
 def _sketch_nbytes(sketch: Any) -> int:
