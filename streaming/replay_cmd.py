@@ -7,7 +7,11 @@ Examples::
     streamsketch record --topic clickstream --out saved.jsonl.gz --from-time 2026-11-23T10:00Z
 
 **Replay** reads logs with :mod:`streaming.logs` and publishes each record with
-an idempotent producer (``acks=all``; :func:`streaming.generator.producer_settings`).
+:class:`streaming.batch_producer.BatchProducer`: Kafka's idempotent producer
+(``acks=all``), with the batch size, linger, compression and delivery timeout of
+:func:`streaming.generator.producer_settings`, that builds the record batches of
+the partitions computed here itself instead of paying ``KafkaProducer.send()``
+per record.
 With ``--speed F`` the log's event-time gaps are kept, scaled by 1/F
 (:func:`pace_schedule`); ``--max-rate N`` caps records/s; with neither it goes
 as fast as it can.
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from streaming.batch_producer import BatchProducer
 from streaming.errors import ConfigError
 from streaming.logs import FORMATS, TIME_FORMATS, LogReader, LogWriter, ReadOptions
 from streaming.produce_cmd import DEFAULT_BOOTSTRAP, _iso_time, _number
@@ -366,8 +371,8 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         ConfigError: bad arguments, unreadable state, no broker within the timeout.
         LogFormatError: a log that cannot be opened as its format.
     """
-    from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-    from kafka.errors import KafkaError, KafkaTimeoutError
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.errors import KafkaError
 
     from streaming.generator import _connect_error, _ensure_topic, producer_settings
 
@@ -411,43 +416,32 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         consumer.close()
 
     settings = producer_settings()
+    delivery_timeout = settings["delivery_timeout_ms"] / 1000
     try:
-        producer = KafkaProducer(bootstrap_servers=config.bootstrap_servers,
-                                 client_id="streamsketch-replay",
-                                 bootstrap_timeout_ms=int(config.connect_timeout * 1000),
-                                 **settings)
-        producer.partitions_for(config.topic)  # metadata now, not in the first paced send
+        producer = BatchProducer.connect(
+            config.bootstrap_servers, config.topic, n_parts, timeout=config.connect_timeout,
+            batch_size=settings["batch_size"], linger=settings["linger_ms"] / 1000,
+            compression=settings["compression_type"], delivery_timeout=delivery_timeout)
     except (KafkaError, OSError) as exc:
         raise _connect_error(config.bootstrap_servers, config.connect_timeout, exc) from None
 
     stats = ReplayStats(topic=config.topic, partitions=n_parts, state_file=str(state_path))
-    failures: list[str] = []
-
-    def failed(exc: BaseException) -> None:  # on the producer's I/O thread
-        failures.append("" if failures else f"{type(exc).__name__}: {exc}")
-
-    last: dict[int, Any] = {}
     total_bytes = sum(e["size"] for e in state.logs)
     done_bytes = sum(e["size"] for e in state.logs if e["done"])
     t0 = time.monotonic()
 
     def checkpoint(entry: dict[str, Any], line: int, records: int) -> bool:
-        try:
-            producer.flush(timeout=settings["delivery_timeout_ms"] / 1000)
-        except KafkaTimeoutError as exc:
-            failed(exc)
-        if failures:
+        # Only what the broker acknowledged is saved: flush() waits for every
+        # record sent so far, and a failure anywhere stops the checkpoints.
+        if not producer.flush(delivery_timeout):
             return False
-        for p, fut in last.items():
-            if fut.succeeded():
-                state.next_offsets[p] = fut.value.offset + 1
-        last.clear()
+        state.next_offsets.update(producer.acked_offsets)
         entry.update(line=line, records=records)
         state.save()
         return True
 
     partition_of = _Partitioner(n_parts)
-    send, topic = producer.send, config.topic
+    send = producer.send
     pacer = Pacer(config.speed, config.max_rate) if config.speed or config.max_rate else None
     pace_t0 = None
     next_progress = t0
@@ -461,7 +455,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                 continue
             line, records = entry["line"], entry["records"]
             next_check = time.monotonic() + config.checkpoint_seconds
-            since_check = 0
+            since_check = sent = nbytes = 0
             with LogReader(path, config.read) as reader:
                 for rec in reader.records(after_line=line):
                     key, value = rec.key, rec.value
@@ -476,21 +470,25 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                             pace_t0 = now
                         ahead = pace_t0 + due - now
                         if ahead > _SLEEP_MIN:  # never per record: only when enough is due
+                            producer.push()  # what is due now goes out before the wait
                             while ahead > 0 and not stop.is_set():
-                                time.sleep(min(ahead, 0.1))
+                                producer.poll(min(ahead, 0.1))
                                 ahead = pace_t0 + due - time.monotonic()
                         elif ahead < -_MAX_LAG:
                             pace_t0 -= ahead
                     if stop.is_set():
                         break
-                    future = last[p] = send(topic, key=key, value=value, partition=p)
-                    future.add_errback(failed)
+                    send(p, key, value)
                     line, records = rec.line, records + 1
-                    stats.records += 1
-                    stats.bytes += (len(key) if key is not None else 0) + \
+                    sent += 1
+                    nbytes += (len(key) if key is not None else 0) + \
                         (len(value) if value is not None else 0)
                     since_check += 1
                     if since_check & 255 == 0 or pacer is not None:
+                        producer.poll()
+                        stats.records += sent
+                        stats.bytes += nbytes
+                        sent = nbytes = 0
                         now = time.monotonic()
                         if since_check >= config.checkpoint_records or now >= next_check:
                             if not checkpoint(entry, line, records):
@@ -502,22 +500,20 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                             progress(stats, done_bytes + reader.bytes_read(), total_bytes)
                 else:
                     entry["done"] = True
+                stats.records += sent
+                stats.bytes += nbytes
                 summary.update(records=records, bad=reader.bad.to_dict(),
                                blank_lines=reader.blank_lines, complete=entry["done"])
             if not checkpoint(entry, line, records) or stop.is_set():
                 break
             done_bytes += entry["size"]
     finally:
-        try:
-            producer.flush(timeout=settings["delivery_timeout_ms"] / 1000)
-        except KafkaTimeoutError as exc:
-            failed(exc)
-        producer.close(timeout=5)
+        producer.close(timeout=delivery_timeout)
     stats.elapsed_seconds = time.monotonic() - t0
-    stats.failed = len(failures)
-    stats.first_error = failures[0] if failures else None
+    stats.failed = producer.failed
+    stats.first_error = producer.first_error
     stats.interrupted = stop.is_set()
-    stats.complete = all(e["done"] for e in state.logs) and not failures
+    stats.complete = all(e["done"] for e in state.logs) and not producer.failed
     if landed.mismatched:
         log(f"replay: partitions {sorted(set(landed.mismatched))} held records that are not "
             "the log's: something else wrote to them; matching stopped there")

@@ -553,3 +553,76 @@ def test_record_then_replay_reproduces_keys_and_values(kafka, topic_name, tmp_pa
         got = [r.time_ms for r in reader]
     assert got and min(got) >= low and max(got) < high
 
+
+
+def _assert_in_log_order_per_partition(got: list, lines: list[bytes]) -> None:
+    counts = collections.Counter(lines)  # the generator repeats a few lines on purpose
+    position = {v: i for i, v in enumerate(lines) if counts[v] == 1}
+    assert len(position) > 0.99 * len(lines)
+    for p in {m.partition for m in got}:
+        ours = [position[m.value] for m in sorted(got, key=lambda m: m.offset)
+                if m.partition == p and m.value in position]
+        assert ours == sorted(ours), f"partition {p} is out of log order"
+
+
+@pytest.mark.integration
+def test_an_unpaced_replay_killed_mid_batch_resumes_exactly_once_in_order(kafka, topic_name,
+                                                                          tmp_path):
+    path, lines = _mixed_log(tmp_path, 100_000)
+    state = Path(str(path) + ".replay-state.json")
+    proc = subprocess.Popen(_replay_cmd(kafka, topic_name, path, "--partitions", "3",
+                                        "--checkpoint-records", "20000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_checkpoint(state, proc)
+        time.sleep(0.3)  # full batches acknowledged past the checkpoint, others in flight
+        proc.send_signal(signal.SIGKILL)  # open batches and unacknowledged ones are lost
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = json.loads(state.read_text())["logs"][0]
+    assert 0 < saved["records"] < len(lines) and not saved["done"]
+    done = subprocess.run(_replay_cmd(kafka, topic_name, path, "--resume"), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    second = json.loads(done.stdout)
+    assert second["complete"] and second["failed"] == 0
+    assert second["resumed_skipped"] == saved["records"]
+    assert second["resumed_skipped"] + second["already_in_topic"] + second["records"] == \
+        len(lines)
+    got = _consume_all(kafka.bootstrap_servers, topic_name, len(lines))
+    _assert_exactly_once(got, lines)
+    _assert_in_log_order_per_partition(got, lines)
+
+
+@pytest.mark.integration
+def test_a_record_the_broker_refuses_fails_the_replay_and_the_state_stays_behind_it(
+        kafka, topic_name, tmp_path):
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        admin.create_topics({topic_name: {"num_partitions": 2,
+                                          "configs": {"max.message.bytes": "20000"}}},
+                            wait_for_metadata=True)
+    finally:
+        admin.close()
+    lines = [_line(_event(i, i * 0.01)) for i in range(4000)]
+    big = 2001  # 1-based line of an event larger than the topic allows
+    lines[big - 1] = _line(_event(big - 1, pad="x" * 50_000))
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    proc = subprocess.run(_replay_cmd(kafka, topic_name, path, "--checkpoint-records", "300"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["failed"] >= 1 and not stats["complete"]
+    assert "MessageSizeTooLargeError" in stats["first_error"]
+    assert "records were not delivered" in proc.stderr and "--resume" in proc.stderr
+    saved = json.loads(Path(str(path) + ".replay-state.json").read_text())["logs"][0]
+    assert 0 < saved["line"] < big and not saved["done"]
+    got = _consume_all(kafka.bootstrap_servers, topic_name, big - 1, timeout=20)
+    assert lines[big - 1] not in {m.value for m in got}
+    assert collections.Counter(m.value for m in got).most_common(1)[0][1] == 1
+    assert set(lines[:saved["line"]]) <= {m.value for m in got}
