@@ -138,23 +138,23 @@ def _add(b: _Open, ts: int, key: bytes | None, value: bytes | None, limit: int,
         b.max_ts = ts
     d = ts - b.first_ts
     if key is None:
-        vk, key = b"\x01", b""
+        vk, key, kl = b"\x01", b"", 0
     else:
         kl = len(key)
         vk = v[kl] if kl < _TABLE else _varint_slow(kl)
     if value is None:
-        vv, value = b"\x01", b""
+        vv, value, vl = b"\x01", b"", 0
     else:
         vl = len(value)
         vv = v[vl] if vl < _TABLE else _varint_slow(vl)
-    body = join((b"\x00", v[d] if 0 <= d < _TABLE else _varint_slow(d),
-                 v[n] if n < _TABLE else _varint_slow(n), vk, key, vv, value, b"\x00"))
-    bl = len(body)
-    length = v[bl] if bl < _TABLE else _varint_slow(bl)
-    size = b.size + len(length) + bl
+    vd = v[d] if 0 <= d < _TABLE else _varint_slow(d)
+    vn = v[n] if n < _TABLE else _varint_slow(n)
+    length = 2 + len(vd) + len(vn) + len(vk) + kl + len(vv) + vl  # attributes, headers: 1 each
+    vlength = v[length] if length < _TABLE else _varint_slow(length)
+    size = b.size + len(vlength) + length
     if size > limit and n:
         return False
-    b.parts += (length, body)
+    b.parts.append(join((vlength, b"\x00", vd, vn, vk, key, vv, value, b"\x00")))
     b.size = size
     b.count = n + 1
     return True

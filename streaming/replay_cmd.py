@@ -190,16 +190,17 @@ class _Partitioner:
         from kafka.partitioner.default import murmur2
 
         self.n, self._murmur2 = partitions, murmur2
-        self._cache: dict[bytes, int] = {}
+        self.known: dict[bytes, int] = {}
+        """Keys seen so far and their partitions (a hot loop may look here first)."""
 
     def __call__(self, key: bytes | None, line: int) -> int:
         if key is None:
             return line % self.n
-        p = self._cache.get(key)
+        p = self.known.get(key)
         if p is None:
             p = (self._murmur2(key) & 0x7FFFFFFF) % self.n
-            if len(self._cache) < 1_000_000:
-                self._cache[key] = p
+            if len(self.known) < 1_000_000:
+                self.known[key] = p
         return p
 
 
@@ -441,6 +442,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         return True
 
     partition_of = _Partitioner(n_parts)
+    known = partition_of.known
     send = producer.send
     pacer = Pacer(config.speed, config.max_rate) if config.speed or config.max_rate else None
     pace_t0 = None
@@ -459,8 +461,10 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             with LogReader(path, config.read) as reader:
                 for rec in reader.records(after_line=line):
                     key, value = rec.key, rec.value
-                    p = partition_of(key, rec.line)
-                    if landed and landed.take(p, key, value):
+                    p = known.get(key)  # type: ignore[arg-type]  # None: not there
+                    if p is None:
+                        p = partition_of(key, rec.line)
+                    if landed.tails and landed.take(p, key, value):
                         line, records = rec.line, records + 1
                         stats.already_in_topic += 1
                         continue
@@ -476,8 +480,8 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                                 ahead = pace_t0 + due - time.monotonic()
                         elif ahead < -_MAX_LAG:
                             pace_t0 -= ahead
-                    if stop.is_set():
-                        break
+                        if stop.is_set():
+                            break
                     send(p, key, value)
                     line, records = rec.line, records + 1
                     sent += 1
@@ -485,10 +489,13 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                         (len(value) if value is not None else 0)
                     since_check += 1
                     if since_check & 255 == 0 or pacer is not None:
-                        producer.poll()
+                        if pacer is not None or since_check & 2047 == 0:
+                            producer.poll()  # answers, and batches open longer than linger
                         stats.records += sent
                         stats.bytes += nbytes
                         sent = nbytes = 0
+                        if stop.is_set():  # unpaced, a stop waits for at most 255 records
+                            break
                         now = time.monotonic()
                         if since_check >= config.checkpoint_records or now >= next_check:
                             if not checkpoint(entry, line, records):
