@@ -43,6 +43,7 @@ Example (the encoder alone; a producer needs a broker)::
 from __future__ import annotations
 
 import collections
+import math
 import struct
 import time
 from collections.abc import Iterable
@@ -221,6 +222,7 @@ class BatchProducer:
         self._tps = [_tp(topic, p) for p in range(partitions)]
         self._buffered = 0
         self._varints = _varints()
+        self._pushed_at = -math.inf
         self.acked_offsets: dict[int, int] = {}
         """Per partition, the offset after the last record the broker acknowledged."""
         self.acked_records = 0
@@ -332,19 +334,21 @@ class BatchProducer:
     def poll(self, timeout: float = 0.0) -> None:
         """Handle responses and send what is ready, waiting up to ``timeout`` seconds.
 
-        Batches open for longer than ``linger`` are sealed and sent.
+        An open batch is ready when its partition has nothing in flight and it
+        is older than ``linger`` or was open at the last :meth:`push`.
         """
-        now = time.monotonic()
-        for p, b in enumerate(self._open):
-            if b is not None and b.count and now - b.opened >= self.linger:
-                self._seal(p)
         self._wait(timeout)
 
     def push(self) -> None:
-        """Seal every open batch and send what is ready, without waiting."""
-        for p in range(self.partitions):
-            self._seal(p)
-        self._pump()
+        """Have every record sent so far go out as soon as its partition is free.
+
+        Batches of free partitions are handed to the client now (written by the
+        next :meth:`poll`). A partition with a batch in flight keeps collecting
+        records into its open batch until the broker answers, as Kafka's
+        producer does: pushing often never turns one batch into many small ones.
+        """
+        self._pushed_at = time.monotonic()
+        self._dispatch()
 
     def _wait(self, timeout: float) -> None:
         self._dispatch()
@@ -364,7 +368,9 @@ class BatchProducer:
         """
         import kafka.errors as errors
 
-        self.push()
+        for p in range(self.partitions):
+            self._seal(p)
+        self._pump()
         deadline = time.monotonic() + timeout
         while any(self._queue):
             left = deadline - time.monotonic()
@@ -391,7 +397,15 @@ class BatchProducer:
         now = time.monotonic()
         by_node: dict[Any, list[_Batch]] = {}
         for p, queue in enumerate(self._queue):
-            if not queue or self._in_flight[p] or queue[0].not_before > now:
+            if self._in_flight[p]:
+                continue
+            if not queue:
+                b = self._open[p]
+                if b is None or not b.count or \
+                        (b.opened > self._pushed_at and now - b.opened < self.linger):
+                    continue
+                self._seal(p)
+            if queue[0].not_before > now:
                 continue
             node = self.client.cluster.leader_for_partition(self._tps[p])
             if node is None or node < 0:

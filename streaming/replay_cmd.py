@@ -489,7 +489,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                         (len(value) if value is not None else 0)
                     since_check += 1
                     if since_check & 255 == 0 or pacer is not None:
-                        if pacer is not None or since_check & 2047 == 0:
+                        if since_check & (255 if pacer is not None else 2047) == 0:
                             producer.poll()  # answers, and batches open longer than linger
                         stats.records += sent
                         stats.bytes += nbytes

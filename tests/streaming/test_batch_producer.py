@@ -265,6 +265,25 @@ def test_a_lingering_batch_goes_out_on_poll_and_close_flushes():
     assert broker.logs[0][-1] == (T0 + 1, None, None) and broker.closed
 
 
+def test_a_push_while_the_partition_is_busy_collects_into_one_batch():
+    broker = FakeBroker(1)
+    producer = _producer(broker, partitions=1, linger=60.0)
+    producer.send(0, b"k", b"first", timestamp_ms=T0)
+    producer.push()  # the partition is free: out at once
+    assert len(broker.outstanding) == 1
+    for i in range(3):  # a batch is in flight: these wait in one open batch
+        producer.send(0, b"k", b"next-%d" % i, timestamp_ms=T0)
+        producer.push()
+    assert len(broker.outstanding) == 1
+    producer.poll()  # the answer comes; the pushed records go together
+    producer.poll()
+    assert [len(list(DefaultRecordBatch(d))) for _, d in broker.payloads] == [1, 3]
+    assert [v for _, _, v in broker.logs[0]] == [b"first", b"next-0", b"next-1", b"next-2"]
+    producer.send(0, b"k", b"not pushed", timestamp_ms=T0)
+    producer.poll()
+    assert len(broker.payloads) == 2  # neither pushed nor older than linger
+
+
 def test_sequence_numbers_wrap_after_int32_max():
     broker = FakeBroker(1)
     producer = _producer(broker, partitions=1)
