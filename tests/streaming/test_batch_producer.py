@@ -161,11 +161,12 @@ def _producer(broker: FakeBroker, partitions: int = 2, **options) -> BatchProduc
     return BatchProducer(broker, "t", partitions, producer_id=77, producer_epoch=1, **options)
 
 
-def _send(producer: BatchProducer, n: int, partitions: int = 2, start: int = 0) -> dict:
+def _send(producer: BatchProducer, n: int, partitions: int = 2, start: int = 0,
+          t0: int = T0) -> dict:
     """Send ``n`` records round the partitions; what each partition should hold."""
     expected: dict[int, list] = collections.defaultdict(list)
     for i in range(start, start + n):
-        p, rec = i % partitions, (T0 + i, b"k%d" % (i % 11), b"value-%06d" % i + b"." * 40)
+        p, rec = i % partitions, (t0 + i, b"k%d" % (i % 11), b"value-%06d" % i + b"." * 40)
         producer.send(p, rec[1], rec[2], timestamp_ms=rec[0])
         expected[p].append(rec)
     return expected
@@ -382,3 +383,37 @@ def test_a_record_over_the_topic_limit_fails_loudly_and_the_rest_is_split_and_la
     got = _read_back(kafka, topic_name, 2, 350)
     assert [m.value for m in got[1]] == small and [m.value for m in got[0]] == small[:50]
     assert producer.acked_offsets == {0: 50, 1: 300}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
+    from streaming.kafka_broker import LocalKafka, free_port
+
+    broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    broker.start(timeout=120)
+    endpoint = SimpleNamespace(bootstrap_servers=broker.bootstrap_servers)
+    producer = None
+    try:
+        _create(endpoint, "restart", 2)
+        producer = BatchProducer.connect(broker.bootstrap_servers, "restart", 2,
+                                         batch_size=8_192)
+        now = time.time_ns() // 1_000_000 - 60_000
+        expected = _send(producer, 3_000, t0=now)
+        assert producer.flush(30)
+        more = _send(producer, 3_000, start=3_000, t0=now)
+        producer.poll()  # batches on the wire while the broker goes away
+        assert broker.stop()
+        producer.poll(0.5)  # the connection drops: retried, not failed
+        broker.start(timeout=120)
+        rest = _send(producer, 3_000, start=6_000, t0=now)
+        assert producer.flush(120), producer.first_error
+        assert producer.retries > 0 and producer.failed == 0
+        got = _read_back(endpoint, "restart", 2, 9_000)
+    finally:
+        if producer is not None:
+            producer.close(timeout=1)
+        broker.stop()
+    for p in range(2):
+        want = expected[p] + more[p] + rest[p]
+        assert [(m.key, m.value) for m in got[p]] == [(k, v) for _, k, v in want]
