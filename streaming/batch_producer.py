@@ -180,15 +180,13 @@ def encode_batch(records: Iterable[tuple[int, bytes | None, bytes | None]], *,
 class _Batch:
     """A sealed batch: its bytes, sequence and delivery state."""
 
-    __slots__ = ("partition", "payload", "count", "base_sequence", "created", "not_before",
-                 "attempts")
+    __slots__ = ("partition", "payload", "count", "base_sequence", "created", "not_before")
 
     def __init__(self, partition: int, payload: bytes, count: int, base_sequence: int,
                  created: float) -> None:
         self.partition, self.payload, self.count = partition, payload, count
         self.base_sequence, self.created = base_sequence, created
         self.not_before = 0.0
-        self.attempts = 0
 
 
 class BatchProducer:
@@ -248,7 +246,7 @@ class BatchProducer:
         from kafka.net.compat import KafkaNetClient
         from kafka.protocol.producer import InitProducerIdRequest
 
-        request_timeout = options.get("request_timeout", 30.0)
+        request_timeout = options.pop("request_timeout", 30.0)
         client = KafkaNetClient(bootstrap_servers=bootstrap_servers, client_id=client_id,
                                 request_timeout_ms=int(request_timeout * 1000),
                                 max_in_flight_requests_per_connection=5)
@@ -400,9 +398,9 @@ class BatchProducer:
             if self._in_flight[p]:
                 continue
             if not queue:
-                b = self._open[p]
-                if b is None or not b.count or \
-                        (b.opened > self._pushed_at and now - b.opened < self.linger):
+                open_ = self._open[p]
+                if open_ is None or not open_.count or \
+                        (open_.opened > self._pushed_at and now - open_.opened < self.linger):
                     continue
                 self._seal(p)
             if queue[0].not_before > now:
@@ -423,9 +421,8 @@ class BatchProducer:
                 topic_data=[topic_cls(name=self.topic, partition_data=[
                     part_cls(index=b.partition, records=b.payload) for b in batches])],
                 min_version=3, max_version=9)
-            for b in batches:
-                self._in_flight[b.partition] = True
-                b.attempts += 1
+            for batch in batches:
+                self._in_flight[batch.partition] = True
             self.requests += 1
             future = self.client.send(node, request)
             future.add_callback(self._on_response, batches)
