@@ -19,9 +19,9 @@ as fast as it can.
 **Resume.** A small state file (``<first LOG>.replay-state.json`` or ``--state``)
 holds, per log, the last line whose record the broker acknowledged, and per
 partition the offset after our last acknowledged record. It is written
-atomically only after ``flush()`` returned with no failed record, every
-``--checkpoint-seconds`` or ``--checkpoint-records``, and on Ctrl-C; so it never
-runs ahead of the broker. Records sent after the last checkpoint may have
+atomically (on a thread, so a slow fsync does not hold the replay up) only after
+``flush()`` returned with no failed record, every ``--checkpoint-seconds`` or
+``--checkpoint-records``, and on Ctrl-C; so it never runs ahead of the broker. Records sent after the last checkpoint may have
 landed too (always after SIGKILL, which leaves no time to save). ``--resume``
 therefore first reads what the topic holds past the saved offsets and, since
 each record's partition is computed here (the key's murmur2 hash like Kafka's
@@ -138,6 +138,9 @@ class ReplayState:
     partitions: int
     logs: list[dict[str, Any]]
     next_offsets: dict[int, int] = field(default_factory=dict)
+    _saving: threading.Thread | None = field(default=None, init=False, repr=False,
+                                             compare=False)
+    _error: ConfigError | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def new(cls, path: Path, topic: str, partitions: int, logs: Sequence[Path]) -> ReplayState:
@@ -166,20 +169,55 @@ class ReplayState:
         return state
 
     def save(self) -> None:
+        """Write the state now: a temporary file, fsync'd, renamed over the old one."""
+        self._write(self._text())
+
+    def save_in_background(self) -> None:
+        """:meth:`save` this state (as it is now) on a thread; :meth:`wait` for it.
+
+        An fsync can take tens of milliseconds on a busy disk; the replay goes
+        on meanwhile. Saves never overlap and land in order; an error is
+        raised by the next call or by :meth:`wait`.
+        """
+        text = self._text()
+        self.wait()
+        self._saving = threading.Thread(target=self._write_keeping_error, args=(text,),
+                                        name="streamsketch-replay-state")
+        self._saving.start()
+
+    def wait(self) -> None:
+        """Wait for a background save to be on disk; raise its error if it failed."""
+        if self._saving is not None:
+            self._saving.join()
+            self._saving = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _text(self) -> str:
         data = {"kind": STATE_KIND, "version": STATE_VERSION, "topic": self.topic,
                 "partitions": self.partitions, "logs": self.logs,
                 "next_offsets": {str(p): o for p, o in sorted(self.next_offsets.items())},
                 "updated_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        return json.dumps(data, indent=1)
+
+    def _write(self, text: str) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "w") as f:
-                f.write(json.dumps(data, indent=1))
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
             raise ConfigError(f"cannot write the replay state {self.path}: "
                               f"{exc.strerror or exc}") from None
+
+    def _write_keeping_error(self, text: str) -> None:
+        try:
+            self._write(text)
+        except ConfigError as exc:
+            self._error = exc
 
 
 # -- partitions and reconciliation ---------------------------------------------------
@@ -438,7 +476,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             return False
         state.next_offsets.update(producer.acked_offsets)
         entry.update(line=line, records=records)
-        state.save()
+        state.save_in_background()
         return True
 
     partition_of = _Partitioner(n_parts)
@@ -516,6 +554,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             done_bytes += entry["size"]
     finally:
         producer.close(timeout=delivery_timeout)
+        state.wait()  # the last checkpoint is on disk before replay returns
     stats.elapsed_seconds = time.monotonic() - t0
     stats.failed = producer.failed
     stats.first_error = producer.first_error

@@ -347,6 +347,26 @@ def test_state_is_refused_for_other_logs_or_another_topic(tmp_path):
         ReplayState.load(tmp_path / "s.json", "t1", [log])
 
 
+def test_a_background_save_lands_in_order_and_its_error_is_raised(tmp_path):
+    log = tmp_path / "a.jsonl"
+    log.write_bytes(_line(_event(1)) + b"\n")
+    state = ReplayState.new(tmp_path / "s.json", "t1", 2, [log])
+    for line in range(1, 6):
+        state.logs[0].update(line=line, records=line)
+        state.next_offsets = {0: line, 1: 2 * line}
+        state.save_in_background()
+    state.logs[0].update(line=99)  # after the last save: not in the file
+    state.wait()
+    back = ReplayState.load(tmp_path / "s.json", "t1", [log])
+    assert back.logs[0]["line"] == 5 and back.next_offsets == {0: 5, 1: 10}
+    assert not list(tmp_path.glob(".s.json.*.tmp"))
+    lost = ReplayState.new(tmp_path / "gone" / "s.json", "t1", 2, [log])
+    lost.save_in_background()
+    with pytest.raises(ConfigError, match="cannot write the replay state"):
+        lost.wait()
+    lost.wait()  # raised once
+
+
 # -- command line ----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamsketch")
