@@ -21,9 +21,10 @@ holds, per log, the last line whose record the broker acknowledged, and per
 partition the offset after our last acknowledged record. It is written
 atomically (on a thread, so a slow fsync does not hold the replay up) only after
 ``flush()`` returned with no failed record, every ``--checkpoint-seconds`` or
-``--checkpoint-records``, and on Ctrl-C; so it never runs ahead of the broker. Records sent after the last checkpoint may have
-landed too (always after SIGKILL, which leaves no time to save). ``--resume``
-therefore first reads what the topic holds past the saved offsets and, since
+``--checkpoint-records``, and on Ctrl-C; so it never runs ahead of the broker.
+Records sent after the last checkpoint may have landed too (always after
+SIGKILL, which leaves no time to save). ``--resume`` therefore first reads what
+the topic holds past the saved offsets and, since
 each record's partition is computed here (the key's murmur2 hash like Kafka's
 default partitioner; a keyless record goes to ``line % partitions``) and a
 partition keeps the order records were sent in, skips the log records that
