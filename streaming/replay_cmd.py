@@ -246,10 +246,14 @@ class _Partitioner:
 class Landed:
     """What the topic holds past the checkpoint, per partition, matched against the log."""
 
-    def __init__(self, tails: Mapping[int, Iterable[tuple[bytes | None, bytes | None]]]) -> None:
+    def __init__(self, tails: Mapping[int, Iterable[tuple[bytes | None, bytes | None]]],
+                 start: Mapping[int, int] | None = None) -> None:
         self.tails = {p: collections.deque(t) for p, t in tails.items() if t}
         self.found = 0
         self.mismatched: list[int] = []
+        self._start = dict(start or {})
+        self.offsets: dict[int, int] = {}
+        """Per partition (with ``start``), the offset after the last record matched."""
 
     def __bool__(self) -> bool:
         return bool(self.tails)
@@ -262,6 +266,9 @@ class Landed:
         if tail[0] == (key, value):
             tail.popleft()
             self.found += 1
+            if partition in self._start:
+                self.offsets[partition] = self.offsets.get(partition,
+                                                           self._start[partition]) + 1
             if not tail:
                 del self.tails[partition]
             return True
@@ -441,7 +448,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
                     f"{state.partitions} -> {n_parts}, or over {RECONCILE_LIMIT:,} records): "
                     "records sent after the last checkpoint may be published twice")
             else:
-                landed = Landed(tails)
+                landed = Landed(tails, start=state.next_offsets)
             state.partitions = n_parts
         else:
             if config.resume:
@@ -476,6 +483,10 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         if not producer.flush(delivery_timeout):
             return False
         state.next_offsets.update(producer.acked_offsets)
+        for p, offset in landed.offsets.items():
+            # Records matched as already in the topic are behind the new line too;
+            # a partition that got nothing new since must not restart before them.
+            state.next_offsets[p] = max(state.next_offsets.get(p, 0), offset)
         entry.update(line=line, records=records)
         state.save_in_background()
         return True

@@ -331,6 +331,13 @@ def test_landed_records_are_matched_in_order_per_partition():
     assert not other.take(0, b"a", b"1") and other.mismatched == [0] and not other
 
 
+def test_landed_records_move_the_saved_offsets_past_them():
+    landed = Landed({0: [(b"a", b"1"), (b"b", b"2")], 1: [(b"c", b"3")]}, start={0: 10, 1: 5})
+    assert landed.take(0, b"a", b"1") and landed.offsets == {0: 11}
+    assert not landed.take(1, b"x", b"9") and landed.offsets == {0: 11}  # a mismatch
+    assert landed.take(0, b"b", b"2") and landed.offsets == {0: 12}
+
+
 def test_state_is_refused_for_other_logs_or_another_topic(tmp_path):
     log = tmp_path / "a.jsonl"
     log.write_bytes(_line(_event(1)) + b"\n")
@@ -646,3 +653,37 @@ def test_a_record_the_broker_refuses_fails_the_replay_and_the_state_stays_behind
     assert lines[big - 1] not in {m.value for m in got}
     assert collections.Counter(m.value for m in got).most_common(1)[0][1] == 1
     assert set(lines[:saved["line"]]) <= {m.value for m in got}
+
+
+@pytest.mark.integration
+def test_the_saved_offsets_move_past_records_found_already_in_the_topic(kafka, topic_name,
+                                                                        tmp_path):
+    from kafka.partitioner.default import murmur2
+
+    def part(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % 2
+
+    users = {p: next(f"u{i}" for i in range(100) if part(f"u{i}") == p) for p in (0, 1)}
+    # Lines 1-100 alternate partitions; lines 101-200 all go to partition 1.
+    events = [dict(_event(i), user_id=users[i % 2 if i < 100 else 1]) for i in range(200)]
+    lines = [_line(e) for e in events]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    prefix = tmp_path / "prefix.jsonl"  # the first 100 lines, published beforehand
+    prefix.write_bytes(b"\n".join(lines[:100]) + b"\n")
+    config = ReplayConfig(topic=topic_name, bootstrap_servers=kafka.bootstrap_servers,
+                          read=KEYED, partitions=2)
+    assert replay([prefix], config).records == 100
+    # A checkpoint at line 50, as if the replay of the log was killed after line 100 landed.
+    state = ReplayState.new(tmp_path / "log.state.json", topic_name, 2, [log])
+    state.logs[0].update(line=50, records=50)
+    state.next_offsets = {0: 25, 1: 25}
+    state.save()
+    resumed = replay([log], ReplayConfig(topic=topic_name, read=KEYED, partitions=2,
+                                         bootstrap_servers=kafka.bootstrap_servers,
+                                         resume=True, state_path=state.path))
+    assert (resumed.resumed_skipped, resumed.already_in_topic, resumed.records) == (50, 50, 100)
+    saved = json.loads(state.path.read_text())
+    # Partition 0 got nothing new; its offset still moves past the 25 records found there.
+    assert saved["next_offsets"] == {"0": 50, "1": 150}
+    _assert_exactly_once(_consume_all(kafka.bootstrap_servers, topic_name, 200), lines)
