@@ -304,6 +304,30 @@ class CountMinSketch(Sketch):
         est = self._estimate_hashes(self._cand_hashes[:k])
         return [(item, int(e)) for item, e in zip(self._cand_items[:k], est.tolist(), strict=True)]
 
+    def rerank(self, values: Any) -> Self:
+        """Offer ``values`` as heavy-hitter candidates without counting them.
+
+        The candidates become the best ``capacity`` of (current candidates | distinct
+        values with a non-zero estimate), ranked by the current counters. Offering
+        every distinct item a stream held, after merging the counters of its parts,
+        gives the candidates a one-pass build over the whole stream gives, whatever
+        the split: that is how partials built in parallel stay split-independent.
+
+        Example:
+            >>> a = CountMinSketch(width=64, depth=2, top_k=1).update(["x", "y", "y"])
+            >>> b = CountMinSketch(width=64, depth=2, top_k=1).update(["x", "x"])
+            >>> a.merge(b).rerank(["x", "y"]).top()
+            [('x', 3)]
+        """
+        if not self._top_k:
+            return self
+        for _, column, hashes in self._hashed(values):
+            rows = np.arange(len(column)) if column.valid is None else np.flatnonzero(column.valid)
+            hashes = hashes[rows]
+            counted = self._estimate_hashes(hashes) > 0
+            self._refresh(hashes[counted], column, rows[counted])
+        return self
+
     def _refresh(self, hashes: np.ndarray, column: Column | None, rows: np.ndarray) -> None:
         """Re-rank candidates | distinct(hashes); new items come from ``column[rows]``."""
         cap = self.capacity

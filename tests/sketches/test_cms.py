@@ -230,3 +230,26 @@ def test_items_keep_their_type() -> None:
     assert items[1] == 1  # True counts as 1
     back = CountMinSketch.from_bytes(cms.to_bytes())
     assert back.top(7) == cms.top(7)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rerank_with_every_item_makes_candidates_split_independent(seed: int) -> None:
+    # Far more distinct items than candidates: merging parts' candidate lists alone
+    # depends on the split; offering every item after merging the counters does not.
+    rng = np.random.default_rng(seed)
+    stream = [f"i{v}" for v in rng.zipf(1.3, 20_000) % 3_000]
+    whole = CountMinSketch(width=256, depth=4, top_k=10).update(stream)
+    cuts = np.sort(rng.choice(len(stream), size=6, replace=False))
+    parts = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    merged = CountMinSketch(width=256, depth=4, top_k=10)
+    for part in reversed(parts):
+        merged.merge(CountMinSketch(width=256, depth=4, top_k=10).update(part))
+    merged.rerank(sorted(set(stream)))
+    assert merged.to_bytes() == whole.to_bytes()
+
+
+def test_rerank_skips_items_never_counted_and_is_a_no_op_without_top_k() -> None:
+    cms = CountMinSketch(width=4096, depth=4, top_k=2).update(["a", "b", "b"])
+    assert cms.rerank(["zzz", None]).top() == [("b", 2), ("a", 1)]
+    plain = CountMinSketch(width=64, depth=2).update(["a"])
+    assert plain.copy().rerank(["a", "b"]) == plain
