@@ -1,0 +1,118 @@
+"""Decoding and validation of raw records, without a JVM: every reason, every type rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from streaming.decode import Decoder, _iso_block, _iso_us, timestamp_text
+from streaming.spec import EventsSpec
+
+NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp() * 1000)
+EVENTS = EventsSpec("ts", (("user", "string"), ("amount", "double"), ("n", "long"),
+                           ("small", "int"), ("flag", "boolean")),
+                    max_future_s=3600.0, max_record_bytes=200)
+
+
+def us(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).timestamp() * 1_000_000)
+
+
+def decode(values, events=EVENTS, **kw):
+    return Decoder(events).decode(values, now_ms=NOW_MS, **kw)
+
+
+@pytest.mark.parametrize(("value", "code"), [
+    (None, "null_value"),
+    (b'{"ts":"2026-11-23T10:00:00Z","user":"' + b"x" * 300 + b'"}', "too_large"),
+    (b'{"ts":"2026-11-23T10:00:00Z","user":"caf\xe9"}', "invalid_utf8"),
+    (b'', "invalid_json"),
+    (b'{"ts":', "invalid_json"),
+    (b'[1, 2]', "invalid_json"),
+    (b'"text"', "invalid_json"),
+    (b'{"ts":"2026-11-23T10:00:00Z","amount":"abc"}', "wrong_type"),
+    (b'{"ts":"2026-11-23T10:00:00Z","amount":true}', "wrong_type"),
+    (b'{"ts":"2026-11-23T10:00:00Z","n":1.5}', "wrong_type"),
+    (b'{"ts":"2026-11-23T10:00:00Z","n":9223372036854775808}', "wrong_type"),
+    (b'{"ts":"2026-11-23T10:00:00Z","small":2147483648}', "wrong_type"),
+    (b'{"ts":"2026-11-23T10:00:00Z","flag":"maybe"}', "wrong_type"),
+    (b'{"user":"a"}', "missing_time"),
+    (b'{"ts":null}', "missing_time"),
+    (b'{"ts":"23/11/2026 10:00:00"}', "bad_time"),
+    (b'{"ts":"2026-13-45T25:61:00.000Z"}', "bad_time"),
+    (b'{"ts":12345}', "bad_time"),
+    (b'{"ts":"2026-11-23T14:00:00Z"}', "future_time"),
+])
+def test_each_reason(value, code):
+    out = decode([value])
+    assert out.ok.size == 0
+    assert out.bad[0].split(":", 1)[0] == code
+
+
+def test_reason_texts_name_the_field_and_the_limit():
+    out = decode([b'{"ts":"2026-11-23T10:00:00Z","amount":"abc"}', b'{}',
+                  b'{"ts":"x"}', b'{"ts":"2026-11-23T10:00:00Z","user":"' + b"y" * 250 + b'"}'])
+    assert out.bad[0] == "wrong_type: field amount is not double"
+    assert out.bad[1] == "missing_time: no ts field"
+    assert out.bad[2] == "bad_time: ts is not iso8601"
+    assert out.bad[3].startswith("too_large: ") and out.bad[3].endswith(
+        " bytes > max_record_bytes 200")
+
+
+def test_valid_values_and_lenient_conversions():
+    values = [
+        b'{"ts":"2026-11-23T10:00:00.042Z","user":"u1","amount":12.5,"n":3,"small":-4,'
+        b'"flag":true,"extra":{"ignored":1}}',
+        b'{"ts":"2026-11-23T11:00:00+01:00","user":7,"amount":"2.25","n":"42","flag":"no"}',
+        b'{"ts":"2026-11-23 10:30:00","user":{"a":[1,2]},"amount":3}',
+        b'{"ts":"2026-11-23"}',
+    ]
+    out = decode(values)
+    assert out.ok.tolist() == [0, 1, 2, 3] and not out.bad
+    assert out.event_us.tolist() == [us("2026-11-23T10:00:00.042+00:00"),
+                                     us("2026-11-23T10:00:00+00:00"),
+                                     us("2026-11-23T10:30:00+00:00"),
+                                     us("2026-11-23T00:00:00+00:00")]
+    cols = {k: v.to_pylist() for k, v in out.columns.items()}
+    assert cols["user"] == ["u1", "7", '{"a":[1,2]}', None]
+    assert cols["amount"] == [12.5, 2.25, 3.0, None]
+    assert cols["n"] == [3, 42, None, None]
+    assert cols["small"] == [-4, None, None, None]
+    assert cols["flag"] == [True, False, None, None]
+
+
+def test_epoch_formats():
+    for fmt, raw, expected in (("epoch_ms", b'{"ts":1795428000042}', 1795428000042000),
+                               ("epoch_s", b'{"ts":"1795428000.5"}', 1795428000500000),
+                               ("epoch_s", b'{"ts":1795428000}', 1795428000000000)):
+        events = EventsSpec("ts", (("user", "string"),), time_format=fmt)
+        out = decode([raw], events=events)
+        assert out.event_us.tolist() == [expected], fmt
+    events = EventsSpec("ts", (("user", "string"),), time_format="epoch_ms")
+    assert decode([b'{"ts":"soon"}', b'{"ts":true}'], events=events).bad == {
+        0: "bad_time: ts is not epoch_ms", 1: "bad_time: ts is not epoch_ms"}
+
+
+def test_reader_reasons_win():
+    out = decode([b'{"ts":"2026-11-23T10:00:00Z"}', b'{"ts":"2026-11-23T10:00:00Z"}'],
+                 reader_reasons=[None, "truncated: the log ends"])
+    assert out.ok.tolist() == [0] and out.bad == {1: "truncated: the log ends"}
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-23T10:00:00Z", "2026-11-23T10:00:00.5+05:30", "2026-11-23T10:00:00.123456-00:00",
+    "2026-11-23T23:59:60Z", "2026-11-23T24:00:00Z", "2026-02-30T10:00:00Z",
+    "2026-11-23T10:00:00.1234567Z", "2026-11-23T10:00", "2026-11-23 10:00:00Z", "x"])
+def test_a_time_parses_the_same_alone_or_among_others(text):
+    # Arrow parses common strings in blocks, Python the rest: the answer must not
+    # depend on which did it
+    alone = _iso_us(text)
+    assert _iso_block([text]) == [alone]
+    assert _iso_block([text, "2026-11-23T10:00:00Z", "not a time"])[0] == alone
+    assert _iso_block(["2026-11-23T10:00:00Z"] * 3 + [text])[-1] == alone
+
+
+def test_timestamp_text_matches_spark():
+    assert timestamp_text(us("2026-11-23T10:03:00+00:00")) == "2026-11-23 10:03:00"
+    assert timestamp_text(us("2026-11-23T10:03:00.120+00:00")) == "2026-11-23 10:03:00.12"
