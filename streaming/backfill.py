@@ -1,22 +1,23 @@
 """Backfill: the pipeline over log files, without Kafka, giving the tables Kafka would.
 
 The records of the logs (in order) are cut into batches of ``records_per_batch``
-and each batch goes through the same code as a streaming micro-batch:
-:func:`streaming.parse.parse_records`, then :meth:`Pipeline.process` (quarantine,
-windows, sketches, Delta writes). Provenance columns name the log instead of a
-topic: ``topic`` = the log file's name, ``partition`` = its position among the
-logs, ``offset`` = its line (or row) number; ``source_timestamp`` is null.
+and each batch goes through the same code as a streaming micro-batch: the engine's
+one pass (:func:`streaming.onepass.run_pass`, run in this process: a backfill needs
+no JVM), then :meth:`Pipeline.process` (quarantine, windows, sketches, Delta
+writes). Provenance columns name the log instead of a topic: ``topic`` = the log
+file's name, ``partition`` = its position among the logs, ``offset`` = its line (or
+row) number; ``source_timestamp`` is null.
 
-The watermark follows Spark's rule: batch 0 runs with 0, and after each batch
-it becomes ``max(previous, latest event time seen - delay)``. So a backfill with
+Each log is an input partition for the watermark (:mod:`streaming.watermarks`); a
+log read to its end no longer holds it back. So a backfill of one log with
 ``records_per_batch`` equal to a single-partition topic's ``max_offsets_per_trigger``
 cuts the same batches as ``run --available-now`` over that topic, makes the same
 late decisions, and writes identical aggregates and byte-identical sketches.
 
 Exactly once, like the streaming query's offset and commit logs: before a batch
-runs, its plan (start position, record count, watermark, batch time) is written
-to ``<checkpoint>/backfill/plan-N.json``; after its writes, ``done-N.json`` holds
-the end position and the next watermark. After a crash the unfinished plan is run
+runs, its plan (start position, record count, batch time) is written to
+``<checkpoint>/backfill/plan-N.json`` and its watermark fixed; after its writes,
+``done-N.json`` holds the end position. After a crash the unfinished plan is run
 again exactly as planned; the Delta writes are idempotent per batch id.
 
 What the log reader finds lost (a gzip stream cut short, a corrupt Parquet file)
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from streaming.errors import CheckpointError, ConfigError
 from streaming.logs import LogReader, ReadOptions
-from streaming.parse import READER_REASON, parse_records
+from streaming.onepass import READER_REASON, partition_key, run_pass
 from streaming.pipeline import BatchSummary, Pipeline
 from streaming.spec import Spec
 
@@ -122,13 +123,12 @@ def log_files(spec: Spec) -> list[Path]:
 
 def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
     """``streamsketch run`` of a spec whose source is files: a backfill of them."""
-    from streaming.commands import _session, batch_line
+    from streaming.commands import batch_line
     from streaming.spec import load_spec
 
     spec = load_spec(args.spec)
     logs = log_files(spec)
-    spark = _session(args)
-    stats = backfill(spark, spec, logs,
+    stats = backfill(None, spec, logs,
                      records_per_batch=spec.source.max_offsets_per_trigger
                      or DEFAULT_RECORDS_PER_BATCH,
                      log_format=spec.source.format, on_batch=lambda s: log(batch_line(s)))
@@ -145,6 +145,10 @@ class _Records:
         self.position = start
         self.readers: dict[int, LogReader] = {}
         self._iter = self._records()
+
+    def finished_before(self, position: Position) -> frozenset[str]:
+        """The input partitions (logs) read to their end before ``position``."""
+        return frozenset(partition_key(self.logs[i].name, i) for i in range(position.log))
 
     def _records(self) -> Iterator[tuple[int, Any]]:
         pos = self.position
@@ -199,6 +203,17 @@ class _Journal:
         self.dir = Path(checkpoint) / "backfill"
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def peek(checkpoint: Path) -> tuple[int, int]:
+        """(last batch done, last batch planned) of a checkpoint's journal; -1: none."""
+        folder = Path(checkpoint) / "backfill"
+
+        def ids(prefix: str) -> list[int]:
+            return [int(p.stem.split("-")[1]) for p in folder.glob(f"{prefix}-*.json")]
+
+        done = max(ids("done"), default=-1)
+        return done, max(max(ids("plan"), default=-1), done)
+
     def _write(self, name: str, data: dict[str, Any]) -> None:
         tmp = self.dir / f".{name}.tmp"
         tmp.write_text(json.dumps(data, indent=1))
@@ -229,7 +244,7 @@ class _Journal:
         self._write(f"done-{done['batch_id']}.json", done)
 
 
-def backfill(spark: SparkSession, spec: Spec, logs: Sequence[str | os.PathLike[str]], *,
+def backfill(spark: SparkSession | None, spec: Spec, logs: Sequence[str | os.PathLike[str]], *,
              records_per_batch: int = DEFAULT_RECORDS_PER_BATCH, log_format: str | None = None,
              on_batch: Callable[[BatchSummary], None] | None = None,
              pipeline: Pipeline | None = None) -> BackfillStats:
@@ -237,6 +252,7 @@ def backfill(spark: SparkSession, spec: Spec, logs: Sequence[str | os.PathLike[s
 
     ``spec`` is used as given (see :func:`backfill_spec` for binding it to the
     logs). A given ``pipeline`` must be built on ``spec``; it is prepared here.
+    ``spark`` is not needed (the pass runs in this process) and may be None.
 
     Raises:
         ConfigError: no log, or a bad batch size.
@@ -253,23 +269,21 @@ def backfill(spark: SparkSession, spec: Spec, logs: Sequence[str | os.PathLike[s
     for p in paths:  # format and access, before any state is touched
         LogReader(p, options).close()
     pipeline = pipeline or Pipeline(spark, spec, on_batch=on_batch)
-    pipeline.prepare()
+    planned = _Journal.peek(Path(spec.sink.checkpoint))
+    pipeline.prepare(planned=planned)
     try:
-        return _run(spark, pipeline, paths, options, records_per_batch)
+        return _run(pipeline, paths, options, records_per_batch)
     finally:
         pipeline.lock.release()
 
 
-def _run(spark: SparkSession, pipeline: Pipeline, paths: list[Path], options: ReadOptions,
+def _run(pipeline: Pipeline, paths: list[Path], options: ReadOptions,
          records_per_batch: int) -> BackfillStats:
-    spec = pipeline.spec
-    assert pipeline.checkpoint is not None
+    assert pipeline.checkpoint is not None and pipeline.watermarks is not None
     journal = _Journal(pipeline.checkpoint.root)
-    delay_ms = int(spec.events.watermark_s * 1000)
     done = journal.last_done()
     batch_id = 0 if done is None else int(done["batch_id"]) + 1
     start = Position() if done is None else Position(*done["end"])
-    watermark_ms = 0 if done is None else int(done["next_watermark_ms"])
     stats = BackfillStats(logs=[str(p) for p in paths], resumed_batches=batch_id)
     records = _Records(paths, options, start)
     t0 = time.monotonic()
@@ -285,7 +299,8 @@ def _run(spark: SparkSession, pipeline: Pipeline, paths: list[Path], options: Re
             if count != plan["records"] or [end.log, end.line] != plan["end"]:
                 raise CheckpointError(f"the logs changed under backfill batch {batch_id}: it "
                                       f"planned {plan['records']} records, found {count}")
-            watermark_ms, now_ms = int(plan["watermark_ms"]), int(plan["timestamp_ms"])
+            now_ms = int(plan["timestamp_ms"])
+            begin = Position(*plan["start"])
         else:
             begin = records.position
             table, end, count = records.take(records_per_batch)
@@ -294,14 +309,12 @@ def _run(spark: SparkSession, pipeline: Pipeline, paths: list[Path], options: Re
             now_ms = int(time.time() * 1000)
             journal.write_plan({"batch_id": batch_id, "start": [begin.log, begin.line],
                                 "end": [end.log, end.line], "records": count,
-                                "watermark_ms": watermark_ms, "timestamp_ms": now_ms})
-        raw = spark.createDataFrame(table)
-        summary = pipeline.process(parse_records(raw, spec, now_ms=now_ms), batch_id,
+                                "timestamp_ms": now_ms})
+        watermark_ms = pipeline.watermarks.for_batch(batch_id, now_ms,
+                                                     finished=records.finished_before(begin))
+        summary = pipeline.process(lambda ctx, t=table: run_pass(t, ctx), batch_id,
                                    watermark_ms, now_ms)
-        if summary.max_event_ms is not None:
-            watermark_ms = max(watermark_ms, summary.max_event_ms - delay_ms)
-        journal.write_done({"batch_id": batch_id, "end": [end.log, end.line],
-                            "next_watermark_ms": watermark_ms})
+        journal.write_done({"batch_id": batch_id, "end": [end.log, end.line]})
         stats.batches += 1
         stats.records += summary.rows
         stats.valid += summary.valid
@@ -315,7 +328,7 @@ def _run(spark: SparkSession, pipeline: Pipeline, paths: list[Path], options: Re
 
 def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
     """``streamsketch replay LOG... --spec S --backfill``."""
-    from streaming.commands import _session, batch_line
+    from streaming.commands import batch_line
     from streaming.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -326,10 +339,9 @@ def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
     spec = backfill_spec(spec, args.logs)
     per_batch = args.records_per_batch or spec.source.max_offsets_per_trigger \
         or DEFAULT_RECORDS_PER_BATCH
-    spark = _session(args)
     log(f"backfill of {len(args.logs)} log(s) into {spec.sink.path} (checkpoint "
         f"{spec.sink.checkpoint}), {per_batch:,} records per batch")
-    stats = backfill(spark, spec, args.logs, records_per_batch=per_batch,
+    stats = backfill(None, spec, args.logs, records_per_batch=per_batch,
                      log_format=args.format,
                      on_batch=None if args.quiet else (lambda s: log(batch_line(s))))
     if args.json:

@@ -247,3 +247,12 @@ def offset_gap(previous: BatchMeta | None, current: BatchMeta) -> tuple[int, int
                 start = 0
             total += int(end) - start
     return total, resets
+
+
+def last_batches(query_dir: Path) -> tuple[int, int]:
+    """(last batch committed, last batch planned) in Spark's logs; -1 where there is none."""
+    commits = _log_ids(Path(query_dir) / "commits")
+    offsets = _log_ids(Path(query_dir) / "offsets")
+    committed = commits[-1] if commits else -1
+    planned = max(offsets[-1] if offsets else -1, committed)
+    return committed, planned

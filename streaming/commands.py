@@ -96,6 +96,10 @@ _JVM_EXCEPTION = re.compile(r"^(?::\s*|Caused by:\s*)?(?:[A-Za-z_$][\w$]*\.)+"
                             r"([A-Z][\w$]*(?:Exception|Error)): (.*)$")
 
 
+#: messages of JVM exceptions that only wrap the real cause
+_WRAPPERS = ("Exception thrown in awaitResult",)
+
+
 def _jvm_cause(text: str) -> str | None:
     """The first JVM exception (not py4j's wrapper) of a failure raised in foreachBatch.
 
@@ -109,6 +113,8 @@ def _jvm_cause(text: str) -> str | None:
         m = _JVM_EXCEPTION.match(line.strip())
         if m is None or line.strip().lstrip(": ").startswith(("py4j.", "org.apache.spark.api.")):
             continue
+        if m.group(2).strip().startswith(_WRAPPERS):
+            continue  # a wrapper whose cause follows ("Caused by: ...")
         message = [m.group(2).strip()]
         for more in lines[i + 1:]:
             more = more.strip()

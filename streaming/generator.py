@@ -74,7 +74,7 @@ MALFORMED_REASONS = ("invalid_json", "invalid_utf8", "wrong_type", "missing_time
                      "null_value", "empty_value", "bad_time")
 """Kinds of bad record, drawn uniformly; the record kind is ``"malformed:<reason>"``.
 
-The names are the pipeline's quarantine reasons (``streaming.parse``), except
+The names are the pipeline's quarantine reasons (``streaming.decode``), except
 ``empty_value``, which the pipeline reports as ``invalid_json``.
 
 * ``invalid_json``: a valid event cut short (no closing brace).

@@ -1,9 +1,11 @@
 """``streamsketch maintain``: compact (and optionally vacuum) a spec's Delta tables.
 
-Every micro-batch rewrites the open windows of ``aggregates`` and ``sketches`` and
-appends to ``quarantine``, so a long-running job leaves many small files behind.
-``maintain`` runs Delta's ``OPTIMIZE`` (bin-packing compaction) on the three
-tables and, with ``--vacuum-hours H``, ``VACUUM`` with that retention.
+Every micro-batch rewrites the windows it changed in ``aggregates`` and ``sketches``
+and appends to ``quarantine``, so a long-running job leaves many small files
+behind. ``maintain`` runs Delta's ``OPTIMIZE`` (bin-packing compaction) on the three
+tables and, with ``--vacuum-hours H``, ``VACUUM`` with that retention. It uses
+delta-rs, the engine that writes the tables: two engines committing to one table
+are not safe. No JVM is started.
 
 It is safe while the pipeline runs: compaction only rearranges files
 (``dataChange = false``), the pipeline's overwrite retries when it loses a race
@@ -21,19 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 from streaming.errors import ConfigError
-from streaming.window_state import conflict_exceptions
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
 #: Delta's default minimum retention for VACUUM (``delta.deletedFileRetentionDuration``)
 SAFE_RETENTION_HOURS = 168.0
 #: tries of one operation that hits a concurrent-modification conflict
 ATTEMPTS = 5
-_RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 T = TypeVar("T")
 
@@ -94,42 +91,47 @@ def with_retries(fn: Callable[[], T], *, attempts: int = ATTEMPTS,
     raise AssertionError("unreachable")
 
 
-def _num_files(spark: SparkSession, path: str) -> int:
-    from delta.tables import DeltaTable
+def conflict_exceptions() -> tuple[type[BaseException], ...]:
+    """delta-rs's exception for a commit that lost a race with another commit."""
+    from deltalake.exceptions import CommitFailedError
 
-    return int(DeltaTable.forPath(spark, path).detail().first()["numFiles"])
+    return (CommitFailedError,)
+
+
+def _num_files(path: str) -> int:
+    from deltalake import DeltaTable
+
+    return len(DeltaTable(path).file_uris())
 
 
 def _data_files_on_disk(path: str) -> int:
     return sum(1 for p in Path(path).rglob("*.parquet") if "_delta_log" not in p.parts)
 
 
-def maintain_table(spark: SparkSession, name: str, path: str, *,
-                   vacuum_hours: float | None = None) -> TableReport:
+def maintain_table(name: str, path: str, *, vacuum_hours: float | None = None) -> TableReport:
     """Compact one table (and vacuum it when ``vacuum_hours`` is given)."""
-    from delta.tables import DeltaTable
+    from deltalake import DeltaTable
 
-    before = _num_files(spark, path)
-    table = DeltaTable.forPath(spark, path)
-    _, attempts = with_retries(lambda: table.optimize().executeCompaction().collect())
-    report = TableReport(name, before, _num_files(spark, path), attempts)
+    before = _num_files(path)
+    _, attempts = with_retries(lambda: DeltaTable(path).optimize.compact())
+    report = TableReport(name, before, _num_files(path), attempts)
     if vacuum_hours is not None:
         on_disk = _data_files_on_disk(path)
-        with_retries(lambda: table.vacuum(vacuum_hours))
+        with_retries(lambda: DeltaTable(path).vacuum(
+            retention_hours=int(vacuum_hours), dry_run=False,
+            enforce_retention_duration=vacuum_hours >= SAFE_RETENTION_HOURS))
         report.vacuumed = on_disk - _data_files_on_disk(path)
     return report
 
 
-def maintain(spark: SparkSession, tables: dict[str, str], *, vacuum_hours: float | None = None,
+def maintain(tables: dict[str, str], *, vacuum_hours: float | None = None,
              force_retention: bool = False,
              on_table: Callable[[TableReport], None] | None = None) -> list[TableReport]:
     """Compact (and vacuum) each of ``tables`` ({name: path}); one report per table."""
     check_retention(vacuum_hours, force_retention)
-    if vacuum_hours is not None and vacuum_hours < SAFE_RETENTION_HOURS:
-        spark.conf.set(_RETENTION_CHECK, "false")
     reports = []
     for name, path in tables.items():
-        report = maintain_table(spark, name, path, vacuum_hours=vacuum_hours)
+        report = maintain_table(name, path, vacuum_hours=vacuum_hours)
         if on_table is not None:
             on_table(report)
         reports.append(report)
@@ -137,7 +139,6 @@ def maintain(spark: SparkSession, tables: dict[str, str], *, vacuum_hours: float
 
 
 def _cmd_maintain(args: argparse.Namespace) -> int:
-    from streaming.session import SparkOptions, build_session
     from streaming.spec import load_spec
     from streaming.tables import table_paths
 
@@ -148,8 +149,7 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"no {', '.join(missing)} table under {spec.sink.path}; "
                           "run the pipeline first")
-    spark: Any = build_session(SparkOptions(master=args.master), log=_info)
-    maintain(spark, paths, vacuum_hours=args.vacuum_hours, force_retention=args.force_retention,
+    maintain(paths, vacuum_hours=args.vacuum_hours, force_retention=args.force_retention,
              on_table=lambda r: print(r.line(), flush=True))
     return 0
 
@@ -174,5 +174,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(at least {SAFE_RETENTION_HOURS:g} unless --force-retention)")
     p.add_argument("--force-retention", action="store_true",
                    help="allow --vacuum-hours below Delta's safety retention")
-    p.add_argument("--master", default="local[*]", help="Spark master URL")
     p.set_defaults(func=_cmd_maintain)

@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,13 +44,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
-from streaming.parse import REASONS
+from streaming.decode import REASONS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from streaming.metrics_server import SnapshotServer
     from streaming.pipeline import BatchSummary, Pipeline
+
+#: input partitions exported by name (bounded label cardinality)
+MAX_PARTITION_LABELS = 64
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,6 @@ def _finite(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def _iso_seconds(text: str | None) -> float | None:
-    """Epoch seconds of a Spark ISO timestamp such as ``2026-01-01T00:00:00.000Z``."""
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _offsets_behind(latest: str | None, end: str | None) -> int | None:
@@ -278,6 +270,11 @@ class PipelineMetrics:
                                       "Kafka offsets behind latest of the worst partition",
                                       ("query", "source"))
         self.watermark = gauge("watermark_timestamp_seconds", "Event-time watermark (Unix time)")
+        self.partition_event_time = gauge(
+            "partition_event_time_seconds",
+            "Latest event time read from an input partition (Unix time); the watermark is "
+            f"the minimum over active partitions minus the delay (first {MAX_PARTITION_LABELS} "
+            "partitions by name)", (*q, "partition"))
         self.watermark_delay = gauge("watermark_delay_seconds",
                                      "Configured watermark delay of the spec")
         # on_batch-fed
@@ -359,11 +356,6 @@ class PipelineMetrics:
             self.batch_duration.labels(q).observe(p.batchDuration / 1000.0)
         for op, ms in (p.durationMs or {}).items():
             self.trigger_duration.labels(q, op).set(float(ms) / 1000.0)
-        wm = _iso_seconds((p.eventTime or {}).get("watermark"))
-        if wm is not None and wm > 0:
-            self.watermark.labels(q).set(wm)
-            with self._publish_lock:
-                self._watermarks[q] = wm
         for src in p.sources or ():
             desc = str(src.description)
             behind = _offsets_behind(src.latestOffset, src.endOffset)
@@ -413,6 +405,13 @@ class PipelineMetrics:
             for reason in REASONS:
                 self.quarantined.labels(q, reason)
         self.batches.labels(q).inc()
+        if s.watermark_ms > 0:
+            wm = s.watermark_ms / 1000.0
+            self.watermark.labels(q).set(wm)
+            with self._publish_lock:
+                self._watermarks[q] = wm
+        for part, ms in sorted(s.partition_event_ms.items())[:MAX_PARTITION_LABELS]:
+            self.partition_event_time.labels(q, part).set(ms / 1000.0)
         self.valid_rows.labels(q).inc(s.valid)
         self.late_rows.labels(q).inc(s.late)
         self.offset_gap.labels(q).inc(s.offset_gap)

@@ -1,62 +1,62 @@
-"""The streaming job: source -> parse -> watermark -> per-batch writes to Delta.
+"""The streaming job: raw records -> one pass per input partition -> per-batch writes to Delta.
 
 One Spark query reads the source once. Each micro-batch (``foreachBatch``):
 
-1. reads the batch's watermark and timestamp from Spark's offset log (fixed before
-   the batch ran, so a re-run decides identically);
-2. appends malformed records and records later than the watermark to
-   ``quarantine`` (idempotent: Delta ``txnAppId``/``txnVersion`` = checkpoint id /
-   batch id);
-3. folds exact metrics and sketches into the open windows kept in driver memory
-   (a row that already holds this batch id is skipped) and flags the windows the
-   watermark has passed as ``final``;
-4. writes the open windows of ``aggregates`` and of ``sketches``, one Delta commit
-   each (idempotent: ``txnAppId``/``txnVersion``; see :mod:`streaming.window_state`).
+1. fixes the batch's watermark (:mod:`streaming.watermarks`) and takes its timestamp
+   from Spark's offset log, both recorded before the batch ran, so a re-run decides
+   identically;
+2. runs the engine's one pass (:mod:`streaming.onepass`) over every input partition
+   in parallel (``mapInArrow`` over the raw Kafka records): decode, validate, the late
+   test, exact metric and sketch partials, quarantined records; only those small rows
+   reach the driver;
+3. appends the quarantined records to ``quarantine``;
+4. merges the partials into the open windows kept in driver memory (a row that
+   already holds this batch id is skipped) and flags the windows the watermark has
+   passed as ``final``;
+5. rewrites the windows it changed in ``aggregates`` and in ``sketches``.
 
-A crash at any point and a restart from the checkpoint re-runs the unfinished
-batch with the same offsets and produces the same tables as a run without the
-crash.
+Each write is one delta-rs commit that records (table and checkpoint, batch id), and
+none is made for a table the batch did not change. A crash at any point and a restart
+from the checkpoint re-runs the unfinished batch with the same offsets and produces
+the same tables as a run without the crash. A backfill feeds its batches to
+:meth:`Pipeline.process` with the same pass, run in-process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+import pyarrow as pa
+
 from streaming import aggregates as agg
-from streaming import sketch_state
+from streaming import faults, sketch_state
 from streaming.checkpoint import (
     CheckpointInfo,
     CheckpointLock,
     batch_meta,
+    last_batches,
     offset_gap,
     open_checkpoint,
 )
 from streaming.errors import CheckpointError
-from streaming.parse import parse_records, with_watermark
+from streaming.onepass import PASS_DDL, PassContext, make_pass
 from streaming.source import raw_stream
 from streaming.spec import Spec
-from streaming.tables import TablePaths, ensure_tables
+from streaming.tables import QUARANTINE_SCHEMA, TablePaths, commit, committed_batch, ensure_tables
+from streaming.watermarks import WatermarkLog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-#: Fault injection for the crash tests: ``<point>@<batch_id>`` makes the driver
-#: SIGKILL its own process group at that point of that batch.
-CRASH_ENV = "STREAMSKETCH_CRASH_AT"
-CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches",
-                # armed when that table's Delta write starts; the kill lands inside it
-                # after STREAMSKETCH_CRASH_DELAY_MS (default 300)
-                "in_quarantine", "in_aggregates", "in_sketches")
-CRASH_DELAY_ENV = "STREAMSKETCH_CRASH_DELAY_MS"
+# kept importable from here for the fault tests
+CRASH_ENV, CRASH_POINTS = faults.CRASH_ENV, faults.CRASH_POINTS
 
 
 @dataclass
@@ -75,9 +75,12 @@ class BatchSummary:
     #: {bucket start in ms: records}; filled when the pipeline tracks latency
     source_ts_hist: dict[int, int] = field(default_factory=dict)
     committed_at: float = 0.0
-    #: the latest event time of the batch's parsed records (late ones included), in ms:
-    #: what Spark's watermark advances by
+    #: the latest event time of the batch's parsed records (late ones included), in ms
     max_event_ms: int | None = None
+    #: per input partition, the latest event time of its parsed records, in ms
+    partition_event_ms: dict[str, int] = field(default_factory=dict)
+    #: the input partitions the batch read
+    partitions: list[str] = field(default_factory=list)
     #: Kafka offsets in the batch's range that delivered no record (data aged out by
     #: retention or deleted, with failOnDataLoss off; also transaction markers or
     #: compaction, which lose nothing), and partitions whose offsets went backwards
@@ -85,36 +88,21 @@ class BatchSummary:
     offset_resets: int = 0
 
 
-def _kill_now() -> None:
-    try:
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-    finally:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _maybe_crash(point: str, batch_id: int) -> None:
-    target = os.environ.get(CRASH_ENV)
-    if not target or target != f"{point}@{batch_id}":
-        return
-    if point.startswith("in_"):
-        delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
-        timer = threading.Timer(delay, _kill_now)
-        timer.daemon = True
-        timer.start()
-        return
-    _kill_now()
+#: a function that runs the one pass for a batch and returns its partial rows
+Partials = Callable[[PassContext], pa.Table]
 
 
 class Pipeline:
     """Build and run the streaming query for a spec.
 
     Args:
-        spark: the session (see :func:`streaming.session.build_session`).
+        spark: the session (see :func:`streaming.session.build_session`); ``None`` for a
+            backfill, which needs no JVM.
         spec: the validated spec.
         on_batch: called with a :class:`BatchSummary` after each batch commits its writes.
     """
 
-    def __init__(self, spark: SparkSession, spec: Spec, *,
+    def __init__(self, spark: SparkSession | None, spec: Spec, *,
                  on_batch: Callable[[BatchSummary], None] | None = None,
                  track_latency: bool = False) -> None:
         self.spark = spark
@@ -126,6 +114,7 @@ class Pipeline:
         self.query: StreamingQuery | None = None
         self.aggregates = agg.AggregateState(spec)
         self.sketches = sketch_state.SketchState(spec)
+        self.watermarks: WatermarkLog | None = None
         self._batches_done = 0
         self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
@@ -134,21 +123,52 @@ class Pipeline:
     def query_name(self) -> str:
         return f"streamsketch_{self.spec.digest()}"
 
-    def prepare(self) -> None:
-        """Lock the checkpoint, check it matches the spec, create missing tables."""
+    def app_id(self, table: str) -> str:
+        """The Delta transaction id this checkpoint's writes to ``table`` carry."""
+        assert self.checkpoint is not None
+        return f"streamsketch-{table}-{self.checkpoint.checkpoint_id}"
+
+    def prepare(self, *, planned: tuple[int, int] | None = None) -> None:
+        """Lock the checkpoint, check it matches the spec and the tables, load open rows.
+
+        ``planned`` is (last batch committed, last batch planned) of the checkpoint when
+        the caller keeps its own log (a backfill); by default Spark's offset and commit
+        logs say.
+        """
         self.lock.acquire()
         try:
             self.checkpoint = open_checkpoint(self.spec)
-            self.tables = ensure_tables(self.spark, self.spec, self.checkpoint.checkpoint_id)
-            self.aggregates.load(self.spark, self.tables.aggregates)
-            self.sketches.load(self.spark, self.tables.sketches)
+            self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
+            if planned is None:
+                planned = last_batches(self.checkpoint.query_dir)
+            self._check_tables_agree(planned)
+            self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
+            self.aggregates.load(self.tables.aggregates)
+            self.sketches.load(self.tables.sketches)
         except BaseException:
             self.lock.release()
             raise
 
+    def _check_tables_agree(self, planned: tuple[int, int]) -> None:
+        """Refuse tables that hold batches the checkpoint never planned."""
+        assert self.tables is not None
+        committed, last_planned = planned
+        for name, path in self.tables.all().items():
+            done = committed_batch(path, self.app_id(name))
+            if done is not None and done > last_planned:
+                where = ("holds no batch" if last_planned < 0
+                         else f"ends at batch {last_planned}")
+                raise CheckpointError(
+                    f"table {path} holds batch {done} of checkpoint "
+                    f"{self.spec.sink.checkpoint}, but the checkpoint {where}: its query "
+                    "state was deleted or restored from an older copy, and going on would "
+                    "skip or double-count events. Restore the checkpoint and the tables "
+                    "together, or delete both (tables and checkpoint) to start fresh")
+        del committed
+
     def stream(self) -> DataFrame:
-        raw = raw_stream(self.spark, self.spec)
-        return with_watermark(parse_records(raw, self.spec), self.spec)
+        assert self.spark is not None
+        return raw_stream(self.spark, self.spec)
 
     def start(self, *, available_now: bool = False) -> StreamingQuery:
         if self.checkpoint is None:
@@ -198,7 +218,7 @@ class Pipeline:
 
     # -- the micro-batch ---------------------------------------------------------
     def _process_batch(self, df: DataFrame, batch_id: int) -> None:
-        assert self.checkpoint is not None
+        assert self.checkpoint is not None and self.watermarks is not None
         meta = batch_meta(self.checkpoint.query_dir, batch_id)
         previous = None
         if batch_id > 0:
@@ -206,140 +226,149 @@ class Pipeline:
                 previous = batch_meta(self.checkpoint.query_dir, batch_id - 1)
         expected, resets = offset_gap(previous, meta)
         self._offsets_expected = (expected, resets)
-        self.process(df, batch_id, meta.watermark_ms, meta.timestamp_ms)
+        watermark_ms = self.watermarks.for_batch(batch_id, meta.timestamp_ms)
 
-    def process(self, df: DataFrame, batch_id: int, watermark_ms: int,
+        def partials(ctx: PassContext) -> pa.Table:
+            return df.mapInArrow(make_pass(ctx), PASS_DDL).toArrow()
+
+        self.process(partials, batch_id, watermark_ms, meta.timestamp_ms)
+
+    def process(self, partials: Partials, batch_id: int, watermark_ms: int,
                 timestamp_ms: int) -> BatchSummary:
-        """Write one batch of parsed records (see the module docstring).
+        """Run and write one batch (see the module docstring).
 
         ``watermark_ms`` and ``timestamp_ms`` must be the values fixed for this
         batch before it first ran, so that a re-run decides identically.
         """
-        from pyspark.sql import functions as F
-
         assert self.checkpoint is not None and self.tables is not None
         started = time.monotonic()
         phases: dict[str, float] = {}
-        _maybe_crash("batch_start", batch_id)
-        wm = F.timestamp_millis(F.lit(watermark_ms))
-        late = F.col("_reason").isNull() & (F.col("event_time") < wm)
-        reason = (F.when(late, F.concat(F.lit("late: event time is before the watermark "),
-                                        wm.cast("string")))
-                  .otherwise(F.col("_reason")))
-        df = df.withColumn("_reason", reason)
-        bad = F.col("_reason").isNotNull()
-        # Raw key and value are kept only where quarantine needs them.
-        fields = [F.col(f"`{n}`") for n, _ in self.spec.events.fields]
-        df = df.select(F.when(bad, F.col("_key")).alias("_key"),
-                       F.when(bad, F.col("_value")).alias("_value"),
-                       "_topic", "_partition", "_offset", "_source_ts", "_reason", "event_time",
-                       *fields).persist()
-        summary_hist: dict[int, int] = {}
-        try:
-            t = time.monotonic()
-            code = F.substring_index("_reason", ":", 1).alias("_code")
-            # source timestamps in 100 ms buckets, for the latency benchmark, in the same pass
-            bucket = (F.floor(F.unix_millis("_source_ts") / 100) * 100).alias("_bucket")
-            by_code = (df.groupBy(code, *([bucket] if self.track_latency else []))
-                       .agg(F.count(F.lit(1)).alias("n"),
-                            F.max(F.unix_millis("event_time")).alias("max_ms")).collect())
-            counts: dict[str | None, int] = {}
-            for r in by_code:
-                counts[r["_code"]] = counts.get(r["_code"], 0) + int(r["n"])
-                if self.track_latency and r["_bucket"] is not None:
-                    b = int(r["_bucket"])
-                    summary_hist[b] = summary_hist.get(b, 0) + int(r["n"])
-            summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
-            summary.source_ts_hist = summary_hist
-            summary.max_event_ms = max((int(r["max_ms"]) for r in by_code
-                                        if r["max_ms"] is not None), default=None)
-            summary.valid = int(counts.pop(None, 0))
-            summary.late = int(counts.get("late", 0))
-            summary.quarantined = {str(k): int(v) for k, v in counts.items()}
-            summary.rows = summary.valid + sum(summary.quarantined.values())
-            expected, summary.offset_resets = self._offsets_expected
-            self._offsets_expected = (-1, 0)
-            if expected >= 0:
-                summary.offset_gap = max(0, expected - summary.rows)
-            phases["read"] = time.monotonic() - t
-            sk_updates = self._write_tables(df, summary, phases)
-        finally:
-            df.unpersist()
+        faults.maybe_crash("batch_start", batch_id)
+        ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
+        t = time.monotonic()
+        table = partials(ctx)
+        phases["read"] = time.monotonic() - t
+        t = time.monotonic()
+        rows = _rows_by_kind(table)
+        summary = self._summary(rows["p"], batch_id, watermark_ms, timestamp_ms)
+        phases["merge"] = time.monotonic() - t
+        sk_updates = self._write_tables(table, rows, summary, phases)
         summary.sketches = {k: row.value for k, row in sk_updates.items()}
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
         summary.committed_at = time.time()
+        if self.watermarks is not None:
+            self.watermarks.record(batch_id, summary)
         self._batches_done += 1
         if self.on_batch is not None:
             self.on_batch(summary)
         return summary
 
-    def _write_tables(self, df: DataFrame, summary: BatchSummary,
-                      phases: dict[str, float]) -> dict:
-        """The batch's three writes; returns the sketch rows it changed.
+    def _summary(self, stats_rows: list[dict[str, Any]], batch_id: int, watermark_ms: int,
+                 timestamp_ms: int) -> BatchSummary:
+        summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
+        codes: dict[str, int] = {}
+        latest: dict[str, int] = {}
+        seen: set[str] = set()
+        for r in stats_rows:
+            st = orjson.loads(r["b"])
+            summary.rows += int(st["rows"])
+            summary.valid += int(st["valid"])
+            for k, v in st["codes"].items():
+                codes[k] = codes.get(k, 0) + int(v)
+            for p, us in st["latest"].items():
+                latest[p] = max(latest.get(p, us), us)
+            seen.update(st["partitions"])
+            for b, n in st.get("hist", {}).items():
+                summary.source_ts_hist[int(b)] = summary.source_ts_hist.get(int(b), 0) + n
+        summary.quarantined = dict(sorted(codes.items()))
+        summary.late = codes.get("late", 0)
+        summary.partition_event_ms = {p: us // 1000 for p, us in sorted(latest.items())}
+        summary.partitions = sorted(seen)
+        summary.max_event_ms = max(summary.partition_event_ms.values(), default=None)
+        expected, summary.offset_resets = self._offsets_expected
+        self._offsets_expected = (-1, 0)
+        if expected >= 0:
+            summary.offset_gap = max(0, expected - summary.rows)
+        return summary
+
+    def _write_tables(self, table: pa.Table, rows: dict[str, list[dict[str, Any]]],
+                      summary: BatchSummary, phases: dict[str, float]) -> dict:
+        """The batch's writes; returns the sketch rows it changed.
 
         Each write is idempotent on its own (see the module docstring), so after a
         crash any prefix of them may have committed and the re-run completes the
-        rest. (Run in threads side by side they were slower on 2 cores: the fixed
-        cost of a Delta commit is CPU on the driver, not waiting.)
+        rest.
         """
-        from pyspark.sql import functions as F
-
         assert self.checkpoint is not None and self.tables is not None
-        tables, app = self.tables, self.checkpoint.checkpoint_id
+        tables = self.tables
         batch_id, wm_ms, ts_ms = summary.batch_id, summary.watermark_ms, summary.batch_timestamp_ms
-        bad = F.col("_reason").isNotNull()
-        valid = df.where(~bad)
 
         def timed(name: str, fn: Callable[[], Any]) -> Any:
             t = time.monotonic()
             try:
                 return fn()
             finally:
-                phases[name] = time.monotonic() - t
+                phases[name] = phases.get(name, 0.0) + time.monotonic() - t
 
-        def quarantine() -> None:
-            if summary.quarantined:
-                _maybe_crash("in_quarantine", batch_id)
-                timed("quarantine", lambda: self._write_quarantine(df.where(bad), batch_id))
-            _maybe_crash("after_quarantine", batch_id)
+        def written(name: str, path: str) -> bool:
+            """Whether this batch's commit to ``name`` is in the table (a re-run)."""
+            return committed_batch(path, self.app_id(name)) == batch_id
 
-        def table(name: str, state: Any, path: str, compute: Callable[[], dict]) -> dict:
-            updates = timed(name, compute) if summary.valid else {}
+        if summary.quarantined and not written("quarantine", tables.quarantine):
+            faults.maybe_crash("in_quarantine", batch_id)
+            timed("write_quarantine", lambda: commit(
+                tables.quarantine, _quarantine_table(table, batch_id),
+                app_id=self.app_id("quarantine"), batch_id=batch_id))
+        faults.maybe_crash("after_quarantine", batch_id)
+
+        def table_write(name: str, state: Any, path: str, updates: dict) -> None:
             write = state.open.plan(updates, wm_ms)
             if write:
-                _maybe_crash(f"in_{name}", batch_id)
-                timed(f"write_{name}", lambda: state.write(
-                    self.spark, path, write, f"streamsketch-{name}-{app}", batch_id))
-            _maybe_crash(f"after_{name}", batch_id)
-            return updates
+                if written(name, path):
+                    raise CheckpointError(
+                        f"table {path} already holds batch {batch_id}, yet the batch still "
+                        f"changes {len(write.rows)} of its rows: the open rows loaded at "
+                        "start do not match the table; refusing to skip or repeat the write")
+                faults.maybe_crash(f"in_{name}", batch_id)
+                timed(f"write_{name}",
+                      lambda: state.write(path, write, self.app_id(name), batch_id))
+            faults.maybe_crash(f"after_{name}", batch_id)
 
-        quarantine()
-        table("aggregates", self.aggregates, tables.aggregates,
-              lambda: self.aggregates.fold(agg.batch_aggregates(valid, self.spec).collect(),
-                                           batch_id, ts_ms))
-        return table("sketches", self.sketches, tables.sketches,
-                     lambda: self._sketch_updates(valid, batch_id, ts_ms))
+        agg_updates = timed("aggregates", lambda: self.aggregates.fold(
+            self.aggregates.window_partials(rows["m"]), batch_id, ts_ms))
+        table_write("aggregates", self.aggregates, tables.aggregates, agg_updates)
+        sk_updates = timed("sketches", lambda: self.sketches.fold(
+            sketch_state.merge_partials(rows["s"], self.spec), batch_id, ts_ms))
+        table_write("sketches", self.sketches, tables.sketches, sk_updates)
+        return sk_updates
 
-    def _sketch_updates(self, valid: DataFrame, batch_id: int, timestamp_ms: int) -> dict:
-        """This batch's new open rows of ``sketches`` (the benchmark's JVM variant swaps it)."""
-        return self.sketches.fold(sketch_state.batch_partials(valid, self.spec), batch_id,
-                                  timestamp_ms)
 
-    def _write_quarantine(self, bad: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
+def _rows_by_kind(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """The pass's small rows by kind (quarantined records stay in Arrow)."""
+    import pyarrow.compute as pc
 
-        assert self.checkpoint is not None and self.tables is not None
-        rows = bad.select(
-            F.col("_key").alias("key"), F.col("_value").alias("value"),
-            F.col("_topic").alias("topic"), F.col("_partition").cast("int").alias("partition"),
-            F.col("_offset").cast("bigint").alias("offset"),
-            F.col("_source_ts").alias("source_timestamp"),
-            F.substring_index("_reason", ":", 1).alias("reason_code"),
-            F.col("_reason").alias("reason"), F.col("event_time"),
-            F.lit(batch_id).cast("bigint").alias("batch_id"),
-            F.current_timestamp().alias("quarantined_at"))
-        (rows.write.format("delta").mode("append")
-         .option("txnAppId", f"streamsketch-quarantine-{self.checkpoint.checkpoint_id}")
-         .option("txnVersion", batch_id)
-         .save(self.tables.quarantine))
+    out: dict[str, list[dict[str, Any]]] = {"m": [], "s": [], "p": []}
+    small = table.filter(pc.not_equal(table.column("kind"), "q"))
+    for r in small.select(["kind", "w", "pane", "g", "s", "b", "items"]).to_pylist():
+        out[r["kind"]].append(r)
+    return out
+
+
+def _quarantine_table(table: pa.Table, batch_id: int) -> pa.Table:
+    """The quarantined records of a batch as rows of the ``quarantine`` table."""
+    import pyarrow.compute as pc
+
+    q = table.filter(pc.equal(table.column("kind"), "q"))
+    n = q.num_rows
+    reason = q.column("reason")
+    code = pc.list_element(pc.split_pattern(reason, ":", max_splits=1), 0)
+    now_us = int(time.time() * 1_000_000)
+    return pa.table({
+        "key": q.column("key"), "value": q.column("b"), "topic": q.column("topic"),
+        "partition": q.column("part"), "offset": q.column("off"),
+        "source_timestamp": q.column("src_ts"), "reason_code": code, "reason": reason,
+        "event_time": q.column("et").cast(pa.timestamp("us", tz="UTC")),
+        "batch_id": pa.array([batch_id] * n, pa.int64()),
+        "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=QUARANTINE_SCHEMA)

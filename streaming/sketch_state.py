@@ -1,15 +1,18 @@
-"""Sketches per window x group: partials in one Arrow pass, merged into Delta ``sketches``.
+"""Sketches per window x group: partials from the one pass, merged into Delta ``sketches``.
 
 Per micro-batch:
 
-1. ``mapInArrow`` builds, per Spark partition, one partial sketch per
-   (window, pane, group, sketch) with the vectorised grouped builders of the
-   ``sketches`` package. Raw rows never leave the partition; only these small
-   partials cross to the driver.
-2. The driver merges the partials of each pane into every window containing it,
-   then into a copy of the open row's sketch (:mod:`streaming.window_state`),
-   unless that row already holds this batch id (a re-run after a crash).
-3. One Delta overwrite of the open windows writes absolute bytes.
+1. the engine's one pass (:mod:`streaming.onepass`) builds, in every input
+   partition, one partial sketch per (window, pane, group, sketch) with the
+   vectorised grouped builders of the ``sketches`` package. Raw rows never leave
+   the partition; only these small partials reach the driver;
+2. the driver merges the partials of each pane (for a Count-Min with top-k, then
+   offers it every distinct item the partitions saw, so its candidates are those of
+   a one-pass build over the whole batch: the bytes do not depend on how the batch
+   was split), then merges panes into every window containing them, in a fixed
+   order, then into a copy of the open row's sketch (:mod:`streaming.window_state`),
+   unless that row already holds this batch id (a re-run after a crash);
+3. one Delta overwrite of the changed windows writes absolute bytes.
 
 Merging is exact for HLL registers, Count-Min counters and Bloom bits, so the
 stored bytes do not depend on how events were split into batches or partitions.
@@ -17,99 +20,25 @@ stored bytes do not depend on how events were split into batches or partitions.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+import orjson
+import pyarrow as pa
 
+from streaming.aggregates import group_map
 from streaming.spec import SketchSpec, Spec, WindowSpec
+from streaming.tables import SKETCHES_SCHEMA, commit, read_table
 from streaming.window_state import (
     BatchWrite,
     Key,
     OpenRow,
     OpenWindows,
-    load_open_rows,
-    write_batch,
+    epoch_us,
+    windows_predicate,
 )
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
-
 US = 1_000_000
-PARTIAL_DDL = ("window_idx INT, pane_us BIGINT, group_key STRING, sketch_idx INT, "
-               "bytes BINARY")
-
-
-def partial_input(valid: DataFrame, spec: Spec) -> DataFrame:
-    """The columns the partial builder needs: event time, per-window group keys, fields."""
-    from pyspark.sql import functions as F
-
-    from streaming.aggregates import group_key_col
-
-    cols = [F.unix_micros("event_time").alias("_et_us")]
-    for i, w in enumerate(spec.windows):
-        if w.sketches:
-            cols.append(group_key_col(w).alias(f"_gk{i}"))
-    fields = sorted({s.field for w in spec.windows for s in w.sketches})
-    cols += [F.col(f"`{f}`") for f in fields]
-    return valid.select(*cols)
-
-
-def make_partial_builder(spec: Spec):
-    """The function run by ``mapInArrow``: all Arrow batches of a partition -> partials."""
-    windows = [(i, w) for i, w in enumerate(spec.windows) if w.sketches]
-
-    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        collected = list(batches)
-        if not collected:
-            return
-        table = pa.Table.from_batches(collected)
-        if table.num_rows == 0:
-            return
-        et = table.column("_et_us").to_numpy().astype(np.int64, copy=False)
-        out: dict[str, list] = {"window_idx": [], "pane_us": [], "group_key": [],
-                                "sketch_idx": [], "bytes": []}
-        for wi, w in windows:
-            slide = w.slide_s * US
-            panes = et - np.mod(et, slide)
-            gk = table.column(f"_gk{wi}").to_numpy(zero_copy_only=False)
-            pane_codes, pane_uniques = _factorize_pairs(panes, gk)
-            n_groups = len(pane_uniques)
-            for si, sk in enumerate(w.sketches):
-                values = table.column(sk.field).combine_chunks()
-                built = sk.sketch_class.from_groups(pane_codes, values, n_groups,
-                                                    **sk.param_dict)
-                for g, sketch in enumerate(built):
-                    if sketch.is_empty():
-                        continue
-                    out["window_idx"].append(wi)
-                    out["pane_us"].append(int(pane_uniques[g][0]))
-                    out["group_key"].append(pane_uniques[g][1])
-                    out["sketch_idx"].append(si)
-                    out["bytes"].append(sketch.to_bytes())
-        yield pa.RecordBatch.from_pydict(out, schema=pa.schema([
-            ("window_idx", pa.int32()), ("pane_us", pa.int64()), ("group_key", pa.string()),
-            ("sketch_idx", pa.int32()), ("bytes", pa.binary())]))
-
-    return build
-
-
-def _factorize_pairs(panes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, list]:
-    """Codes for (pane, group key) pairs, and the pairs in code order."""
-    import pandas as pd
-
-    key_codes, key_uniques = pd.factorize(keys, use_na_sentinel=False)
-    pane_codes, pane_uniques = pd.factorize(panes)
-    combined = pane_codes.astype(np.int64) * max(len(key_uniques), 1) + key_codes
-    codes, uniq = pd.factorize(combined)
-    nk = max(len(key_uniques), 1)
-    pairs = [(int(pane_uniques[c // nk]), key_uniques[c % nk]) for c in uniq]
-    return codes.astype(np.int64), pairs
 
 
 @dataclass
@@ -121,29 +50,39 @@ class MergedSketch:
     sketch: Any
 
 
-def merge_partials(partials: list[Any], spec: Spec) -> dict[tuple, MergedSketch]:
-    """Combine partial rows (from :func:`make_partial_builder`) into per-window sketches."""
+def merge_partials(rows: list[dict[str, Any]], spec: Spec) -> dict[tuple, MergedSketch]:
+    """Sketch partials of the one pass (``kind = "s"``) -> this batch's sketch per window."""
     import sketches
 
+    panes: dict[tuple[int, int, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        panes.setdefault((r["w"], r["pane"], r["g"], r["s"]), []).append(r)
     merged: dict[tuple, MergedSketch] = {}
-    for row in partials:
-        w = spec.windows[row["window_idx"]]
-        sk = w.sketches[row["sketch_idx"]]
-        part = sketches.from_bytes(bytes(row["bytes"]))
-        n = w.size_s // w.slide_s
-        for i in range(n):
-            ws = int(row["pane_us"]) - i * w.slide_s * US
-            key = (w.name, ws, row["group_key"], sk.name)
+    for (wi, pane, g, si), parts in sorted(panes.items()):
+        w = spec.windows[wi]
+        sk = w.sketches[si]
+        sketch = sketches.from_bytes(parts[0]["b"])
+        for p in parts[1:]:
+            sketch.merge(sketches.from_bytes(p["b"]))
+        if parts[0]["items"] is not None and len(parts) > 1:
+            items: list[Any] = []
+            for p in parts:
+                items += orjson.loads(p["items"])
+            sketch.rerank(items)
+        for i in range(w.size_s // w.slide_s):
+            ws = pane - i * w.slide_s * US
+            key = (w.name, ws, g, sk.name)
             entry = merged.get(key)
             if entry is None:
-                merged[key] = MergedSketch(w, sk, ws, row["group_key"], part.copy())
+                merged[key] = MergedSketch(w, sk, ws, g, sketch.copy())
             else:
-                entry.sketch.merge(part)
+                entry.sketch.merge(sketch)
     return merged
 
 
-def _describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float | None,
-                                                list | None, dict[str, float]]:
+def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float | None,
+                                              list | None, dict[str, float]]:
+    """(estimate, lower bound, upper bound, top-k, stats) of a sketch, as stored."""
     if kind == "hll":
         return (float(sketch.estimate()), float(sketch.lower_bound(2)),
                 float(sketch.upper_bound(2)), None,
@@ -160,34 +99,16 @@ def _describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float
             float(sketch.upper_bound(2)), None, {})
 
 
-def batch_partials(valid: DataFrame, spec: Spec) -> dict[tuple, MergedSketch]:
-    """This batch's sketches per window x group x sketch (empty when the spec has none)."""
-    if not any(w.sketches for w in spec.windows):
-        return {}
-    # One task per batch: a Count-Min top-k candidate list built in one pass depends only
-    # on the batch's items, while one merged from per-partition partials can depend on how
-    # Spark split the batch (Kafka partitions, file splits) once the distinct items exceed
-    # its capacity. So the bytes are the same whichever source fed the batch.
-    rows = (partial_input(valid, spec).coalesce(1)
-            .mapInArrow(make_partial_builder(spec), PARTIAL_DDL).collect())
-    return merge_partials(rows, spec)
-
-
-STAGING_DDL = (
-    "window_name STRING, ws BIGINT, we BIGINT, group_key STRING, group_names STRING, "
-    "sketch_name STRING, kind STRING, field STRING, bytes BINARY, estimate DOUBLE, "
-    "lower_bound DOUBLE, upper_bound DOUBLE, "
-    "top_k ARRAY<STRUCT<item: STRING, count: BIGINT>>, stats MAP<STRING, DOUBLE>, "
-    "last_batch BIGINT, updated_us BIGINT, final BOOLEAN")
-
-
-def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
-    est, lo, hi, top, stats = _describe(m.sketch_spec.kind, m.sketch)
-    end_us = m.window_start_us + m.window.size_s * US
-    return (m.window.name, m.window_start_us, end_us, m.group_key,
-            json.dumps(list(m.window.group_by)), m.sketch_spec.name, m.sketch_spec.kind,
-            m.sketch_spec.field, bytearray(m.sketch.to_bytes()), est, lo, hi, top, stats,
-            last_batch, updated_us)
+def _record(m: MergedSketch, last_batch: int, updated_us: int) -> dict[str, Any]:
+    est, lo, hi, top, stats = describe(m.sketch_spec.kind, m.sketch)
+    return {"window_name": m.window.name, "window_start": m.window_start_us,
+            "window_end": m.window_start_us + m.window.size_s * US, "group_key": m.group_key,
+            "group": group_map(m.window.group_by, m.group_key),
+            "sketch_name": m.sketch_spec.name, "kind": m.sketch_spec.kind,
+            "field": m.sketch_spec.field, "bytes": m.sketch.to_bytes(), "estimate": est,
+            "lower_bound": lo, "upper_bound": hi,
+            "top_k": None if top is None else [{"item": i, "count": c} for i, c in top],
+            "stats": list(stats.items()), "last_batch": last_batch, "updated_at": updated_us}
 
 
 class SketchState:
@@ -197,30 +118,18 @@ class SketchState:
         self.spec = spec
         self.open = OpenWindows(spec)
 
-    def load(self, spark: SparkSession, path: str) -> None:
-        from pyspark.sql import functions as F
-
+    def load(self, path: str) -> None:
         import sketches
 
         windows = {w.name: w for w in self.spec.windows}
-        rows = load_open_rows(spark, path).select(
-            "window_name", F.unix_micros("window_start").alias("ws"),
-            F.unix_micros("window_end").alias("we"), "group_key", "sketch_name", "kind",
-            "field", "bytes", "estimate", "lower_bound", "upper_bound", "top_k", "stats",
-            "last_batch", F.unix_micros("updated_at").alias("updated_us")).collect()
         self.open.rows = {}
-        for r in rows:
+        for r in read_table(path, "NOT final").to_pylist():
             w = windows[r["window_name"]]
             sk = next(s for s in w.sketches if s.name == r["sketch_name"])
-            key = (r["window_name"], int(r["ws"]), r["group_key"], r["sketch_name"])
-            m = MergedSketch(w, sk, int(r["ws"]), r["group_key"],
-                             sketches.from_bytes(bytes(r["bytes"])))
-            top = None if r["top_k"] is None else [(t["item"], t["count"]) for t in r["top_k"]]
-            record = (r["window_name"], int(r["ws"]), int(r["we"]), r["group_key"],
-                      json.dumps(list(w.group_by)), r["sketch_name"], r["kind"], r["field"],
-                      bytearray(r["bytes"]), r["estimate"], r["lower_bound"],
-                      r["upper_bound"], top, r["stats"], int(r["last_batch"]),
-                      int(r["updated_us"] or 0))
+            ws = epoch_us(r["window_start"])
+            key = (r["window_name"], ws, r["group_key"], r["sketch_name"])
+            m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
+            record = {c: r[c] for c in SKETCHES_SCHEMA.names if c != "final"}
             self.open.rows[key] = OpenRow(m, int(r["last_batch"]), record)
 
     def fold(self, partials: dict[tuple, MergedSketch], batch_id: int,
@@ -239,20 +148,9 @@ class SketchState:
             updates[key] = OpenRow(part, batch_id, _record(part, batch_id, batch_ts_ms * 1000))
         return updates
 
-    @staticmethod
-    def to_table(staged: DataFrame) -> DataFrame:
-        from pyspark.sql import functions as F
-
-        return staged.select(
-            "window_name", F.timestamp_micros("ws").alias("window_start"),
-            F.timestamp_micros("we").alias("window_end"), "group_key",
-            F.map_from_arrays(F.from_json("group_names", "array<string>"),
-                              F.from_json("group_key", "array<string>")).alias("group"),
-            "sketch_name", "kind", "field", "bytes", "estimate", "lower_bound", "upper_bound",
-            "top_k", "stats", "final", "last_batch",
-            F.timestamp_micros("updated_us").alias("updated_at"))
-
-    def write(self, spark: SparkSession, path: str, write: BatchWrite, app_id: str,
-              batch_id: int) -> None:
-        write_batch(spark, path, write, STAGING_DDL, self.to_table, app_id, batch_id)
+    def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
+        records = [dict(row.record, final=key in write.final) for key, row in write.rows.items()]
+        table = pa.Table.from_pylist(records, schema=SKETCHES_SCHEMA)
+        commit(path, table, app_id=app_id, batch_id=batch_id,
+               predicate=windows_predicate(write.windows))
         self.open.commit(write)

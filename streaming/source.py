@@ -1,8 +1,8 @@
 """The raw record stream of a Kafka source, with provenance columns.
 
 ``_key, _value, _topic, _partition, _offset, _source_ts``: the same columns a
-backfill builds from log files (:mod:`streaming.backfill`), so the same parsing,
-windows, sketches and sinks serve a live topic and a backfill.
+backfill builds from log files (:mod:`streaming.backfill`), so the same one pass
+(:mod:`streaming.onepass`) serves a live topic and a backfill.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def kafka_options(spec: Spec) -> dict[str, str]:
     }
     if src.max_offsets_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(src.max_offsets_per_trigger)
+    if src.min_partitions:
+        opts["minPartitions"] = str(src.min_partitions)
     for key, value in src.kafka_options:
         opts[f"kafka.{key}"] = value.reveal() if isinstance(value, Secret) else value
     return opts

@@ -111,6 +111,8 @@ class SourceSpec:
     path: str | None = None
     #: log format of a files source; None: from each file's name
     format: Literal["jsonl", "jsonl.gz", "csv", "parquet"] | None = None
+    #: Spark's Kafka ``minPartitions``: split big topic partitions into more tasks
+    min_partitions: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class EventsSpec:
     watermark_s: float = 0.0
     max_future_s: float = 86400.0
     max_record_bytes: int = 1 << 20
+    #: an input partition with no new records for this long stops holding the
+    #: watermark back
+    idle_timeout_s: float = 30.0
 
     def field_type(self, name: str) -> str:
         return dict(self.fields)[name]
@@ -379,7 +384,7 @@ class _Validator:
     def source(self, raw: Any) -> SourceSpec:
         t = self.table(raw, "source", ("kind", "topic", "bootstrap_servers", "starting_offsets",
                                        "max_offsets_per_trigger", "fail_on_data_loss", "kafka",
-                                       "path", "format"))
+                                       "path", "format", "min_partitions"))
         kind = self.get(t, "kind", "source.kind", str, "kafka",
                         check=lambda v: None if v in ("kafka", "files")
                         else 'must be "kafka" or "files"')
@@ -398,6 +403,8 @@ class _Validator:
         mopt = self.get(t, "max_offsets_per_trigger", "source.max_offsets_per_trigger", int, None,
                         check=lambda v: None if v > 0 else "must be a positive integer")
         fodl = self.get(t, "fail_on_data_loss", "source.fail_on_data_loss", bool, True)
+        min_parts = self.get(t, "min_partitions", "source.min_partitions", int, None,
+                             check=lambda v: None if v > 0 else "must be a positive integer")
         options = []
         for k, v in self.get(t, "kafka", "source.kafka", dict, {}).items():
             key = f"source.kafka.{k}"
@@ -421,11 +428,12 @@ class _Validator:
         fmt = self.get(t, "format", "source.format", str, None,
                        check=lambda v: None if v in ("jsonl", "jsonl.gz", "csv", "parquet")
                        else 'must be "jsonl", "jsonl.gz", "csv" or "parquet"')
-        return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt)
+        return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt,
+                          min_parts)
 
     def events(self, raw: Any) -> EventsSpec:
         t = self.table(raw, "events", ("time_field", "time_format", "watermark", "fields",
-                                       "max_future", "max_record_bytes"))
+                                       "max_future", "max_record_bytes", "idle_timeout"))
         time_field = self.get(t, "time_field", "events.time_field", str,
                               check=lambda v: None if v else "must not be empty")
         time_format = self.get(t, "time_format", "events.time_format", str, "iso8601",
@@ -434,6 +442,7 @@ class _Validator:
         watermark = self.duration(t, "watermark", "events.watermark", "0 seconds",
                                   positive=False)
         max_future = self.duration(t, "max_future", "events.max_future", "1 day")
+        idle = self.duration(t, "idle_timeout", "events.idle_timeout", "30 seconds")
         max_bytes = self.get(t, "max_record_bytes", "events.max_record_bytes", int, 1 << 20,
                              check=lambda v: None if v > 0 else "must be positive")
         fields_raw = self.get(t, "fields", "events.fields", dict)
@@ -452,7 +461,8 @@ class _Validator:
         if time_field in dict(fields):
             raise self.fail(f"events.fields.{time_field}",
                             "the time field is parsed by time_format; do not declare it again")
-        return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes)
+        return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes,
+                          idle)
 
     def window(self, raw: Any, key: str, events: EventsSpec) -> WindowSpec:
         t = self.table(raw, key, ("name", "size", "slide", "group_by", "metrics", "sketches"))

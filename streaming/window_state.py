@@ -9,42 +9,34 @@ per window spec, however long the stream has run.
 A pipeline loads the open rows of each table once (``NOT final``) when it
 starts and keeps them in driver memory. A batch folds its partials into copies
 of the rows it touches, flags the rows whose window end the watermark has
-passed, and writes the open set back with one Delta overwrite restricted to the
-open windows, tagged ``txnAppId``/``txnVersion`` = table and checkpoint / batch
-id. The memory copy is replaced only after the commit succeeds.
+passed, and rewrites the windows it changed with one Delta overwrite of exactly
+those windows (``window_name = w AND window_start IN (...)``), tagged with the
+transaction (table and checkpoint, batch id). The memory copy is replaced only
+after the commit succeeds. Windows the batch neither touched nor finalised are
+not rewritten, so a commit's cost follows the batch, not the table's age.
 
 Why this is exactly once:
 
 * values are absolute (the whole row), and every row remembers the last batch
   folded into it (``last_batch``). After a crash the restarted pipeline reloads
   the open rows, and the re-run of batch N skips the rows that already contain
-  it, so nothing is counted twice; Delta skips the commit itself if it exists.
-* the overwrite predicate ``window_name = w AND window_start >= s_w``, with
-  ``s_w`` the oldest open (or new) window of ``w``, matches precisely the open
-  rows: windows of one spec share a size, so if the window starting at ``s_w``
-  is open, every later one is too (it ends later, under the same watermark).
-  Final rows are never rewritten, except the ones this batch finalises.
-
-One commit per table per batch and no read of the table: that is what makes
-the write path cheap (a Delta MERGE costs a join with the target table).
+  it, so nothing is counted twice;
+* before writing, the pipeline asks the table for the last batch this checkpoint
+  committed to it: the re-run of a batch that had committed writes nothing, and a
+  table that is *ahead* of the batch (its checkpoint was deleted or restored) stops
+  the job with an error instead of being silently skipped (:func:`streaming.tables.commit`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streaming.spec import Spec
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-
 US = 1_000_000
-#: tries of one table write that lost a race with a concurrent compaction
-WRITE_ATTEMPTS = 5
 
 #: (window name, window start in epoch microseconds, group key[, sketch name])
 Key = tuple
@@ -54,23 +46,25 @@ Key = tuple
 class OpenRow:
     """One open row: its live value (metrics or a sketch) and the row to store.
 
-    ``record`` holds the staging columns of the row (see the owners'
-    ``STAGING`` schemas) without the ``final`` flag; it is built when the row
-    changes, so untouched rows are rewritten without re-serialising them.
+    ``record`` holds the table columns of the row (a dict) without ``final``; it is
+    built when the row changes, so untouched rows are rewritten without
+    re-serialising them.
     """
 
     value: Any
     last_batch: int
-    record: tuple
+    record: dict[str, Any]
 
 
 @dataclass
 class BatchWrite:
-    """What a batch writes to one table: the new open set and the rows it finalises."""
+    """What a batch writes to one table: the rows of the windows it rewrites."""
 
     rows: dict[Key, OpenRow]
     final: set[Key]
     touched: set[Key]
+    #: (window name, window start) of every window the write replaces
+    windows: set[tuple[str, int]]
 
     def __bool__(self) -> bool:
         return bool(self.touched or self.final)
@@ -90,74 +84,50 @@ class OpenWindows:
         return self.rows.get(key)
 
     def plan(self, updates: dict[Key, OpenRow], watermark_ms: int) -> BatchWrite:
-        """The open set after ``updates``, with the rows the watermark finalises."""
-        rows = dict(self.rows)
-        rows.update(updates)
+        """The rows to write after ``updates``, with the rows the watermark finalises."""
         cutoff = watermark_ms * 1000
-        final = {k for k in rows if k[1] + self.sizes_us[k[0]] <= cutoff}
-        return BatchWrite(rows, final, set(updates))
+        final = {k for k in self.rows if k[1] + self.sizes_us[k[0]] <= cutoff}
+        final |= {k for k in updates if k[1] + self.sizes_us[k[0]] <= cutoff}
+        windows = {(k[0], k[1]) for k in updates} | {(k[0], k[1]) for k in final}
+        rows = {k: v for k, v in self.rows.items() if (k[0], k[1]) in windows}
+        rows.update(updates)
+        return BatchWrite(rows, final, set(updates), windows)
 
     def commit(self, write: BatchWrite) -> None:
         """Adopt a written batch: finalised rows leave memory for good."""
-        self.rows = {k: v for k, v in write.rows.items() if k not in write.final}
+        self.rows.update({k: v for k, v in write.rows.items() if k not in write.final})
+        for k in write.final:
+            self.rows.pop(k, None)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+
+
+def epoch_us(value: dt.datetime) -> int:
+    """A timestamp read back from a table (aware, or naive in UTC) as epoch microseconds."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - _EPOCH) // _ONE_US
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def timestamp_literal(us: int) -> str:
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
-    return f"TIMESTAMP '{moment.strftime('%Y-%m-%d %H:%M:%S.%f')}+00:00'"
+    return f"'{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z'"
 
 
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def open_predicate(keys: Iterable[Key]) -> str:
-    """``replaceWhere`` for the open windows among ``keys`` (see the module docstring)."""
-    oldest: dict[str, int] = {}
-    for k in keys:
-        oldest[k[0]] = min(oldest.get(k[0], k[1]), k[1])
-    return " OR ".join(f"(window_name = {_sql_str(w)} AND window_start >= "
-                       f"{timestamp_literal(us)})" for w, us in sorted(oldest.items()))
-
-
-def write_batch(spark: SparkSession, path: str, write: BatchWrite, staging_ddl: str,
-                to_table: Callable[[DataFrame], DataFrame], app_id: str,
-                batch_id: int) -> None:
-    """Overwrite the open windows of the table at ``path`` with ``write``, once per batch id."""
-    conflicts = conflict_exceptions()
-    records = [(*row.record, key in write.final) for key, row in write.rows.items()]
-    frame = to_table(spark.createDataFrame(records, staging_ddl)).coalesce(1)
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        try:
-            (frame.write.format("delta").mode("overwrite")
-             .option("replaceWhere", open_predicate(write.rows))
-             .option("txnAppId", app_id).option("txnVersion", batch_id)
-             .save(path))
-            return
-        except conflicts:
-            # a compaction (``streamsketch maintain``) rewrote files this overwrite
-            # replaces; the write is absolute and idempotent, so simply do it again
-            if attempt == WRITE_ATTEMPTS:
-                raise
-            time.sleep(0.2 * attempt)
-
-
-def conflict_exceptions() -> tuple[type[BaseException], ...]:
-    """Delta's commit-conflict exceptions as Python raises them.
-
-    In delta-spark's Python API the specific conflicts (``ConcurrentAppendException``,
-    ``ConcurrentDeleteReadException``, ...) are *not* subclasses of
-    ``DeltaConcurrentModificationException`` (unlike on the JVM), so all are listed.
-    """
-    from delta import exceptions as dx
-
-    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException,
-            dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
-            dx.ConcurrentDeleteDeleteException, dx.MetadataChangedException,
-            dx.ProtocolChangedException, dx.ConcurrentTransactionException)
-
-
-def load_open_rows(spark: SparkSession, path: str) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return spark.read.format("delta").load(path).where(~F.col("final"))
+def windows_predicate(windows: Iterable[tuple[str, int]]) -> str:
+    """The overwrite predicate of exactly these (window name, window start) windows."""
+    starts: dict[str, list[int]] = {}
+    for name, ws in windows:
+        starts.setdefault(name, []).append(ws)
+    parts = []
+    for name, values in sorted(starts.items()):
+        any_start = " OR ".join(f"window_start = {timestamp_literal(us)}"
+                                for us in sorted(values))
+        parts.append(f"(window_name = {_sql_str(name)} AND ({any_start}))")
+    return " OR ".join(parts)

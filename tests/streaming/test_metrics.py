@@ -109,6 +109,10 @@ def entry(window: WindowSpec, spec: SketchSpec, start_us: int, group: str, value
                                                                    sk)
 
 
+#: input partitions of the fed batches and their latest event times
+PARTITIONS = {"clickstream:0": T0_MS - 5_000, "clickstream:1": T0_MS - 1_000}
+
+
 def summary(batch_id: int, *, watermark_ms: int = T0_MS - 120_000, ts_ms: int = T0_MS,
             entries: list[tuple] = (), valid: int = 900, late: int = 10,
             quarantined: dict | None = None) -> BatchSummary:
@@ -118,6 +122,8 @@ def summary(batch_id: int, *, watermark_ms: int = T0_MS - 120_000, ts_ms: int = 
                      phase_s={"quarantine": 0.2, "aggregates": 0.7, "sketches": 0.9,
                               "final": 0.1})
     s.sketches = dict(entries)
+    s.partition_event_ms = dict(PARTITIONS)
+    s.partitions = sorted(PARTITIONS)
     return s
 
 
@@ -244,10 +250,15 @@ def test_listener_feeds_throughput_lag_watermark_and_health():
     assert value(m, "streamsketch_consumer_lag_offsets", query=QUERY, source=src) == 10 + 30
     assert value(m, "streamsketch_consumer_max_partition_lag_offsets", query=QUERY,
                  source=src) == 30
+    # the watermark is the engine's own (per partition), so it comes with the batch
+    m.on_batch(summary(5, watermark_ms=T0_MS - 120_000), query=QUERY)
     wm = value(m, "streamsketch_watermark_timestamp_seconds", query=QUERY)
     assert wm == (T0_MS - 120_000) / 1000
     lag = value(m, "streamsketch_watermark_lag_seconds", query=QUERY)
     assert abs(lag - (time.time() - wm)) < 5  # computed at scrape time
+    for part, latest_ms in PARTITIONS.items():
+        assert value(m, "streamsketch_partition_event_time_seconds", query=QUERY,
+                     partition=part) == latest_ms / 1000
     lst.onQueryIdle(idle_event())  # idle events carry no name: mapped by query id
     assert value(m, "streamsketch_input_rows_per_second", query=QUERY) == 0
     lst.onQueryTerminated(terminated_event(None))

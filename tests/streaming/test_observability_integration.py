@@ -232,12 +232,15 @@ def test_every_dashboard_panel_has_data(kafka, spark, topic_name, tmp_path, prom
                 break
             time.sleep(1)
         assert batches and batches[-1].watermark_ms > 0, f"{len(batches)} batches only"
+        scrapes: list = []
         while time.monotonic() < deadline:
             time.sleep(2)
             rows = run_all(prom, name)
-            if all(r[3] and r[4] for r in rows):
+            scrapes = prom.query(f'count_over_time(up{{job="streamsketch"}}[{DEADLINE_S}s])')
+            # every panel has data, and Prometheus has scraped the service repeatedly
+            if all(r[3] and r[4] for r in rows) and scrapes and \
+                    int(float(scrapes[0]["value"][1])) >= 5:
                 break
-        scrapes = prom.query(f'count_over_time(up{{job="streamsketch"}}[{DEADLINE_S}s])')
         rules = prom.api("/api/v1/rules")["groups"]
         last_progress = pipeline.query.lastProgress
     finally:
