@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sketches._base import Sketch
-from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, peek_kind
+from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, KIND_QUANTILES, peek_kind
 from sketches.bloom import BloomFilter
 from sketches.cms import CountMinSketch
 from sketches.errors import (
@@ -34,6 +34,7 @@ from sketches.errors import (
 from sketches.hashing import hash64
 from sketches.hll import HyperLogLog
 from sketches.minhash import MinHashSketch
+from sketches.quantiles import QuantileSketch
 
 __all__ = [
     "hash64",
@@ -41,6 +42,7 @@ __all__ = [
     "CountMinSketch",
     "BloomFilter",
     "MinHashSketch",
+    "QuantileSketch",
     "Sketch",
     "union",
     "from_bytes",
@@ -58,6 +60,7 @@ _CLASSES: dict[int, type[Sketch]] = {
     KIND_CMS: CountMinSketch,
     KIND_BLOOM: BloomFilter,
     KIND_MINHASH: MinHashSketch,
+    KIND_QUANTILES: QuantileSketch,
 }
 
 
