@@ -21,9 +21,11 @@ the whole multiset, whatever the order of updates and merges (a key among the to
 so collapsing keeps the merge exact. A quantile whose rank falls among collapsed
 values is reported as the edge of the lowest kept bucket, and its bounds
 (:meth:`QuantileSketch.lower_bound`, :meth:`QuantileSketch.upper_bound`) widen to
-reach zero; ``collapsed_count`` says whether that happened. With the defaults
-(``relative_accuracy=0.01``, ``max_buckets=2048``, 35 buckets per octave) a store
-covers a range of 2**58 (about 3e17) before collapsing anything.
+reach zero; ``collapsed_count`` says whether that happened. By default
+``max_buckets`` is 64 octaves' worth of buckets: a store covers a range of 2**64
+(1.8e19, e.g. 1e-9 to 1.8e10) before collapsing anything; for
+``relative_accuracy=0.01`` that is 2,240 buckets (35 per octave). Memory follows
+the buckets actually used, not that bound.
 
 Serialised payload (after the common header, whose seed is always 0: nothing is
 hashed): ``relative_accuracy`` float64, ``max_buckets`` uint32, ``skipped`` uint64,
@@ -31,8 +33,8 @@ hashed): ``relative_accuracy`` float64, ``max_buckets`` uint32, ``skipped`` uint
 ``collapsed`` uint64 and a bucket count uint32, followed when that count is non-zero
 by the first key (int32), the delta width and the count width (uint8 each: 1, 2, 4 or
 8 bytes, the smallest that holds the largest value), the ``count - 1`` key gaps minus
-one and the counts, keys in increasing order. Empty: 63 bytes; each bucket then costs
-typically 2 bytes.
+one and the counts, keys in increasing order. Empty: 69 bytes; each bucket then costs
+typically 2 to 3 bytes.
 
 Example:
     >>> import numpy as np
@@ -65,6 +67,7 @@ __all__ = ["QuantileSketch", "MIN_ACCURACY", "MAX_ACCURACY", "MAX_BUCKETS"]
 MIN_ACCURACY = 1e-4
 MAX_ACCURACY = 0.5
 MAX_BUCKETS = 1 << 24
+DEFAULT_OCTAVES = 64  # the default max_buckets covers a range of 2**64 per sign
 MAX_COUNT = 1 << 62  # bytes holding more values in total are refused
 _PARAMS = struct.Struct("<dIQQ")
 _STORE = struct.Struct("<QI")
@@ -96,7 +99,8 @@ class QuantileSketch(Sketch):
             exact quantile ``x`` satisfies ``|v - x| <= a |x|``. Memory grows as ``1 / a``
             per order of magnitude covered (``a = 0.01``: 35 buckets per power of two).
         max_buckets: Buckets kept per sign, in ``[1, 2**24]``; beyond that the values
-            nearest zero are only counted (see the module doc).
+            nearest zero are only counted (see the module doc). Default: 64 octaves'
+            worth (``64 * buckets per octave``; 2,240 for ``a = 0.01``).
 
     Raises:
         InvalidParameterError: (a ``ValueError``) for a parameter out of range.
@@ -109,8 +113,10 @@ class QuantileSketch(Sketch):
 
     KIND = KIND_QUANTILES
 
-    def __init__(self, relative_accuracy: float = 0.01, *, max_buckets: int = 2048) -> None:
+    def __init__(self, relative_accuracy: float = 0.01, *, max_buckets: int | None = None) -> None:
         self._accuracy = check_accuracy(relative_accuracy)
+        if max_buckets is None:
+            max_buckets = DEFAULT_OCTAVES * get_layout(self._accuracy).per_octave
         self._max_buckets = check_int("max_buckets", max_buckets, 1, MAX_BUCKETS)
         self._seed = 0
         self._negative = Store.empty()
