@@ -146,15 +146,11 @@ def _as_float(column: Column) -> tuple[np.ndarray, np.ndarray | None]:
     return out, None if valid.all() else valid
 
 
-def _numeric_chunks(values: Any) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """``(row offset, rows in chunk, float64 non-null values, their rows)`` per chunk."""
+def _numeric_chunks(values: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """``(row offset, float64 values, validity or None)`` per chunk."""
     for offset, column in iter_columns(check_numeric(values)):
         floats, valid = _as_float(column)
-        if valid is None:
-            yield offset, floats.size, floats, np.arange(floats.size)
-        else:
-            rows = np.flatnonzero(valid)
-            yield offset, floats.size, floats[rows], rows
+        yield offset, floats, valid
 
 
 # ---------------------------------------------------------------- grouped counting
@@ -218,17 +214,15 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
 def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
     """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
     tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
-    for offset, length, x, rows in _numeric_chunks(values):
-        if codes is None:
-            chunk_codes = None
-            tally.skipped[0] += length - rows.size
-        else:
-            chunk_codes = codes[offset : offset + length]
-            if rows.size < length:
-                null = np.ones(length, dtype=bool)
-                null[rows] = False
-                tally.skipped += np.bincount(chunk_codes[null], minlength=n_groups)
-            chunk_codes = chunk_codes[rows]
+    for offset, x, valid in _numeric_chunks(values):
+        chunk_codes = None if codes is None else codes[offset : offset + x.size]
+        if valid is not None:  # nulls and NaN: count them, keep the rest
+            if chunk_codes is None:
+                tally.skipped[0] += x.size - np.count_nonzero(valid)
+            else:
+                tally.skipped += np.bincount(chunk_codes[~valid], minlength=n_groups)
+                chunk_codes = chunk_codes[valid]
+            x = x[valid]
         if x.size:
             _tally_chunk(layout, x, chunk_codes, tally)
     return tally
