@@ -7,7 +7,9 @@ have their own count; nulls, NaN and +-inf are skipped and counted in ``skipped`
 A quantile is the representative of the bucket holding the requested rank, so it is
 within relative error ``relative_accuracy`` of the exact quantile. The *exact*
 ``q``-quantile of ``n`` values is the value at 0-based rank ``floor(q * (n - 1))`` of
-the sorted values (NumPy's ``method="lower"``).
+the sorted values (NumPy's ``method="lower"``, which rounds ``q * (n - 1)`` its own
+way). The bound holds for every normal float; among subnormals (below 2.2e-308) the
+representative is rounded to the subnormal grid, and only the bucket bounds stay exact.
 
 Merge adds bucket counts, so it is exact, associative and commutative. The state is
 a function of the multiset of values alone: any split and order of the input gives
@@ -279,7 +281,11 @@ class QuantileSketch(Sketch):
         return float(self.quantiles(q))
 
     def lower_bound(self, q: float) -> float:
-        """A value never above the exact ``q``-quantile: its bucket's lower edge."""
+        """A value never above the exact ``q``-quantile: its bucket's lower edge.
+
+        Unlike the other sketches' ``lower_bound(k)``, the argument is the quantile: the
+        bound is certain, not ``k`` standard errors wide.
+        """
         index, ordered = self._locate(q)
         return math.nan if self.is_empty() else float(ordered[1][index])
 
@@ -413,7 +419,9 @@ class QuantileSketch(Sketch):
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One sketch per group, from one sort-free pass (``np.bincount`` on group x bucket).
+        """One sketch per group in one pass: ``np.bincount`` over (group, bucket) pairs.
+
+        ``np.unique`` takes over when the pairs spread too wide for a dense count.
 
         Sketch ``i`` is byte-identical to ``QuantileSketch(**params).update(values[codes == i])``.
 
