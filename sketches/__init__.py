@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sketches._base import Sketch
-from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, KIND_QUANTILES, peek_kind
+from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, peek_kind
 from sketches.bloom import BloomFilter
 from sketches.cms import CountMinSketch
 from sketches.errors import (
@@ -60,7 +60,7 @@ _CLASSES: dict[int, type[Sketch]] = {
     KIND_CMS: CountMinSketch,
     KIND_BLOOM: BloomFilter,
     KIND_MINHASH: MinHashSketch,
-    KIND_QUANTILES: QuantileSketch,
+    QuantileSketch.KIND: QuantileSketch,
 }
 
 
