@@ -301,9 +301,9 @@ class QuantileSketch(Sketch):
     def rank(self, x: float) -> float:
         """Estimated fraction of the values that are ``<= x`` (NaN if empty).
 
-        It counts the values whose bucket representative is ``<= x``, so it lies between
-        the exact fractions at ``x / (1 + a)`` and ``x / (1 - a)`` (``a`` the relative
-        error; the two swap for ``x < 0``).
+        It counts the values whose bucket representative is ``<= x``, so while nothing is
+        collapsed it lies between the exact fractions at ``x / (1 + a)`` and
+        ``x / (1 - a)`` (``a`` the relative error; the two swap for ``x < 0``).
 
         Example:
             >>> QuantileSketch().update([1.0, 2.0, 3.0, 4.0]).rank(2.5)

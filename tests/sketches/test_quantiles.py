@@ -13,6 +13,7 @@ import bisect
 import functools
 import math
 import struct
+import tracemalloc
 from fractions import Fraction
 from functools import reduce
 from typing import Any
@@ -137,11 +138,21 @@ def test_extreme_magnitudes_and_subnormals() -> None:
 
 
 def test_few_values_take_little_memory_and_few_bytes() -> None:
-    sketch = QuantileSketch().update([3.0, 3.0, 100.0, -7.0])
+    values = [3.0, 3.0, 100.0, -7.0]
+    sketch = QuantileSketch().update(values)
     assert sketch.num_buckets == 3
     # header 13 + parameters 28 + two stores 2 x 12 + CRC 4; then 6 + gaps + counts per store
     assert len(QuantileSketch().to_bytes()) == 69
     assert len(sketch.to_bytes()) == 69 + (6 + 1 + 2) + (6 + 0 + 1)
+    tracemalloc.start()
+    try:
+        many = QuantileSketch.from_groups(
+            np.repeat(np.arange(1000), 4), np.tile(values, 1000), 1000
+        )
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(many) == 1000 and held / 1000 < 2048  # bytes per sketch of four values
     wide = QuantileSketch().update(np.random.default_rng(0).lognormal(0, 3, 100_000))
     assert wide.num_buckets < 2048 and len(wide.to_bytes()) < 4 * wide.num_buckets
 
