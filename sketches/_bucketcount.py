@@ -46,11 +46,18 @@ _SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 
 
 @dataclass(frozen=True, eq=False)
 class Store:
-    """Buckets of one sign: increasing keys, positive counts, values collapsed below."""
+    """Buckets of one sign: increasing keys, positive counts, values collapsed below.
+
+    Immutable (arrays read-only), so sketches may share a store after a merge.
+    """
 
     keys: np.ndarray
     counts: np.ndarray
     collapsed: int = 0
+
+    def __post_init__(self) -> None:
+        self.keys.flags.writeable = False
+        self.counts.flags.writeable = False
 
     @classmethod
     def empty(cls) -> Store:
