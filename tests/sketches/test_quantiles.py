@@ -1,10 +1,10 @@
 """QuantileSketch: accuracy against exact quantiles over many seeds, the shared laws
-(merge monoid, bytes identical under any split and order, round trip), hostile bytes,
-and the bucket layout checked against exact rational arithmetic.
+(merge monoid, bytes identical under any split and order, round trip) and hostile
+bytes. The bucket layout itself is checked in ``test_logbuckets.py``.
 
 The exact ``q``-quantile of ``n`` values is the value at 0-based rank
 ``floor(q * (n - 1))`` of ``np.sort(values)`` (NumPy's ``method="lower"``); every
-expected value below comes from NumPy or from exact fractions, never from the sketch.
+expected value below comes from NumPy, never from the sketch.
 """
 
 from __future__ import annotations
