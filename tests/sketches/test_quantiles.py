@@ -3,8 +3,9 @@
 bytes. The bucket layout itself is checked in ``test_logbuckets.py``.
 
 The exact ``q``-quantile of ``n`` values is the value at 0-based rank
-``floor(q * (n - 1))`` of ``np.sort(values)`` (NumPy's ``method="lower"``); every
-expected value below comes from NumPy, never from the sketch.
+``floor(q * (n - 1))`` of ``np.sort(values)`` (NumPy's ``method="lower"``). Expected
+quantiles and ranks come from NumPy, never from the sketch; only the collapse test takes
+the bucket of each value from the key function, which ``test_logbuckets.py`` checks.
 """
 
 from __future__ import annotations
