@@ -34,6 +34,7 @@ from sketches.errors import (
 from sketches.hashing import hash64
 from sketches.hll import HyperLogLog
 from sketches.minhash import MinHashSketch
+from sketches.quantiles import QuantileSketch
 
 __all__ = [
     "hash64",
@@ -41,6 +42,7 @@ __all__ = [
     "CountMinSketch",
     "BloomFilter",
     "MinHashSketch",
+    "QuantileSketch",
     "Sketch",
     "union",
     "from_bytes",
@@ -58,6 +60,7 @@ _CLASSES: dict[int, type[Sketch]] = {
     KIND_CMS: CountMinSketch,
     KIND_BLOOM: BloomFilter,
     KIND_MINHASH: MinHashSketch,
+    QuantileSketch.KIND: QuantileSketch,
 }
 
 

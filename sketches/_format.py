@@ -6,7 +6,7 @@ Layout (little-endian, no padding)::
     0       3     magic b"SSK"
     3       1     format version (uint8, currently 1)
     4       1     kind code (uint8: 1 HyperLogLog, 2 CountMinSketch, 3 BloomFilter,
-                  4 MinHashSketch)
+                  4 MinHashSketch, 5 QuantileSketch)
     5       8     hash seed (uint64)
     13      ...   kind-specific parameters, then payload (see each sketch's ``to_bytes``)
     end-4   4     CRC-32 (zlib polynomial, uint32) of every byte before it
@@ -44,6 +44,7 @@ __all__ = [
     "KIND_CMS",
     "KIND_BLOOM",
     "KIND_MINHASH",
+    "KIND_QUANTILES",
     "KIND_NAMES",
     "write_header",
     "seal",
@@ -59,11 +60,13 @@ KIND_HLL = 1
 KIND_CMS = 2
 KIND_BLOOM = 3
 KIND_MINHASH = 4
+KIND_QUANTILES = 5
 KIND_NAMES = {
     KIND_HLL: "HyperLogLog",
     KIND_CMS: "CountMinSketch",
     KIND_BLOOM: "BloomFilter",
     KIND_MINHASH: "MinHashSketch",
+    KIND_QUANTILES: "QuantileSketch",
 }
 _HEADER = struct.Struct("<3sBBQ")
 _CRC = struct.Struct("<I")

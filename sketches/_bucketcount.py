@@ -1,0 +1,235 @@
+"""Counting floats into log buckets, by group: the hot path of :class:`~sketches.QuantileSketch`.
+
+:func:`tally` reads any accepted input chunk by chunk, computes each value's bucket
+key (:func:`~sketches._logbuckets.combined_keys`), and counts ``(group, sign, key)``
+with one ``np.bincount`` (``np.unique`` when the keys are too spread out): O(rows) plus
+the number of distinct buckets. Zeros, subnormals and non-finite values are rare and
+are found from the few distinct keys they produce before any extra pass over the rows.
+
+:class:`Store` is one sign's buckets, and :meth:`Store.combine` the exact merge of
+several, bounded to the ``max_buckets`` highest keys.
+
+Example:
+    >>> from sketches._logbuckets import get_layout
+    >>> t = tally(get_layout(0.01), [1.0, -1.0, 0.0, None, float("nan")], None, 1)
+    >>> t.zeros.tolist(), t.skipped.tolist(), len(t.slots[0])
+    ([1], [2], 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sketches._columns import (
+    BytesColumn,
+    Column,
+    DictColumn,
+    FloatColumn,
+    IntColumn,
+    iter_columns,
+    prepare,
+)
+from sketches._logbuckets import Layout, combined_keys, key_range
+from sketches.errors import UnsupportedInputError
+
+__all__ = ["Store", "Tally", "sum_by_key", "check_numeric", "tally"]
+
+_SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 64 octaves
+
+
+# ---------------------------------------------------------------- one store
+
+
+@dataclass(frozen=True, eq=False)
+class Store:
+    """Buckets of one sign: increasing keys, positive counts, values collapsed below.
+
+    Immutable (arrays read-only), so sketches may share a store after a merge.
+    """
+
+    keys: np.ndarray
+    counts: np.ndarray
+    collapsed: int = 0
+
+    def __post_init__(self) -> None:
+        self.keys.flags.writeable = False
+        self.counts.flags.writeable = False
+
+    @classmethod
+    def empty(cls) -> Store:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), 0)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.collapsed
+
+    def equals(self, other: Store) -> bool:
+        return (
+            self.collapsed == other.collapsed
+            and np.array_equal(self.keys, other.keys)
+            and np.array_equal(self.counts, other.counts)
+        )
+
+    def bounded(self, max_buckets: int) -> Store:
+        """Keep the ``max_buckets`` highest keys; count the rest as collapsed."""
+        extra = self.keys.size - max_buckets
+        if extra <= 0:
+            return self
+        dropped = int(self.counts[:extra].sum())
+        return Store(self.keys[extra:], self.counts[extra:], self.collapsed + dropped)
+
+    @classmethod
+    def combine(cls, stores: list[Store], max_buckets: int) -> Store:
+        """The exact sum of several stores, bounded again."""
+        stores = [s for s in stores if s.keys.size or s.collapsed]
+        if len(stores) <= 1:
+            return stores[0] if stores else cls.empty()
+        keys = np.concatenate([s.keys for s in stores])
+        counts = np.concatenate([s.counts for s in stores])
+        collapsed = sum(s.collapsed for s in stores)
+        keys, counts = sum_by_key(keys, counts)
+        return cls(keys, counts, collapsed).bounded(max_buckets)
+
+
+def sum_by_key(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and the exact sum of their counts."""
+    if keys.size == 0:
+        return keys, counts
+    low, high = int(keys.min()), int(keys.max())
+    if high - low <= 4 * keys.size + (1 << 16) and int(counts.sum()) < 1 << 53:
+        sums = np.bincount(keys - low, weights=counts)  # exact: every sum is below 2**53
+        present = np.flatnonzero(sums)
+        return present + low, sums[present].astype(np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    out = np.zeros(unique.size, dtype=np.int64)
+    np.add.at(out, inverse, counts)
+    return unique, out
+
+
+# ---------------------------------------------------------------- input
+
+
+def check_numeric(values: Any) -> Any:
+    """The input split into pieces (see :func:`~sketches._columns.prepare`), refusing
+    temporal types, whose storage integers are no quantity to summarise."""
+    pieces = prepare(values)
+    for piece in pieces:
+        if isinstance(piece, np.ndarray):
+            temporal = piece.dtype.kind in "mM"
+        else:
+            import pyarrow as pa
+
+            temporal = pa.types.is_temporal(piece.type)
+        if temporal:
+            raise UnsupportedInputError(
+                "QuantileSketch summarises numbers; cast dates, times and durations first"
+            )
+    return pieces
+
+
+def _as_float(column: Column) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 values of a column and its validity (None: all valid)."""
+    if isinstance(column, FloatColumn):
+        return column.values, column.valid
+    if isinstance(column, IntColumn):
+        ints = column.bits if column.unsigned else column.bits.view(np.int64)
+        return ints.astype(np.float64), column.valid
+    if isinstance(column, DictColumn):
+        values, _ = _as_float(column.dictionary)
+        return values[column.indices], column.valid
+    if isinstance(column, BytesColumn):
+        raise UnsupportedInputError("QuantileSketch summarises numbers, not strings or bytes")
+    out = np.zeros(column.n, dtype=np.float64)
+    valid = np.ones(column.n, dtype=bool) if column.valid is None else column.valid.copy()
+    for rows, part in column.parts:
+        values, part_valid = _as_float(part)
+        out[rows] = values
+        if part_valid is not None:
+            valid[rows] &= part_valid
+    return out, None if valid.all() else valid
+
+
+def _numeric_chunks(values: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """``(row offset, float64 values, validity or None)`` per chunk."""
+    for offset, column in iter_columns(check_numeric(values)):
+        floats, valid = _as_float(column)
+        yield offset, floats, valid
+
+
+# ---------------------------------------------------------------- grouped counting
+
+
+@dataclass
+class Tally:
+    """Counts by ``slot = (group * 2 + negative) * span + key - min_key``, sorted."""
+
+    slots: list[np.ndarray]
+    counts: list[np.ndarray]
+    zeros: np.ndarray
+    skipped: np.ndarray
+
+
+def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally: Tally) -> None:
+    m = layout.per_octave
+    min_key, max_key = key_range(m)
+    span = max_key - min_key + 1
+    combined = combined_keys(layout, x)  # (sign, exponent, bucket), in [0, 4096 m)
+    low = int(combined.min())
+    combined -= low
+    width = int(combined.max()) + 1  # group stride: the keys this chunk spans
+    if codes is not None:
+        combined += codes * width
+    if int(combined.max()) <= 4 * combined.size + (1 << 16):
+        hist = np.bincount(combined)
+        unique = np.flatnonzero(hist)
+        counts = hist[unique]
+    else:
+        unique, counts = np.unique(combined, return_counts=True)
+    group, combined = np.divmod(unique, width)
+    top, j = np.divmod(combined + low, m)
+    biased = top & 2047
+    negative = top >> 11
+    nonfinite = biased == 2047
+    tiny = biased == 0  # zeros and subnormals
+    np.add.at(tally.skipped, group[nonfinite], counts[nonfinite])
+    normal = ~(nonfinite | tiny)
+    keys = (biased[normal] - 1023) * m + j[normal]
+    slots = (group[normal] * 2 + negative[normal]) * span + (keys - min_key)
+    counts = counts[normal]
+    if tiny.any():  # rare: find those rows again, count zeros, rescale subnormals
+        exponent = (x.view(np.uint64) >> np.uint64(52)) & np.uint64(2047)
+        rows = np.flatnonzero(exponent == 0)
+        sub = x[rows]
+        sub_codes = np.zeros(rows.size, np.int64) if codes is None else codes[rows]
+        is_zero = sub == 0.0
+        tally.zeros += np.bincount(sub_codes[is_zero], minlength=tally.zeros.size)
+        scaled = combined_keys(layout, sub[~is_zero] * 2.0**_SUBNORMAL_SCALE)
+        top2, j2 = np.divmod(scaled, m)
+        keys2 = ((top2 & 2047) - 1023 - _SUBNORMAL_SCALE) * m + j2
+        slots2 = (sub_codes[~is_zero] * 2 + (top2 >> 11)) * span + (keys2 - min_key)
+        slots, counts = sum_by_key(
+            np.concatenate([slots, slots2]), np.concatenate([counts, np.ones_like(slots2)])
+        )
+    tally.slots.append(slots)
+    tally.counts.append(counts)
+
+
+def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
+    """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
+    tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
+    for offset, x, valid in _numeric_chunks(values):
+        chunk_codes = None if codes is None else codes[offset : offset + x.size]
+        if valid is not None:  # nulls and NaN: count them, keep the rest
+            if chunk_codes is None:
+                tally.skipped[0] += x.size - np.count_nonzero(valid)
+            else:
+                tally.skipped += np.bincount(chunk_codes[~valid], minlength=n_groups)
+                chunk_codes = chunk_codes[valid]
+            x = x[valid]
+        if x.size:
+            _tally_chunk(layout, x, chunk_codes, tally)
+    return tally
