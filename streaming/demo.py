@@ -79,7 +79,9 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
     try:
         from streaming.commands import serve_metrics
 
-        spark = build_session(SparkOptions(app_name="streamsketch-demo"))
+        spark_log = home / "demo" / "spark.log"
+        print(f"Spark's own log lines go to {spark_log}", flush=True)
+        spark = build_session(SparkOptions(app_name="streamsketch-demo", log_file=spark_log))
         pipeline = Pipeline(spark, spec, on_batch=lambda s: print(_summary(s), flush=True))
         server = serve_metrics(spark, pipeline, spec)
         query = pipeline.start()

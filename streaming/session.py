@@ -9,6 +9,7 @@ the UI off unless asked for, and quiet logs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -21,12 +22,20 @@ from streaming import jvm
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-_LOG4J2 = """\
-status = error
+_CONSOLE = """\
 appender.console.type = Console
 appender.console.name = console
 appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
+"""
+_FILE = """\
+appender.console.type = File
+appender.console.name = console
+appender.console.fileName = {file}
+appender.console.append = true
+"""
+_LOG4J2 = """\
+status = error
+{appender}appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
 rootLogger.level = {level}
 rootLogger.appenderRef.stdout.ref = console
@@ -60,6 +69,7 @@ class SparkOptions:
         driver_memory: JVM heap of the driver (local mode: of everything).
         ui: start Spark's web UI.
         log_level: JVM log level (WARN keeps the console quiet).
+        log_file: send the JVM's log lines to this file instead of stderr.
         conf: extra Spark settings, applied last.
     """
 
@@ -69,14 +79,22 @@ class SparkOptions:
     driver_memory: str = "3g"
     ui: bool = False
     log_level: str = "WARN"
+    log_file: Path | None = None
     conf: dict[str, str] = field(default_factory=dict)
 
 
-def _log_config(level: str) -> Path:
+def _log_config(level: str, log_file: Path | None = None) -> Path:
     folder = Path(tempfile.gettempdir()) / "streamsketch"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"log4j2-{level.lower()}.properties"
-    text = _LOG4J2.replace("{level}", level.upper())
+    appender = _CONSOLE
+    name = f"log4j2-{level.lower()}"
+    if log_file is not None:
+        target = Path(log_file).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        appender = _FILE.replace("{file}", str(target))
+        name += f"-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
+    path = folder / f"{name}.properties"
+    text = _LOG4J2.replace("{appender}", appender).replace("{level}", level.upper())
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
@@ -86,7 +104,7 @@ def _log_config(level: str) -> Path:
 
 def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
     """The settings :func:`build_session` applies, as a plain mapping (testable without a JVM)."""
-    log_config = _log_config(options.log_level)
+    log_config = _log_config(options.log_level, options.log_file)
     java_opts = f"-Dlog4j2.configurationFile=file:{log_config} -Duser.timezone=UTC"
     conf = {
         "spark.master": options.master,

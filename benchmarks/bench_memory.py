@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""Memory and event time of a year-long recorded log, through backfill and through Kafka.
+
+    python -m benchmarks.bench_memory [--events 337000] [--modes backfill,kafka]
+
+The log: ``--events`` flight-like events spread over a year in event-time order
+(``carrier`` takes 16 values, ``tailnum`` ~5,000, ``dest`` ~300), one JSON line
+each. The spec: hourly windows by carrier, ``count``/``sum``/``max`` of distance, an
+HLL p14 of tail numbers, a Count-Min (epsilon 0.001, delta 0.01, top 20) of
+destinations and a Bloom filter (100k at 1 %) of tail numbers, a 2-hour watermark,
+200,000 records per batch.
+
+* ``backfill``: ``streamsketch replay LOG --spec S --backfill`` in a child process;
+* ``kafka``: the log replayed into a 3-partition topic keyed by carrier (each
+  partition in event-time order, densities differing over time), then
+  ``streamsketch run --spec S --available-now`` in a child process.
+
+For each: wall seconds, the peak resident memory of the whole process tree (the
+child, its JVM and Python workers; sampled every 50 ms from /proc), the records
+quarantined as late (none is late in the log), and whether every (hour x carrier)
+count equals the log's own, computed here independently. Results go to
+``benchmarks/results/memory.json``; nothing fails on a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_HERE = Path(__file__).resolve().parent
+_REPO = _HERE.parent
+RESULTS = _HERE / "results"
+
+SPEC = """
+[source]
+topic = "{topic}"
+bootstrap_servers = "{bootstrap}"
+starting_offsets = "earliest"
+max_offsets_per_trigger = 200000
+
+[events]
+time_field = "ts"
+watermark = "2 hours"
+[events.fields]
+carrier = "string"
+tailnum = "string"
+dest = "string"
+distance = "double"
+
+[[windows]]
+name = "hourly"
+size = "1 hour"
+group_by = ["carrier"]
+metrics = ["count", "sum(distance)", "max(distance)"]
+
+  [[windows.sketches]]
+  name = "tails"
+  kind = "hll"
+  field = "tailnum"
+  precision = 14
+
+  [[windows.sketches]]
+  name = "dests"
+  kind = "cms"
+  field = "dest"
+  epsilon = 0.001
+  delta = 0.01
+  top_k = 20
+
+  [[windows.sketches]]
+  name = "seen_tails"
+  kind = "bloom"
+  field = "tailnum"
+  capacity = 100000
+  error_rate = 0.01
+
+[sink]
+path = "{root}/delta"
+checkpoint = "{root}/ck"
+
+[metrics]
+enabled = false
+"""
+
+
+def make_log(path: Path, events: int, seed: int) -> Counter:
+    """The log, and its own count per (hour start in s, carrier)."""
+    rng = np.random.default_rng(seed)
+    start = int(dt.datetime(2025, 1, 1, tzinfo=dt.UTC).timestamp())
+    # density that shifts over the year: more flights in summer
+    t = np.sort(start + (rng.beta(2.0, 2.0, events) * 365 * 86400).astype(np.int64))
+    carriers = [f"C{i:02d}" for i in range(16)]
+    carrier = rng.choice(16, events, p=np.arange(16, 0, -1) / 136)
+    tail = rng.integers(0, 5000, events)
+    dest = rng.zipf(1.5, events) % 300
+    dist = np.round(rng.lognormal(6.5, 0.6, events), 1)
+    truth: Counter = Counter()
+    with path.open("w") as fh:
+        for i in range(events):
+            ts = dt.datetime.fromtimestamp(int(t[i]), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            c = carriers[carrier[i]]
+            fh.write(json.dumps({"ts": ts, "carrier": c, "tailnum": f"N{tail[i]:04d}",
+                                 "dest": f"D{dest[i]:03d}", "distance": float(dist[i])})
+                     + "\n")
+            truth[(int(t[i]) - int(t[i]) % 3600, c)] += 1
+    return truth
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    peak = [0]
+    proc = subprocess.Popen(cmd, cwd=_REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    out, _ = proc.communicate()
+    wall = time.monotonic() - t0
+    th.join(1)
+    return {"returncode": proc.returncode, "seconds": wall, "peak_tree_rss_bytes": peak[0],
+            "output_tail": out.splitlines()[-5:]}
+
+
+def check(root: Path, truth: Counter) -> dict[str, Any]:
+    from streaming.tables import read_table
+    from streaming.window_state import epoch_us
+
+    rows = read_table(str(root / "delta" / "aggregates")).to_pylist()
+    got = {(epoch_us(r["window_start"]) // 1_000_000, json.loads(r["group_key"])[0]): r["count"]
+           for r in rows}
+    late = read_table(str(root / "delta" / "quarantine"), "reason_code = 'late'").num_rows
+    wrong = sum(1 for k in set(got) | set(truth) if got.get(k) != truth.get(k))
+    groups = {c for _, c in truth}
+    totals_wrong = sum(1 for c in groups
+                       if sum(v for (_, cc), v in got.items() if cc == c)
+                       != sum(v for (_, cc), v in truth.items() if cc == c))
+    return {"late_quarantined": late, "cells": len(truth), "cells_wrong": wrong,
+            "groups_with_wrong_total": totals_wrong}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=337_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--modes", default="backfill,kafka")
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="streamsketch-bench-memory-"))
+    env = dict(os.environ, PYTHONPATH=str(_REPO))
+    cli = [sys.executable, "-m", "streaming.cli"]
+    report: dict[str, Any] = {"benchmark": "memory", "events": args.events,
+                              "created_utc": dt.datetime.now(dt.UTC).isoformat(),
+                              "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
+                              "rows": []}
+    broker = None
+    try:
+        log = work / "year.jsonl"
+        truth = make_log(log, args.events, args.seed)
+        print(f"log: {args.events:,} events over a year, {len(truth):,} (hour x carrier) cells",
+              flush=True)
+        for mode in args.modes.split(","):
+            root = work / mode
+            root.mkdir()
+            bootstrap, topic = "127.0.0.1:9", "year"
+            if mode == "kafka":
+                from streaming.kafka_broker import LocalKafka, free_port
+
+                if broker is None:
+                    broker = LocalKafka(work / "kafka", port=free_port())
+                    broker.start()
+                bootstrap = broker.bootstrap_servers
+                subprocess.run([*cli, "replay", str(log), "--topic", topic, "--partitions", "3",
+                                "--key-field", "carrier", "--bootstrap-servers", bootstrap,
+                                "--quiet"], cwd=_REPO, env=env, check=True)
+            spec = root / "spec.toml"
+            spec.write_text(SPEC.format(topic=topic, bootstrap=bootstrap, root=root))
+            if mode == "backfill":
+                cmd = [*cli, "replay", str(log), "--spec", str(spec), "--backfill", "--quiet"]
+            else:
+                cmd = [*cli, "run", "--spec", str(spec), "--available-now"]
+            row = {"mode": mode, **run_measured(cmd, env)}
+            row.update(check(root, truth))
+            row["events_per_s"] = args.events / row["seconds"]
+            report["rows"].append(row)
+            print(f"{mode:9} {row['seconds']:7.1f} s  {row['events_per_s']:>9,.0f} events/s  "
+                  f"peak tree RSS {row['peak_tree_rss_bytes'] / 2**30:5.2f} GiB (target <= 2)  "
+                  f"late {row['late_quarantined']:,}  wrong cells {row['cells_wrong']:,}  "
+                  f"rc {row['returncode']}", flush=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report["loadavg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
