@@ -31,6 +31,7 @@ from streaming.window_state import (
     Key,
     OpenRow,
     OpenWindows,
+    closed_predicate,
     epoch_us,
     windows_predicate,
 )
@@ -91,21 +92,29 @@ class AggregateState:
                 rec[c] = float(s) / n if s is not None and n else None
             else:
                 rec[c] = values.get(c)
+        rec["late_rows"] = values.get("late_rows") or 0
         rec["last_batch"] = last_batch
         rec["updated_at"] = updated_us
         return rec
 
-    def load(self, path: str) -> None:
-        rows = read_table(path, "NOT final").to_pylist()
-        self.open.rows = {}
-        for r in rows:
+    def _rows(self, path: str, where: str) -> dict[Key, OpenRow]:
+        out = {}
+        for r in read_table(path, where).to_pylist():
             ws = epoch_us(r["window_start"])
             key = (r["window_name"], ws, r["group_key"])
             values = {c: r[c] for c, _ in self.cols}
+            values["late_rows"] = r.get("late_rows") or 0
             updated = epoch_us(r["updated_at"]) if r["updated_at"] is not None else 0
-            self.open.rows[key] = OpenRow(values, int(r["last_batch"]),
-                                          self._record(key, values, int(r["last_batch"]),
-                                                       updated))
+            out[key] = OpenRow(values, int(r["last_batch"]),
+                               self._record(key, values, int(r["last_batch"]), updated))
+        return out
+
+    def load(self, path: str) -> None:
+        self.open.rows = self._rows(path, "NOT final")
+
+    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[Key, OpenRow]:
+        """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
+        return self._rows(path, closed_predicate(windows)) if windows else {}
 
     def window_partials(self, rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
         """Pane partials of the one pass (``kind = "m"``) -> this batch's values per window."""
@@ -134,17 +143,21 @@ class AggregateState:
                     values[c] = _DECIMAL.scaleb(decimal.Decimal(values[c]), -9)
         return out
 
-    def fold(self, partials: dict[Key, dict[str, Any]], batch_id: int,
-             batch_ts_ms: int) -> dict[Key, OpenRow]:
-        """New open rows for the keys this batch touches (the memory copy is not changed)."""
+    def fold(self, partials: dict[Key, dict[str, Any]], batch_id: int, batch_ts_ms: int,
+             closed: dict[Key, OpenRow] | None = None) -> dict[Key, OpenRow]:
+        """New rows for the keys this batch touches (the memory copy is not changed).
+
+        ``closed`` holds rows of closed windows read back for late rows.
+        """
         updates: dict[Key, OpenRow] = {}
         for key, part in partials.items():
-            current = self.open.get(key)
+            current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
                 continue  # already holds this batch: a re-run after a crash
             values = {c: part.get(c) for c, _ in self.cols}
+            values["late_rows"] = part.get("late_rows") or 0
             if current is not None:
-                values = {c: _combine(self.kinds[c], current.value[c], v)
+                values = {c: _combine(self.kinds.get(c, "add"), current.value.get(c), v)
                           for c, v in values.items()}
             updates[key] = OpenRow(values, batch_id,
                                    self._record(key, values, batch_id, batch_ts_ms * 1000))

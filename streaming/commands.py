@@ -43,8 +43,10 @@ def _fmt_ms(ms: int) -> str:
 def batch_line(s: Any) -> str:
     q = ", ".join(f"{k}={v}" for k, v in sorted(s.quarantined.items())) or "none"
     rate = s.rows / s.duration_s if s.duration_s else 0.0
+    tasks = getattr(s, "tasks", 0)
     return (f"batch {s.batch_id}: {s.rows} rows ({s.valid} aggregated; quarantined: {q}) "
-            f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s), watermark {_fmt_ms(s.watermark_ms)}")
+            f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s, {tasks} "
+            f"task{'s' if tasks != 1 else ''}), watermark {_fmt_ms(s.watermark_ms)}")
 
 
 # -- run -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Spark runs :func:`make_pass` once per input partition of a micro-batch
 its batches directly. Either way the same function, for every record:
 
 1. decodes and validates it (:mod:`streaming.decode`);
-2. tests its event time against the batch's watermark (fixed before the batch ran);
+2. tests its event time against the batch's watermark (fixed before the batch ran): a
+   late row is quarantined, or under ``late = "update"`` kept and counted;
 3. adds it to the exact metrics and the sketches of its pane and group, per window.
 
 and emits, instead of the records, partial rows (schema :data:`PASS_SCHEMA`):
@@ -17,8 +18,9 @@ and emits, instead of the records, partial rows (schema :data:`PASS_SCHEMA`):
                 partition saw for it, as JSON in ``items`` (so the merged candidates
                 do not depend on how the batch was split);
 ``kind = "q"``  one row per quarantined record: raw key and value, provenance, reason;
-``kind = "p"``  one row of bookkeeping: records per reason code, and per input
-                partition the latest event time (what the watermark advances by).
+``kind = "p"``  one row of bookkeeping: records per reason code, per input
+                partition the latest event time (what the watermark advances by), and
+                the process that ran the pass.
 
 A pane is the tumbling window of size ``slide`` (the window itself when it does
 not slide); the driver combines panes into windows.
@@ -27,6 +29,8 @@ not slide); the driver combines panes into windows.
 from __future__ import annotations
 
 import decimal
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -159,10 +163,13 @@ class _Out:
 
 def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
                      panes: list[int], keys: list[str], columns: dict[str, pa.Array],
-                     types: dict[str, str]) -> None:
+                     types: dict[str, str], late: np.ndarray | None) -> None:
     n = len(panes)
     count = np.bincount(codes, minlength=n)
     per_group: list[dict[str, Any]] = [{"count": int(c)} for c in count.tolist()]
+    if late is not None:  # late rows folded in (late = "update"), counted per window
+        for g, c in enumerate(np.bincount(codes[late], minlength=n).tolist()):
+            per_group[g]["late_rows"] = c
     wanted: dict[str, set[str]] = {}
     for m in window.metrics:
         if m.field is None:
@@ -240,26 +247,33 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     event_of_bad = dict(decoded.bad_event_us)
     wm_us = ctx.watermark_ms * 1000
     late = decoded.event_us < wm_us
-    if late.any():
+    absorb = spec.events.late == "update"
+    if late.any() and not absorb:
         reason = "late: event time is before the watermark " + timestamp_text(wm_us)
         for i, us in zip(decoded.ok[late].tolist(), decoded.event_us[late].tolist(),
                          strict=True):
             bad[i] = reason
             event_of_bad[i] = us
-    on_time = ~late
+    # rows that go into windows: the on-time ones, and under late = "update" the late ones
+    # too (folded into their closed windows by the driver)
+    on_time = np.ones(late.size, dtype=bool) if absorb else ~late
     out = _Out()
 
     # bookkeeping: reason codes, and per input partition the latest event time of its
-    # parsed records, late ones included (what the watermark advances by)
+    # parsed records, late ones included (what the watermark advances by), up to the
+    # batch time
     topics = raw.column("_topic").to_pylist()
     parts = raw.column("_partition").to_pylist()
     latest: dict[str, int] = {}
     seen: dict[str, int] = {}
     for t, p in set(zip(topics, parts, strict=True)):
         seen[partition_key(t, p)] = 0
-    if decoded.ok.size:
-        ok_parts = [partition_key(topics[i], parts[i]) for i in decoded.ok.tolist()]
-        frame = pd.DataFrame({"p": ok_parts, "et": decoded.event_us})
+    # an event ahead of the batch time (a clock running fast, accepted within max_future)
+    # does not advance the watermark: the real-time events after it stay on time
+    present = decoded.event_us <= ctx.now_ms * 1000
+    if present.any():
+        ok_parts = [partition_key(topics[i], parts[i]) for i in decoded.ok[present].tolist()]
+        frame = pd.DataFrame({"p": ok_parts, "et": decoded.event_us[present]})
         for p, et in frame.groupby("p")["et"].max().items():
             latest[str(p)] = int(et)
     codes_count: dict[str, int] = {}
@@ -267,7 +281,9 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
         code = r.split(":", 1)[0]
         codes_count[code] = codes_count.get(code, 0) + 1
     stats: dict[str, Any] = {"rows": n_rows, "valid": int(on_time.sum()), "codes": codes_count,
-                             "latest": latest, "partitions": sorted(seen)}
+                             "late_absorbed": int(late.sum()) if absorb else 0,
+                             "latest": latest, "partitions": sorted(seen),
+                             "worker": f"{socket.gethostname()}:{os.getpid()}"}
     if ctx.track_latency and n_rows:
         src = raw.column("_source_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         src = src[~np.isnan(src.astype(np.float64))] if src.dtype.kind == "f" else src
@@ -297,6 +313,7 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     if on_time.any():
         et = decoded.event_us[on_time]
         keep = np.flatnonzero(on_time)
+        late_kept = late[on_time] if absorb else None
         columns = {k: v.take(pa.array(keep)) for k, v in decoded.columns.items()}
         types = dict(spec.events.fields)
         for wi, window in enumerate(spec.windows):
@@ -312,7 +329,7 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
             group_of[codes] = gcodes
             panes = [int(p) for p in pane_of.tolist()]
             keys = [gkeys[g] for g in group_of.tolist()]
-            _metric_partials(out, wi, window, codes, panes, keys, columns, types)
+            _metric_partials(out, wi, window, codes, panes, keys, columns, types, late_kept)
             if window.sketches:
                 _sketch_partials(out, wi, window, codes, panes, keys, columns)
     small = out.batch()

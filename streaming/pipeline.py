@@ -67,6 +67,9 @@ class BatchSummary:
     rows: int = 0
     valid: int = 0
     late: int = 0
+    #: late rows folded into their (closed) windows under ``late = "update"``; also
+    #: counted in ``valid``
+    late_absorbed: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     sketches: dict[tuple, Any] = field(default_factory=dict)
@@ -81,6 +84,10 @@ class BatchSummary:
     partition_event_ms: dict[str, int] = field(default_factory=dict)
     #: the input partitions the batch read
     partitions: list[str] = field(default_factory=list)
+    #: passes that ran (one per input partition with records), and the distinct
+    #: processes (host:pid) that ran them
+    tasks: int = 0
+    workers: list[str] = field(default_factory=list)
     #: Kafka offsets in the batch's range that delivered no record (data aged out by
     #: retention or deleted, with failOnDataLoss off; also transaction markers or
     #: compaction, which lose nothing), and partitions whose offsets went backwards
@@ -270,10 +277,14 @@ class Pipeline:
         codes: dict[str, int] = {}
         latest: dict[str, int] = {}
         seen: set[str] = set()
+        workers: set[str] = set()
         for r in stats_rows:
             st = orjson.loads(r["b"])
+            summary.tasks += 1
+            workers.add(st.get("worker", "?"))
             summary.rows += int(st["rows"])
             summary.valid += int(st["valid"])
+            summary.late_absorbed += int(st.get("late_absorbed", 0))
             for k, v in st["codes"].items():
                 codes[k] = codes.get(k, 0) + int(v)
             for p, us in st["latest"].items():
@@ -282,9 +293,10 @@ class Pipeline:
             for b, n in st.get("hist", {}).items():
                 summary.source_ts_hist[int(b)] = summary.source_ts_hist.get(int(b), 0) + n
         summary.quarantined = dict(sorted(codes.items()))
-        summary.late = codes.get("late", 0)
+        summary.late = codes.get("late", 0) + summary.late_absorbed
         summary.partition_event_ms = {p: us // 1000 for p, us in sorted(latest.items())}
         summary.partitions = sorted(seen)
+        summary.workers = sorted(workers)
         summary.max_event_ms = max(summary.partition_event_ms.values(), default=None)
         expected, summary.offset_resets = self._offsets_expected
         self._offsets_expected = (-1, 0)
@@ -322,8 +334,9 @@ class Pipeline:
                 app_id=self.app_id("quarantine"), batch_id=batch_id))
         faults.maybe_crash("after_quarantine", batch_id)
 
-        def table_write(name: str, state: Any, path: str, updates: dict) -> None:
-            write = state.open.plan(updates, wm_ms)
+        def table_write(name: str, state: Any, path: str, updates: dict,
+                        closed: dict) -> None:
+            write = state.open.plan(updates, wm_ms, closed)
             if write:
                 if written(name, path):
                     raise CheckpointError(
@@ -335,12 +348,18 @@ class Pipeline:
                       lambda: state.write(path, write, self.app_id(name), batch_id))
             faults.maybe_crash(f"after_{name}", batch_id)
 
-        agg_updates = timed("aggregates", lambda: self.aggregates.fold(
-            self.aggregates.window_partials(rows["m"]), batch_id, ts_ms))
-        table_write("aggregates", self.aggregates, tables.aggregates, agg_updates)
-        sk_updates = timed("sketches", lambda: self.sketches.fold(
-            sketch_state.merge_partials(rows["s"], self.spec), batch_id, ts_ms))
-        table_write("sketches", self.sketches, tables.sketches, sk_updates)
+        def fold(state: Any, path: str, partials: dict) -> tuple[dict, dict]:
+            # windows closed before this batch are reached only by late rows folded in
+            # (late = "update"): read their rows back to update them
+            closed = state.load_closed(path, state.open.closed(partials, wm_ms))
+            return state.fold(partials, batch_id, ts_ms, closed), closed
+
+        agg_updates, agg_closed = timed("aggregates", lambda: fold(
+            self.aggregates, tables.aggregates, self.aggregates.window_partials(rows["m"])))
+        table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
+        sk_updates, sk_closed = timed("sketches", lambda: fold(
+            self.sketches, tables.sketches, sketch_state.merge_partials(rows["s"], self.spec)))
+        table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
         return sk_updates
 
 

@@ -34,6 +34,7 @@ from streaming.window_state import (
     Key,
     OpenRow,
     OpenWindows,
+    closed_predicate,
     epoch_us,
     windows_predicate,
 )
@@ -118,26 +119,37 @@ class SketchState:
         self.spec = spec
         self.open = OpenWindows(spec)
 
-    def load(self, path: str) -> None:
+    def _rows(self, path: str, where: str) -> dict[Key, OpenRow]:
         import sketches
 
         windows = {w.name: w for w in self.spec.windows}
-        self.open.rows = {}
-        for r in read_table(path, "NOT final").to_pylist():
+        out = {}
+        for r in read_table(path, where).to_pylist():
             w = windows[r["window_name"]]
             sk = next(s for s in w.sketches if s.name == r["sketch_name"])
             ws = epoch_us(r["window_start"])
             key = (r["window_name"], ws, r["group_key"], r["sketch_name"])
             m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
             record = {c: r[c] for c in SKETCHES_SCHEMA.names if c != "final"}
-            self.open.rows[key] = OpenRow(m, int(r["last_batch"]), record)
+            out[key] = OpenRow(m, int(r["last_batch"]), record)
+        return out
 
-    def fold(self, partials: dict[tuple, MergedSketch], batch_id: int,
-             batch_ts_ms: int) -> dict[Key, OpenRow]:
-        """New open rows for the keys this batch touches (the memory copy is not changed)."""
+    def load(self, path: str) -> None:
+        self.open.rows = self._rows(path, "NOT final")
+
+    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[Key, OpenRow]:
+        """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
+        return self._rows(path, closed_predicate(windows)) if windows else {}
+
+    def fold(self, partials: dict[tuple, MergedSketch], batch_id: int, batch_ts_ms: int,
+             closed: dict[Key, OpenRow] | None = None) -> dict[Key, OpenRow]:
+        """New rows for the keys this batch touches (the memory copy is not changed).
+
+        ``closed`` holds rows of closed windows read back for late rows.
+        """
         updates: dict[Key, OpenRow] = {}
         for key, part in partials.items():
-            current = self.open.get(key)
+            current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
                 continue  # already holds this batch: a re-run after a crash
             if current is not None:

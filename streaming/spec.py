@@ -121,11 +121,13 @@ class EventsSpec:
     fields: tuple[tuple[str, str], ...]
     time_format: Literal["iso8601", "epoch_ms", "epoch_s"] = "iso8601"
     watermark_s: float = 0.0
-    max_future_s: float = 86400.0
+    max_future_s: float = 300.0
     max_record_bytes: int = 1 << 20
     #: an input partition with no new records for this long stops holding the
     #: watermark back
     idle_timeout_s: float = 30.0
+    #: rows later than the watermark: "quarantine" them, or "update" their closed windows
+    late: Literal["quarantine", "update"] = "quarantine"
 
     def field_type(self, name: str) -> str:
         return dict(self.fields)[name]
@@ -433,7 +435,8 @@ class _Validator:
 
     def events(self, raw: Any) -> EventsSpec:
         t = self.table(raw, "events", ("time_field", "time_format", "watermark", "fields",
-                                       "max_future", "max_record_bytes", "idle_timeout"))
+                                       "max_future", "max_record_bytes", "idle_timeout",
+                                       "late"))
         time_field = self.get(t, "time_field", "events.time_field", str,
                               check=lambda v: None if v else "must not be empty")
         time_format = self.get(t, "time_format", "events.time_format", str, "iso8601",
@@ -441,8 +444,14 @@ class _Validator:
                                else f"must be one of {', '.join(TIME_FORMATS)}")
         watermark = self.duration(t, "watermark", "events.watermark", "0 seconds",
                                   positive=False)
-        max_future = self.duration(t, "max_future", "events.max_future", "1 day")
+        # default: the watermark delay, at least 5 minutes: further ahead of the batch
+        # time than that is a clock gone wrong, not a late-arriving truth
+        max_future = self.duration(t, "max_future", "events.max_future",
+                                   f"{max(watermark, 300.0)} seconds")
         idle = self.duration(t, "idle_timeout", "events.idle_timeout", "30 seconds")
+        late = self.get(t, "late", "events.late", str, "quarantine",
+                        check=lambda v: None if v in ("quarantine", "update")
+                        else 'must be "quarantine" or "update"')
         max_bytes = self.get(t, "max_record_bytes", "events.max_record_bytes", int, 1 << 20,
                              check=lambda v: None if v > 0 else "must be positive")
         fields_raw = self.get(t, "fields", "events.fields", dict)
@@ -462,7 +471,7 @@ class _Validator:
             raise self.fail(f"events.fields.{time_field}",
                             "the time field is parsed by time_format; do not declare it again")
         return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes,
-                          idle)
+                          idle, late)
 
     def window(self, raw: Any, key: str, events: EventsSpec) -> WindowSpec:
         t = self.table(raw, key, ("name", "size", "slide", "group_by", "metrics", "sketches"))

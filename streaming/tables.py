@@ -57,8 +57,8 @@ _KEY_FIELDS = [_f("window_name", pa.string(), False), _f("window_start", _TS, Fa
 
 def aggregates_schema(spec: Spec) -> pa.Schema:
     return pa.schema(_KEY_FIELDS + [_f(c, _ARROW_METRIC[t]) for c, t in spec.metric_columns()]
-                     + [_f("final", pa.bool_(), False), _f("last_batch", pa.int64(), False),
-                        _f("updated_at", _TS)])
+                     + [_f("late_rows", pa.int64()), _f("final", pa.bool_(), False),
+                        _f("last_batch", pa.int64(), False), _f("updated_at", _TS)])
 
 
 SKETCHES_SCHEMA = pa.schema(_KEY_FIELDS + [
@@ -175,6 +175,7 @@ def commit(path: str, data: pa.Table, *, app_id: str, batch_id: int,
                 "Restore them together, or delete both to start fresh")
         try:
             write_deltalake(table, data, mode="overwrite" if predicate else "append",
+                            schema_mode="merge",
                             predicate=predicate, commit_properties=CommitProperties(
                                 app_transactions=[Transaction(app_id, batch_id)]))
             return

@@ -8,10 +8,15 @@ own latest event time, and the watermark of a batch is
 
     max(previous watermark, min over active partitions of (latest event time) - delay)
 
-where a partition is *active* if it delivered records within ``idle_timeout`` (batch
-time) of the batch, so a partition that went quiet stops holding the others back. A
+where a partition is *active* if it delivered records in the previous batch or within
+``idle_timeout`` (batch time) of this one, so a partition that went quiet stops holding
+the others back. A
 backfill's log that has been read to its end is idle at once. With no active
-partition the watermark stays where it was.
+partition the watermark stays where it was. An event ahead of its batch's time (a device
+clock running fast, accepted within ``max_future``) is aggregated but does not count for
+its partition's latest event time, and no latest event time counts beyond the batch's
+own time: such an event can neither carry the watermark past the present nor make the
+real-time events after it late.
 
 The watermark of batch N is computed from the state after batch N-1 and written to
 ``<checkpoint>/watermarks/N.json`` before batch N runs; a re-run of batch N after a
@@ -69,13 +74,14 @@ class WatermarkLog:
         ids = sorted(int(p.stem) for p in self.folder.glob("*.json") if p.stem.isdigit()
                      and int(p.stem) < batch_id)
         if not ids:
-            return {"watermark_ms": 0, "partitions": {}}
+            return {"watermark_ms": 0, "partitions": {}, "timestamp_ms": None}
         prev = self._read(ids[-1]) or {}
         if prev.get("after") is None:
             raise CheckpointError(
                 f"batch {ids[-1]} of {self.folder.parent} started but never recorded its end, "
                 f"yet batch {batch_id} is running; refusing to guess the watermark")
-        return {"watermark_ms": int(prev["watermark_ms"]), "partitions": prev["after"]}
+        return {"watermark_ms": int(prev["watermark_ms"]), "partitions": prev["after"],
+                "timestamp_ms": prev.get("timestamp_ms")}
 
     def for_batch(self, batch_id: int, timestamp_ms: int, *,
                   finished: frozenset[str] = frozenset()) -> int:
@@ -89,8 +95,12 @@ class WatermarkLog:
             return int(fixed["watermark_ms"])
         prev = self._previous(batch_id)
         watermark = int(prev["watermark_ms"])
-        active = [p["latest_ms"] for name, p in prev["partitions"].items()
-                  if name not in finished and timestamp_ms - p["active_ms"] <= self.idle_ms]
+        # an event time ahead of the batch's own time (a device clock running fast) never
+        # carries the watermark past it: the real-time events that follow stay on time
+        last = prev["timestamp_ms"]
+        active = [min(p["latest_ms"], timestamp_ms) for name, p in prev["partitions"].items()
+                  if name not in finished and (p["active_ms"] == last
+                                               or timestamp_ms - p["active_ms"] <= self.idle_ms)]
         if active:
             watermark = max(watermark, min(active) - self.delay_ms)
         self._write(batch_id, {"watermark_ms": watermark, "timestamp_ms": timestamp_ms,

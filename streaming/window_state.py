@@ -83,13 +83,32 @@ class OpenWindows:
     def get(self, key: Key) -> OpenRow | None:
         return self.rows.get(key)
 
-    def plan(self, updates: dict[Key, OpenRow], watermark_ms: int) -> BatchWrite:
-        """The rows to write after ``updates``, with the rows the watermark finalises."""
+    def closed(self, keys: Iterable[Key], watermark_ms: int) -> set[tuple[str, int]]:
+        """The windows among ``keys`` that the watermark has closed and memory does not hold.
+
+        Only late rows folded in (``late = "update"``) reach such windows; their rows are
+        read back from the table to be updated.
+        """
+        cutoff = watermark_ms * 1000
+        return {(k[0], k[1]) for k in keys
+                if k[1] + self.sizes_us[k[0]] <= cutoff and k not in self.rows}
+
+    def plan(self, updates: dict[Key, OpenRow], watermark_ms: int,
+             closed: dict[Key, OpenRow] | None = None) -> BatchWrite:
+        """The rows to write after ``updates``, with the rows the watermark finalises.
+
+        ``closed`` holds the rows of closed windows read back for late rows; they are
+        rewritten (still final) with the rest of their window.
+        """
         cutoff = watermark_ms * 1000
         final = {k for k in self.rows if k[1] + self.sizes_us[k[0]] <= cutoff}
         final |= {k for k in updates if k[1] + self.sizes_us[k[0]] <= cutoff}
         windows = {(k[0], k[1]) for k in updates} | {(k[0], k[1]) for k in final}
         rows = {k: v for k, v in self.rows.items() if (k[0], k[1]) in windows}
+        for k, v in (closed or {}).items():
+            if (k[0], k[1]) in windows:
+                rows[k] = v
+                final.add(k)
         rows.update(updates)
         return BatchWrite(rows, final, set(updates), windows)
 
@@ -118,6 +137,11 @@ def _sql_str(text: str) -> str:
 def timestamp_literal(us: int) -> str:
     moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
     return f"'{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z'"
+
+
+def closed_predicate(windows: Iterable[tuple[str, int]]) -> str:
+    """The final rows of these windows (to read back and update with late rows)."""
+    return f"final AND ({windows_predicate(windows)})"
 
 
 def windows_predicate(windows: Iterable[tuple[str, int]]) -> str:

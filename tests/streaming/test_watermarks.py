@@ -13,6 +13,7 @@ from streaming.watermarks import WatermarkLog
 
 DELAY_MS = 120_000  # the bundled spec's 2 minutes
 IDLE_MS = 30_000
+NOW = 1_800_000_000_000  # batch times: the event times below are all in the past
 
 
 @dataclass
@@ -29,7 +30,7 @@ def log(tmp_path):
 
 
 def run(log, batch, ts, latest, *, finished=frozenset()):
-    wm = log.for_batch(batch, ts, finished=finished)
+    wm = log.for_batch(batch, NOW + ts, finished=finished)
     log.record(batch, Summary(sorted(latest), latest))
     return wm
 
@@ -51,25 +52,32 @@ def test_an_idle_partition_stops_holding_it_back(log):
 def test_finished_partitions_are_idle_at_once(log):
     run(log, 0, 0, {"a:0": 5_000_000})
     run(log, 1, 1, {"b:1": 9_000_000})
-    assert log.for_batch(2, 2, finished=frozenset({"a:0"})) == 9_000_000 - DELAY_MS
+    assert log.for_batch(2, NOW + 2, finished=frozenset({"a:0"})) == 9_000_000 - DELAY_MS
 
 
 def test_a_rerun_reads_back_the_fixed_watermark(log, tmp_path):
     run(log, 0, 0, {"t:0": 10_000_000})
-    first = log.for_batch(1, 5)
+    first = log.for_batch(1, NOW + 5)
+    assert first == 10_000_000 - DELAY_MS
     # the same batch after a crash, even with other inputs, decides identically
     again = WatermarkLog(log.folder, load_spec(default_spec_path()))
-    assert again.for_batch(1, 99_999_999, finished=frozenset({"t:0"})) == first
+    assert again.for_batch(1, NOW + 99_999_999, finished=frozenset({"t:0"})) == first
 
 
 def test_a_damaged_file_is_a_loud_error(log):
     run(log, 0, 0, {"t:0": 10_000_000})
     (log.folder / "0.json").write_text("{")
     with pytest.raises(CheckpointError, match="damaged"):
-        log.for_batch(1, 5)
+        log.for_batch(1, NOW + 5)
 
 
 def test_a_batch_that_never_recorded_its_end_is_refused(log):
-    log.for_batch(0, 0)
+    log.for_batch(0, NOW)
     with pytest.raises(CheckpointError, match="never recorded its end"):
-        log.for_batch(1, 5)
+        log.for_batch(1, NOW + 5)
+
+
+def test_an_event_from_a_clock_running_ahead_does_not_carry_the_watermark(log):
+    # one event 23 h ahead of the batch time: the watermark stops at the batch time
+    run(log, 0, 0, {"t:0": NOW + 23 * 3_600_000})
+    assert log.for_batch(1, NOW + 1_000) == NOW + 1_000 - DELAY_MS
