@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from streaming.metrics_server import SnapshotServer
     from streaming.pipeline import BatchSummary, Pipeline
 
+#: the quantiles exported per quantiles sketch (bounded label set)
+WINDOW_QUANTILES = (0.5, 0.95, 0.99)
 #: input partitions exported by name (bounded label cardinality)
 MAX_PARTITION_LABELS = 64
 
@@ -128,6 +130,11 @@ class WindowView:
             return {"items": s.total, "error_bound": s.error_bound(), "top": s.top()}
         if self.kind == "bloom":
             return {"fill": s.fill_ratio(), "fpr": s.expected_fpr()}
+        if self.kind == "quantiles":
+            if s.is_empty():
+                return {"quantiles": []}
+            qs = [float(v) for v in s.quantiles(WINDOW_QUANTILES)]
+            return {"quantiles": list(zip(WINDOW_QUANTILES, qs, strict=True))}
         return {}
 
 
@@ -597,6 +604,10 @@ class _ScrapeCollector:
         top = gauge("window_top_item_count",
                     "Estimated count of the rank-th heavy hitter (k series at most)",
                     [*wl, "rank", "item"])
+        quant = gauge("window_quantile",
+                      "A quantile (0.5, 0.95, 0.99) of the quantiles sketch's field in the "
+                      "newest window, groups merged, within the sketch's relative error",
+                      [*wl, "quantile"])
         fill = gauge("window_bloom_fill_ratio", "Fraction of the Bloom filter's bits set")
         fpr = gauge("window_bloom_false_positive_ratio",
                     "Expected false-positive probability at the current fill")
@@ -608,7 +619,7 @@ class _ScrapeCollector:
         k = self._m.top_k_labels
         for v in views.values():
             labels = [v.query, v.window, v.sketch]
-            if v.kind not in ("hll", "cms", "bloom"):
+            if v.kind not in ("hll", "cms", "bloom", "quantiles"):
                 continue
             try:
                 vals = v.values
@@ -625,6 +636,9 @@ class _ScrapeCollector:
                 err.add_metric(labels, vals["error_bound"])
                 for rank, (item, count) in enumerate(vals["top"][:k], start=1):
                     top.add_metric([*labels, str(rank), str(item)[:MAX_ITEM_LABEL]], count)
+            elif v.kind == "quantiles":
+                for q, value in vals["quantiles"]:
+                    quant.add_metric([*labels, f"{q:g}"], value)
             else:
                 fill.add_metric(labels, vals["fill"])
                 fpr.add_metric(labels, vals["fpr"])
@@ -632,4 +646,4 @@ class _ScrapeCollector:
             commits.add_metric([q, table], n_commits)
             if n_files is not None:
                 files.add_metric([q, table], n_files)
-        yield from (lag, start, est, lo, hi, items, err, top, fill, fpr, commits, files)
+        yield from (lag, start, est, lo, hi, items, err, top, quant, fill, fpr, commits, files)

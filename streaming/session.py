@@ -123,8 +123,9 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Python workers run the interpreter (and packages) of the driver.
-        "spark.pyspark.python": sys.executable,
+        # Python workers run the interpreter (and packages) of the driver, unless
+        # PYSPARK_PYTHON names the workers' own (a cluster whose machines differ).
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         # mapInArrow hands a whole partition's rows over in few, large batches.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",

@@ -40,6 +40,8 @@ from streaming.window_state import (
 )
 
 US = 1_000_000
+#: the percentiles a quantiles sketch's row carries in ``stats`` (p50, p95, p99)
+QUANTILES = (0.5, 0.95, 0.99)
 
 
 @dataclass
@@ -96,6 +98,13 @@ def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float 
         return (float(sketch.estimate()), None, None, None,
                 {"fill_ratio": float(sketch.fill_ratio()),
                  "expected_fpr": float(sketch.expected_fpr())})
+    if kind == "quantiles":
+        # estimate: the median, with its certain bounds; stats: the usual percentiles
+        qs = sketch.quantiles(QUANTILES)
+        stats = {f"p{round(q * 100):d}": float(v) for q, v in zip(QUANTILES, qs, strict=True)}
+        stats.update(count=float(sketch.count), relative_error=float(sketch.relative_error()))
+        return (float(sketch.quantile(0.5)), float(sketch.lower_bound(0.5)),
+                float(sketch.upper_bound(0.5)), None, stats)
     return (float(sketch.estimate()), float(sketch.lower_bound(2)),
             float(sketch.upper_bound(2)), None, {})
 

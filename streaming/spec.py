@@ -44,7 +44,7 @@ FieldType = Literal["string", "long", "int", "double", "boolean"]
 FIELD_TYPES: tuple[str, ...] = ("string", "long", "int", "double", "boolean")
 NUMERIC_TYPES = ("long", "int", "double")
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
-SKETCH_KINDS = ("hll", "cms", "bloom", "minhash")
+SKETCH_KINDS = ("hll", "cms", "bloom", "minhash", "quantiles")
 METRIC_FUNCS = ("count", "sum", "min", "max", "avg")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -150,7 +150,7 @@ class MetricSpec:
 @dataclass(frozen=True)
 class SketchSpec:
     name: str
-    kind: Literal["hll", "cms", "bloom", "minhash"]
+    kind: Literal["hll", "cms", "bloom", "minhash", "quantiles"]
     field: str
     params: tuple[tuple[str, Any], ...] = ()
 
@@ -164,7 +164,8 @@ class SketchSpec:
         import sketches
 
         return {"hll": sketches.HyperLogLog, "cms": sketches.CountMinSketch,
-                "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch}[self.kind]
+                "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch,
+                "quantiles": sketches.QuantileSketch}[self.kind]
 
     def new(self):
         """An empty sketch of this kind and parameters."""
@@ -531,7 +532,8 @@ class _Validator:
     def sketch(self, raw: Any, key: str, fields: dict[str, str]) -> SketchSpec:
         common = ("name", "kind", "field", "seed")
         per_kind = {"hll": ("precision",), "cms": ("epsilon", "delta", "width", "depth", "top_k"),
-                    "bloom": ("capacity", "error_rate"), "minhash": ("num_perm",)}
+                    "bloom": ("capacity", "error_rate"), "minhash": ("num_perm",),
+                    "quantiles": ("relative_accuracy",)}
         if not isinstance(raw, dict):
             raise self.fail(key, "must be a table")
         kind = self.get(raw, "kind", f"{key}.kind", str,
@@ -543,6 +545,17 @@ class _Validator:
         fld = self.get(t, "field", f"{key}.field", str,
                        check=lambda v: None if v in fields
                        else f"unknown field {v!r}; declare it in [events.fields]")
+        if kind == "quantiles":
+            # values are bucketed by magnitude, not hashed: no seed
+            if "seed" in t:
+                raise self.fail(f"{key}.seed", "a quantiles sketch hashes nothing; drop seed")
+            if fields[fld] not in ("double", "long", "int"):
+                raise self.fail(f"{key}.field", f"quantiles need a numeric field; {fld} is "
+                                f"{fields[fld]}")
+            acc = self.get(t, "relative_accuracy", f"{key}.relative_accuracy", (int, float),
+                           0.01, check=lambda v: None if 1e-4 <= v <= 0.5
+                           else "must be in [0.0001, 0.5]")
+            return SketchSpec(name, kind, fld, (("relative_accuracy", float(acc)),))
         seed = self.get(t, "seed", f"{key}.seed", int, 0,
                         check=lambda v: None if 0 <= v < 2**32 else "must be in 0..2^32-1")
         params: dict[str, Any] = {"seed": seed}

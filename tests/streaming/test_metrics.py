@@ -41,8 +41,9 @@ CMS = SketchSpec("pages", "cms", "page", (("width", 272), ("depth", 4), ("top_k"
                                            ("seed", 0)))
 BLOOM = SketchSpec("seen", "bloom", "user_id", (("capacity", 10_000), ("error_rate", 0.01),
                                                 ("seed", 0)))
+QUANT = SketchSpec("amounts", "quantiles", "amount", (("relative_accuracy", 0.01),))
 MINUTELY = WindowSpec("minutely", 60, 60, (), sketches=(HLL, CMS, BLOOM))
-HOURLY = WindowSpec("hourly_by_country", 3600, 900, ("country",), sketches=(HLL, CMS))
+HOURLY = WindowSpec("hourly_by_country", 3600, 900, ("country",), sketches=(HLL, CMS, QUANT))
 
 
 # -- fake inputs ----------------------------------------------------------------------
@@ -127,6 +128,10 @@ def summary(batch_id: int, *, watermark_ms: int = T0_MS - 120_000, ts_ms: int = 
     return s
 
 
+def amounts(seed: int) -> np.ndarray:
+    return np.round(np.random.default_rng(seed).lognormal(3.0, 1.0, 400), 2)
+
+
 def clickstream_entries(start_ms: int, n_users: int = 500, seed: int = 0) -> list[tuple]:
     rng = np.random.default_rng(seed)
     users = [f"u{i}" for i in rng.integers(0, n_users * 3, n_users)]
@@ -135,9 +140,10 @@ def clickstream_entries(start_ms: int, n_users: int = 500, seed: int = 0) -> lis
     hs = (start_ms - start_ms % 900_000) * 1000
     out = [entry(MINUTELY, HLL, ws, "[]", users), entry(MINUTELY, CMS, ws, "[]", pages),
            entry(MINUTELY, BLOOM, ws, "[]", users)]
-    for country in ("US", "DE"):
+    for i, country in enumerate(("US", "DE")):
         out += [entry(HOURLY, HLL, hs, f'["{country}"]', users[: n_users // 2]),
-                entry(HOURLY, CMS, hs, f'["{country}"]', pages[:1000])]
+                entry(HOURLY, CMS, hs, f'["{country}"]', pages[:1000]),
+                entry(HOURLY, QUANT, hs, f'["{country}"]', amounts(seed + i))]
     return out
 
 
@@ -294,12 +300,14 @@ def test_on_batch_counts_rows_reasons_phases_and_open_state():
     nbytes = sum(len(e[1].sketch.to_bytes()) for e in first if e[0][0] == "minutely")
     assert value(m, "streamsketch_state_entries", query=QUERY, window="minutely") == 3
     assert value(m, "streamsketch_state_bytes", query=QUERY, window="minutely") == nbytes
-    assert value(m, "streamsketch_state_entries", query=QUERY, window="hourly_by_country") == 4
+    # 2 countries x 3 sketches (HLL, CMS, quantiles)
+    assert value(m, "streamsketch_state_entries", query=QUERY, window="hourly_by_country") == 6
     # the watermark passes the minute's end: its entries are final, no longer open
     m.on_batch(summary(2, entries=[], watermark_ms=ws + 60_000), query=QUERY)
     assert value(m, "streamsketch_state_entries", query=QUERY, window="minutely") == 0
     assert value(m, "streamsketch_state_bytes", query=QUERY, window="minutely") == 0
-    assert value(m, "streamsketch_state_entries", query=QUERY, window="hourly_by_country") == 4
+    # 2 countries x 3 sketches (HLL, CMS, quantiles)
+    assert value(m, "streamsketch_state_entries", query=QUERY, window="hourly_by_country") == 6
 
 
 def test_current_window_merges_groups_and_follows_the_newest_window():
@@ -349,6 +357,19 @@ def test_cms_and_bloom_values(tmp_path):
                  **labels) == pytest.approx(bloom.fill_ratio())
     assert value(m, "streamsketch_window_bloom_false_positive_ratio", sketch="seen",
                  **labels) == pytest.approx(bloom.expected_fpr())
+
+
+def test_quantile_values_merge_the_groups_of_the_newest_window():
+    m = PipelineMetrics(CollectorRegistry())
+    m.on_batch(summary(0, entries=clickstream_entries(T0_MS - 30_000)), query=QUERY)
+    # both countries' amounts, merged; the exact quantile by the lower rank definition
+    both = np.sort(np.concatenate([amounts(0), amounts(1)]))
+    series = {lab["quantile"]: v for lab, v in sample_values(m, "streamsketch_window_quantile")
+              if lab["sketch"] == "amounts"}
+    assert set(series) == {"0.5", "0.95", "0.99"}
+    for q in (0.5, 0.95, 0.99):
+        exact = both[int(np.floor(q * (both.size - 1)))]
+        assert abs(series[f"{q:g}"] - exact) <= 0.01 * exact
 
 
 # -- bounded cardinality ---------------------------------------------------------------

@@ -247,13 +247,19 @@ def test_sketch_bytes_equal_sketches_built_from_ground_truth(spark, run):
                 assert true_counts[item] <= count <= true_counts[item] + got.error_bound()
         else:
             assert bytes(r["bytes"]) == expected.to_bytes(), (r["window_name"], sk_spec.name)
+        if sk_spec.kind == "quantiles":
+            amounts = np.sort([v for v in field_values if v is not None and not pd.isna(v)])
+            if amounts.size:
+                for q in (0.5, 0.95, 0.99):
+                    exact = amounts[int(np.floor(q * (amounts.size - 1)))]
+                    assert abs(got.quantile(q) - exact) <= got.relative_error() * abs(exact)
         if sk_spec.kind == "hll":
             true_distinct = len(set(field_values))
             sigma = got.relative_error() * max(true_distinct, 1)
             assert abs(r["estimate"] - true_distinct) <= 4 * sigma + 1
             assert r["lower_bound"] <= r["estimate"] <= r["upper_bound"]
         checked[sk_spec.kind] += 1
-    assert checked["hll"] and checked["cms"] and checked["bloom"]
+    assert checked["hll"] and checked["cms"] and checked["bloom"] and checked["quantiles"]
 
 
 def test_query_answers_from_stored_windows(spark, run):
