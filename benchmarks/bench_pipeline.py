@@ -75,7 +75,7 @@ def _jvm_batch(spec):
 
     def process(df, batch_id: int) -> None:
         ev = df.select(F.from_json(F.col("_value").cast("string"), schema).alias("e"))
-        cols = [F.col(f"e.{n}").cast(types[t]).alias(n) for n, t in spec.events.fields]
+        cols = [F.expr(f"try_cast(e.`{n}` AS {types[t]})").alias(n) for n, t in spec.events.fields]
         ev = ev.select(F.expr(f"try_to_timestamp(e.{spec.events.time_field})")
                        .alias("event_time"), *cols).where(F.col("event_time").isNotNull())
         ev = ev.persist()

@@ -145,9 +145,10 @@ class Pipeline:
         self.lock.acquire()
         try:
             self.checkpoint = open_checkpoint(self.spec)
-            self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
             if planned is None:
                 planned = last_batches(self.checkpoint.query_dir)
+            self._check_tables_exist(planned)
+            self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
             self._check_tables_agree(planned)
             self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
             self.aggregates.load(self.tables.aggregates)
@@ -155,6 +156,23 @@ class Pipeline:
         except BaseException:
             self.lock.release()
             raise
+
+    def _check_tables_exist(self, planned: tuple[int, int]) -> None:
+        """Refuse to recreate tables under a checkpoint that has committed batches."""
+        from streaming.tables import is_delta, table_paths
+
+        committed, _ = planned
+        if committed < 0:
+            return
+        missing = [name for name, path in table_paths(self.spec).all().items()
+                   if not is_delta(path)]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {self.spec.sink.checkpoint} has committed batches up to "
+                f"{committed}, but no {', '.join(missing)} table under {self.spec.sink.path} "
+                "(deleted, or [sink] path changed): starting over there would lose what the "
+                "checkpoint already consumed. Restore the tables or the old path, or delete "
+                "the checkpoint too to start fresh")
 
     def _check_tables_agree(self, planned: tuple[int, int]) -> None:
         """Refuse tables that hold batches the checkpoint never planned."""

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Write the README's benchmark figures from the benchmarks' JSON: one source of truth.
+
+    python -m benchmarks.figures            # rewrite the block between the markers
+    python -m benchmarks.figures --print    # show it instead
+
+Reads ``benchmarks/results/{pipeline,backfill,memory,replay,sketches}.json`` (whichever
+exist; a missing one leaves its lines out) and replaces everything between
+``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
+that block comes from those files, with the command that produced it and the machine's
+load average when it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+RESULTS = _HERE / "results"
+README = _HERE.parent / "README.md"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _k(x: float) -> str:
+    return f"{x / 1000:,.1f} k" if x < 1e6 else f"{x / 1e6:,.2f} M"
+
+
+def _load_avg(doc: dict[str, Any]) -> str:
+    la = doc.get("loadavg_at_end") or doc.get("loadavg_at_start")
+    return f"load average {la[0]:.1f}" if la else "load not recorded"
+
+
+def pipeline_lines(doc: dict[str, Any]) -> list[str]:
+    out = [f"`python -m benchmarks.bench_pipeline --events {doc['events']}` (the bundled spec, "
+           f"{doc['per_trigger']:,} records per trigger, one topic for every row, "
+           f"{_load_avg(doc)}):", "",
+           "| run over the same topic | events/s |", "|---|---|"]
+    for key, label in (("source_only", "Spark's Kafka source alone (each batch counted)"),
+                       ("ours", "**the pipeline**: one pass per partition, Delta commits"),
+                       ("jvm_only", "JVM-only variant: `from_json` + Spark aggregates and "
+                                    "HLL/CMS, collected (no Bloom, quarantine or Delta)")):
+        if key in doc:
+            out.append(f"| {label} | {_k(doc[key]['events_per_s'])} |")
+    if "ours_over_jvm_only" in doc:
+        out += ["", f"The pipeline runs {doc['ours_over_jvm_only']:.2f}x the JVM-only "
+                    "variant's rate."]
+    lat = doc.get("latency") or {}
+    if "p50_s" in lat:
+        out += ["", f"Live at {lat['rate']:,.0f} events/s with a {lat['trigger_s']:g} s trigger, "
+                    f"produce → Delta commit: p50 {lat['p50_s']:.1f} s, p99 {lat['p99_s']:.1f} s "
+                    f"({lat['p99_over_trigger']:.1f} triggers)."]
+    return out
+
+
+def backfill_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r["row"]: r for r in doc["rows"]}
+    b = rows.get("backfill")
+    if b is None:
+        return []
+    text = (f"`python -m benchmarks.bench_backfill --count {doc['count']} --records-per-batch "
+            f"{b['records_per_batch']}` ({_load_avg(doc)}): backfill "
+            f"{_k(b['events_per_s'])} events/s through the same pass in one process, no JVM")
+    if "cpu_us_per_event" in b:
+        text += f" ({b['cpu_us_per_event']:.1f} µs of CPU per event)"
+    if "read" in rows:
+        text += f"; the log reader alone {_k(rows['read']['events_per_s'])} events/s"
+    return [text + "."]
+
+
+def memory_lines(doc: dict[str, Any]) -> list[str]:
+    out = ["", f"`python -m benchmarks.bench_memory --events {doc['events']}`: a year-long log "
+               "(hourly windows × 16 carriers, HLL p14 + Count-Min ε 0.001 + Bloom 100k sketches, "
+               f"{_load_avg(doc)}):", "",
+           "| path | seconds | peak RSS, whole process tree | late rows | wrong cells |",
+           "|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        out.append(f"| {r['mode']} | {r['seconds']:.1f} | "
+                   f"{r['peak_tree_rss_bytes'] / 2**30:.2f} GiB | {r['late_quarantined']:,} | "
+                   f"{r['cells_wrong']:,} of {r['cells']:,} |")
+    return out
+
+
+def replay_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r.get("row"): r for r in doc.get("rows", []) if isinstance(r, dict)}
+    r = rows.get("replay")
+    if not r:
+        return []
+    return ["", f"`python -m benchmarks.bench_replay` ({_load_avg(doc)}): replay "
+                f"{_k(r['events_per_s'])} events/s into a local broker."]
+
+
+def sketch_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r["key"]: r for r in doc.get("rows", []) if r.get("median") is not None}
+
+    def cell(key: str) -> str:
+        r = rows.get(key)
+        if r is None:
+            return "—"
+        if r["unit"] in ("items/s", "ops/s"):
+            return f"{r['median'] / 1e6:,.1f} M/s"
+        if r["unit"] == "s":
+            return f"{r['median'] * 1000:,.1f} ms"
+        return f"{r['median']:,.3g} {r['unit']}"
+
+    table = [("HLL p14, int64", "hll.int64"), ("HLL p14, strings", "hll.strings"),
+             ("Count-Min, int64", "cms.int64"), ("merge 1,000 HLL p14", "merge.int64")]
+    out = ["", "`python -m benchmarks.bench_sketches` (medians):", "",
+           "| sketch | ours | Apache DataSketches | datasketch |", "|---|---|---|---|"]
+    for label, key in table:
+        out.append(f"| {label} | {cell(key + '.ours')} | {cell(key + '.datasketches')} | "
+                   f"{cell(key + '.datasketch')} |")
+    return out
+
+
+def block() -> str:
+    lines: list[str] = []
+    for name, fn in (("pipeline", pipeline_lines), ("backfill", backfill_lines),
+                     ("memory", memory_lines), ("replay", replay_lines),
+                     ("sketches", sketch_lines)):
+        doc = _load(name)
+        if doc is not None:
+            if lines and lines[-1] != "":
+                lines.append("")
+            lines += fn(doc)
+    return "\n".join(lines).strip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--print", action="store_true", help="print the block, change nothing")
+    args = ap.parse_args(argv)
+    text = block()
+    if args.print:
+        print(text)
+        return 0
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        print(f"README.md has no {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"README.md: figures from {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
