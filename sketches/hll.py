@@ -5,6 +5,17 @@
 ``64 - p`` bits (at most ``65 - p``); the register keeps the maximum. Merge is the
 elementwise maximum, so it is associative, commutative and exact.
 
+Small sketches are sparse (in memory and in bytes): while at most ``m / 4`` entries
+are held, the sketch keeps sorted uint32 entries ``index25 << 6 | rho25`` at the
+sparse precision 25 (HyperLogLog++'s idea: ``h >> 39`` and ``rho`` of the remaining
+39 bits, one entry per index with the largest ``rho``), 4 bytes each against the
+``m`` bytes of the registers. Entries convert exactly into registers of any precision
+up to 25, so the state is a function of the set of values alone: sparse while that set
+gives at most ``m / 4`` entries, registers beyond. Merges of sparse and dense sketches
+in any mix give the bytes of a one-pass build. A sparse estimate is Ertl's estimator
+at precision 25, whose error at these cardinalities is far below the registers'
+(a few in 10,000 at most).
+
 The estimate is the "improved raw estimator" of O. Ertl, *New cardinality estimation
 algorithms for HyperLogLog sketches* (2017): it works on the histogram of register
 values, needs no bias tables and no switch-over between linear counting and the raw
@@ -12,9 +23,11 @@ estimate, and stays within the usual ``1.04 / sqrt(m)`` relative standard error 
 0 to far beyond 1e9 distinct values (64-bit hashes: no large-range correction).
 
 Serialised payload (after the common header): ``precision`` (uint8), ``encoding``
-(uint8; 0 dense, 1 sparse), then either ``m`` register bytes (dense) or a uint32 count
-followed by that many uint32 entries ``index << 8 | value`` in increasing index order
-(sparse). Sparse is used exactly when it is smaller (``4 * nonzero + 4 < m``).
+(uint8), then: 2 (sparse mode, format version 2): a uint32 count and that many uint32
+entries in increasing order; registers: 0, ``m`` register bytes, or 1, a uint32 count
+and that many uint32 ``index << 8 | value`` in increasing index order, used exactly
+when smaller (``4 * nonzero + 4 < m``). Version 1 bytes (encodings 0 and 1 only) load
+as registers, or as the empty sketch.
 
 Example:
     >>> import numpy as np
@@ -40,15 +53,70 @@ import numpy as np
 
 from sketches._base import Sketch, check_int, iter_grouped
 from sketches._format import KIND_HLL, Reader, seal
-from sketches.errors import InvalidParameterError, SketchFormatError
+from sketches.errors import SketchFormatError
 from sketches.hashing import check_seed
 
-__all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION"]
+__all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION", "SPARSE_PRECISION", "sparse_limit"]
 
 MIN_PRECISION = 4
 MAX_PRECISION = 18
+SPARSE_PRECISION = 25
+_SPARSE_Q = 64 - SPARSE_PRECISION  # hash bits below the sparse index
+_RHO_BITS = 6  # rho at the sparse precision is at most 40
 _ALPHA_INF = 1.0 / (2.0 * math.log(2.0))
 _CHUNK = 1 << 16
+_COMPACT_KEYS = 1 << 22  # grouped build: deduplicate pending keys beyond this many
+_NO_ENTRIES = np.empty(0, dtype=np.uint32)
+_NO_ENTRIES.flags.writeable = False
+
+
+def sparse_limit(precision: int) -> int:
+    """Most sparse entries a sketch holds: ``m / 4`` (4 bytes each against ``m`` bytes).
+
+    Example:
+        >>> sparse_limit(14)
+        4096
+    """
+    return (1 << precision) // 4
+
+
+def _entries(hashes: np.ndarray) -> np.ndarray:
+    """Sparse entries ``index25 << 6 | rho25`` (uint32) of uint64 hashes, unsorted."""
+    index = (hashes >> np.uint64(_SPARSE_Q)).astype(np.uint32)
+    low = hashes & np.uint64((1 << _SPARSE_Q) - 1)
+    bit_length = np.frexp(low.astype(np.float64))[1]  # exact: low < 2**39; 0 for 0
+    rho = (_SPARSE_Q + 1 - bit_length).astype(np.uint32)
+    index <<= np.uint32(_RHO_BITS)
+    index |= rho
+    return index
+
+
+def _dedupe(keys: np.ndarray) -> np.ndarray:
+    """Sorted keys, one per ``key >> 6`` (index, or group and index), keeping the largest."""
+    s = np.sort(keys)
+    if s.size < 2:
+        return s
+    slot = s >> s.dtype.type(_RHO_BITS)
+    keep = np.empty(s.size, dtype=bool)
+    keep[-1] = True
+    np.not_equal(slot[1:], slot[:-1], out=keep[:-1])
+    return s[keep]
+
+
+def _entry_registers(entries: np.ndarray, precision: int) -> tuple[np.ndarray, np.ndarray]:
+    """Register index (intp) and rho (uint8) at ``precision`` of sparse entries; exact.
+
+    The ``25 - p`` index bits below the register index come first in the hash bits
+    that rho counts: when any is set rho ends there, otherwise it continues into the
+    sparse rho.
+    """
+    shift = SPARSE_PRECISION - precision
+    full = (entries >> np.uint32(_RHO_BITS)).astype(np.intp)
+    low = full & ((1 << shift) - 1)
+    bit_length = np.frexp(low.astype(np.float64))[1]
+    rho25 = (entries & np.uint32((1 << _RHO_BITS) - 1)).astype(np.intp)
+    rho = np.where(low != 0, shift + 1 - bit_length, shift + rho25).astype(np.uint8)
+    return full >> shift, rho
 
 
 @functools.cache
@@ -109,9 +177,14 @@ def estimate_from_registers(registers: np.ndarray, precision: int) -> float:
         >>> estimate_from_registers(np.zeros(16, dtype=np.uint8), 4)
         0.0
     """
+    counts = np.bincount(registers, minlength=66 - precision)
+    return _estimate_histogram(counts.astype(np.float64), precision)
+
+
+def _estimate_histogram(counts: np.ndarray, precision: int) -> float:
+    """Ertl's estimate from ``counts[k]`` = number of registers equal to ``k``."""
     m = float(1 << precision)
     q = 64 - precision
-    counts = np.bincount(registers, minlength=q + 2).astype(np.float64)
     z = m * _tau(1.0 - counts[q + 1] / m)
     for k in range(q, 0, -1):
         z = 0.5 * (z + counts[k])
@@ -120,19 +193,22 @@ def estimate_from_registers(registers: np.ndarray, precision: int) -> float:
 
 
 class HyperLogLog(Sketch):
-    """Distinct-count sketch with ``2**precision`` one-byte registers.
+    """Distinct-count sketch with ``2**precision`` one-byte registers, sparse while small.
 
     Args:
-        precision: Number of index bits ``p`` in ``[4, 18]``; memory ``2**p`` bytes,
-            relative standard error ``1.04 / sqrt(2**p)`` (p=14: 16 KiB, 0.81 %).
+        precision: Number of index bits ``p`` in ``[4, 18]``; memory ``2**p`` bytes once
+            dense, relative standard error ``1.04 / sqrt(2**p)`` (p=14: 16 KiB, 0.81 %).
+            Until more than ``2**p / 4`` sparse entries are held the sketch is sparse:
+            4 bytes per entry and a far smaller error.
         seed: Hash seed; only sketches with equal seeds merge.
 
     Raises:
         InvalidParameterError: (a ``ValueError``) for a precision out of range.
 
     Example:
-        >>> round(HyperLogLog(precision=10).update(["a", "b", "a", None]).estimate())
-        2
+        >>> hll = HyperLogLog(precision=10).update(["a", "b", "a", None])
+        >>> round(hll.estimate()), hll.is_sparse
+        (2, True)
     """
 
     KIND = KIND_HLL
@@ -140,7 +216,8 @@ class HyperLogLog(Sketch):
     def __init__(self, precision: int = 14, *, seed: int = 0) -> None:
         self._precision = check_int("precision", precision, MIN_PRECISION, MAX_PRECISION)
         self._seed = check_seed(seed)
-        self._registers = np.zeros(1 << self._precision, dtype=np.uint8)
+        self._sparse: np.ndarray | None = _NO_ENTRIES  # sorted entries while sparse
+        self._registers: np.ndarray | None = None  # once dense
 
     # ------------------------------------------------------------ basics
 
@@ -150,9 +227,14 @@ class HyperLogLog(Sketch):
         return self._precision
 
     @property
+    def is_sparse(self) -> bool:
+        """Whether the sketch holds sparse entries rather than registers."""
+        return self._registers is None
+
+    @property
     def registers(self) -> np.ndarray:
-        """A read-only view of the registers."""
-        view = self._registers.view()
+        """A read-only view of the registers (built from the entries while sparse)."""
+        view = self._dense_registers().view()
         view.flags.writeable = False
         return view
 
@@ -160,52 +242,137 @@ class HyperLogLog(Sketch):
         """``{"precision": p, "seed": s}``."""
         return {"precision": self._precision, "seed": self._seed}
 
+    def _dense_registers(self) -> np.ndarray:
+        if self._registers is not None:
+            return self._registers
+        registers = np.zeros(1 << self._precision, dtype=np.uint8)
+        assert self._sparse is not None
+        index, rho = _entry_registers(self._sparse, self._precision)
+        np.maximum.at(registers, index, rho)
+        return registers
+
+    def _densify(self) -> None:
+        self._registers = self._dense_registers()
+        self._sparse = None
+
+    def _add_entries(self, entries: np.ndarray) -> None:
+        """Add sparse entries to this sketch, in either mode."""
+        if self._registers is None:
+            assert self._sparse is not None
+            self._sparse = _dedupe(np.concatenate((self._sparse, entries)))
+            if self._sparse.size > sparse_limit(self._precision):
+                self._densify()
+        else:
+            index, rho = _entry_registers(entries, self._precision)
+            np.maximum.at(self._registers, index, rho)
+
     def _update_hashes(self, hashes: np.ndarray) -> None:
-        for a in range(0, hashes.size, _CHUNK):
+        start = 0
+        step = max(sparse_limit(self._precision) + 1, 1 << 12)
+        while self._registers is None and start < hashes.size:
+            self._add_entries(_entries(hashes[start : start + step]))
+            start += step
+        if self._registers is None:
+            return
+        for a in range(start, hashes.size, _CHUNK):
             index, rho = _split(hashes[a : a + _CHUNK], self._precision)
             np.maximum.at(self._registers, index, rho)
 
     def _state_equal(self, other: Self) -> bool:
+        if self._registers is None or other._registers is None:
+            return (
+                self._sparse is not None
+                and other._sparse is not None
+                and bool(np.array_equal(self._sparse, other._sparse))
+            )
         return bool(np.array_equal(self._registers, other._registers))
 
     def is_empty(self) -> bool:
-        """Whether every register is zero."""
+        """Whether nothing was added."""
+        if self._registers is None:
+            assert self._sparse is not None
+            return self._sparse.size == 0
         return not self._registers.any()
 
     def merge(self, other: Self) -> Self:
-        """Elementwise maximum of the registers (in place).
+        """Union: entries merge while sparse, registers take the elementwise maximum.
 
         Raises:
             IncompatibleSketchError: if ``other`` is not a HyperLogLog with equal
                 precision and seed.
         """
         self._check_mergeable(other)
-        np.maximum(self._registers, other._registers, out=self._registers)
+        if other._registers is None:
+            assert other._sparse is not None
+            if other._sparse.size:
+                self._add_entries(other._sparse)
+        elif self._registers is None:
+            mine = self._sparse
+            self._registers = other._registers.copy()
+            self._sparse = None
+            assert mine is not None
+            self._add_entries(mine)
+        else:
+            np.maximum(self._registers, other._registers, out=self._registers)
         return self
+
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        first = sketches[0]
+        for other in sketches[1:]:
+            first._check_mergeable(other)
+        out = cls(first._precision, seed=first._seed)
+        entries = [s._sparse for s in sketches if s._sparse is not None and s._sparse.size]
+        for s in sketches:
+            if s._registers is not None:
+                if out._registers is None:
+                    out._registers = s._registers.copy()
+                    out._sparse = None
+                else:
+                    np.maximum(out._registers, s._registers, out=out._registers)
+        if entries:
+            out._add_entries(np.concatenate(entries))
+        return out
 
     # ------------------------------------------------------------ estimates
 
     def estimate(self) -> float:
         """Estimated number of distinct non-null values."""
+        if self._registers is None:
+            assert self._sparse is not None
+            rho = self._sparse & np.uint32((1 << _RHO_BITS) - 1)
+            counts = np.bincount(rho, minlength=_SPARSE_Q + 2).astype(np.float64)
+            counts[0] = float((1 << SPARSE_PRECISION) - self._sparse.size)
+            return _estimate_histogram(counts, SPARSE_PRECISION)
         return estimate_from_registers(self._registers, self._precision)
 
     def relative_error(self) -> float:
-        """Relative standard error ``1.04 / sqrt(m)`` of the estimate."""
+        """Relative standard error ``1.04 / sqrt(m)`` of the estimate (at most: sparse
+        sketches do far better, see :meth:`lower_bound`)."""
         return 1.04 / math.sqrt(1 << self._precision)
+
+    def _sigma(self) -> float:
+        precision = SPARSE_PRECISION if self._registers is None else self._precision
+        return 1.04 / math.sqrt(1 << precision)
 
     def lower_bound(self, k: float = 2.0) -> float:
         """``estimate - k * sigma``, never below the number of non-zero registers.
 
-        Every non-zero register saw at least one distinct value, so that count is a hard
-        lower bound.
+        Every non-zero register (or sparse entry) saw at least one distinct value, so
+        that count is a hard lower bound. ``sigma`` is ``1.04 / sqrt(2**25)`` of the
+        estimate while sparse, :meth:`relative_error` once dense.
         """
         est = self.estimate()
-        floor = float(np.count_nonzero(self._registers))
-        return min(est, max(est * (1.0 - k * self.relative_error()), floor, 0.0))
+        if self._registers is None:
+            assert self._sparse is not None
+            floor = float(self._sparse.size)
+        else:
+            floor = float(np.count_nonzero(self._registers))
+        return min(est, max(est * (1.0 - k * self._sigma()), floor, 0.0))
 
     def upper_bound(self, k: float = 2.0) -> float:
-        """``estimate + k * sigma`` with ``sigma = relative_error() * estimate``."""
-        return self.estimate() * (1.0 + k * self.relative_error())
+        """``estimate + k * sigma`` (``sigma`` as in :meth:`lower_bound`)."""
+        return self.estimate() * (1.0 + k * self._sigma())
 
     def _summary(self) -> str:
         return f"estimate={self.estimate():.1f}"
@@ -213,7 +380,16 @@ class HyperLogLog(Sketch):
     # ------------------------------------------------------------ bytes
 
     def to_bytes(self) -> bytes:
-        """Serialise (sparse when that is smaller); equal states give equal bytes."""
+        """Serialise; equal states give equal bytes."""
+        if self._registers is None:
+            assert self._sparse is not None
+            return seal(
+                KIND_HLL,
+                self._seed,
+                bytes([self._precision, 2]),
+                struct.pack("<I", self._sparse.size),
+                self._sparse.astype("<u4").tobytes(),
+            )
         m = self._registers.size
         nonzero = np.flatnonzero(self._registers)
         if 4 * nonzero.size + 4 < m:
@@ -229,7 +405,7 @@ class HyperLogLog(Sketch):
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
-        """Read bytes written by :meth:`to_bytes`.
+        """Read bytes written by :meth:`to_bytes` (format version 1 or 2).
 
         Raises:
             SketchFormatError: for anything but a valid, canonical HyperLogLog encoding.
@@ -238,8 +414,26 @@ class HyperLogLog(Sketch):
         precision, encoding = reader.unpack("<BB")
         if not MIN_PRECISION <= precision <= MAX_PRECISION:
             raise SketchFormatError(f"HyperLogLog precision {precision} out of range")
+        out = cls(precision, seed=seed)
         m = 1 << precision
         max_rho = 65 - precision
+        if encoding == 2 and reader.version >= 2:
+            (count,) = reader.unpack("<I", "sparse count")
+            if count > sparse_limit(precision):
+                raise SketchFormatError("non-canonical HyperLogLog bytes: too many sparse entries")
+            entries = reader.array("<u4", count, "sparse entries")
+            reader.finish()
+            index = entries >> np.uint32(_RHO_BITS)
+            rho = entries & np.uint32((1 << _RHO_BITS) - 1)
+            if count and (
+                int(index[-1]) >= 1 << SPARSE_PRECISION
+                or np.any(np.diff(index.astype(np.int64)) <= 0)
+                or int(rho.min()) == 0
+                or int(rho.max()) > _SPARSE_Q + 1
+            ):
+                raise SketchFormatError("corrupt sparse HyperLogLog entries")
+            out._sparse = entries
+            return out
         if encoding == 0:
             registers = reader.array("<u1", m, "registers")
             if 4 * np.count_nonzero(registers) + 4 < m:
@@ -262,38 +456,63 @@ class HyperLogLog(Sketch):
         reader.finish()
         if registers.size and int(registers.max()) > max_rho:
             raise SketchFormatError(f"HyperLogLog register above {max_rho}")
-        try:
-            out = cls(precision, seed=seed)
-        except InvalidParameterError as exc:  # pragma: no cover - ranges checked above
-            raise SketchFormatError(str(exc)) from None
-        out._registers = registers
+        if registers.any():
+            out._registers = registers
+            out._sparse = None
+        elif reader.version >= 2:  # version 1 wrote the empty sketch as empty registers
+            raise SketchFormatError("non-canonical HyperLogLog bytes: empty registers")
         return out
 
     # ------------------------------------------------------------ grouped build
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One sketch per group: ``np.maximum.at`` on ``[group, register]`` indices.
+        """One sketch per group from one sort of ``(group, entry)`` keys: O(rows + groups).
 
-        Sketch ``i`` is byte-identical to ``HyperLogLog(**params).update(values[codes == i])``.
+        Groups with more than :func:`sparse_limit` entries become registers together,
+        the others keep their slice of the sorted keys. Sketch ``i`` is byte-identical
+        to ``HyperLogLog(**params).update(values[codes == i])``.
 
         Example:
             >>> [s.is_empty() for s in HyperLogLog.from_groups([1, 1], ["a", "b"], 3)]
             [True, False, True]
         """
         template = cls(**params)
-        p = template._precision
+        p, seed = template._precision, template._seed
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        state = np.zeros(n_groups << p, dtype=np.uint8)
+        parts: list[np.ndarray] = []
+        pending = 0
         for group, hashes, _, _ in chunks:
             for a in range(0, hashes.size, _CHUNK):
-                index, rho = _split(hashes[a : a + _CHUNK], p)
-                index += group[a : a + _CHUNK] << p
-                np.maximum.at(state, index, rho)
-        rows = state.reshape(n_groups, 1 << p)
+                keys = _entries(hashes[a : a + _CHUNK]).astype(np.uint64)
+                keys |= group[a : a + _CHUNK].astype(np.uint64) << np.uint64(32)
+                parts.append(_dedupe(keys))
+                pending += parts[-1].size
+                if pending > _COMPACT_KEYS and len(parts) > 1:
+                    parts = [_dedupe(np.concatenate(parts))]
+                    pending = parts[0].size
+        keys = _dedupe(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+        group_of = (keys >> np.uint64(32)).astype(np.int64)
+        entries = keys.astype(np.uint32)  # the low 32 bits
+        bounds = np.searchsorted(group_of, np.arange(n_groups + 1)).tolist()
+        sizes = np.diff(bounds)
+        dense_groups = np.flatnonzero(sizes > sparse_limit(p))
+        slot = np.full(n_groups, -1, dtype=np.int64)
+        slot[dense_groups] = np.arange(dense_groups.size)
+        dense = np.zeros((dense_groups.size, 1 << p), dtype=np.uint8)
+        if dense_groups.size:
+            rows = np.flatnonzero(slot[group_of] >= 0)
+            index, rho = _entry_registers(entries[rows], p)
+            index += slot[group_of[rows]] << p
+            np.maximum.at(dense.reshape(-1), index, rho)
         out = []
+        slots = slot.tolist()
         for i in range(n_groups):
-            sketch = cls(p, seed=template._seed)
-            sketch._registers = rows[i].copy()
+            sketch = cls(p, seed=seed)
+            if slots[i] >= 0:
+                sketch._registers = dense[slots[i]].copy()
+                sketch._sparse = None
+            elif bounds[i + 1] > bounds[i]:
+                sketch._sparse = entries[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out

@@ -3,7 +3,9 @@ every accepted input is canonical (it serialises back to the very same bytes).""
 
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +14,9 @@ from hypothesis import strategies as st
 from sketch_helpers import KINDS, KindSpec, reseal, sample_sketches
 
 import sketches
-from sketches import CountMinSketch, HyperLogLog, SketchFormatError
+from sketches import BloomFilter, CountMinSketch, HyperLogLog, SketchFormatError
 from sketches._format import FORMAT_VERSION, MAGIC
+from sketches.hll import estimate_from_registers
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -155,3 +158,76 @@ def test_cms_inconsistencies() -> None:
     no_topk = CountMinSketch(width=64, depth=2).update(["a"]).to_bytes()
     with_candidate = no_topk[:-8] + struct.pack("<I", 1) + a_item + b"\0\0\0\0"
     refuses(CountMinSketch, reseal(with_candidate))
+
+
+def test_hll_sparse_inconsistencies() -> None:
+    good = HyperLogLog(8).update(["a", "b"]).to_bytes()
+    assert good[14] == 2  # sparse entries
+
+    def sparse(entries: list[int], count: int | None = None) -> bytes:
+        n = len(entries) if count is None else count
+        body = good[:13] + bytes([8, 2]) + struct.pack(f"<I{len(entries)}I", n, *entries)
+        return reseal(body + b"\0\0\0\0")
+
+    assert HyperLogLog.from_bytes(sparse([(3 << 6) | 1, (9 << 6) | 40])).to_bytes() == sparse(
+        [(3 << 6) | 1, (9 << 6) | 40]
+    )
+    assert "corrupt" in refuses(HyperLogLog, sparse([(9 << 6) | 1, (3 << 6) | 1]))
+    assert "corrupt" in refuses(HyperLogLog, sparse([(3 << 6) | 1, (3 << 6) | 2]))
+    assert "corrupt" in refuses(HyperLogLog, sparse([(3 << 6) | 0]))
+    assert "corrupt" in refuses(HyperLogLog, sparse([(3 << 6) | 41]))
+    assert "corrupt" in refuses(HyperLogLog, sparse([(1 << 31) | 1]))  # index >= 2**25
+    assert "too many" in refuses(HyperLogLog, sparse([(i << 6) | 1 for i in range(65)]))
+    refuses(HyperLogLog, sparse([(3 << 6) | 1], count=2))
+    # version 1 had no sparse entries, and version 2 writes the empty sketch as entries
+    assert "encoding" in refuses(HyperLogLog, reseal(good[:3] + b"\x01" + good[4:]))
+    empty_registers = good[:13] + bytes([8, 1]) + struct.pack("<I", 0) + b"\0\0\0\0"
+    assert "non-canonical" in refuses(HyperLogLog, reseal(empty_registers))
+    v1_empty = HyperLogLog.from_bytes(reseal(empty_registers[:3] + b"\x01" + empty_registers[4:]))
+    assert v1_empty == HyperLogLog(8) and v1_empty.is_sparse
+
+
+# ---------------------------------------------------------------- bytes of earlier versions
+
+
+def _v1_cases() -> list[dict[str, Any]]:
+    with open(Path(__file__).parent / "data" / "format_v1.json", encoding="utf-8") as fh:
+        return json.load(fh)["cases"]
+
+
+def _items(case: dict[str, Any]) -> list[Any]:
+    raw = set(case["bytes_items"])
+    return [bytes.fromhex(v) if i in raw else v for i, v in enumerate(case["items"])]
+
+
+@pytest.mark.parametrize("case", _v1_cases(), ids=lambda c: c["name"])
+def test_version_1_bytes_still_load(case: dict[str, Any]) -> None:
+    blob = bytes.fromhex(case["hex"])
+    assert blob[3] == 1
+    cls = getattr(sketches, case["kind"])
+    items = _items(case)
+    old = cls.from_bytes(blob)
+    assert sketches.from_bytes(blob) == old
+    fresh = cls(**case["params"]).update(items)
+    probes = [*items, "zz", 10**12, b"y", 9.25]
+    assert old.is_empty() == fresh.is_empty() == (not items)
+    if isinstance(old, HyperLogLog):
+        assert old.registers.tolist() == fresh.registers.tolist()
+        assert old.estimate() == estimate_from_registers(fresh.registers, old.precision)
+    elif isinstance(old, CountMinSketch):
+        assert old.counters.tolist() == fresh.counters.tolist()
+        assert old.total == fresh.total
+        assert old.estimate(probes).tolist() == fresh.estimate(probes).tolist()
+        assert old.top(old.capacity) == fresh.top(fresh.capacity)
+    elif isinstance(old, BloomFilter):
+        assert old.contains(probes).tolist() == fresh.contains(probes).tolist()
+        assert old.fill_ratio() == fresh.fill_ratio()
+    else:
+        assert old == fresh
+    again = old.to_bytes()
+    assert again[3] == FORMAT_VERSION and cls.from_bytes(again) == old
+    merged = old.copy().merge(fresh)  # the union of equal contents answers the same
+    if isinstance(old, HyperLogLog):
+        assert merged.registers.tolist() == fresh.registers.tolist()
+    elif isinstance(old, BloomFilter):
+        assert merged.contains(probes).tolist() == fresh.contains(probes).tolist()
