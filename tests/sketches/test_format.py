@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -140,7 +141,8 @@ def test_hll_inconsistencies() -> None:
 
 
 def test_cms_inconsistencies() -> None:
-    cms = CountMinSketch(width=64, depth=2, top_k=2).update(["a", "a", "b"])
+    cms = CountMinSketch(width=64, depth=2, top_k=2).update(["a"] * 4 + ["b"] * 3 + list(range(20)))
+    assert not cms.is_exact
     blob = cms.to_bytes()
     # total that disagrees with the counters
     width, depth, top_k, total, enc, vw = struct.unpack_from("<IHIQBB", blob, 13)
@@ -231,3 +233,42 @@ def test_version_1_bytes_still_load(case: dict[str, Any]) -> None:
         assert merged.registers.tolist() == fresh.registers.tolist()
     elif isinstance(old, BloomFilter):
         assert merged.contains(probes).tolist() == fresh.contains(probes).tolist()
+
+
+def test_cms_exact_inconsistencies() -> None:
+    cms = CountMinSketch(width=64, depth=2, top_k=2).update(["a", "a", "b"])
+    assert cms.is_exact
+    blob = cms.to_bytes()
+    head = struct.unpack_from("<IHIQBBI", blob, 13)
+    assert head[4:] == (2, 1, 2)
+    body = blob[13 + 24 : -4]  # counts then items, in hash order
+    counts, items = body[:2], body[2:]
+    first, second = items[:6], items[6:]
+
+    def edit(counts: bytes, items: bytes, total: int = 3, n: int = 2, vw: int = 1) -> bytes:
+        fields = struct.pack("<IHIQBBI", 64, 2, 2, total, 2, vw, n)
+        return reseal(blob[:13] + fields + counts + items + b"\0\0\0\0")
+
+    assert CountMinSketch.from_bytes(edit(counts, items)) == cms
+    assert "hash order" in refuses(CountMinSketch, edit(counts[::-1], second + first))
+    assert "hash order" in refuses(CountMinSketch, edit(counts, first + first))
+    assert "total" in refuses(CountMinSketch, edit(counts, items, total=4))
+    assert "non-canonical" in refuses(CountMinSketch, edit(b"\0" + counts[1:], items, total=2))
+    wide = b"".join(struct.pack("<H", c) for c in counts)
+    assert "non-canonical" in refuses(CountMinSketch, edit(wide, items, vw=2))
+    many = [f"x{i}" for i in range(17)]  # the exact limit of 64 x 2 with top-k is 16
+    hashes_order = np.argsort(sketches.hash64(many))
+    many_items = b"".join(b"\x04\x02\x00\x00\x00" + many[i].encode() for i in hashes_order)
+    too_many = edit(b"\x01" * 17, many_items, total=17, n=17)
+    assert "too many" in refuses(CountMinSketch, too_many)
+    assert "encoding" in refuses(CountMinSketch, reseal(blob[:3] + b"\x01" + blob[4:]))
+    plain = CountMinSketch(width=64, depth=2).update(["a", "b"]).to_bytes()  # hashes, no items
+    hashes = plain[13 + 24 : 13 + 24 + 16]
+    swapped = plain[: 13 + 24] + hashes[8:] + hashes[:8] + plain[13 + 24 + 16 :]
+    assert "hash order" in refuses(CountMinSketch, reseal(swapped))
+    empty_counters = CountMinSketch(width=4, depth=1).update(np.arange(10)).to_bytes()
+    fields = struct.pack("<IHIQBB", 4, 1, 0, 0, 0, 1)
+    zero = reseal(empty_counters[:13] + fields + bytes(4) + struct.pack("<I", 0) + b"\0" * 4)
+    assert "empty counters" in refuses(CountMinSketch, zero)
+    v1_empty = CountMinSketch.from_bytes(reseal(zero[:3] + b"\x01" + zero[4:]))
+    assert v1_empty == CountMinSketch(width=4, depth=1) and v1_empty.is_exact
