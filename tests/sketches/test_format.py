@@ -272,3 +272,27 @@ def test_cms_exact_inconsistencies() -> None:
     assert "empty counters" in refuses(CountMinSketch, zero)
     v1_empty = CountMinSketch.from_bytes(reseal(zero[:3] + b"\x01" + zero[4:]))
     assert v1_empty == CountMinSketch(width=4, depth=1) and v1_empty.is_exact
+
+
+def test_bloom_hash_inconsistencies() -> None:
+    good = BloomFilter(200, 0.01).update(["a", "b"]).to_bytes()  # 1920 bits: 30 hashes
+    head = good[: 13 + 26]
+    assert good[13 + 26] == 2
+
+    def with_hashes(hashes: list[int], count: int | None = None) -> bytes:
+        n = len(hashes) if count is None else count
+        body = head + struct.pack(f"<BI{len(hashes)}Q", 2, n, *hashes)
+        return reseal(body + b"\0\0\0\0")
+
+    assert BloomFilter.from_bytes(with_hashes([3, 2**64 - 1])).to_bytes() == with_hashes(
+        [3, 2**64 - 1]
+    )
+    assert "order" in refuses(BloomFilter, with_hashes([9, 3]))
+    assert "order" in refuses(BloomFilter, with_hashes([3, 3]))
+    assert "too many" in refuses(BloomFilter, with_hashes(list(range(31))))
+    refuses(BloomFilter, with_hashes([3], count=2))
+    assert "encoding" in refuses(BloomFilter, reseal(good[:3] + b"\x01" + good[4:]))
+    no_bits = head + struct.pack("<BI", 1, 0) + b"\0\0\0\0"
+    assert "no bit" in refuses(BloomFilter, reseal(no_bits))
+    v1_empty = BloomFilter.from_bytes(reseal(no_bits[:3] + b"\x01" + no_bits[4:]))
+    assert v1_empty == BloomFilter(200, 0.01) and v1_empty.is_hashes
