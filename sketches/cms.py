@@ -72,6 +72,7 @@ MAX_DEPTH = 64
 MAX_TOP_K = 1 << 16
 _ROW_TAG = b"ssk:cms "
 _CHUNK = 1 << 18
+_EXACT_STEP = 1 << 14  # rows per exact-mode step (at least the exact limit + 1)
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 _NO_HASHES.flags.writeable = False
 _NO_COUNTS = np.empty(0, dtype=np.int64)
@@ -316,29 +317,57 @@ class CountMinSketch(Sketch):
         column: Column | None,
         rows: np.ndarray,
     ) -> None:
-        """Count ``hashes`` (of ``column[rows]``) with optional positive weights."""
-        if self._counters is None:
-            distinct, counts, first = _topk.count_distinct(hashes, weights)
-            table_hashes, _, _ = self._table()
-            new = ~np.isin(distinct, table_hashes) if table_hashes.size else None
-            n_new = distinct.size if new is None else int(np.count_nonzero(new))
-            if table_hashes.size + n_new <= self.exact_limit:
-                items = None
-                if self._top_k:  # the items of hashes not held yet
-                    assert column is not None
-                    fresh = np.arange(distinct.size) if new is None else np.flatnonzero(new)
-                    items = [None] * distinct.size
-                    found = column_items(column, rows[first[fresh]])
-                    for j, item in zip(fresh.tolist(), found, strict=True):
-                        items[j] = item
-                merged = _exact.merge(self._table(), (distinct, counts, items))
-                self._ex_hashes, self._ex_counts, self._ex_items = merged
-                self._total += int(counts.sum())
-                return
-            self._to_counters()
+        """Count ``hashes`` (of ``column[rows]``) with optional positive weights.
+
+        In exact mode the rows go in steps of a little more than the exact limit, so a
+        batch of many distinct items turns into counters after one small sort; the
+        rest of the batch then goes to the counters, and the candidates are the best
+        of every item seen either way.
+        """
+        start = 0
+        step = max(self.exact_limit + 1, _EXACT_STEP)
+        while self._counters is None and start < hashes.size:
+            end = start + step
+            w = None if weights is None else weights[start:end]
+            if not self._count_exact(hashes[start:end], w, column, rows[start:end]):
+                self._to_counters()
+                break
+            start = end
+        if self._counters is None or start >= hashes.size:
+            return
+        if start:
+            hashes, rows = hashes[start:], rows[start:]
+            weights = None if weights is None else weights[start:]
         self._add(hashes, weights)
         if self._top_k:
             self._refresh(hashes, column, rows)
+
+    def _count_exact(
+        self,
+        hashes: np.ndarray,
+        weights: np.ndarray | None,
+        column: Column | None,
+        rows: np.ndarray,
+    ) -> bool:
+        """Add to the exact table, or return False (changing nothing) past the limit."""
+        distinct, counts, first = _topk.count_distinct(hashes, weights)
+        table_hashes, _, _ = self._table()
+        new = ~np.isin(distinct, table_hashes) if table_hashes.size else None
+        n_new = distinct.size if new is None else int(np.count_nonzero(new))
+        if table_hashes.size + n_new > self.exact_limit:
+            return False
+        items = None
+        if self._top_k:  # the items of hashes not held yet
+            assert column is not None
+            fresh = np.arange(distinct.size) if new is None else np.flatnonzero(new)
+            items = [None] * distinct.size
+            found = column_items(column, rows[first[fresh]])
+            for j, item in zip(fresh.tolist(), found, strict=True):
+                items[j] = item
+        merged = _exact.merge(self._table(), (distinct, counts, items))
+        self._ex_hashes, self._ex_counts, self._ex_items = merged
+        self._total += int(counts.sum())
+        return True
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
         if self._top_k:

@@ -390,3 +390,27 @@ def test_hashes_alone_only_without_top_k() -> None:
     assert plain == CountMinSketch(width=64, depth=2).update(["a", "b"])
     with pytest.raises(InvalidParameterError):
         CountMinSketch(width=64, depth=2, top_k=1)._update_hashes(hash64(["a"]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_batches_step_through_exact_mode(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    params = {"width": 256, "depth": 4, "top_k": 40}  # exact limit 128, capacity 160
+    few = np.array([f"f{i}" for i in rng.integers(0, 30, size=50_000)], dtype=object)
+    one = CountMinSketch(**params).update(few)  # several exact-mode steps
+    assert one.is_exact and one.total == few.size
+    split = CountMinSketch(**params)
+    for part in np.array_split(few, 7):
+        split.update(part)
+    assert split.to_bytes() == one.to_bytes()
+    # 150 distinct items: past the exact limit mid-batch, within the candidate capacity
+    many = np.concatenate([few, np.array([f"m{i}" for i in range(120)] * 3, dtype=object)])
+    many = many[rng.permutation(many.size)]
+    whole = CountMinSketch(**params).update(many)
+    assert not whole.is_exact
+    cuts = np.sort(rng.integers(0, many.size, size=5))
+    parts = CountMinSketch(**params)
+    for part in np.split(many, cuts):
+        parts.update(part)
+    assert parts.to_bytes() == whole.to_bytes()
+    assert len(whole.top(150)) == 150
