@@ -467,11 +467,12 @@ class HyperLogLog(Sketch):
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One sketch per group from one sort of ``(group, entry)`` keys: O(rows + groups).
+        """One sketch per group from sorts of ``(group, entry)`` keys: O(rows + groups).
 
-        Groups with more than :func:`sparse_limit` entries become registers together,
-        the others keep their slice of the sorted keys. Sketch ``i`` is byte-identical
-        to ``HyperLogLog(**params).update(values[codes == i])``.
+        Keys are deduplicated in batches that grow with the kept keys (so each row is
+        sorted a bounded number of times); a group found past :func:`sparse_limit`
+        entries moves to registers, and its later rows go there directly. Sketch ``i``
+        is byte-identical to ``HyperLogLog(**params).update(values[codes == i])``.
 
         Example:
             >>> [s.is_empty() for s in HyperLogLog.from_groups([1, 1], ["a", "b"], 3)]
@@ -480,39 +481,70 @@ class HyperLogLog(Sketch):
         template = cls(**params)
         p, seed = template._precision, template._seed
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        parts: list[np.ndarray] = []
-        pending = 0
+        build = _GroupedBuild(p, n_groups)
         for group, hashes, _, _ in chunks:
             for a in range(0, hashes.size, _CHUNK):
-                keys = _entries(hashes[a : a + _CHUNK]).astype(np.uint64)
-                keys |= group[a : a + _CHUNK].astype(np.uint64) << np.uint64(32)
-                parts.append(_dedupe(keys))
-                pending += parts[-1].size
-                if pending > _COMPACT_KEYS and len(parts) > 1:
-                    parts = [_dedupe(np.concatenate(parts))]
-                    pending = parts[0].size
-        keys = _dedupe(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
-        group_of = (keys >> np.uint64(32)).astype(np.int64)
+                build.add(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
+        build.compact()
+        keys, slot, dense = build.keys, build.slot.tolist(), build.dense
         entries = keys.astype(np.uint32)  # the low 32 bits
+        group_of = (keys >> np.uint64(32)).astype(np.int64)
         bounds = np.searchsorted(group_of, np.arange(n_groups + 1)).tolist()
-        sizes = np.diff(bounds)
-        dense_groups = np.flatnonzero(sizes > sparse_limit(p))
-        slot = np.full(n_groups, -1, dtype=np.int64)
-        slot[dense_groups] = np.arange(dense_groups.size)
-        dense = np.zeros((dense_groups.size, 1 << p), dtype=np.uint8)
-        if dense_groups.size:
-            rows = np.flatnonzero(slot[group_of] >= 0)
-            index, rho = _entry_registers(entries[rows], p)
-            index += slot[group_of[rows]] << p
-            np.maximum.at(dense.reshape(-1), index, rho)
         out = []
-        slots = slot.tolist()
         for i in range(n_groups):
             sketch = cls(p, seed=seed)
-            if slots[i] >= 0:
-                sketch._registers = dense[slots[i]].copy()
+            if slot[i] >= 0:
+                sketch._registers = dense[slot[i]].copy()
                 sketch._sparse = None
             elif bounds[i + 1] > bounds[i]:
                 sketch._sparse = entries[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out
+
+
+class _GroupedBuild:
+    """State of a grouped build: sorted ``group << 32 | entry`` keys and register rows."""
+
+    def __init__(self, precision: int, n_groups: int) -> None:
+        self.precision = precision
+        self.keys = np.empty(0, dtype=np.uint64)  # deduplicated keys of sparse groups
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.slot = np.full(n_groups, -1, dtype=np.int64)  # register row of dense groups
+        self.dense = np.zeros((0, 1 << precision), dtype=np.uint8)
+
+    def add(self, group: np.ndarray, hashes: np.ndarray) -> None:
+        if self.dense.shape[0]:
+            rows = np.flatnonzero(self.slot[group] >= 0)
+            if rows.size:
+                index, rho = _split(hashes[rows], self.precision)
+                index += self.slot[group[rows]] << self.precision
+                np.maximum.at(self.dense.reshape(-1), index, rho)
+                keep = np.ones(group.size, dtype=bool)
+                keep[rows] = False
+                group, hashes = group[keep], hashes[keep]
+        keys = _entries(hashes).astype(np.uint64)
+        keys |= group.astype(np.uint64) << np.uint64(32)
+        self.pending.append(_dedupe(keys))
+        self.n_pending += self.pending[-1].size
+        if self.n_pending > max(_COMPACT_KEYS, self.keys.size):
+            self.compact()
+
+    def compact(self) -> None:
+        """Deduplicate the pending keys; groups past the limit move to registers."""
+        keys = _dedupe(np.concatenate([self.keys, *self.pending]))
+        self.pending, self.n_pending = [], 0
+        group_of = (keys >> np.uint64(32)).astype(np.int64)
+        sizes = np.bincount(group_of, minlength=self.slot.size)
+        over = np.flatnonzero(sizes > sparse_limit(self.precision))
+        if over.size:
+            first = self.dense.shape[0]
+            self.slot[over] = np.arange(first, first + over.size)
+            grown = np.zeros((over.size, 1 << self.precision), dtype=np.uint8)
+            self.dense = np.concatenate((self.dense, grown))
+            move = self.slot[group_of] >= 0
+            index, rho = _entry_registers(keys[move].astype(np.uint32), self.precision)
+            index += self.slot[group_of[move]] << self.precision
+            np.maximum.at(self.dense.reshape(-1), index, rho)
+            keys = keys[~move]
+        self.keys = keys

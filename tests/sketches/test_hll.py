@@ -318,3 +318,21 @@ def test_from_groups_mixes_sparse_and_dense_groups() -> None:
         assert group.to_bytes() == expected.to_bytes()
         assert group.is_sparse == expected.is_sparse
     assert [g.is_sparse for g in groups[:3]] == [True] * 3 and not groups[-1].is_sparse
+
+
+def test_from_groups_moves_big_groups_to_registers_mid_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sketches.hll as hll_module
+
+    monkeypatch.setattr(hll_module, "_CHUNK", 700)  # many batches ...
+    monkeypatch.setattr(hll_module, "_COMPACT_KEYS", 900)  # ... and many compactions
+    rng = np.random.default_rng(4)
+    sizes = [2, 100, 256, 257, 3000, 9000]
+    values = np.concatenate([rng.integers(0, 2**62, size=s) for s in sizes])
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    order = rng.permutation(values.size)
+    groups = HyperLogLog.from_groups(codes[order], values[order], len(sizes), precision=10)
+    for i, group in enumerate(groups):
+        assert group.to_bytes() == HyperLogLog(10).update(values[codes == i]).to_bytes(), i
+    assert [g.is_sparse for g in groups] == [True, True, True, False, False, False]
