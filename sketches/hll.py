@@ -44,7 +44,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from typing import Any, Self
@@ -53,6 +52,17 @@ import numpy as np
 
 from sketches._base import Sketch, check_int, iter_grouped
 from sketches._format import KIND_HLL, Reader, seal
+from sketches._hll_sparse import (
+    RHO_BITS,
+    SPARSE_PRECISION,
+    SPARSE_Q,
+    GroupedBuild,
+    dedupe,
+    entries_of,
+    entry_registers,
+    sparse_limit,
+    split,
+)
 from sketches.errors import SketchFormatError
 from sketches.hashing import check_seed
 
@@ -60,88 +70,10 @@ __all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION", "SPARSE_PRECISION", 
 
 MIN_PRECISION = 4
 MAX_PRECISION = 18
-SPARSE_PRECISION = 25
-_SPARSE_Q = 64 - SPARSE_PRECISION  # hash bits below the sparse index
-_RHO_BITS = 6  # rho at the sparse precision is at most 40
 _ALPHA_INF = 1.0 / (2.0 * math.log(2.0))
 _CHUNK = 1 << 16
-_COMPACT_KEYS = 1 << 22  # grouped build: deduplicate pending keys beyond this many
 _NO_ENTRIES = np.empty(0, dtype=np.uint32)
 _NO_ENTRIES.flags.writeable = False
-
-
-def sparse_limit(precision: int) -> int:
-    """Most sparse entries a sketch holds: ``m / 4`` (4 bytes each against ``m`` bytes).
-
-    Example:
-        >>> sparse_limit(14)
-        4096
-    """
-    return (1 << precision) // 4
-
-
-def _entries(hashes: np.ndarray) -> np.ndarray:
-    """Sparse entries ``index25 << 6 | rho25`` (uint32) of uint64 hashes, unsorted."""
-    index = (hashes >> np.uint64(_SPARSE_Q)).astype(np.uint32)
-    low = hashes & np.uint64((1 << _SPARSE_Q) - 1)
-    bit_length = np.frexp(low.astype(np.float64))[1]  # exact: low < 2**39; 0 for 0
-    rho = (_SPARSE_Q + 1 - bit_length).astype(np.uint32)
-    index <<= np.uint32(_RHO_BITS)
-    index |= rho
-    return index
-
-
-def _dedupe(keys: np.ndarray) -> np.ndarray:
-    """Sorted keys, one per ``key >> 6`` (index, or group and index), keeping the largest."""
-    s = np.sort(keys)
-    if s.size < 2:
-        return s
-    slot = s >> s.dtype.type(_RHO_BITS)
-    keep = np.empty(s.size, dtype=bool)
-    keep[-1] = True
-    np.not_equal(slot[1:], slot[:-1], out=keep[:-1])
-    return s[keep]
-
-
-def _entry_registers(entries: np.ndarray, precision: int) -> tuple[np.ndarray, np.ndarray]:
-    """Register index (intp) and rho (uint8) at ``precision`` of sparse entries; exact.
-
-    The ``25 - p`` index bits below the register index come first in the hash bits
-    that rho counts: when any is set rho ends there, otherwise it continues into the
-    sparse rho.
-    """
-    shift = SPARSE_PRECISION - precision
-    full = (entries >> np.uint32(_RHO_BITS)).astype(np.intp)
-    low = full & ((1 << shift) - 1)
-    bit_length = np.frexp(low.astype(np.float64))[1]
-    rho25 = (entries & np.uint32((1 << _RHO_BITS) - 1)).astype(np.intp)
-    rho = np.where(low != 0, shift + 1 - bit_length, shift + rho25).astype(np.uint8)
-    return full >> shift, rho
-
-
-@functools.cache
-def _rho_table() -> np.ndarray:
-    """``table[t]`` = 1 + leading zeros of the 16-bit value ``t`` (``table[0] = 0``)."""
-    bit_length = np.frexp(np.arange(1 << 16, dtype=np.float64))[1]  # exact for integers
-    table = (17 - bit_length).astype(np.uint8)
-    table[0] = 0
-    return table
-
-
-def _split(hashes: np.ndarray, precision: int) -> tuple[np.ndarray, np.ndarray]:
-    """Register index (intp) and rho (uint8) of each hash; exact for every input."""
-    index = np.right_shift(hashes, np.uint64(64 - precision)).view(np.int64)
-    top = np.left_shift(hashes, np.uint64(precision))
-    np.right_shift(top, np.uint64(48), out=top)
-    rho = np.take(_rho_table(), top.view(np.int64))
-    if rho.all():
-        return index, rho
-    zero = np.flatnonzero(rho == 0)  # top 16 bits of the rest are zero: rare, do it exactly
-    if zero.size:
-        w = (hashes[zero] << np.uint64(precision)) | np.uint64(1 << (precision - 1))  # cap
-        bit_length = np.frexp(w.astype(np.float64))[1]  # exact: w < 2**48
-        rho[zero] = (65 - bit_length).astype(np.uint8)
-    return index, rho
 
 
 def _sigma(x: float) -> float:
@@ -247,7 +179,7 @@ class HyperLogLog(Sketch):
             return self._registers
         registers = np.zeros(1 << self._precision, dtype=np.uint8)
         assert self._sparse is not None
-        index, rho = _entry_registers(self._sparse, self._precision)
+        index, rho = entry_registers(self._sparse, self._precision)
         np.maximum.at(registers, index, rho)
         return registers
 
@@ -255,27 +187,27 @@ class HyperLogLog(Sketch):
         self._registers = self._dense_registers()
         self._sparse = None
 
-    def _add_entries(self, entries: np.ndarray) -> None:
+    def _addentries_of(self, entries: np.ndarray) -> None:
         """Add sparse entries to this sketch, in either mode."""
         if self._registers is None:
             assert self._sparse is not None
-            self._sparse = _dedupe(np.concatenate((self._sparse, entries)))
+            self._sparse = dedupe(np.concatenate((self._sparse, entries)))
             if self._sparse.size > sparse_limit(self._precision):
                 self._densify()
         else:
-            index, rho = _entry_registers(entries, self._precision)
+            index, rho = entry_registers(entries, self._precision)
             np.maximum.at(self._registers, index, rho)
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
         start = 0
         step = max(sparse_limit(self._precision) + 1, 1 << 12)
         while self._registers is None and start < hashes.size:
-            self._add_entries(_entries(hashes[start : start + step]))
+            self._addentries_of(entries_of(hashes[start : start + step]))
             start += step
         if self._registers is None:
             return
         for a in range(start, hashes.size, _CHUNK):
-            index, rho = _split(hashes[a : a + _CHUNK], self._precision)
+            index, rho = split(hashes[a : a + _CHUNK], self._precision)
             np.maximum.at(self._registers, index, rho)
 
     def _state_equal(self, other: Self) -> bool:
@@ -305,13 +237,13 @@ class HyperLogLog(Sketch):
         if other._registers is None:
             assert other._sparse is not None
             if other._sparse.size:
-                self._add_entries(other._sparse)
+                self._addentries_of(other._sparse)
         elif self._registers is None:
             mine = self._sparse
             self._registers = other._registers.copy()
             self._sparse = None
             assert mine is not None
-            self._add_entries(mine)
+            self._addentries_of(mine)
         else:
             np.maximum(self._registers, other._registers, out=self._registers)
         return self
@@ -331,7 +263,7 @@ class HyperLogLog(Sketch):
                 else:
                     np.maximum(out._registers, s._registers, out=out._registers)
         if entries:
-            out._add_entries(np.concatenate(entries))
+            out._addentries_of(np.concatenate(entries))
         return out
 
     # ------------------------------------------------------------ estimates
@@ -340,8 +272,8 @@ class HyperLogLog(Sketch):
         """Estimated number of distinct non-null values."""
         if self._registers is None:
             assert self._sparse is not None
-            rho = self._sparse & np.uint32((1 << _RHO_BITS) - 1)
-            counts = np.bincount(rho, minlength=_SPARSE_Q + 2).astype(np.float64)
+            rho = self._sparse & np.uint32((1 << RHO_BITS) - 1)
+            counts = np.bincount(rho, minlength=SPARSE_Q + 2).astype(np.float64)
             counts[0] = float((1 << SPARSE_PRECISION) - self._sparse.size)
             return _estimate_histogram(counts, SPARSE_PRECISION)
         return estimate_from_registers(self._registers, self._precision)
@@ -423,13 +355,13 @@ class HyperLogLog(Sketch):
                 raise SketchFormatError("non-canonical HyperLogLog bytes: too many sparse entries")
             entries = reader.array("<u4", count, "sparse entries")
             reader.finish()
-            index = entries >> np.uint32(_RHO_BITS)
-            rho = entries & np.uint32((1 << _RHO_BITS) - 1)
+            index = entries >> np.uint32(RHO_BITS)
+            rho = entries & np.uint32((1 << RHO_BITS) - 1)
             if count and (
                 int(index[-1]) >= 1 << SPARSE_PRECISION
                 or np.any(np.diff(index.astype(np.int64)) <= 0)
                 or int(rho.min()) == 0
-                or int(rho.max()) > _SPARSE_Q + 1
+                or int(rho.max()) > SPARSE_Q + 1
             ):
                 raise SketchFormatError("corrupt sparse HyperLogLog entries")
             out._sparse = entries
@@ -481,7 +413,7 @@ class HyperLogLog(Sketch):
         template = cls(**params)
         p, seed = template._precision, template._seed
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        build = _GroupedBuild(p, n_groups)
+        build = GroupedBuild(p, n_groups)
         for group, hashes, _, _ in chunks:
             for a in range(0, hashes.size, _CHUNK):
                 build.add(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
@@ -500,51 +432,3 @@ class HyperLogLog(Sketch):
                 sketch._sparse = entries[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out
-
-
-class _GroupedBuild:
-    """State of a grouped build: sorted ``group << 32 | entry`` keys and register rows."""
-
-    def __init__(self, precision: int, n_groups: int) -> None:
-        self.precision = precision
-        self.keys = np.empty(0, dtype=np.uint64)  # deduplicated keys of sparse groups
-        self.pending: list[np.ndarray] = []
-        self.n_pending = 0
-        self.slot = np.full(n_groups, -1, dtype=np.int64)  # register row of dense groups
-        self.dense = np.zeros((0, 1 << precision), dtype=np.uint8)
-
-    def add(self, group: np.ndarray, hashes: np.ndarray) -> None:
-        if self.dense.shape[0]:
-            rows = np.flatnonzero(self.slot[group] >= 0)
-            if rows.size:
-                index, rho = _split(hashes[rows], self.precision)
-                index += self.slot[group[rows]] << self.precision
-                np.maximum.at(self.dense.reshape(-1), index, rho)
-                keep = np.ones(group.size, dtype=bool)
-                keep[rows] = False
-                group, hashes = group[keep], hashes[keep]
-        keys = _entries(hashes).astype(np.uint64)
-        keys |= group.astype(np.uint64) << np.uint64(32)
-        self.pending.append(_dedupe(keys))
-        self.n_pending += self.pending[-1].size
-        if self.n_pending > max(_COMPACT_KEYS, self.keys.size):
-            self.compact()
-
-    def compact(self) -> None:
-        """Deduplicate the pending keys; groups past the limit move to registers."""
-        keys = _dedupe(np.concatenate([self.keys, *self.pending]))
-        self.pending, self.n_pending = [], 0
-        group_of = (keys >> np.uint64(32)).astype(np.int64)
-        sizes = np.bincount(group_of, minlength=self.slot.size)
-        over = np.flatnonzero(sizes > sparse_limit(self.precision))
-        if over.size:
-            first = self.dense.shape[0]
-            self.slot[over] = np.arange(first, first + over.size)
-            grown = np.zeros((over.size, 1 << self.precision), dtype=np.uint8)
-            self.dense = np.concatenate((self.dense, grown))
-            move = self.slot[group_of] >= 0
-            index, rho = _entry_registers(keys[move].astype(np.uint32), self.precision)
-            index += self.slot[group_of[move]] << self.precision
-            np.maximum.at(self.dense.reshape(-1), index, rho)
-            keys = keys[~move]
-        self.keys = keys

@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 
 from sketches import HyperLogLog, InvalidParameterError, union
-from sketches.hll import (
-    _entries,
-    _entry_registers,
-    _split,
-    estimate_from_registers,
-    sparse_limit,
-)
+from sketches._hll_sparse import entries_of as _entries
+from sketches._hll_sparse import entry_registers as _entry_registers
+from sketches._hll_sparse import split as _split
+from sketches.hll import estimate_from_registers, sparse_limit
 
 
 def rel_errors(estimates: list[float], truth: float) -> np.ndarray:
@@ -323,10 +320,11 @@ def test_from_groups_mixes_sparse_and_dense_groups() -> None:
 def test_from_groups_moves_big_groups_to_registers_mid_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sketches.hll as hll_module
+    import sketches._hll_sparse
+    import sketches.hll
 
-    monkeypatch.setattr(hll_module, "_CHUNK", 700)  # many batches ...
-    monkeypatch.setattr(hll_module, "_COMPACT_KEYS", 900)  # ... and many compactions
+    monkeypatch.setattr(sketches.hll, "_CHUNK", 700)  # many batches ...
+    monkeypatch.setattr(sketches._hll_sparse, "COMPACT_KEYS", 900)  # ... and many compactions
     rng = np.random.default_rng(4)
     sizes = [2, 100, 256, 257, 3000, 9000]
     values = np.concatenate([rng.integers(0, 2**62, size=s) for s in sizes])
