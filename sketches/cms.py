@@ -53,17 +53,16 @@ Example:
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any, Self
 
 import numpy as np
 
-from sketches import _exact, _topk
-from sketches._base import Sketch, check_int, iter_grouped
+from sketches import _cms_bytes, _cms_groups, _exact, _topk
+from sketches._base import Sketch, check_int
 from sketches._columns import Column, column_items, input_length, iter_columns, prepare
-from sketches._format import KIND_CMS, Reader, encode_items, seal, uint_width
-from sketches.errors import InvalidParameterError, SketchFormatError
-from sketches.hashing import check_seed, hash64, hash_column, row_multipliers
+from sketches._format import KIND_CMS
+from sketches.errors import InvalidParameterError
+from sketches.hashing import check_seed, hash_column, row_multipliers
 
 __all__ = ["CountMinSketch", "candidate_capacity", "exact_limit"]
 
@@ -571,30 +570,7 @@ class CountMinSketch(Sketch):
 
     def to_bytes(self) -> bytes:
         """Serialise (exact table, or counters sparse when smaller); deterministic."""
-        params = (self._width, self._depth, self._top_k, self._total)
-        if self._counters is None:
-            hashes, counts, items = self._table()
-            vw = uint_width(int(counts.max()) if counts.size else 0)
-            parts = [struct.pack("<IHIQBBI", *params, 2, vw, hashes.size)]
-            if items is not None:
-                parts += [counts.astype(f"<u{vw}").tobytes(), encode_items(items)]
-            else:
-                parts += [hashes.astype("<u8").tobytes(), counts.astype(f"<u{vw}").tobytes()]
-            return seal(KIND_CMS, self._seed, *parts)
-        flat = self._counters.reshape(-1)
-        vw = uint_width(int(flat.max()))
-        nonzero = np.flatnonzero(flat)
-        sparse = nonzero.size * (4 + vw) + 4 < flat.size * vw
-        parts = [struct.pack("<IHIQBB", *params, int(sparse), vw)]
-        if sparse:
-            parts.append(struct.pack("<I", nonzero.size))
-            parts.append(nonzero.astype("<u4").tobytes())
-            parts.append(flat[nonzero].astype(f"<u{vw}").tobytes())
-        else:
-            parts.append(flat.astype(f"<u{vw}").tobytes())
-        parts.append(struct.pack("<I", len(self._cand_items)))
-        parts.append(encode_items(self._cand_items))
-        return seal(KIND_CMS, self._seed, *parts)
+        return _cms_bytes.write(self)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
@@ -604,91 +580,8 @@ class CountMinSketch(Sketch):
         Raises:
             SketchFormatError: for anything but a valid, canonical Count-Min encoding.
         """
-        reader, seed = Reader.open(data, KIND_CMS)
-        width, depth, top_k, total, encoding, vw = reader.unpack("<IHIQBB")
-        try:
-            out = cls(width, depth, seed=seed, top_k=top_k)
-        except InvalidParameterError as exc:
-            raise SketchFormatError(f"bad Count-Min parameters: {exc}") from None
-        if (
-            vw not in (1, 2, 4, 8)
-            or encoding not in (0, 1, 2)
-            or (2, 1) == (encoding, reader.version)
-        ):
-            raise SketchFormatError(f"unknown Count-Min encoding {encoding}/{vw}")
-        if total >= 1 << 63:
-            raise SketchFormatError("Count-Min total out of int64 range")
-        if encoding == 2:
-            out._read_exact(reader, vw, total)
-            return out
-        size = width * depth
-        flat = np.zeros(size, dtype=np.uint64)
-        if encoding == 1:
-            (count,) = reader.unpack("<I", "sparse count")
-            index = reader.array("<u4", count, "sparse indices").astype(np.intp)
-            values = reader.array(f"<u{vw}", count, "sparse counters").astype(np.uint64)
-            if count and (
-                int(index[-1]) >= size or np.any(np.diff(index) <= 0) or not values.all()
-            ):
-                raise SketchFormatError("corrupt sparse Count-Min counters")
-            flat[index] = values
-        else:
-            flat = reader.array(f"<u{vw}", size, "counters").astype(np.uint64)
-        nonzero = int(np.count_nonzero(flat))
-        top = int(flat.max()) if size else 0
-        if uint_width(top) != vw or bool(encoding) != (nonzero * (4 + vw) + 4 < size * vw):
-            raise SketchFormatError("non-canonical Count-Min counter encoding")
-        if top >= 1 << 63:
-            raise SketchFormatError("Count-Min counter out of int64 range")
-        counters = flat.astype(np.int64).reshape(depth, width)
-        if any(int(s) != total for s in counters.sum(axis=1, dtype=np.uint64).tolist()):
-            raise SketchFormatError("Count-Min rows do not add up to the stored total")
-        (n_cand,) = reader.unpack("<I", "candidate count")
-        if n_cand > out.capacity or (n_cand and total == 0):
-            raise SketchFormatError(f"{n_cand} heavy-hitter candidates do not fit this sketch")
-        items = reader.items(n_cand)
-        reader.finish()
-        if total == 0:  # version 1 wrote the empty sketch as counters; version 2 never does
-            if reader.version >= 2:
-                raise SketchFormatError("non-canonical Count-Min bytes: empty counters")
-            return out
-        out._to_counters()
-        out._counters = counters
-        out._total = int(total)
-        out._cand_items = items
-        out._cand_hashes = hash64(items, seed) if items else out._cand_hashes
-        if out._cand_hashes.size != n_cand or _topk.sorted_unique(out._cand_hashes).size != n_cand:
-            raise SketchFormatError("duplicate heavy-hitter candidates")
-        est = out._estimate_hashes(out._cand_hashes)
-        if not np.array_equal(_topk.rank_top(out._cand_hashes, est, n_cand), np.arange(n_cand)):
-            raise SketchFormatError("heavy-hitter candidates are not in rank order")
-        if np.any(est == 0):
-            raise SketchFormatError("heavy-hitter candidate with a zero count")
+        out: Self = _cms_bytes.read(cls, data)
         return out
-
-    def _read_exact(self, reader: Reader, vw: int, total: int) -> None:
-        (count,) = reader.unpack("<I", "exact count")
-        if count > self.exact_limit:
-            raise SketchFormatError("non-canonical Count-Min bytes: too many exact counts")
-        items = None
-        if self._top_k:
-            counts = reader.array(f"<u{vw}", count, "exact counts").astype(np.uint64)
-            items = reader.items(count)
-            hashes = hash64(items, self._seed) if items else _NO_HASHES
-        else:
-            hashes = reader.array("<u8", count, "exact hashes")
-            counts = reader.array(f"<u{vw}", count, "exact counts").astype(np.uint64)
-        reader.finish()
-        if hashes.size != count or np.any(hashes[1:] <= hashes[:-1]):
-            raise SketchFormatError("exact Count-Min items out of hash order or repeated")
-        top = int(counts.max()) if count else 0
-        if (count and int(counts.min()) == 0) or uint_width(top) != vw or top >= 1 << 63:
-            raise SketchFormatError("non-canonical Count-Min exact counts")
-        high = int((counts >> np.uint64(32)).sum())  # no uint64 overflow: counts < 2**63
-        if (high << 32) + int((counts & np.uint64(0xFFFFFFFF)).sum()) != total:
-            raise SketchFormatError("Count-Min exact counts do not add up to the stored total")
-        self._ex_hashes, self._ex_counts, self._ex_items = hashes, counts.astype(np.int64), items
-        self._total = int(total)
 
     # ------------------------------------------------------------ grouped build
 
@@ -707,56 +600,4 @@ class CountMinSketch(Sketch):
             >>> [p.top() for p in parts]
             [[('x', 2)], [('y', 1)]]
         """
-        template = cls(**params)
-        n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        size = template._width * template._depth
-        pairs = _topk.GroupPairs()
-        for group, hashes, column, rows in chunks:
-            pairs.add(group, hashes, column, rows)
-        group, hashes, counts = pairs.table()
-        bounds = np.searchsorted(group, np.arange(n_groups + 1)).tolist()
-        totals = np.zeros(n_groups, dtype=np.int64)
-        np.add.at(totals, group, counts)
-        slot = np.full(n_groups, -1, dtype=np.int64)
-        dense_groups = np.flatnonzero(np.diff(bounds) > template.exact_limit)
-        slot[dense_groups] = np.arange(dense_groups.size)
-        in_dense = slot[group] >= 0
-        dense_pairs, exact_pairs = np.flatnonzero(in_dense), np.flatnonzero(~in_dense)
-        counters = np.zeros(dense_groups.size * size, dtype=np.int64)
-        for a in range(0, dense_pairs.size, _CHUNK):
-            sel = dense_pairs[a : a + _CHUNK]
-            idx = template._flat_indices(hashes[sel]) + slot[group[sel]] * size
-            np.add.at(counters, idx.reshape(-1), np.tile(counts[sel], template._depth))
-        cand_bounds: list[int] = [0] * (n_groups + 1)
-        cand_hashes, cand_items = _NO_HASHES, list[Any]()
-        if template._top_k and dense_pairs.size:
-
-            def estimate(g: np.ndarray, h: np.ndarray) -> np.ndarray:
-                idx = template._flat_indices(h) + slot[g] * size
-                return counters[idx].min(axis=0)
-
-            cand_group, cand_hashes, cand_items = pairs.select(
-                estimate, template.capacity, within=dense_pairs
-            )
-            cand_bounds = np.searchsorted(cand_group, np.arange(n_groups + 1)).tolist()
-        items: list[Any] = [None] * group.size
-        if template._top_k and exact_pairs.size:
-            for j, item in zip(exact_pairs.tolist(), pairs.items(exact_pairs), strict=True):
-                items[j] = item
-        out = []
-        slots = slot.tolist()
-        for i in range(n_groups):
-            sketch = cls(**params)
-            sketch._total = int(totals[i])
-            a, b = bounds[i], bounds[i + 1]
-            if slots[i] >= 0:
-                row = counters[slots[i] * size : (slots[i] + 1) * size]
-                sketch._to_counters()
-                sketch._counters = row.reshape(sketch._depth, -1).copy()
-                ca, cb = cand_bounds[i], cand_bounds[i + 1]
-                sketch._cand_hashes, sketch._cand_items = cand_hashes[ca:cb], cand_items[ca:cb]
-            elif b > a:
-                sketch._ex_hashes, sketch._ex_counts = hashes[a:b].copy(), counts[a:b].copy()
-                sketch._ex_items = items[a:b] if template._top_k else None
-            out.append(sketch)
-        return out
+        return _cms_groups.build(cls, codes, values, n_groups, params)
