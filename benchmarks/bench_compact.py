@@ -45,6 +45,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ _REPO_ROOT = _HERE.parent
 DEFAULT_OUT = _HERE / "results" / "compact.json"
 README = _HERE / "README.md"
 BEGIN, END = "<!-- bench_compact:begin -->", "<!-- bench_compact:end -->"
-PARAMS = {
+PARAMS: dict[str, dict[str, Any]] = {
     "hll": {"precision": 14},
     "cms": {"epsilon": 0.001, "delta": 0.01, "top_k": 20},
     "bloom": {"capacity": 100_000, "error_rate": 0.01},
@@ -159,11 +160,12 @@ def work_dense(kind: str, n: int, seed: int) -> dict[str, Any]:
 
     _warm_up(sk)
     data = np.random.default_rng(seed).integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
-    params = {
+    every: dict[str, dict[str, Any]] = {
         "hll": {"precision": 14},
         "cms": {"epsilon": 0.001, "delta": 0.01},
         "bloom": {"capacity": n, "error_rate": 0.01},
-    }[kind]
+    }
+    params = every[kind]
     cls = getattr(sk, CLASSES[kind])
     times = []
     for _ in range(3):
@@ -175,7 +177,7 @@ def work_dense(kind: str, n: int, seed: int) -> dict[str, Any]:
     return {"times_s": times, "items_per_s": n / min(times)}
 
 
-WORK = {
+WORK: dict[str, Callable[..., dict[str, Any]]] = {
     "memory": work_memory,
     "from_groups": work_from_groups,
     "union": work_union,
