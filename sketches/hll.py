@@ -279,8 +279,11 @@ class HyperLogLog(Sketch):
         return estimate_from_registers(self._registers, self._precision)
 
     def relative_error(self) -> float:
-        """Relative standard error ``1.04 / sqrt(m)`` of the estimate (at most: sparse
-        sketches do far better, see :meth:`lower_bound`)."""
+        """Relative standard error ``1.04 / sqrt(m)`` of the estimate.
+
+        A bound at every cardinality: sparse sketches do far better, and their
+        :meth:`lower_bound` and :meth:`upper_bound` use their own, smaller error.
+        """
         return 1.04 / math.sqrt(1 << self._precision)
 
     def _sigma(self) -> float:
