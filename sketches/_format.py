@@ -4,19 +4,23 @@ Layout (little-endian, no padding)::
 
     offset  size  field
     0       3     magic b"SSK"
-    3       1     format version (uint8, currently 1)
+    3       1     format version (uint8, currently 2; version 1 is still read)
     4       1     kind code (uint8: 1 HyperLogLog, 2 CountMinSketch, 3 BloomFilter,
                   4 MinHashSketch, 5 QuantileSketch)
     5       8     hash seed (uint64)
     13      ...   kind-specific parameters, then payload (see each sketch's ``to_bytes``)
     end-4   4     CRC-32 (zlib polynomial, uint32) of every byte before it
 
+Version 2 added the compact encodings of small sketches (HyperLogLog sparse entries,
+Count-Min exact counts, Bloom filter hashes); version 1 bytes load as the register,
+counter or bit form they hold, and are written back as version 2.
+
 Readers are strict: a wrong magic, an unknown version, another kind, a checksum
 mismatch (any corruption of up to 32 consecutive bits is caught), a length that does
 not match, trailing bytes or a non-canonical encoding all raise
 :class:`~sketches.errors.SketchFormatError`. Sizes read from the bytes are checked
 against the bytes actually present before anything is allocated. Every accepted input
-is canonical: ``from_bytes(b).to_bytes() == b``.
+of the current version is canonical: ``from_bytes(b).to_bytes() == b``.
 
 Example:
     >>> blob = seal(KIND_HLL, 7, b"\\x0e")
@@ -40,6 +44,7 @@ from sketches.errors import SketchFormatError
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
+    "READ_VERSIONS",
     "KIND_HLL",
     "KIND_CMS",
     "KIND_BLOOM",
@@ -55,7 +60,8 @@ __all__ = [
 ]
 
 MAGIC = b"SSK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 KIND_HLL = 1
 KIND_CMS = 2
 KIND_BLOOM = 3
@@ -84,7 +90,7 @@ def write_header(kind: int, seed: int) -> bytes:
 
     Example:
         >>> write_header(KIND_CMS, 0)[:5]
-        b'SSK\\x01\\x02'
+        b'SSK\\x02\\x02'
     """
     return _HEADER.pack(MAGIC, FORMAT_VERSION, kind, seed)
 
@@ -124,10 +130,10 @@ def peek_kind(data: Any) -> int:
     magic, version, kind, _ = _HEADER.unpack_from(view, 0)
     if magic != MAGIC:
         raise SketchFormatError(f"not a sketch: magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise SketchFormatError(
-            f"unsupported sketch format version {version} (this library reads version "
-            f"{FORMAT_VERSION}); upgrade the sketches package to read it"
+            f"unsupported sketch format version {version} (this library reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}); upgrade the sketches package to read it"
         )
     if kind not in KIND_NAMES:
         raise SketchFormatError(f"unknown sketch kind code {kind}")
@@ -140,6 +146,7 @@ class Reader:
     def __init__(self, data: Any) -> None:
         self._view = _as_view(data)
         self._pos = 0
+        self.version = FORMAT_VERSION  # the format version of the bytes being read
 
     @classmethod
     def open(cls, data: Any, expected_kind: int) -> tuple[Self, int]:
@@ -163,6 +170,7 @@ class Reader:
             raise SketchFormatError("corrupt or truncated sketch: checksum mismatch")
         reader = cls(body)
         reader._pos = _HEADER.size
+        reader.version = int(_HEADER.unpack_from(view, 0)[1])
         return reader, int(_HEADER.unpack_from(view, 0)[3])
 
     @property

@@ -29,6 +29,7 @@ __all__ = [
     "first_rows",
     "distinct_rows",
     "top_per_group",
+    "count_distinct",
     "GroupPairs",
 ]
 _CHUNK = 1 << 18
@@ -156,8 +157,28 @@ def top_per_group(
     return order[rank < capacity]
 
 
+def count_distinct(
+    hashes: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct hashes (ascending), their summed weights (int64) and a row of each.
+
+    Example:
+        >>> h, c, rows = count_distinct(np.array([7, 5, 7], dtype=np.uint64), None)
+        >>> h.tolist(), c.tolist(), h.tolist() == np.array([7, 5, 7])[rows].tolist()
+        ([5, 7], [1, 2], True)
+    """
+    order = np.argsort(hashes, kind="stable")
+    s = hashes[order]
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1]))) if s.size else order
+    if weights is None:
+        counts = np.diff(np.append(starts, s.size)).astype(np.int64)
+    else:
+        counts = np.add.reduceat(weights[order].astype(np.int64), starts) if s.size else starts
+    return s[starts], counts.astype(np.int64), order[starts]
+
+
 class GroupPairs:
-    """Distinct (group, item) pairs met by a grouped build, and where to find each item.
+    """Distinct (group, item) pairs met by a grouped build, their counts, and their items.
 
     Example:
         >>> from sketches._columns import iter_columns
@@ -165,50 +186,92 @@ class GroupPairs:
         >>> [(_, col)] = iter_columns(["a", "b", "a"])
         >>> h = np.array([5, 6, 5], dtype=np.uint64)
         >>> pairs.add(np.array([0, 0, 1]), h, col, np.arange(3))
-        >>> group, hashes, items = pairs.select(lambda g, h: np.ones(h.size, np.int64), 1)
-        >>> group.tolist(), items
-        ([0, 1], ['a', 'a'])
+        >>> group, hashes, counts = pairs.table()
+        >>> group.tolist(), hashes.tolist(), counts.tolist(), pairs.items(np.array([2]))
+        ([0, 0, 1], [5, 6, 5], [1, 1, 1], ['a'])
     """
 
     def __init__(self) -> None:
         self._columns: list[Column] = []
-        self._chunks: list[tuple[np.ndarray, ...]] = []  # (group, hash, chunk no, row, key)
+        self._chunks: list[tuple[np.ndarray, ...]] = []  # (group, hash, chunk no, row, key, count)
+        self._table: tuple[np.ndarray, ...] | None = None
 
     def add(self, group: np.ndarray, hashes: np.ndarray, column: Column, rows: np.ndarray) -> None:
-        """Keep one row per distinct (group, hash) of a chunk; ``rows`` locate the items."""
+        """Count the distinct (group, hash) pairs of a chunk; ``rows`` locate the items."""
         if hashes.size == 0:
             return
         keys = hashes ^ mix64(group.astype(np.uint64))  # a 64-bit pair id, like the hash
-        pick = distinct_rows(keys)
+        keys, counts, pick = count_distinct(keys, None)
         chunk_no = np.full(pick.size, len(self._columns), dtype=np.intp)
-        self._chunks.append((group[pick], hashes[pick], chunk_no, rows[pick], keys[pick]))
+        self._chunks.append((group[pick], hashes[pick], chunk_no, rows[pick], keys, counts))
         self._columns.append(column)
+        self._table = None
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Groups, hashes and counts of the distinct pairs, sorted by (group, hash)."""
+        if self._table is None:
+            if not self._chunks:
+                empty = np.empty(0, np.int64)
+                self._table = (empty, np.empty(0, np.uint64), empty, empty, empty)
+            else:
+                group, hashes, chunk_no, rows, keys, counts = (
+                    np.concatenate(x) for x in zip(*self._chunks, strict=True)
+                )
+                if len(self._chunks) > 1:  # pairs are already distinct within each chunk
+                    _, counts, pick = count_distinct(keys, counts)
+                    group, hashes, chunk_no, rows = (
+                        group[pick],
+                        hashes[pick],
+                        chunk_no[pick],
+                        rows[pick],
+                    )
+                order = np.lexsort((hashes, group))
+                self._table = (
+                    group[order],
+                    hashes[order],
+                    counts[order],
+                    chunk_no[order],
+                    rows[order],
+                )
+        return self._table[0], self._table[1], self._table[2]
+
+    def items(self, chosen: np.ndarray) -> list[Any]:
+        """The items of the chosen pairs (indices into :meth:`table`)."""
+        self.table()
+        assert self._table is not None
+        chunk_no, rows = self._table[3][chosen], self._table[4][chosen]
+        if len(self._columns) == 1:
+            return column_items(self._columns[0], rows)
+        items: list[Any] = [None] * chosen.size
+        for no, column in enumerate(self._columns):
+            sel = np.flatnonzero(chunk_no == no)
+            found = column_items(column, rows[sel]) if sel.size else []
+            for j, item in zip(sel.tolist(), found, strict=True):
+                items[j] = item
+        return items
 
     def select(
-        self, estimate: Callable[[np.ndarray, np.ndarray], np.ndarray], capacity: int
+        self,
+        estimate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        capacity: int,
+        within: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         """Each group's best ``capacity`` pairs by (``estimate`` desc, hash asc).
+
+        Args:
+            estimate: Estimates of (groups, hashes) arrays.
+            capacity: Pairs kept per group.
+            within: Optional indices into :meth:`table`: choose among these pairs only.
 
         Returns:
             Groups (ascending), hashes and items of the chosen pairs, in rank order
             within each group.
         """
-        if not self._chunks:
-            return np.empty(0, np.int64), np.empty(0, np.uint64), []
-        group, hashes, chunk_no, rows, keys = (
-            np.concatenate(x) for x in zip(*self._chunks, strict=True)
-        )
-        if len(self._chunks) > 1:  # pairs are already distinct within each chunk
-            pick = distinct_rows(keys)
-            group, hashes, chunk_no, rows = group[pick], hashes[pick], chunk_no[pick], rows[pick]
+        group, hashes, _ = self.table()
+        pick = np.arange(group.size) if within is None else within
+        group, hashes = group[pick], hashes[pick]
         est = np.empty(hashes.size, dtype=np.int64)
         for a in range(0, hashes.size, _CHUNK):
             est[a : a + _CHUNK] = estimate(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
         chosen = top_per_group(group, hashes, est, capacity)
-        items: list[Any] = [None] * chosen.size
-        for no, column in enumerate(self._columns):
-            sel = np.flatnonzero(chunk_no[chosen] == no)
-            found = column_items(column, rows[chosen[sel]]) if sel.size else []
-            for j, item in zip(sel.tolist(), found, strict=True):
-                items[j] = item
-        return group[chosen], hashes[chosen], items
+        return group[chosen], hashes[chosen], self.items(pick[chosen])

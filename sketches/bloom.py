@@ -9,10 +9,18 @@ one 64-bit hash by multiply-shift with k fixed odd multipliers
 2**32 bits). This costs the same as Kirsch-Mitzenmacher double hashing
 (``h + i * h2``) but keeps the probes independent. Merge is a bitwise OR.
 
+Small filters keep the values' hashes instead of bits: while at most ``num_bits / 64``
+distinct hashes were added (8 bytes each, the size of the bits), the filter holds them
+sorted, and turns them into bits past that. Every answer (membership, fill ratio,
+estimate) is computed from the bit positions of the held hashes, so it is identical to
+the bit form's: no false negatives, the same false positives. The mode depends on the
+set of hashes alone, so any order, split and mix of merges gives the one-pass bytes.
+
 Serialised payload (after the common header): capacity uint64, error_rate float64,
-num_bits uint64, num_hashes uint16, encoding uint8 (0 dense, 1 sparse); dense: all
-uint64 words; sparse: uint32 count, uint32 word indices, uint64 words (used exactly
-when smaller).
+num_bits uint64, num_hashes uint16, encoding uint8 (0 dense, 1 sparse, 2 hashes);
+dense: all uint64 words; sparse: uint32 count, uint32 word indices, uint64 words (used
+exactly when smaller); hashes (format version 2): uint32 count and the uint64 hashes in
+increasing order. Version 1 bytes load as bits (the empty filter as the empty one).
 
 Example:
     >>> bf = BloomFilter(capacity=1000, error_rate=0.01).update(["a", "b"])
@@ -37,13 +45,25 @@ from sketches._format import KIND_BLOOM, Reader, seal
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 from sketches.hashing import check_seed, hash_column, row_multipliers
 
-__all__ = ["BloomFilter", "bloom_size"]
+__all__ = ["BloomFilter", "bloom_size", "hash_limit"]
 
 MAX_BITS = 1 << 34
 MAX_CAPACITY = 1 << 40
 MAX_HASHES = 64
 _ROW_TAG = b"ssk:blm "
 _CHUNK = 1 << 17
+_NO_HASHES = np.empty(0, dtype=np.uint64)
+_NO_HASHES.flags.writeable = False
+
+
+def hash_limit(num_bits: int) -> int:
+    """Most distinct hashes a filter holds before it becomes bits: ``num_bits / 64``.
+
+    Example:
+        >>> hash_limit(bloom_size(100_000, 0.01)[0])
+        14977
+    """
+    return num_bits // 64
 
 
 def bloom_size(capacity: int, error_rate: float) -> tuple[int, int]:
@@ -95,7 +115,8 @@ class BloomFilter(Sketch):
         self._capacity = int(capacity)
         self._error_rate = float(error_rate)
         self._seed = check_seed(seed)
-        self._words = np.zeros(self._num_bits // 64, dtype=np.uint64)
+        self._hashes: np.ndarray | None = _NO_HASHES  # sorted distinct hashes while small
+        self._words: np.ndarray | None = None  # the bits, once past the hash limit
 
     # ------------------------------------------------------------ basics
 
@@ -119,16 +140,51 @@ class BloomFilter(Sketch):
         """Bits set per value."""
         return self._num_hashes
 
+    @property
+    def is_hashes(self) -> bool:
+        """Whether the filter holds its values' hashes rather than bits."""
+        return self._words is None
+
     def params(self) -> dict[str, Any]:
         """``{"capacity", "error_rate", "seed"}``."""
         return {"capacity": self._capacity, "error_rate": self._error_rate, "seed": self._seed}
 
     def _state_equal(self, other: Self) -> bool:
+        if self._words is None or other._words is None:
+            return (
+                self._hashes is not None
+                and other._hashes is not None
+                and bool(np.array_equal(self._hashes, other._hashes))
+            )
         return bool(np.array_equal(self._words, other._words))
 
     def is_empty(self) -> bool:
-        """Whether no bit is set."""
+        """Whether nothing was added."""
+        if self._words is None:
+            assert self._hashes is not None
+            return self._hashes.size == 0
         return not self._words.any()
+
+    def _set_positions(self) -> np.ndarray:
+        """Sorted distinct bit positions set by the held hashes (hash mode)."""
+        assert self._hashes is not None
+        return _topk.sorted_unique(self._positions(self._hashes).reshape(-1))
+
+    def _to_bits(self) -> None:
+        assert self._hashes is not None
+        words = np.zeros(self._num_bits // 64, dtype=np.uint64)
+        self._set_bits(words, self._hashes, None)
+        self._words, self._hashes = words, None
+
+    def _add_hashes(self, hashes: np.ndarray) -> None:
+        """Add hashes in either mode (hash mode: ``hashes`` need not be distinct)."""
+        if self._words is None:
+            assert self._hashes is not None
+            self._hashes = _topk.sorted_unique(np.concatenate((self._hashes, hashes)))
+            if self._hashes.size > hash_limit(self._num_bits):
+                self._to_bits()
+        else:
+            self._set_bits(self._words, hashes, None)
 
     def _summary(self) -> str:
         return f"fill_ratio={self.fill_ratio():.4f}"
@@ -176,18 +232,51 @@ class BloomFilter(Sketch):
             words |= np.packbits(scratch, bitorder="little").view("<u8")
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
-        self._set_bits(self._words, hashes, None)
+        start, step = 0, hash_limit(self._num_bits) + 1
+        while self._words is None and start < hashes.size:
+            self._add_hashes(hashes[start : start + step])
+            start += step
+        if start < hashes.size:
+            assert self._words is not None
+            self._set_bits(self._words, hashes[start:], None)
 
     def merge(self, other: Self) -> Self:
-        """Bitwise OR (in place).
+        """Union: hashes merge while few, bits take the bitwise OR (in place).
 
         Raises:
             IncompatibleSketchError: if ``other`` is not a BloomFilter with equal
                 capacity, error rate and seed.
         """
         self._check_mergeable(other)
-        np.bitwise_or(self._words, other._words, out=self._words)
+        if other._words is None:
+            assert other._hashes is not None
+            if other._hashes.size:
+                self._add_hashes(other._hashes)
+        elif self._words is None:
+            mine = self._hashes
+            self._words, self._hashes = other._words.copy(), None
+            assert mine is not None
+            self._add_hashes(mine)
+        else:
+            np.bitwise_or(self._words, other._words, out=self._words)
         return self
+
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        first = sketches[0]
+        for other in sketches[1:]:
+            first._check_mergeable(other)
+        out = cls(first._capacity, first._error_rate, seed=first._seed)
+        for s in sketches:
+            if s._words is not None:
+                if out._words is None:
+                    out._words, out._hashes = s._words.copy(), None
+                else:
+                    np.bitwise_or(out._words, s._words, out=out._words)
+        hashes = [s._hashes for s in sketches if s._hashes is not None and s._hashes.size]
+        if hashes:
+            out._add_hashes(np.concatenate(hashes))
+        return out
 
     # ------------------------------------------------------------ queries
 
@@ -198,11 +287,19 @@ class BloomFilter(Sketch):
         is always right.
         """
         parts = []
+        set_positions = self._set_positions() if self._words is None else None
         for _, column in iter_columns(values):
             hashes = hash_column(column, self._seed)
             found = np.ones(hashes.size, dtype=bool)
             for a in range(0, hashes.size, _CHUNK):
                 pos = self._positions(hashes[a : a + _CHUNK])
+                if set_positions is not None:  # hash mode: look the positions up
+                    at = np.searchsorted(set_positions, pos)
+                    np.minimum(at, max(set_positions.size - 1, 0), out=at)
+                    hit = set_positions[at] == pos if set_positions.size else at < 0
+                    found[a : a + _CHUNK] = hit.all(axis=0)
+                    continue
+                assert self._words is not None
                 words = self._words[(pos >> np.uint64(6)).astype(np.intp)]
                 bits = (words >> (pos & np.uint64(63))) & np.uint64(1)
                 found[a : a + _CHUNK] = bits.all(axis=0)
@@ -216,9 +313,14 @@ class BloomFilter(Sketch):
             raise UnsupportedInputError("use contains() for arrays; `in` takes one value")
         return bool(self.contains([value])[0])
 
+    def _bits_set(self) -> int:
+        if self._words is None:
+            return int(self._set_positions().size)
+        return _popcount(self._words)
+
     def fill_ratio(self) -> float:
         """Fraction of bits set."""
-        return _popcount(self._words) / self._num_bits
+        return self._bits_set() / self._num_bits
 
     def expected_fpr(self) -> float:
         """False-positive probability implied by the current fill: ``fill_ratio ** k``."""
@@ -229,7 +331,7 @@ class BloomFilter(Sketch):
 
         ``inf`` once every bit is set.
         """
-        x = _popcount(self._words)
+        x = self._bits_set()
         if x >= self._num_bits:
             return math.inf
         return -self._num_bits / self._num_hashes * math.log1p(-x / self._num_bits)
@@ -241,6 +343,15 @@ class BloomFilter(Sketch):
         params = struct.pack(
             "<QdQH", self._capacity, self._error_rate, self._num_bits, self._num_hashes
         )
+        if self._words is None:
+            assert self._hashes is not None
+            return seal(
+                KIND_BLOOM,
+                self._seed,
+                params,
+                struct.pack("<BI", 2, self._hashes.size),
+                self._hashes.astype("<u8").tobytes(),
+            )
         nonzero = np.flatnonzero(self._words)
         if 12 * nonzero.size + 4 < 8 * self._words.size:
             return seal(
@@ -272,6 +383,16 @@ class BloomFilter(Sketch):
                 f"stored, {out._num_bits} and {out._num_hashes} implied"
             )
         n_words = num_bits // 64
+        if encoding == 2 and reader.version >= 2:
+            (count,) = reader.unpack("<I", "hash count")
+            if count > hash_limit(num_bits):
+                raise SketchFormatError("non-canonical BloomFilter bytes: too many hashes")
+            hashes = reader.array("<u8", count, "hashes")
+            reader.finish()
+            if np.any(hashes[1:] <= hashes[:-1]):
+                raise SketchFormatError("BloomFilter hashes out of order or repeated")
+            out._hashes = hashes
+            return out
         if encoding == 0:
             words = reader.array("<u8", n_words, "bits")
             if 12 * np.count_nonzero(words) + 4 < 8 * n_words:
@@ -291,14 +412,20 @@ class BloomFilter(Sketch):
         else:
             raise SketchFormatError(f"unknown BloomFilter encoding {encoding}")
         reader.finish()
-        out._words = words
+        if words.any():
+            out._words, out._hashes = words, None
+        elif reader.version >= 2:  # version 1 wrote the empty filter as bits
+            raise SketchFormatError("non-canonical BloomFilter bytes: no bit set")
         return out
 
     # ------------------------------------------------------------ grouped build
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One filter per group: ``np.bitwise_or.at`` on ``[group, word]`` indices.
+        """One filter per group from one sort of (group, hash) pairs: O(rows + groups).
+
+        Groups past the hash limit get bits (for those groups only); the others keep
+        their slice of the sorted pairs.
 
         Example:
             >>> parts = BloomFilter.from_groups([0, 1], ["a", "b"], 2, capacity=100)
@@ -308,13 +435,34 @@ class BloomFilter(Sketch):
         template = cls(**params)
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
         m = template._num_bits
-        state = np.zeros(n_groups * (m // 64), dtype=np.uint64)
+        group_parts, hash_parts = [], []
         for group, hashes, _, _ in chunks:
-            template._set_bits(state, hashes, group.astype(np.uint64) * np.uint64(m))
-        rows = state.reshape(n_groups, m // 64)
+            group_parts.append(group)
+            hash_parts.append(hashes)
+        group = np.concatenate(group_parts) if group_parts else np.empty(0, np.int64)
+        hashes = np.concatenate(hash_parts) if hash_parts else _NO_HASHES
+        order = np.lexsort((hashes, group))
+        group, hashes = group[order], hashes[order]
+        if group.size:
+            keep = np.concatenate(([True], (group[1:] != group[:-1]) | (hashes[1:] != hashes[:-1])))
+            group, hashes = group[keep], hashes[keep]
+        bounds = np.searchsorted(group, np.arange(n_groups + 1)).tolist()
+        slot = np.full(n_groups, -1, dtype=np.int64)
+        big = np.flatnonzero(np.diff(bounds) > hash_limit(m))
+        slot[big] = np.arange(big.size)
+        state = np.zeros(big.size * (m // 64), dtype=np.uint64)
+        rows = np.flatnonzero(slot[group] >= 0)
+        if rows.size:
+            offsets = slot[group[rows]].astype(np.uint64) * np.uint64(m)
+            template._set_bits(state, hashes[rows], offsets)
+        words = state.reshape(big.size, m // 64)
         out = []
+        slots = slot.tolist()
         for i in range(n_groups):
             sketch = cls(template._capacity, template._error_rate, seed=template._seed)
-            sketch._words = rows[i].copy()
+            if slots[i] >= 0:
+                sketch._words, sketch._hashes = words[slots[i]].copy(), None
+            elif bounds[i + 1] > bounds[i]:
+                sketch._hashes = hashes[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out

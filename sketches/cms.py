@@ -17,17 +17,29 @@ current counters and ranked by (estimate descending, hash ascending). Four times
 stream but in the top ``top_k`` of the whole; the floor of 64 keeps small ``top_k``
 robust at a cost of a few hundred bytes.
 
+Exact mode: while at most :func:`exact_limit` distinct items were counted (``width *
+depth / 2``, or ``/ 8`` with top-k since every item is then kept too), the sketch holds
+no counters but the exact table item hash -> count (16 bytes an item against 8 per
+counter), plus every item when ``top_k > 0``. Estimates are computed from the table as
+the counters would give them (collisions included), so every answer is identical to
+the dense form's; ``top(k)`` ranks every item seen, not a candidate list. Past the
+limit the table becomes counters, and the candidates the best ``capacity`` of all its
+items. The mode depends on the distinct items alone.
+
 Determinism contract: counters (and ``total``) are byte-identical for any split and
-order of the input. The candidate list is order- and split-independent whenever at
-most ``capacity`` distinct items were seen (it then holds every one of them); beyond
-that, ``top(k)`` is correct up to the Count-Min error bound. Items are identified by
-their 64-bit hash (collisions have probability about ``n**2 / 2**65``).
+order of the input, and so is the whole sketch in exact mode. The candidate list is
+order- and split-independent whenever at most ``max(capacity, exact_limit)`` distinct
+items were seen; beyond that, ``top(k)`` is correct up to the Count-Min error bound
+(and :meth:`CountMinSketch.rerank` restores split-independence). Items are identified
+by their 64-bit hash (collisions have probability about ``n**2 / 2**65``).
 
 Serialised payload (after the common header): width uint32, depth uint16, top_k
-uint32, total uint64, encoding uint8 (0 dense, 1 sparse), value width uint8 (1, 2, 4
-or 8 bytes, the smallest holding the largest counter); dense: all counters; sparse:
-uint32 count, uint32 flat indices, values; then uint32 candidate count and the
-type-tagged candidate items in rank order.
+uint32, total uint64, encoding uint8 (0 dense, 1 sparse, 2 exact), value width uint8
+(1, 2, 4 or 8 bytes, the smallest holding the largest counter or count); dense: all
+counters; sparse: uint32 count, uint32 flat indices, values; then uint32 candidate
+count and the type-tagged candidate items in rank order. Exact (format version 2):
+uint32 count, then with top-k the counts and the type-tagged items, without top-k the
+uint64 hashes and the counts, all in increasing hash order.
 
 Example:
     >>> cms = CountMinSketch(epsilon=0.01, delta=0.01, top_k=2)
@@ -41,25 +53,29 @@ Example:
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any, Self
 
 import numpy as np
 
-from sketches import _topk
-from sketches._base import Sketch, check_int, iter_grouped
+from sketches import _cms_bytes, _cms_groups, _exact, _topk
+from sketches._base import Sketch, check_int
 from sketches._columns import Column, column_items, input_length, iter_columns, prepare
-from sketches._format import KIND_CMS, Reader, encode_items, seal, uint_width
-from sketches.errors import InvalidParameterError, SketchFormatError
-from sketches.hashing import check_seed, hash64, hash_column, row_multipliers
+from sketches._format import KIND_CMS
+from sketches.errors import InvalidParameterError
+from sketches.hashing import check_seed, hash_column, row_multipliers
 
-__all__ = ["CountMinSketch", "candidate_capacity"]
+__all__ = ["CountMinSketch", "candidate_capacity", "exact_limit"]
 
 MAX_WIDTH = 1 << 26
 MAX_DEPTH = 64
 MAX_TOP_K = 1 << 16
 _ROW_TAG = b"ssk:cms "
 _CHUNK = 1 << 18
+_EXACT_STEP = 1 << 14  # rows per exact-mode step (at least the exact limit + 1)
+_NO_HASHES = np.empty(0, dtype=np.uint64)
+_NO_HASHES.flags.writeable = False
+_NO_COUNTS = np.empty(0, dtype=np.int64)
+_NO_COUNTS.flags.writeable = False
 
 
 def candidate_capacity(top_k: int) -> int:
@@ -70,6 +86,16 @@ def candidate_capacity(top_k: int) -> int:
         (0, 64, 400)
     """
     return max(4 * top_k, 64) if top_k else 0
+
+
+def exact_limit(width: int, depth: int, top_k: int) -> int:
+    """Most distinct items an exact-mode sketch holds before it becomes counters.
+
+    Example:
+        >>> exact_limit(2719, 5, 0), exact_limit(2719, 5, 20)
+        (6797, 1699)
+    """
+    return (width * depth) // (8 if top_k else 2)
 
 
 def _is_scalar(values: Any) -> bool:
@@ -123,9 +149,14 @@ class CountMinSketch(Sketch):
         self._depth = check_int("depth", depth, 1, MAX_DEPTH)
         self._seed = check_seed(seed)
         self._top_k = check_int("top_k", top_k, 0, MAX_TOP_K)
-        self._counters = np.zeros((self._depth, self._width), dtype=np.int64)
+        self._counters: np.ndarray | None = None  # once past the exact limit
         self._total = 0
-        self._cand_hashes = np.empty(0, dtype=np.uint64)
+        # exact mode: distinct hashes, their counts and (with top-k) their items
+        self._ex_hashes: np.ndarray | None = _NO_HASHES
+        self._ex_counts: np.ndarray | None = _NO_COUNTS
+        self._ex_items: list[Any] | None = [] if self._top_k else None
+        # counters mode: heavy-hitter candidates in rank order
+        self._cand_hashes = _NO_HASHES
         self._cand_items: list[Any] = []
 
     # ------------------------------------------------------------ basics
@@ -151,6 +182,16 @@ class CountMinSketch(Sketch):
         return candidate_capacity(self._top_k)
 
     @property
+    def exact_limit(self) -> int:
+        """Most distinct items held in exact mode (see :func:`exact_limit`)."""
+        return exact_limit(self._width, self._depth, self._top_k)
+
+    @property
+    def is_exact(self) -> bool:
+        """Whether the sketch holds exact counts rather than counters."""
+        return self._counters is None
+
+    @property
     def epsilon(self) -> float:
         """``e / width``: the relative error of a point estimate."""
         return math.e / self._width
@@ -167,8 +208,8 @@ class CountMinSketch(Sketch):
 
     @property
     def counters(self) -> np.ndarray:
-        """A read-only view of the ``[depth, width]`` counters."""
-        view = self._counters.view()
+        """A read-only view of the ``[depth, width]`` counters (built while exact)."""
+        view = self._dense_counters().view()
         view.flags.writeable = False
         return view
 
@@ -190,9 +231,13 @@ class CountMinSketch(Sketch):
         return self._total == 0
 
     def _state_equal(self, other: Self) -> bool:
+        if self._total != other._total or self.is_exact != other.is_exact:
+            return False
+        if self._counters is None or other._counters is None:
+            (h1, c1, i1), (h2, c2, i2) = self._table(), other._table()
+            return bool(np.array_equal(h1, h2)) and bool(np.array_equal(c1, c2)) and i1 == i2
         return (
-            self._total == other._total
-            and bool(np.array_equal(self._counters, other._counters))
+            bool(np.array_equal(self._counters, other._counters))
             and bool(np.array_equal(self._cand_hashes, other._cand_hashes))
             and self._cand_items == other._cand_items
         )
@@ -215,8 +260,27 @@ class CountMinSketch(Sketch):
             col += np.uint64(row * self._width)
         return out.view(np.int64)
 
+    def _table(self) -> _exact.Table:
+        assert self._ex_hashes is not None and self._ex_counts is not None
+        return self._ex_hashes, self._ex_counts, self._ex_items
+
+    def _dense_counters(self) -> np.ndarray:
+        if self._counters is not None:
+            return self._counters
+        flat = np.zeros(self._depth * self._width, dtype=np.int64)
+        hashes, counts, _ = self._table()
+        np.add.at(flat, self._flat_indices(hashes).reshape(-1), np.tile(counts, self._depth))
+        return flat.reshape(self._depth, self._width)
+
     def _estimate_hashes(self, hashes: np.ndarray) -> np.ndarray:
         out = np.empty(hashes.size, dtype=np.int64)
+        if self._counters is None:
+            table_hashes, counts, _ = self._table()
+            keys, values = _exact.nonzero_counters(self._flat_indices(table_hashes), counts)
+            for a in range(0, hashes.size, _CHUNK):
+                idx = self._flat_indices(hashes[a : a + _CHUNK])
+                out[a : a + _CHUNK] = _exact.lookup(keys, values, idx).min(axis=0)
+            return out
         flat = self._counters.reshape(-1)
         for a in range(0, hashes.size, _CHUNK):
             idx = self._flat_indices(hashes[a : a + _CHUNK])
@@ -224,6 +288,8 @@ class CountMinSketch(Sketch):
         return out
 
     def _add(self, hashes: np.ndarray, weights: np.ndarray | None) -> None:
+        """Add to the counters (counters mode only)."""
+        assert self._counters is not None
         flat = self._counters.reshape(-1)
         for a in range(0, hashes.size, _CHUNK):
             idx = self._flat_indices(hashes[a : a + _CHUNK])
@@ -234,8 +300,78 @@ class CountMinSketch(Sketch):
                 np.add.at(flat, idx.reshape(-1), w)
         self._total += int(hashes.size) if weights is None else int(weights.sum())
 
+    def _to_counters(self) -> None:
+        """Leave exact mode: the table becomes counters, its items candidates (unranked)."""
+        table_hashes, _, items = self._table()
+        self._counters = self._dense_counters()
+        if self._top_k:
+            assert items is not None
+            self._cand_hashes, self._cand_items = table_hashes, items
+        self._ex_hashes = self._ex_counts = self._ex_items = None
+
+    def _count(
+        self,
+        hashes: np.ndarray,
+        weights: np.ndarray | None,
+        column: Column | None,
+        rows: np.ndarray,
+    ) -> None:
+        """Count ``hashes`` (of ``column[rows]``) with optional positive weights.
+
+        In exact mode the rows go in steps of a little more than the exact limit, so a
+        batch of many distinct items turns into counters after one small sort; the
+        rest of the batch then goes to the counters, and the candidates are the best
+        of every item seen either way.
+        """
+        start = 0
+        step = max(self.exact_limit + 1, _EXACT_STEP)
+        while self._counters is None and start < hashes.size:
+            end = start + step
+            w = None if weights is None else weights[start:end]
+            if not self._count_exact(hashes[start:end], w, column, rows[start:end]):
+                self._to_counters()
+                break
+            start = end
+        if self._counters is None or start >= hashes.size:
+            return
+        if start:
+            hashes, rows = hashes[start:], rows[start:]
+            weights = None if weights is None else weights[start:]
+        self._add(hashes, weights)
+        if self._top_k:
+            self._refresh(hashes, column, rows)
+
+    def _count_exact(
+        self,
+        hashes: np.ndarray,
+        weights: np.ndarray | None,
+        column: Column | None,
+        rows: np.ndarray,
+    ) -> bool:
+        """Add to the exact table, or return False (changing nothing) past the limit."""
+        distinct, counts, first = _topk.count_distinct(hashes, weights)
+        table_hashes, _, _ = self._table()
+        new = ~np.isin(distinct, table_hashes) if table_hashes.size else None
+        n_new = distinct.size if new is None else int(np.count_nonzero(new))
+        if table_hashes.size + n_new > self.exact_limit:
+            return False
+        items = None
+        if self._top_k:  # the items of hashes not held yet
+            assert column is not None
+            fresh = np.arange(distinct.size) if new is None else np.flatnonzero(new)
+            items = [None] * distinct.size
+            found = column_items(column, rows[first[fresh]])
+            for j, item in zip(fresh.tolist(), found, strict=True):
+                items[j] = item
+        merged = _exact.merge(self._table(), (distinct, counts, items))
+        self._ex_hashes, self._ex_counts, self._ex_items = merged
+        self._total += int(counts.sum())
+        return True
+
     def _update_hashes(self, hashes: np.ndarray) -> None:
-        self._add(hashes, None)
+        if self._top_k:
+            raise InvalidParameterError("a Count-Min sketch with top_k needs values, not hashes")
+        self._count(hashes, None, None, np.arange(hashes.size))
 
     # ------------------------------------------------------------ update / estimate
 
@@ -270,12 +406,10 @@ class CountMinSketch(Sketch):
             rows = np.arange(len(column)) if column.valid is None else np.flatnonzero(column.valid)
             w = None if weights is None else weights[offset : offset + len(column)][rows]
             hashes = hashes[rows]
-            self._add(hashes, w)
-            if self._top_k:
-                if w is not None:
-                    positive = w > 0
-                    hashes, rows = hashes[positive], rows[positive]
-                self._refresh(hashes, column, rows)
+            if w is not None and not w.all():  # zero counts change nothing: drop them
+                positive = np.flatnonzero(w)
+                hashes, rows, w = hashes[positive], rows[positive], w[positive]
+            self._count(hashes, w, column, rows)
         return self
 
     def estimate(self, values: Any) -> Any:
@@ -301,6 +435,12 @@ class CountMinSketch(Sketch):
         if not self._top_k:
             return []
         k = self._top_k if k is None else check_int("k", k, 0, self.capacity)
+        if self._counters is None:  # exact mode: rank every item
+            hashes, _, items = self._table()
+            assert items is not None
+            est = self._estimate_hashes(hashes)
+            chosen = _topk.rank_top(hashes, est, k)
+            return [(items[i], int(est[i])) for i in chosen.tolist()]
         est = self._estimate_hashes(self._cand_hashes[:k])
         return [(item, int(e)) for item, e in zip(self._cand_items[:k], est.tolist(), strict=True)]
 
@@ -312,6 +452,7 @@ class CountMinSketch(Sketch):
         every distinct item a stream held, after merging the counters of its parts,
         gives the candidates a one-pass build over the whole stream gives, whatever
         the split: that is how partials built in parallel stay split-independent.
+        In exact mode every counted item is known already and nothing changes.
 
         Example:
             >>> a = CountMinSketch(width=64, depth=2, top_k=1).update(["x", "y", "y"])
@@ -319,7 +460,7 @@ class CountMinSketch(Sketch):
             >>> a.merge(b).rerank(["x", "y"]).top()
             [('x', 3)]
         """
-        if not self._top_k:
+        if not self._top_k or self._counters is None:
             return self
         for _, column, hashes in self._hashed(values):
             rows = np.arange(len(column)) if column.valid is None else np.flatnonzero(column.valid)
@@ -357,103 +498,89 @@ class CountMinSketch(Sketch):
         self._cand_hashes = pool[chosen]
 
     def merge(self, other: Self) -> Self:
-        """Add counters and totals, then re-rank the union of both candidate lists."""
+        """Add the other's counts, then re-rank the union of both candidate lists.
+
+        Two exact tables merge into one while the union stays within the exact limit;
+        otherwise this sketch becomes counters and the other's counts (counters or
+        table) are added, its candidates (or all its items) joining the pool.
+        """
         self._check_mergeable(other)
-        self._counters += other._counters
+        if self._counters is None and other._counters is None:
+            merged = _exact.merge(self._table(), other._table())
+            if merged[0].size <= self.exact_limit:
+                self._ex_hashes, self._ex_counts, self._ex_items = merged
+                self._total += other._total
+                return self
+        if self._counters is None:
+            self._to_counters()
+        assert self._counters is not None
+        if other._counters is None:
+            pool_hashes, counts, pool_items = other._table()
+            flat = self._counters.reshape(-1)
+            idx = self._flat_indices(pool_hashes).reshape(-1)
+            np.add.at(flat, idx, np.tile(counts, self._depth))
+        else:
+            self._counters += other._counters
+            pool_hashes, pool_items = other._cand_hashes, other._cand_items
         self._total += other._total
-        if self._top_k and other._cand_hashes.size:
-            extra = ~np.isin(other._cand_hashes, self._cand_hashes)
-            pool = np.concatenate((self._cand_hashes, other._cand_hashes[extra]))
-            items = self._cand_items + [
-                item for item, keep in zip(other._cand_items, extra.tolist(), strict=True) if keep
-            ]
-            chosen = _topk.rank_top(pool, self._estimate_hashes(pool), self.capacity)
-            self._cand_hashes = pool[chosen]
-            self._cand_items = [items[i] for i in chosen.tolist()]
-        elif self._top_k:
-            chosen = _topk.rank_top(
-                self._cand_hashes, self._estimate_hashes(self._cand_hashes), self.capacity
-            )
-            self._cand_hashes = self._cand_hashes[chosen]
-            self._cand_items = [self._cand_items[i] for i in chosen.tolist()]
+        if self._top_k:
+            assert pool_items is not None
+            self._rank_candidates(pool_hashes, pool_items)
         return self
+
+    def _rank_candidates(self, hashes: np.ndarray, items: list[Any]) -> None:
+        """Candidates: the best ``capacity`` of the current ones and ``hashes``/``items``."""
+        extra = np.flatnonzero(~np.isin(hashes, self._cand_hashes))
+        _, first = np.unique(hashes[extra], return_index=True)  # one of each hash
+        extra = extra[first]
+        pool = np.concatenate((self._cand_hashes, hashes[extra]))
+        every = self._cand_items + [items[i] for i in extra.tolist()]
+        chosen = _topk.rank_top(pool, self._estimate_hashes(pool), self.capacity)
+        self._cand_hashes = pool[chosen]
+        self._cand_items = [every[i] for i in chosen.tolist()]
+
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        """One pass: every exact table at once, then counters and one ranking if needed."""
+        first = sketches[0]
+        for other in sketches[1:]:
+            first._check_mergeable(other)
+        out = cls(**first.params())
+        tables = [s._table() for s in sketches if s._counters is None]
+        table = _exact.merge_many(tables or [out._table()])
+        total = sum(s._total for s in sketches)
+        dense = [s for s in sketches if s._counters is not None]
+        if not dense and table[0].size <= out.exact_limit:
+            out._ex_hashes, out._ex_counts, out._ex_items = table
+            out._total = total
+            return out
+        out._ex_hashes, out._ex_counts, out._ex_items = table
+        out._to_counters()
+        assert out._counters is not None
+        for s in dense:
+            out._counters += s._counters
+        out._total = total
+        if out._top_k:
+            hashes = [s._cand_hashes for s in dense]
+            items = [x for s in dense for x in s._cand_items]
+            out._rank_candidates(np.concatenate(hashes) if hashes else _NO_HASHES, items)
+        return out
 
     # ------------------------------------------------------------ bytes
 
     def to_bytes(self) -> bytes:
-        """Serialise (sparse when smaller, narrowest counter width); deterministic."""
-        flat = self._counters.reshape(-1)
-        vw = uint_width(int(flat.max()))
-        nonzero = np.flatnonzero(flat)
-        sparse = nonzero.size * (4 + vw) + 4 < flat.size * vw
-        parts = [
-            struct.pack(
-                "<IHIQBB", self._width, self._depth, self._top_k, self._total, int(sparse), vw
-            )
-        ]
-        if sparse:
-            parts.append(struct.pack("<I", nonzero.size))
-            parts.append(nonzero.astype("<u4").tobytes())
-            parts.append(flat[nonzero].astype(f"<u{vw}").tobytes())
-        else:
-            parts.append(flat.astype(f"<u{vw}").tobytes())
-        parts.append(struct.pack("<I", len(self._cand_items)))
-        parts.append(encode_items(self._cand_items))
-        return seal(KIND_CMS, self._seed, *parts)
+        """Serialise (exact table, or counters sparse when smaller); deterministic."""
+        return _cms_bytes.write(self)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
-        """Read bytes written by :meth:`to_bytes`, checking every invariant.
+        """Read bytes written by :meth:`to_bytes` (format version 1 or 2), checking every
+        invariant.
 
         Raises:
             SketchFormatError: for anything but a valid, canonical Count-Min encoding.
         """
-        reader, seed = Reader.open(data, KIND_CMS)
-        width, depth, top_k, total, sparse, vw = reader.unpack("<IHIQBB")
-        try:
-            out = cls(width, depth, seed=seed, top_k=top_k)
-        except InvalidParameterError as exc:
-            raise SketchFormatError(f"bad Count-Min parameters: {exc}") from None
-        if vw not in (1, 2, 4, 8) or sparse not in (0, 1):
-            raise SketchFormatError(f"unknown Count-Min encoding {sparse}/{vw}")
-        size = width * depth
-        flat = np.zeros(size, dtype=np.uint64)
-        if sparse:
-            (count,) = reader.unpack("<I", "sparse count")
-            index = reader.array("<u4", count, "sparse indices").astype(np.intp)
-            values = reader.array(f"<u{vw}", count, "sparse counters").astype(np.uint64)
-            if count and (
-                int(index[-1]) >= size or np.any(np.diff(index) <= 0) or not values.all()
-            ):
-                raise SketchFormatError("corrupt sparse Count-Min counters")
-            flat[index] = values
-        else:
-            flat = reader.array(f"<u{vw}", size, "counters").astype(np.uint64)
-        nonzero = int(np.count_nonzero(flat))
-        top = int(flat.max()) if size else 0
-        if uint_width(top) != vw or bool(sparse) != (nonzero * (4 + vw) + 4 < size * vw):
-            raise SketchFormatError("non-canonical Count-Min counter encoding")
-        if top >= 1 << 63 or total >= 1 << 63:
-            raise SketchFormatError("Count-Min counter out of int64 range")
-        counters = flat.astype(np.int64).reshape(depth, width)
-        if any(int(s) != total for s in counters.sum(axis=1, dtype=np.uint64).tolist()):
-            raise SketchFormatError("Count-Min rows do not add up to the stored total")
-        (n_cand,) = reader.unpack("<I", "candidate count")
-        if n_cand > out.capacity or (n_cand and total == 0):
-            raise SketchFormatError(f"{n_cand} heavy-hitter candidates do not fit this sketch")
-        items = reader.items(n_cand)
-        reader.finish()
-        out._counters = counters
-        out._total = int(total)
-        out._cand_items = items
-        out._cand_hashes = hash64(items, seed) if items else out._cand_hashes
-        if out._cand_hashes.size != n_cand or _topk.sorted_unique(out._cand_hashes).size != n_cand:
-            raise SketchFormatError("duplicate heavy-hitter candidates")
-        est = out._estimate_hashes(out._cand_hashes)
-        if not np.array_equal(_topk.rank_top(out._cand_hashes, est, n_cand), np.arange(n_cand)):
-            raise SketchFormatError("heavy-hitter candidates are not in rank order")
-        if np.any(est == 0):
-            raise SketchFormatError("heavy-hitter candidate with a zero count")
+        out: Self = _cms_bytes.read(cls, data)
         return out
 
     # ------------------------------------------------------------ grouped build
@@ -462,48 +589,15 @@ class CountMinSketch(Sketch):
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
         """One sketch per group in one vectorised pass (see :meth:`Sketch.from_groups`).
 
-        Counters: ``np.add.at`` on ``[group, row, column]`` indices. Candidates: distinct
-        (group, item) pairs found by one sort, estimated from the final counters and
-        ranked per group; groups of at most one update chunk (2**20 rows) get exactly the
-        candidates a plain ``update`` would give.
+        One sort counts the distinct (group, item) pairs: O(rows + groups). Groups
+        within the exact limit take their slice of that table; the others get counters
+        (``np.add.at`` on ``[group, row, column]`` indices, for those groups only) and
+        the best ``capacity`` of their pairs as candidates, which is what a plain
+        ``update`` gives a group of at most one update chunk.
 
         Example:
             >>> parts = CountMinSketch.from_groups([0, 1, 0], ["x", "y", "x"], 2, top_k=1)
             >>> [p.top() for p in parts]
             [[('x', 2)], [('y', 1)]]
         """
-        template = cls(**params)
-        n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        size = template._width * template._depth
-        counters = np.zeros(n_groups * size, dtype=np.int64)
-        totals = np.zeros(n_groups, dtype=np.int64)
-        pairs = _topk.GroupPairs()
-        for group, hashes, column, rows in chunks:
-            for a in range(0, hashes.size, _CHUNK):
-                idx = template._flat_indices(hashes[a : a + _CHUNK])
-                idx += group[a : a + _CHUNK] * size
-                np.add.at(counters, idx.reshape(-1), 1)
-            totals += np.bincount(group, minlength=n_groups)
-            if template._top_k and hashes.size:
-                pairs.add(group, hashes, column, rows)
-        out = []
-        for i in range(n_groups):
-            sketch = cls(**params)
-            sketch._counters = counters[i * size : (i + 1) * size].reshape(sketch._depth, -1).copy()
-            sketch._total = int(totals[i])
-            out.append(sketch)
-        if template._top_k:
-            flat = counters.reshape(-1)
-
-            def estimate(group: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-                idx = template._flat_indices(hashes)
-                idx += group * size
-                return flat[idx].min(axis=0)
-
-            group, hashes, items = pairs.select(estimate, template.capacity)
-            bounds = np.searchsorted(group, np.arange(n_groups + 1))
-            for i, sketch in enumerate(out):
-                a, b = int(bounds[i]), int(bounds[i + 1])
-                sketch._cand_hashes = hashes[a:b]
-                sketch._cand_items = items[a:b]
-        return out
+        return _cms_groups.build(cls, codes, values, n_groups, params)

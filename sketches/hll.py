@@ -5,6 +5,17 @@
 ``64 - p`` bits (at most ``65 - p``); the register keeps the maximum. Merge is the
 elementwise maximum, so it is associative, commutative and exact.
 
+Small sketches are sparse (in memory and in bytes): while at most ``m / 4`` entries
+are held, the sketch keeps sorted uint32 entries ``index25 << 6 | rho25`` at the
+sparse precision 25 (HyperLogLog++'s idea: ``h >> 39`` and ``rho`` of the remaining
+39 bits, one entry per index with the largest ``rho``), 4 bytes each against the
+``m`` bytes of the registers. Entries convert exactly into registers of any precision
+up to 25, so the state is a function of the set of values alone: sparse while that set
+gives at most ``m / 4`` entries, registers beyond. Merges of sparse and dense sketches
+in any mix give the bytes of a one-pass build. A sparse estimate is Ertl's estimator
+at precision 25, whose error at these cardinalities is far below the registers'
+(a few in 10,000 at most).
+
 The estimate is the "improved raw estimator" of O. Ertl, *New cardinality estimation
 algorithms for HyperLogLog sketches* (2017): it works on the histogram of register
 values, needs no bias tables and no switch-over between linear counting and the raw
@@ -12,9 +23,11 @@ estimate, and stays within the usual ``1.04 / sqrt(m)`` relative standard error 
 0 to far beyond 1e9 distinct values (64-bit hashes: no large-range correction).
 
 Serialised payload (after the common header): ``precision`` (uint8), ``encoding``
-(uint8; 0 dense, 1 sparse), then either ``m`` register bytes (dense) or a uint32 count
-followed by that many uint32 entries ``index << 8 | value`` in increasing index order
-(sparse). Sparse is used exactly when it is smaller (``4 * nonzero + 4 < m``).
+(uint8), then: 2 (sparse mode, format version 2): a uint32 count and that many uint32
+entries in increasing order; registers: 0, ``m`` register bytes, or 1, a uint32 count
+and that many uint32 ``index << 8 | value`` in increasing index order, used exactly
+when smaller (``4 * nonzero + 4 < m``). Version 1 bytes (encodings 0 and 1 only) load
+as registers, or as the empty sketch.
 
 Example:
     >>> import numpy as np
@@ -31,7 +44,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from typing import Any, Self
@@ -40,40 +52,28 @@ import numpy as np
 
 from sketches._base import Sketch, check_int, iter_grouped
 from sketches._format import KIND_HLL, Reader, seal
-from sketches.errors import InvalidParameterError, SketchFormatError
+from sketches._hll_sparse import (
+    RHO_BITS,
+    SPARSE_PRECISION,
+    SPARSE_Q,
+    GroupedBuild,
+    dedupe,
+    entries_of,
+    entry_registers,
+    sparse_limit,
+    split,
+)
+from sketches.errors import SketchFormatError
 from sketches.hashing import check_seed
 
-__all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION"]
+__all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION", "SPARSE_PRECISION", "sparse_limit"]
 
 MIN_PRECISION = 4
 MAX_PRECISION = 18
 _ALPHA_INF = 1.0 / (2.0 * math.log(2.0))
 _CHUNK = 1 << 16
-
-
-@functools.cache
-def _rho_table() -> np.ndarray:
-    """``table[t]`` = 1 + leading zeros of the 16-bit value ``t`` (``table[0] = 0``)."""
-    bit_length = np.frexp(np.arange(1 << 16, dtype=np.float64))[1]  # exact for integers
-    table = (17 - bit_length).astype(np.uint8)
-    table[0] = 0
-    return table
-
-
-def _split(hashes: np.ndarray, precision: int) -> tuple[np.ndarray, np.ndarray]:
-    """Register index (intp) and rho (uint8) of each hash; exact for every input."""
-    index = np.right_shift(hashes, np.uint64(64 - precision)).view(np.int64)
-    top = np.left_shift(hashes, np.uint64(precision))
-    np.right_shift(top, np.uint64(48), out=top)
-    rho = np.take(_rho_table(), top.view(np.int64))
-    if rho.all():
-        return index, rho
-    zero = np.flatnonzero(rho == 0)  # top 16 bits of the rest are zero: rare, do it exactly
-    if zero.size:
-        w = (hashes[zero] << np.uint64(precision)) | np.uint64(1 << (precision - 1))  # cap
-        bit_length = np.frexp(w.astype(np.float64))[1]  # exact: w < 2**48
-        rho[zero] = (65 - bit_length).astype(np.uint8)
-    return index, rho
+_NO_ENTRIES = np.empty(0, dtype=np.uint32)
+_NO_ENTRIES.flags.writeable = False
 
 
 def _sigma(x: float) -> float:
@@ -109,9 +109,14 @@ def estimate_from_registers(registers: np.ndarray, precision: int) -> float:
         >>> estimate_from_registers(np.zeros(16, dtype=np.uint8), 4)
         0.0
     """
+    counts = np.bincount(registers, minlength=66 - precision)
+    return _estimate_histogram(counts.astype(np.float64), precision)
+
+
+def _estimate_histogram(counts: np.ndarray, precision: int) -> float:
+    """Ertl's estimate from ``counts[k]`` = number of registers equal to ``k``."""
     m = float(1 << precision)
     q = 64 - precision
-    counts = np.bincount(registers, minlength=q + 2).astype(np.float64)
     z = m * _tau(1.0 - counts[q + 1] / m)
     for k in range(q, 0, -1):
         z = 0.5 * (z + counts[k])
@@ -120,19 +125,22 @@ def estimate_from_registers(registers: np.ndarray, precision: int) -> float:
 
 
 class HyperLogLog(Sketch):
-    """Distinct-count sketch with ``2**precision`` one-byte registers.
+    """Distinct-count sketch with ``2**precision`` one-byte registers, sparse while small.
 
     Args:
-        precision: Number of index bits ``p`` in ``[4, 18]``; memory ``2**p`` bytes,
-            relative standard error ``1.04 / sqrt(2**p)`` (p=14: 16 KiB, 0.81 %).
+        precision: Number of index bits ``p`` in ``[4, 18]``; memory ``2**p`` bytes once
+            dense, relative standard error ``1.04 / sqrt(2**p)`` (p=14: 16 KiB, 0.81 %).
+            Until more than ``2**p / 4`` sparse entries are held the sketch is sparse:
+            4 bytes per entry and a far smaller error.
         seed: Hash seed; only sketches with equal seeds merge.
 
     Raises:
         InvalidParameterError: (a ``ValueError``) for a precision out of range.
 
     Example:
-        >>> round(HyperLogLog(precision=10).update(["a", "b", "a", None]).estimate())
-        2
+        >>> hll = HyperLogLog(precision=10).update(["a", "b", "a", None])
+        >>> round(hll.estimate()), hll.is_sparse
+        (2, True)
     """
 
     KIND = KIND_HLL
@@ -140,7 +148,8 @@ class HyperLogLog(Sketch):
     def __init__(self, precision: int = 14, *, seed: int = 0) -> None:
         self._precision = check_int("precision", precision, MIN_PRECISION, MAX_PRECISION)
         self._seed = check_seed(seed)
-        self._registers = np.zeros(1 << self._precision, dtype=np.uint8)
+        self._sparse: np.ndarray | None = _NO_ENTRIES  # sorted entries while sparse
+        self._registers: np.ndarray | None = None  # once dense
 
     # ------------------------------------------------------------ basics
 
@@ -150,9 +159,14 @@ class HyperLogLog(Sketch):
         return self._precision
 
     @property
+    def is_sparse(self) -> bool:
+        """Whether the sketch holds sparse entries rather than registers."""
+        return self._registers is None
+
+    @property
     def registers(self) -> np.ndarray:
-        """A read-only view of the registers."""
-        view = self._registers.view()
+        """A read-only view of the registers (built from the entries while sparse)."""
+        view = self._dense_registers().view()
         view.flags.writeable = False
         return view
 
@@ -160,52 +174,140 @@ class HyperLogLog(Sketch):
         """``{"precision": p, "seed": s}``."""
         return {"precision": self._precision, "seed": self._seed}
 
+    def _dense_registers(self) -> np.ndarray:
+        if self._registers is not None:
+            return self._registers
+        registers = np.zeros(1 << self._precision, dtype=np.uint8)
+        assert self._sparse is not None
+        index, rho = entry_registers(self._sparse, self._precision)
+        np.maximum.at(registers, index, rho)
+        return registers
+
+    def _densify(self) -> None:
+        self._registers = self._dense_registers()
+        self._sparse = None
+
+    def _addentries_of(self, entries: np.ndarray) -> None:
+        """Add sparse entries to this sketch, in either mode."""
+        if self._registers is None:
+            assert self._sparse is not None
+            self._sparse = dedupe(np.concatenate((self._sparse, entries)))
+            if self._sparse.size > sparse_limit(self._precision):
+                self._densify()
+        else:
+            index, rho = entry_registers(entries, self._precision)
+            np.maximum.at(self._registers, index, rho)
+
     def _update_hashes(self, hashes: np.ndarray) -> None:
-        for a in range(0, hashes.size, _CHUNK):
-            index, rho = _split(hashes[a : a + _CHUNK], self._precision)
+        start = 0
+        step = max(sparse_limit(self._precision) + 1, 1 << 12)
+        while self._registers is None and start < hashes.size:
+            self._addentries_of(entries_of(hashes[start : start + step]))
+            start += step
+        if self._registers is None:
+            return
+        for a in range(start, hashes.size, _CHUNK):
+            index, rho = split(hashes[a : a + _CHUNK], self._precision)
             np.maximum.at(self._registers, index, rho)
 
     def _state_equal(self, other: Self) -> bool:
+        if self._registers is None or other._registers is None:
+            return (
+                self._sparse is not None
+                and other._sparse is not None
+                and bool(np.array_equal(self._sparse, other._sparse))
+            )
         return bool(np.array_equal(self._registers, other._registers))
 
     def is_empty(self) -> bool:
-        """Whether every register is zero."""
+        """Whether nothing was added."""
+        if self._registers is None:
+            assert self._sparse is not None
+            return self._sparse.size == 0
         return not self._registers.any()
 
     def merge(self, other: Self) -> Self:
-        """Elementwise maximum of the registers (in place).
+        """Union: entries merge while sparse, registers take the elementwise maximum.
 
         Raises:
             IncompatibleSketchError: if ``other`` is not a HyperLogLog with equal
                 precision and seed.
         """
         self._check_mergeable(other)
-        np.maximum(self._registers, other._registers, out=self._registers)
+        if other._registers is None:
+            assert other._sparse is not None
+            if other._sparse.size:
+                self._addentries_of(other._sparse)
+        elif self._registers is None:
+            mine = self._sparse
+            self._registers = other._registers.copy()
+            self._sparse = None
+            assert mine is not None
+            self._addentries_of(mine)
+        else:
+            np.maximum(self._registers, other._registers, out=self._registers)
         return self
+
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        first = sketches[0]
+        for other in sketches[1:]:
+            first._check_mergeable(other)
+        out = cls(first._precision, seed=first._seed)
+        entries = [s._sparse for s in sketches if s._sparse is not None and s._sparse.size]
+        for s in sketches:
+            if s._registers is not None:
+                if out._registers is None:
+                    out._registers = s._registers.copy()
+                    out._sparse = None
+                else:
+                    np.maximum(out._registers, s._registers, out=out._registers)
+        if entries:
+            out._addentries_of(np.concatenate(entries))
+        return out
 
     # ------------------------------------------------------------ estimates
 
     def estimate(self) -> float:
         """Estimated number of distinct non-null values."""
+        if self._registers is None:
+            assert self._sparse is not None
+            rho = self._sparse & np.uint32((1 << RHO_BITS) - 1)
+            counts = np.bincount(rho, minlength=SPARSE_Q + 2).astype(np.float64)
+            counts[0] = float((1 << SPARSE_PRECISION) - self._sparse.size)
+            return _estimate_histogram(counts, SPARSE_PRECISION)
         return estimate_from_registers(self._registers, self._precision)
 
     def relative_error(self) -> float:
-        """Relative standard error ``1.04 / sqrt(m)`` of the estimate."""
+        """Relative standard error ``1.04 / sqrt(m)`` of the estimate.
+
+        A bound at every cardinality: sparse sketches do far better, and their
+        :meth:`lower_bound` and :meth:`upper_bound` use their own, smaller error.
+        """
         return 1.04 / math.sqrt(1 << self._precision)
+
+    def _sigma(self) -> float:
+        precision = SPARSE_PRECISION if self._registers is None else self._precision
+        return 1.04 / math.sqrt(1 << precision)
 
     def lower_bound(self, k: float = 2.0) -> float:
         """``estimate - k * sigma``, never below the number of non-zero registers.
 
-        Every non-zero register saw at least one distinct value, so that count is a hard
-        lower bound.
+        Every non-zero register (or sparse entry) saw at least one distinct value, so
+        that count is a hard lower bound. ``sigma`` is ``1.04 / sqrt(2**25)`` of the
+        estimate while sparse, :meth:`relative_error` once dense.
         """
         est = self.estimate()
-        floor = float(np.count_nonzero(self._registers))
-        return min(est, max(est * (1.0 - k * self.relative_error()), floor, 0.0))
+        if self._registers is None:
+            assert self._sparse is not None
+            floor = float(self._sparse.size)
+        else:
+            floor = float(np.count_nonzero(self._registers))
+        return min(est, max(est * (1.0 - k * self._sigma()), floor, 0.0))
 
     def upper_bound(self, k: float = 2.0) -> float:
-        """``estimate + k * sigma`` with ``sigma = relative_error() * estimate``."""
-        return self.estimate() * (1.0 + k * self.relative_error())
+        """``estimate + k * sigma`` (``sigma`` as in :meth:`lower_bound`)."""
+        return self.estimate() * (1.0 + k * self._sigma())
 
     def _summary(self) -> str:
         return f"estimate={self.estimate():.1f}"
@@ -213,7 +315,16 @@ class HyperLogLog(Sketch):
     # ------------------------------------------------------------ bytes
 
     def to_bytes(self) -> bytes:
-        """Serialise (sparse when that is smaller); equal states give equal bytes."""
+        """Serialise; equal states give equal bytes."""
+        if self._registers is None:
+            assert self._sparse is not None
+            return seal(
+                KIND_HLL,
+                self._seed,
+                bytes([self._precision, 2]),
+                struct.pack("<I", self._sparse.size),
+                self._sparse.astype("<u4").tobytes(),
+            )
         m = self._registers.size
         nonzero = np.flatnonzero(self._registers)
         if 4 * nonzero.size + 4 < m:
@@ -229,7 +340,7 @@ class HyperLogLog(Sketch):
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
-        """Read bytes written by :meth:`to_bytes`.
+        """Read bytes written by :meth:`to_bytes` (format version 1 or 2).
 
         Raises:
             SketchFormatError: for anything but a valid, canonical HyperLogLog encoding.
@@ -238,8 +349,26 @@ class HyperLogLog(Sketch):
         precision, encoding = reader.unpack("<BB")
         if not MIN_PRECISION <= precision <= MAX_PRECISION:
             raise SketchFormatError(f"HyperLogLog precision {precision} out of range")
+        out = cls(precision, seed=seed)
         m = 1 << precision
         max_rho = 65 - precision
+        if encoding == 2 and reader.version >= 2:
+            (count,) = reader.unpack("<I", "sparse count")
+            if count > sparse_limit(precision):
+                raise SketchFormatError("non-canonical HyperLogLog bytes: too many sparse entries")
+            entries = reader.array("<u4", count, "sparse entries")
+            reader.finish()
+            index = entries >> np.uint32(RHO_BITS)
+            rho = entries & np.uint32((1 << RHO_BITS) - 1)
+            if count and (
+                int(index[-1]) >= 1 << SPARSE_PRECISION
+                or np.any(np.diff(index.astype(np.int64)) <= 0)
+                or int(rho.min()) == 0
+                or int(rho.max()) > SPARSE_Q + 1
+            ):
+                raise SketchFormatError("corrupt sparse HyperLogLog entries")
+            out._sparse = entries
+            return out
         if encoding == 0:
             registers = reader.array("<u1", m, "registers")
             if 4 * np.count_nonzero(registers) + 4 < m:
@@ -262,38 +391,47 @@ class HyperLogLog(Sketch):
         reader.finish()
         if registers.size and int(registers.max()) > max_rho:
             raise SketchFormatError(f"HyperLogLog register above {max_rho}")
-        try:
-            out = cls(precision, seed=seed)
-        except InvalidParameterError as exc:  # pragma: no cover - ranges checked above
-            raise SketchFormatError(str(exc)) from None
-        out._registers = registers
+        if registers.any():
+            out._registers = registers
+            out._sparse = None
+        elif reader.version >= 2:  # version 1 wrote the empty sketch as empty registers
+            raise SketchFormatError("non-canonical HyperLogLog bytes: empty registers")
         return out
 
     # ------------------------------------------------------------ grouped build
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One sketch per group: ``np.maximum.at`` on ``[group, register]`` indices.
+        """One sketch per group from sorts of ``(group, entry)`` keys: O(rows + groups).
 
-        Sketch ``i`` is byte-identical to ``HyperLogLog(**params).update(values[codes == i])``.
+        Keys are deduplicated in batches that grow with the kept keys (so each row is
+        sorted a bounded number of times); a group found past :func:`sparse_limit`
+        entries moves to registers, and its later rows go there directly. Sketch ``i``
+        is byte-identical to ``HyperLogLog(**params).update(values[codes == i])``.
 
         Example:
             >>> [s.is_empty() for s in HyperLogLog.from_groups([1, 1], ["a", "b"], 3)]
             [True, False, True]
         """
         template = cls(**params)
-        p = template._precision
+        p, seed = template._precision, template._seed
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        state = np.zeros(n_groups << p, dtype=np.uint8)
+        build = GroupedBuild(p, n_groups)
         for group, hashes, _, _ in chunks:
             for a in range(0, hashes.size, _CHUNK):
-                index, rho = _split(hashes[a : a + _CHUNK], p)
-                index += group[a : a + _CHUNK] << p
-                np.maximum.at(state, index, rho)
-        rows = state.reshape(n_groups, 1 << p)
+                build.add(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
+        build.compact()
+        keys, slot, dense = build.keys, build.slot.tolist(), build.dense
+        entries = keys.astype(np.uint32)  # the low 32 bits
+        group_of = (keys >> np.uint64(32)).astype(np.int64)
+        bounds = np.searchsorted(group_of, np.arange(n_groups + 1)).tolist()
         out = []
         for i in range(n_groups):
-            sketch = cls(p, seed=template._seed)
-            sketch._registers = rows[i].copy()
+            sketch = cls(p, seed=seed)
+            if slot[i] >= 0:
+                sketch._registers = dense[slot[i]].copy()
+                sketch._sparse = None
+            elif bounds[i + 1] > bounds[i]:
+                sketch._sparse = entries[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out

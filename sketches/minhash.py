@@ -8,8 +8,17 @@ them for ``MinHash(num_perm, seed, scheme="affine64")`` (``numpy.random.RandomSt
 whose stream NumPy keeps frozen), so :meth:`MinHashSketch.to_datasketch` gives a
 datasketch MinHash with the same hash values. Merge is the elementwise minimum.
 
+Small sketches keep their values' hashes instead: while at most ``num_perm`` distinct
+hashes were added (8 bytes each, the size of the signature) the sketch holds them
+sorted and computes the signature from them when asked, so every answer equals the
+signature form's; past that it keeps the signature. The mode depends on the set of
+hashes alone, so any order, split and mix of merges gives the one-pass bytes.
+
 Serialised payload (after the common header, whose seed is this sketch's seed):
-num_perm uint32, then ``num_perm`` uint64 hash values.
+num_perm uint32, then in format version 2 an encoding uint8: 0, ``num_perm`` uint64
+hash values; 1, a uint32 count and that many uint64 value hashes in increasing order.
+Version 1 wrote the hash values alone; it loads as a signature (the empty one as the
+empty sketch).
 
 Example:
     >>> a = MinHashSketch(num_perm=256).update([f"w{i}" for i in range(100)])
@@ -29,6 +38,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from sketches import _topk
 from sketches._base import Sketch, check_int, iter_grouped
 from sketches._format import KIND_MINHASH, Reader, seal
 from sketches.errors import InvalidParameterError, SketchFormatError
@@ -40,6 +50,8 @@ _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _FMIX1 = np.uint64(0xFF51AFD7ED558CCD)
 _FMIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _CELLS = 1 << 20  # values x permutations per block
+_NO_HASHES = np.empty(0, dtype=np.uint64)
+_NO_HASHES.flags.writeable = False
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,7 +93,8 @@ class MinHashSketch(Sketch):
     def __init__(self, num_perm: int = 128, *, seed: int = 1) -> None:
         self._num_perm = check_int("num_perm", num_perm, 1, MAX_PERM)
         self._seed = check_int("seed", seed, 0, (1 << 32) - 1)
-        self._hashvalues = np.full(self._num_perm, _EMPTY, dtype=np.uint64)
+        self._hashes: np.ndarray | None = _NO_HASHES  # sorted distinct hashes while few
+        self._hashvalues: np.ndarray | None = None  # the signature, once past num_perm
 
     @property
     def num_perm(self) -> int:
@@ -89,21 +102,59 @@ class MinHashSketch(Sketch):
         return self._num_perm
 
     @property
+    def is_hashes(self) -> bool:
+        """Whether the sketch holds its values' hashes rather than the signature."""
+        return self._hashvalues is None
+
+    @property
     def hashvalues(self) -> np.ndarray:
         """A read-only view of the signature (``2**64 - 1`` where nothing was seen)."""
-        view = self._hashvalues.view()
+        view = self._signature().view()
         view.flags.writeable = False
         return view
+
+    def _signature(self) -> np.ndarray:
+        if self._hashvalues is not None:
+            return self._hashvalues
+        out = np.full(self._num_perm, _EMPTY, dtype=np.uint64)
+        assert self._hashes is not None
+        step = max(1, _CELLS // self._num_perm)
+        for start in range(0, self._hashes.size, step):
+            block = self._signatures(self._hashes[start : start + step])
+            np.minimum(out, block.min(axis=0), out=out)
+        return out
+
+    def _add_hashes(self, hashes: np.ndarray) -> None:
+        """Add hashes in either mode (hash mode: ``hashes`` need not be distinct)."""
+        if self._hashvalues is None:
+            assert self._hashes is not None
+            self._hashes = _topk.sorted_unique(np.concatenate((self._hashes, hashes)))
+            if self._hashes.size > self._num_perm:
+                self._hashvalues, self._hashes = self._signature(), None
+            return
+        step = max(1, _CELLS // self._num_perm)
+        for start in range(0, hashes.size, step):
+            block = self._signatures(hashes[start : start + step])
+            np.minimum(self._hashvalues, block.min(axis=0), out=self._hashvalues)
 
     def params(self) -> dict[str, Any]:
         """``{"num_perm", "seed"}``."""
         return {"num_perm": self._num_perm, "seed": self._seed}
 
     def _state_equal(self, other: Self) -> bool:
+        if self._hashvalues is None or other._hashvalues is None:
+            return (
+                self._hashes is not None
+                and other._hashes is not None
+                and bool(np.array_equal(self._hashes, other._hashes))
+            )
         return bool(np.array_equal(self._hashvalues, other._hashvalues))
 
     def is_empty(self) -> bool:
         """Whether no value was added."""
+        if self._hashvalues is None:
+            assert self._hashes is not None
+            return self._hashes.size == 0
         return bool(np.all(self._hashvalues == _EMPTY))
 
     def _summary(self) -> str:
@@ -117,28 +168,58 @@ class MinHashSketch(Sketch):
         return phv
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
-        step = max(1, _CELLS // self._num_perm)
-        for start in range(0, hashes.size, step):
-            block = self._signatures(hashes[start : start + step])
-            np.minimum(self._hashvalues, block.min(axis=0), out=self._hashvalues)
+        start, step = 0, self._num_perm + 1
+        while self._hashvalues is None and start < hashes.size:
+            self._add_hashes(hashes[start : start + step])
+            start += step
+        if start < hashes.size:
+            self._add_hashes(hashes[start:])
 
     def merge(self, other: Self) -> Self:
-        """Elementwise minimum (in place).
+        """Union: hashes merge while few, signatures take the elementwise minimum.
 
         Raises:
             IncompatibleSketchError: if ``other`` is not a MinHashSketch with equal
                 ``num_perm`` and seed.
         """
         self._check_mergeable(other)
-        np.minimum(self._hashvalues, other._hashvalues, out=self._hashvalues)
+        if other._hashvalues is None:
+            assert other._hashes is not None
+            if other._hashes.size:
+                self._add_hashes(other._hashes)
+        elif self._hashvalues is None:
+            mine = self._hashes
+            self._hashvalues, self._hashes = other._hashvalues.copy(), None
+            assert mine is not None
+            self._add_hashes(mine)
+        else:
+            np.minimum(self._hashvalues, other._hashvalues, out=self._hashvalues)
         return self
+
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        first = sketches[0]
+        for other in sketches[1:]:
+            first._check_mergeable(other)
+        out = cls(first._num_perm, seed=first._seed)
+        for s in sketches:
+            if s._hashvalues is not None:
+                if out._hashvalues is None:
+                    out._hashvalues, out._hashes = s._hashvalues.copy(), None
+                else:
+                    np.minimum(out._hashvalues, s._hashvalues, out=out._hashvalues)
+        hashes = [s._hashes for s in sketches if s._hashes is not None and s._hashes.size]
+        if hashes:
+            out._add_hashes(np.concatenate(hashes))
+        return out
 
     # ------------------------------------------------------------ estimates
 
     def jaccard(self, other: Self) -> float:
         """Estimated Jaccard similarity: the fraction of equal signature entries."""
         self._check_mergeable(other)
-        return float(np.count_nonzero(self._hashvalues == other._hashvalues)) / self._num_perm
+        equal = np.count_nonzero(self._signature() == other._signature())
+        return float(equal) / self._num_perm
 
     def jaccard_bounds(self, other: Self, k: float = 2.0) -> tuple[float, float]:
         """``jaccard -/+ k * sqrt(J (1 - J) / num_perm)``, clipped to ``[0, 1]``."""
@@ -148,7 +229,7 @@ class MinHashSketch(Sketch):
 
     def estimate(self) -> float:
         """Estimated number of distinct values: ``num_perm / sum(h / (2**64 - 1)) - 1``."""
-        total = float(np.sum(self._hashvalues / float(_EMPTY)))
+        total = float(np.sum(self._signature() / float(_EMPTY)))
         return self._num_perm / total - 1.0
 
     def relative_error(self) -> float:
@@ -167,25 +248,33 @@ class MinHashSketch(Sketch):
         """The equivalent ``datasketch.MinHash`` (scheme ``affine64``; needs datasketch >= 2.0)."""
         from datasketch import MinHash
 
-        return MinHash(seed=self._seed, hashvalues=self._hashvalues.copy(), scheme="affine64")
+        return MinHash(seed=self._seed, hashvalues=self._signature().copy(), scheme="affine64")
 
     # ------------------------------------------------------------ bytes
 
     def to_bytes(self) -> bytes:
         """Serialise; equal states give equal bytes."""
+        if self._hashvalues is None:
+            assert self._hashes is not None
+            return seal(
+                KIND_MINHASH,
+                self._seed,
+                struct.pack("<IBI", self._num_perm, 1, self._hashes.size),
+                self._hashes.astype("<u8").tobytes(),
+            )
         return seal(
             KIND_MINHASH,
             self._seed,
-            struct.pack("<I", self._num_perm),
+            struct.pack("<IB", self._num_perm, 0),
             self._hashvalues.astype("<u8").tobytes(),
         )
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
-        """Read bytes written by :meth:`to_bytes`.
+        """Read bytes written by :meth:`to_bytes` (format version 1 or 2).
 
         Raises:
-            SketchFormatError: for anything but a valid MinHashSketch encoding.
+            SketchFormatError: for anything but a valid, canonical MinHashSketch encoding.
         """
         reader, seed = Reader.open(data, KIND_MINHASH)
         (num_perm,) = reader.unpack("<I")
@@ -193,15 +282,35 @@ class MinHashSketch(Sketch):
             out = cls(num_perm, seed=seed)
         except InvalidParameterError as exc:
             raise SketchFormatError(f"bad MinHashSketch parameters: {exc}") from None
-        out._hashvalues = reader.array("<u8", num_perm, "hash values")
+        encoding = 0 if reader.version < 2 else reader.unpack("<B", "encoding")[0]
+        if encoding == 1:
+            (count,) = reader.unpack("<I", "hash count")
+            if count > num_perm:
+                raise SketchFormatError("non-canonical MinHashSketch bytes: too many hashes")
+            hashes = reader.array("<u8", count, "hashes")
+            reader.finish()
+            if np.any(hashes[1:] <= hashes[:-1]):
+                raise SketchFormatError("MinHashSketch hashes out of order or repeated")
+            out._hashes = hashes
+            return out
+        if encoding != 0:
+            raise SketchFormatError(f"unknown MinHashSketch encoding {encoding}")
+        signature = reader.array("<u8", num_perm, "hash values")
         reader.finish()
+        if np.any(signature != _EMPTY):
+            out._hashvalues, out._hashes = signature, None
+        elif reader.version >= 2:  # version 1 wrote the empty sketch as a signature
+            raise SketchFormatError("non-canonical MinHashSketch bytes: empty signature")
         return out
 
     # ------------------------------------------------------------ grouped build
 
     @classmethod
     def from_groups(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[Self]:
-        """One sketch per group: ``np.minimum.at`` of signature rows into group rows.
+        """One sketch per group from one sort of (group, hash) pairs: O(rows + groups).
+
+        Groups past ``num_perm`` distinct hashes get signatures (``np.minimum.at`` of
+        signature rows into their rows); the others keep their slice of the pairs.
 
         Example:
             >>> parts = MinHashSketch.from_groups([0, 0, 1], ["a", "b", "a"], 2, num_perm=16)
@@ -210,15 +319,34 @@ class MinHashSketch(Sketch):
         """
         template = cls(**params)
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        state = np.full((n_groups, template._num_perm), _EMPTY, dtype=np.uint64)
-        step = max(1, _CELLS // template._num_perm)
+        group_parts, hash_parts = [], []
         for group, hashes, _, _ in chunks:
-            for start in range(0, hashes.size, step):
-                block = template._signatures(hashes[start : start + step])
-                np.minimum.at(state, group[start : start + step], block)
+            group_parts.append(group)
+            hash_parts.append(hashes)
+        group = np.concatenate(group_parts) if group_parts else np.empty(0, np.int64)
+        hashes = np.concatenate(hash_parts) if hash_parts else _NO_HASHES
+        order = np.lexsort((hashes, group))
+        group, hashes = group[order], hashes[order]
+        if group.size:
+            keep = np.concatenate(([True], (group[1:] != group[:-1]) | (hashes[1:] != hashes[:-1])))
+            group, hashes = group[keep], hashes[keep]
+        bounds = np.searchsorted(group, np.arange(n_groups + 1)).tolist()
+        slot = np.full(n_groups, -1, dtype=np.int64)
+        big = np.flatnonzero(np.diff(bounds) > template._num_perm)
+        slot[big] = np.arange(big.size)
+        state = np.full((big.size, template._num_perm), _EMPTY, dtype=np.uint64)
+        rows = np.flatnonzero(slot[group] >= 0)
+        step = max(1, _CELLS // template._num_perm)
+        for start in range(0, rows.size, step):
+            sel = rows[start : start + step]
+            np.minimum.at(state, slot[group[sel]], template._signatures(hashes[sel]))
         out = []
+        slots = slot.tolist()
         for i in range(n_groups):
             sketch = cls(template._num_perm, seed=template._seed)
-            sketch._hashvalues = state[i].copy()
+            if slots[i] >= 0:
+                sketch._hashvalues, sketch._hashes = state[slots[i]].copy(), None
+            elif bounds[i + 1] > bounds[i]:
+                sketch._hashes = hashes[bounds[i] : bounds[i + 1]].copy()
             out.append(sketch)
         return out

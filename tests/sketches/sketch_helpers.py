@@ -38,6 +38,13 @@ KINDS = [
         {"precision": 8},
         [{"precision": 9}, {"seed": 1}],
     ),
+    # at most 8 sparse entries: the law streams mix sparse and dense sketches
+    KindSpec(
+        "hll-p5",
+        HyperLogLog,
+        {"precision": 5},
+        [{"precision": 6}, {"seed": 1}],
+    ),
     KindSpec(
         "cms",
         CountMinSketch,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sketches import CountMinSketch, InvalidParameterError, _topk, hash64, union
 from sketches.cms import candidate_capacity
+from sketches.hashing import row_multipliers
 
 
 def exact_counts(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +210,8 @@ def reference_refresh(cms: CountMinSketch, batch: list[Any]) -> list[int]:
 def test_threshold_shortcut_matches_the_plain_refresh() -> None:
     rng = np.random.default_rng(5)
     cms = CountMinSketch(width=512, depth=4, top_k=4)  # capacity 64
+    cms.update([f"warm-{i}" for i in range(cms.exact_limit + 1)])  # counters from here on
+    assert not cms.is_exact
     for _ in range(30):
         batch = [f"v{i}" for i in (rng.zipf(1.4, size=300) % 400).tolist()]
         before = cms.copy()
@@ -253,3 +256,161 @@ def test_rerank_skips_items_never_counted_and_is_a_no_op_without_top_k() -> None
     assert cms.rerank(["zzz", None]).top() == [("b", 2), ("a", 1)]
     plain = CountMinSketch(width=64, depth=2).update(["a"])
     assert plain.copy().rerank(["a", "b"]) == plain
+
+
+# ---------------------------------------------------------------- exact mode
+
+
+def reference_counters(values: list[Any], counts: np.ndarray, width: int, depth: int) -> np.ndarray:
+    """Counters by the documented definition: row i adds at ((h * a_i >> 32) * width) >> 32."""
+    out = np.zeros((depth, width), dtype=np.int64)
+    hashes = hash64(values).tolist()
+    for row, a in enumerate(row_multipliers(b"ssk:cms ", depth).tolist()):
+        for h, c in zip(hashes, counts.tolist(), strict=True):
+            out[row, ((((h * a) % 2**64) >> 32) * width) >> 32] += c
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_exact_mode_answers_as_the_counters_would(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    width, depth = int(rng.integers(2, 40)), int(rng.integers(1, 5))  # many collisions
+    values = [f"v{i}" for i in rng.integers(0, 200, size=int(rng.integers(1, 60))).tolist()]
+    counts = rng.integers(0, 5, size=len(values))
+    cms = CountMinSketch(width=width, depth=depth, top_k=3).update(values, counts=counts)
+    distinct = {v for v, c in zip(values, counts.tolist(), strict=True) if c}
+    assert cms.is_exact == (len(distinct) <= cms.exact_limit)
+    assert cms._counters is None or not cms.is_exact
+    expected = reference_counters(values, counts, width, depth)
+    assert cms.counters.tolist() == expected.tolist()
+    probes = [f"v{i}" for i in range(250)]
+    assert (
+        cms.estimate(probes).tolist()
+        == expected[
+            np.arange(depth)[:, None],
+            cms._flat_indices(hash64(probes)) % width,
+        ]
+        .min(axis=0)
+        .tolist()
+    )
+    assert cms.total == int(counts.sum())
+
+
+def test_exact_until_the_limit_then_counters() -> None:
+    cms = CountMinSketch(width=80, depth=2, top_k=1)  # limit 20 distinct items
+    assert cms.exact_limit == 20 and CountMinSketch(width=80, depth=2).exact_limit == 80
+    for i in range(20):
+        cms.update([f"k{i}", f"k{i // 2}"])
+        assert cms.is_exact and cms._ex_hashes.size == i + 1
+    assert cms._counters is None and cms.is_exact
+    cms.update(["k20"])
+    assert not cms.is_exact and cms._ex_hashes is None
+    one_pass = CountMinSketch(width=80, depth=2, top_k=1).update(
+        [x for i in range(20) for x in (f"k{i}", f"k{i // 2}")] + ["k20"]
+    )
+    assert one_pass.to_bytes() == cms.to_bytes()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_top_k_is_exact_and_split_independent_beyond_capacity(seed: int) -> None:
+    # 1,000 distinct items (capacity 64): the heavy ones are light in every part.
+    rng = np.random.default_rng(seed)
+    light = [f"light-{i}" for i in range(1000)]
+    heavy = [f"heavy-{i}" for i in range(3)]
+    stream = light * 3 + heavy * 8
+    order = rng.permutation(len(stream))
+    stream = [stream[i] for i in order]
+    params = {"width": 4096, "depth": 5, "top_k": 3}
+    parts = [stream[i::8] for i in range(8)]
+    partials = [CountMinSketch(**params).update(p) for p in parts]
+    assert all(p.is_exact for p in partials)
+    merged = CountMinSketch(**params)
+    for p in partials[::-1]:
+        merged.merge(p)
+    whole = CountMinSketch(**params).update(stream)
+    assert merged.is_exact and merged.to_bytes() == whole.to_bytes()
+    assert union(*partials).to_bytes() == whole.to_bytes()
+    assert {item for item, _ in whole.top(3)} == set(heavy)
+    assert all(est >= 8 for _, est in whole.top(3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mixed_exact_and_counter_merges(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    params = {"width": 64, "depth": 3, "top_k": 16}  # exact limit 24, capacity 64
+    values = [f"w{i}" for i in rng.integers(0, 60, size=int(rng.integers(10, 300))).tolist()]
+    whole = CountMinSketch(**params).update(values)
+    cuts = sorted(rng.integers(0, len(values), size=4).tolist())
+    bounds = [0, *cuts, len(values)]
+    parts = [
+        CountMinSketch(**params).update(values[a:b])
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    merged = CountMinSketch(**params)
+    for i in rng.permutation(len(parts)).tolist():
+        merged.merge(parts[i])
+    assert merged.to_bytes() == whole.to_bytes()
+    assert union(*parts).to_bytes() == whole.to_bytes()
+    assert merged.top(16) == whole.top(16)
+
+
+def test_union_of_many_exact_sketches_becomes_counters_once() -> None:
+    params = {"width": 256, "depth": 4, "top_k": 5}  # exact limit 128
+    parts = [CountMinSketch(**params).update([f"g{i}-{j}" for j in range(30)]) for i in range(20)]
+    parts[3].update(["hot"] * 50)
+    u = union(*parts)
+    assert not u.is_exact and u.total == 20 * 30 + 50
+    sequential = parts[0].copy()
+    for p in parts[1:]:
+        sequential.merge(p)
+    assert u.counters.tolist() == sequential.counters.tolist()
+    assert u.top(1) == [("hot", u.estimate("hot"))]
+    assert u.estimate("hot") >= 50
+
+
+def test_from_groups_mixes_exact_and_counter_groups() -> None:
+    rng = np.random.default_rng(8)
+    sizes = [0, 3, 40, 129, 500]  # exact limit of 256 x 4 with top-k is 128
+    values = np.concatenate([rng.integers(0, 10**6, size=s) for s in sizes]).astype(str)
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    order = rng.permutation(values.size)
+    counts_per_row = rng.integers(1, 3, size=values.size)
+    objs = np.repeat(values[order], counts_per_row[order]).astype(object)
+    objs_codes = np.repeat(codes[order], counts_per_row[order])
+    groups = CountMinSketch.from_groups(objs_codes, objs, len(sizes), width=256, depth=4, top_k=5)
+    for i, group in enumerate(groups):
+        expected = CountMinSketch(width=256, depth=4, top_k=5).update(objs[objs_codes == i])
+        assert group.to_bytes() == expected.to_bytes()
+    assert [g.is_exact for g in groups] == [True, True, True, False, False]
+
+
+def test_hashes_alone_only_without_top_k() -> None:
+    plain = CountMinSketch(width=64, depth=2)
+    plain._update_hashes(hash64(["a", "b"]))
+    assert plain == CountMinSketch(width=64, depth=2).update(["a", "b"])
+    with pytest.raises(InvalidParameterError):
+        CountMinSketch(width=64, depth=2, top_k=1)._update_hashes(hash64(["a"]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_batches_step_through_exact_mode(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    params = {"width": 256, "depth": 4, "top_k": 40}  # exact limit 128, capacity 160
+    few = np.array([f"f{i}" for i in rng.integers(0, 30, size=50_000)], dtype=object)
+    one = CountMinSketch(**params).update(few)  # several exact-mode steps
+    assert one.is_exact and one.total == few.size
+    split = CountMinSketch(**params)
+    for part in np.array_split(few, 7):
+        split.update(part)
+    assert split.to_bytes() == one.to_bytes()
+    # 150 distinct items: past the exact limit mid-batch, within the candidate capacity
+    many = np.concatenate([few, np.array([f"m{i}" for i in range(120)] * 3, dtype=object)])
+    many = many[rng.permutation(many.size)]
+    whole = CountMinSketch(**params).update(many)
+    assert not whole.is_exact
+    cuts = np.sort(rng.integers(0, many.size, size=5))
+    parts = CountMinSketch(**params)
+    for part in np.split(many, cuts):
+        parts.update(part)
+    assert parts.to_bytes() == whole.to_bytes()
+    assert len(whole.top(150)) == 150

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from sketches import HyperLogLog, InvalidParameterError, union
-from sketches.hll import _split, estimate_from_registers
+from sketches._hll_sparse import entries_of as _entries
+from sketches._hll_sparse import entry_registers as _entry_registers
+from sketches._hll_sparse import split as _split
+from sketches.hll import estimate_from_registers, sparse_limit
 
 
 def rel_errors(estimates: list[float], truth: float) -> np.ndarray:
@@ -184,10 +187,15 @@ def test_bounds_bracket_the_truth() -> None:
 
 def test_sparse_and_dense_encodings() -> None:
     small = HyperLogLog(14).update(np.arange(100))
-    assert len(small.to_bytes()) == 13 + 2 + 4 + 4 * int(np.count_nonzero(small.registers)) + 4
+    assert small.is_sparse
+    assert len(small.to_bytes()) == 13 + 2 + 4 + 4 * small._sparse.size + 4
+    few_registers = HyperLogLog(14).update(np.arange(4300))  # registers, few non-zero
+    assert not few_registers.is_sparse
+    nonzero = int(np.count_nonzero(few_registers.registers))
+    assert len(few_registers.to_bytes()) == 13 + 2 + 4 + 4 * nonzero + 4
     big = HyperLogLog(14).update(np.arange(100_000))
     assert len(big.to_bytes()) == 13 + 2 + (1 << 14) + 4
-    for s in (small, big, HyperLogLog(4)):
+    for s in (small, few_registers, big, HyperLogLog(4)):
         assert HyperLogLog.from_bytes(s.to_bytes()) == s
 
 
@@ -198,3 +206,131 @@ def test_union_of_many_equals_sequential_merges() -> None:
         sequential.merge(part)
     assert union(*parts) == sequential
     assert abs(sequential.estimate() / 30_200 - 1) < 4 * sequential.relative_error()
+
+
+# ---------------------------------------------------------------- sparse mode
+
+
+def reference_entry(h: int) -> tuple[int, int]:
+    """Sparse entry of a hash by its definition: index at precision 25 and its rho."""
+    return reference_split(h, 25)
+
+
+@pytest.mark.parametrize("p", [4, 9, 14, 18])
+def test_sparse_entries_convert_exactly_into_registers(p: int) -> None:
+    rng = np.random.default_rng(100 + p)
+    hashes = rng.integers(0, 2**64, size=3000, dtype=np.uint64)
+    edge = [0, 1, 2**64 - 1, 2**39, 2**39 - 1, 2 ** (64 - p), 2 ** (64 - p) - 1, 2**38]
+    hashes = np.concatenate([hashes, np.array(edge, dtype=np.uint64)])
+    hashes = np.concatenate([hashes, hashes >> np.uint64(25 + p % 11)])
+    entries = _entries(hashes)
+    expected = [reference_entry(int(h)) for h in hashes.tolist()]
+    assert (entries >> np.uint32(6)).tolist() == [e[0] for e in expected]
+    assert (entries & np.uint32(63)).tolist() == [e[1] for e in expected]
+    index, rho = _entry_registers(entries, p)
+    direct = [reference_split(int(h), p) for h in hashes.tolist()]
+    assert index.tolist() == [d[0] for d in direct]
+    assert rho.tolist() == [d[1] for d in direct]
+
+
+@pytest.mark.parametrize("p", [6, 12, 14])
+def test_sparse_until_the_entry_limit_then_registers(p: int) -> None:
+    limit = sparse_limit(p)
+    assert limit == (1 << p) // 4
+    hll = HyperLogLog(p)
+    rng = np.random.default_rng(p)
+    seen = np.empty(0, dtype=np.uint64)
+    while hll.is_sparse:
+        batch = rng.integers(0, 2**64, size=int(rng.integers(1, limit // 3 + 2)), dtype=np.uint64)
+        seen = np.concatenate([seen, batch])
+        hll._update_hashes(batch)
+        distinct = len({reference_entry(int(h))[0] for h in seen.tolist()})
+        assert hll.is_sparse == (distinct <= limit), (distinct, limit)
+        if hll.is_sparse:
+            assert hll._sparse.nbytes == 4 * distinct and hll._registers is None
+    one_pass = HyperLogLog(p)
+    one_pass._update_hashes(seen[::-1].copy())
+    assert one_pass.to_bytes() == hll.to_bytes()
+    assert not one_pass.is_sparse and one_pass._sparse is None
+
+
+def test_small_sketches_hold_no_registers() -> None:
+    hll = HyperLogLog(14).update([f"user-{i}" for i in range(50)])
+    assert hll.is_sparse and hll._registers is None and hll._sparse.nbytes == 200
+    assert len(hll.to_bytes()) == 13 + 2 + 4 + 200 + 4
+    assert hll.registers.shape == (1 << 14,) and hll.registers.flags.writeable is False
+    assert np.count_nonzero(hll.registers) <= 50
+
+
+@pytest.mark.parametrize("n", [1, 10, 100, 1000, 4000])
+def test_sparse_estimates_beat_the_registers_over_seeds(n: int) -> None:
+    p = 14
+    sparse_errors, dense_errors = [], []
+    for seed in range(100):
+        hll = HyperLogLog(p, seed=seed).update(np.arange(n))
+        assert hll.is_sparse  # n <= 4096 distinct values: at most 4096 entries
+        sparse_errors.append(hll.estimate() / n - 1)
+        dense_errors.append(estimate_from_registers(hll.registers, p) / n - 1)
+        assert hll.lower_bound(3) <= n <= hll.upper_bound(3) or abs(sparse_errors[-1]) * n < 1
+    sparse_abs, dense_abs = np.abs(sparse_errors), np.abs(dense_errors)
+    assert float(sparse_abs.mean()) <= float(dense_abs.mean()) + 1e-12
+    assert np.all(sparse_abs <= 3 * sigma(p))
+    # linear counting over 2**25 buckets: relative error about 1/sqrt(2 * 2**25) at most
+    assert float(np.sqrt(np.mean(np.square(sparse_errors)))) <= 4 * sigma(25) + 1.0 / n
+
+
+def test_sparse_lower_bound_counts_entries() -> None:
+    hll = HyperLogLog(14).update(["a", "b", "c"])
+    assert hll.is_sparse and hll.lower_bound(1000) == pytest.approx(3.0)
+    assert hll.upper_bound() == pytest.approx(hll.estimate() * (1 + 2 * sigma(25)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mixed_merges_equal_the_one_pass_build(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = 9
+    values = rng.integers(0, 10**6, size=int(rng.integers(10, 600)))
+    whole = HyperLogLog(p).update(values)
+    cuts = np.sort(rng.integers(0, values.size, size=5))
+    parts = [HyperLogLog(p).update(c) for c in np.split(values, cuts)]
+    assert any(part.is_sparse for part in parts)
+    order = rng.permutation(len(parts))
+    merged = HyperLogLog(p)
+    for i in order:
+        merged.merge(parts[i])
+    assert merged.to_bytes() == whole.to_bytes()
+    assert union(*[parts[i] for i in order]).to_bytes() == whole.to_bytes()
+    assert merged.is_sparse == whole.is_sparse
+
+
+def test_from_groups_mixes_sparse_and_dense_groups() -> None:
+    rng = np.random.default_rng(3)
+    sizes = [0, 1, 40, 256, 257, 3000]  # limit at p=10 is 256 entries
+    values = np.concatenate([rng.integers(0, 2**62, size=s) for s in sizes])
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    order = rng.permutation(values.size)
+    groups = HyperLogLog.from_groups(codes[order], values[order], len(sizes), precision=10)
+    for i, group in enumerate(groups):
+        expected = HyperLogLog(10).update(values[codes == i])
+        assert group.to_bytes() == expected.to_bytes()
+        assert group.is_sparse == expected.is_sparse
+    assert [g.is_sparse for g in groups[:3]] == [True] * 3 and not groups[-1].is_sparse
+
+
+def test_from_groups_moves_big_groups_to_registers_mid_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sketches._hll_sparse
+    import sketches.hll
+
+    monkeypatch.setattr(sketches.hll, "_CHUNK", 700)  # many batches ...
+    monkeypatch.setattr(sketches._hll_sparse, "COMPACT_KEYS", 900)  # ... and many compactions
+    rng = np.random.default_rng(4)
+    sizes = [2, 100, 256, 257, 3000, 9000]
+    values = np.concatenate([rng.integers(0, 2**62, size=s) for s in sizes])
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    order = rng.permutation(values.size)
+    groups = HyperLogLog.from_groups(codes[order], values[order], len(sizes), precision=10)
+    for i, group in enumerate(groups):
+        assert group.to_bytes() == HyperLogLog(10).update(values[codes == i]).to_bytes(), i
+    assert [g.is_sparse for g in groups] == [True, True, True, False, False, False]

@@ -62,3 +62,58 @@ def test_parameters() -> None:
     for bad in ({"num_perm": 0}, {"num_perm": 2**16 + 1}, {"seed": 2**32}, {"seed": -1}):
         with pytest.raises(InvalidParameterError):
             MinHashSketch(**bad)
+
+
+# ---------------------------------------------------------------- hash mode
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hash_mode_answers_as_the_signature_would(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    num_perm = int(rng.integers(2, 100))
+    n = int(rng.integers(1, 2 * num_perm))
+    values = [f"t{i}".encode() for i in rng.integers(0, 10**6, size=n).tolist()]
+    others = values[::2] + [b"extra"]
+    mh = MinHashSketch(num_perm, seed=seed).update(values)
+    other = MinHashSketch(num_perm, seed=seed).update(others)
+    assert mh.is_hashes == (len(set(values)) <= num_perm)
+    theirs = MinHash(num_perm=num_perm, seed=seed, hashfunc=our_hash(seed), scheme="affine64")
+    theirs.update_batch(values)
+    their_other = MinHash(num_perm=num_perm, seed=seed, hashfunc=our_hash(seed), scheme="affine64")
+    their_other.update_batch(others)
+    assert mh.hashvalues.tolist() == theirs.hashvalues.tolist()
+    assert mh.jaccard(other) == theirs.jaccard(their_other)
+    assert math.isclose(mh.estimate(), theirs.count())
+    assert np.array_equal(mh.to_datasketch().hashvalues, theirs.hashvalues)
+
+
+def test_hashes_until_num_perm_then_signature() -> None:
+    mh = MinHashSketch(num_perm=8)
+    for i in range(8):
+        mh.update([f"x{i}", f"x{i // 2}"])
+        assert mh.is_hashes and mh._hashes.size == i + 1 and mh._hashvalues is None
+    mh.update(["x8"])
+    assert not mh.is_hashes and mh._hashes is None
+    one_pass = MinHashSketch(num_perm=8).update([f"x{i}" for i in range(9)][::-1])
+    assert one_pass.to_bytes() == mh.to_bytes()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mixed_hash_and_signature_merges(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 10**9, size=int(rng.integers(20, 200)))
+    whole = MinHashSketch(num_perm=16).update(values)
+    parts = [MinHashSketch(num_perm=16).update(p) for p in np.split(values, [3, 10, 40])]
+    assert any(p.is_hashes for p in parts) and not all(p.is_hashes for p in parts)
+    merged = MinHashSketch(num_perm=16)
+    for i in rng.permutation(len(parts)).tolist():
+        merged.merge(parts[i])
+    assert merged.to_bytes() == whole.to_bytes()
+    from sketches import union
+
+    assert union(*parts).to_bytes() == whole.to_bytes()
+    codes = np.repeat([0, 1, 2], [3, 16, values.size - 19])
+    groups = MinHashSketch.from_groups(codes, values, 3, num_perm=16)
+    for i, group in enumerate(groups):
+        assert group.to_bytes() == MinHashSketch(num_perm=16).update(values[codes == i]).to_bytes()
+    assert [g.is_hashes for g in groups] == [True, True, False]
