@@ -229,7 +229,8 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         if sk.kind == "cms" and sk.param_dict.get("top_k"):
             items = _distinct_items(codes, values, n)
         for g, sketch in enumerate(built):
-            if sketch.is_empty():
+            # a quantiles sketch that only skipped values (nulls, NaN) still counts them
+            if sketch.is_empty() and not getattr(sketch, "skipped", 0):
                 continue
             out.add(kind="s", w=wi, pane=panes[g], g=keys[g], s=si, b=sketch.to_bytes(),
                     items=None if items is None else orjson.dumps(items[g]))

@@ -54,7 +54,7 @@ def _refused(spec_file: Path, pattern: str) -> None:
 def test_a_deleted_query_folder_is_refused(first_run):
     spec_file, total = first_run
     shutil.rmtree(spec_file.parent / "ck" / "query")
-    _refused(spec_file, "holds batch 0")
+    _refused(spec_file, "but the checkpoint holds no batch")
     assert _minute_total(spec_file) == total
 
 
