@@ -315,7 +315,14 @@ class BloomFilter(Sketch):
 
     def _bits_set(self) -> int:
         if self._words is None:
-            return int(self._set_positions().size)
+            # hash mode: the held array is replaced, never changed, when hashes are added,
+            # so the count is kept for as long as that array is the state
+            cached = getattr(self, "_bits_cache", None)
+            if cached is not None and cached[0] is self._hashes:
+                return cached[1]
+            count = int(self._set_positions().size)
+            self._bits_cache = (self._hashes, count)
+            return count
         return _popcount(self._words)
 
     def fill_ratio(self) -> float:

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,7 @@ def mix64(values: np.ndarray) -> np.ndarray:
     return _mix(z, np.empty_like(z))
 
 
+@functools.lru_cache(maxsize=64)
 def row_multipliers(tag: bytes, count: int) -> np.ndarray:
     """``count`` fixed odd 64-bit multipliers ``mix(tag + (i + 1) * G) | 1``.
 
@@ -144,7 +146,9 @@ def row_multipliers(tag: bytes, count: int) -> np.ndarray:
     """
     base = int.from_bytes(tag, "little")
     values = [_mix_scalar((base + (i + 1) * int(_GAMMA)) & _MASK64) | 1 for i in range(count)]
-    return np.array(values, dtype=np.uint64)
+    out = np.array(values, dtype=np.uint64)
+    out.flags.writeable = False  # cached: shared by every caller
+    return out
 
 
 def _hash_ints(
@@ -324,6 +328,31 @@ def hash_column(column: Column, seed: int, out: np.ndarray | None = None) -> np.
     raise TypeError(f"unknown column type {type(column).__name__}")  # pragma: no cover
 
 
+#: lists of at most this many strings are hashed one by one (no array set-up)
+_FEW = 32
+
+
+def _hash_few_strings(values: list[str], seed: int) -> np.ndarray:
+    """The block hash of :func:`_hash_bytes_block`, string by string in Python.
+
+    Same arithmetic mod 2**64: ``h = mix(len * G ^ key)``, plus ``mix(word_j ^ (key +
+    (j + 1) * G))`` for each little-endian 8-byte word (zero-padded), then ``mix(h)``.
+    For a few short strings this skips the vectorised path's fixed set-up cost.
+    """
+    key = int(_key(seed, _TAG_STR))
+    gamma = int(_GAMMA)
+    out = []
+    for text in values:
+        data = text.encode("utf-8")
+        n = len(data)
+        h = _mix_scalar(((n * gamma) & _MASK64) ^ key)
+        for j in range(0, (n + 7) >> 3):
+            w = int.from_bytes(data[8 * j: 8 * j + 8], "little")
+            h = (h + _mix_scalar(w ^ ((key + (j + 1) * gamma) & _MASK64))) & _MASK64
+        out.append(_mix_scalar(h))
+    return np.array(out, dtype=np.uint64)
+
+
 def hash64(values: Any, seed: int = 0) -> np.ndarray:
     """Hash values to uint64 with the package's stable hash, skipping nulls.
 
@@ -343,6 +372,8 @@ def hash64(values: Any, seed: int = 0) -> np.ndarray:
         True
     """
     seed = check_seed(seed)
+    if type(values) is list and 0 < len(values) <= _FEW and all(type(v) is str for v in values):
+        return _hash_few_strings(values, seed)
     values = prepare(values)
     out = np.empty(input_length(values), dtype=np.uint64)
     filled = 0

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from streaming.spec import Spec
 from streaming.tables import aggregates_schema, commit, read_table
@@ -33,6 +32,8 @@ from streaming.window_state import (
     OpenWindows,
     closed_predicate,
     epoch_us,
+    record_of,
+    rows_table,
     windows_predicate,
 )
 
@@ -80,7 +81,7 @@ class AggregateState:
         self.schema = aggregates_schema(spec)
 
     def _record(self, key: Key, values: dict[str, Any], last_batch: int,
-                updated_us: int) -> dict[str, Any]:
+                updated_us: int) -> tuple:
         w = self.windows[key[0]]
         rec: dict[str, Any] = {"window_name": key[0], "window_start": key[1],
                                "window_end": key[1] + w.size_s * US, "group_key": key[2],
@@ -95,7 +96,7 @@ class AggregateState:
         rec["late_rows"] = values.get("late_rows") or 0
         rec["last_batch"] = last_batch
         rec["updated_at"] = updated_us
-        return rec
+        return record_of(rec, self.schema)
 
     def _rows(self, path: str, where: str) -> dict[Key, OpenRow]:
         out = {}
@@ -164,8 +165,7 @@ class AggregateState:
         return updates
 
     def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
-        records = [dict(row.record, final=key in write.final) for key, row in write.rows.items()]
-        table = pa.Table.from_pylist(records, schema=self.schema)
+        table = rows_table(write, self.schema)
         commit(path, table, app_id=app_id, batch_id=batch_id,
                predicate=windows_predicate(write.windows))
         self.open.commit(write)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -200,8 +201,11 @@ def timestamp_text(us: int) -> str:
 class Decoder:
     """Decodes batches of raw values for one :class:`~streaming.spec.EventsSpec`."""
 
-    def __init__(self, events: EventsSpec) -> None:
+    def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
+        """``columns``: the fields to return as columns (default all); every declared
+        field is validated either way."""
         self.events = events
+        self.wanted = columns
         self.fields = list(events.fields)
         self.names = [n for n, _ in self.fields]
         self.time_field = events.time_field
@@ -211,21 +215,24 @@ class Decoder:
         self._missing = f"missing_time: no {events.time_field} field"
         self._bad_time = f"bad_time: {events.time_field} is not {events.time_format}"
         # Fast path: a struct of the declared fields with strict types; the time field
-        # is taken raw. Attribute names are positional so any field name works.
+        # (never a declared field: the spec refuses that) is taken raw. Attribute names
+        # are positional so any field name works.
         strict = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
         spec_fields = [(f"f{i}", strict[t] | None, None) for i, (_, t) in enumerate(self.fields)]
         spec_fields.append(("t", str | int | float | None, None))
         rename = {f"f{i}": n for i, n in enumerate(self.names)}
         rename["t"] = self.time_field
-        self._dup_time = self.time_field in self.names
-        if self._dup_time:  # the time field is also a declared field: read it from there
-            spec_fields.pop()
-            del rename["t"]
-        struct = msgspec.defstruct("Event", spec_fields, rename=rename)
-        self._decoder = msgspec.json.Decoder(struct)
-        self._time_index = self.names.index(self.time_field) if self._dup_time else None
-        self._int_fields = [(i, *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
+        self._struct = msgspec.defstruct("Event", spec_fields, rename=rename)
+        self._decoder = msgspec.json.Decoder(self._struct)
+        self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
                             if t in _INT_RANGE]
+
+    def _early_reason(self, value: bytes | None, reader_reason: str | None) -> str:
+        if reader_reason is not None:
+            return reader_reason
+        if value is None:
+            return "null_value: the record has no value"
+        return f"too_large: {len(value)} bytes > max_record_bytes {self.max_bytes}"
 
     # -- one record, the careful way -------------------------------------------------
     def _slow(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
@@ -252,40 +259,34 @@ class Decoder:
                reader_reasons: list[str | None] | None = None) -> Decoded:
         """Decode one batch; ``now_ms`` is the batch time ``future_time`` is judged against."""
         bad: dict[int, str] = {}
-        rows: list[tuple] = []
+        rows: list[Any] = []  # Event structs, in record order
         ok: list[int] = []
-        times: list[Any] = []
         decode = self._decoder.decode
-        astuple = msgspec.structs.astuple
-        dup, ti, ints = self._dup_time, self._time_index, self._int_fields
+        event = self._struct
+        ints = self._int_fields
+        max_bytes = self.max_bytes
+        errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
         for i, value in enumerate(values):
-            if reader_reasons is not None and reader_reasons[i] is not None:
-                bad[i] = reader_reasons[i]
-                continue
-            if value is None:
-                bad[i] = "null_value: the record has no value"
-                continue
-            if len(value) > self.max_bytes:
-                bad[i] = f"too_large: {len(value)} bytes > max_record_bytes {self.max_bytes}"
+            if value is None or len(value) > max_bytes or (
+                    reader_reasons is not None and reader_reasons[i] is not None):
+                bad[i] = self._early_reason(value, None if reader_reasons is None
+                                            else reader_reasons[i])
                 continue
             try:
-                row = astuple(decode(value))
-                if ints and any(row[j] is not None and not low <= row[j] <= high
-                                for j, low, high in ints):
+                ev = decode(value)
+                if ints and any(not low <= v <= high for v, low, high in
+                                ((getattr(ev, f), lo, hi) for f, lo, hi in ints)
+                                if v is not None):
                     raise msgspec.ValidationError
-                if dup:
-                    raw_time = row[ti]
-                else:
-                    raw_time = row[-1]
-                    row = row[:-1]
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                reason, row, raw_time = self._slow(value)
+            except errors:
+                reason, typed, raw_time = self._slow(value)
                 if reason is not None:
                     bad[i] = reason
                     continue
-            rows.append(row)
+                ev = event(*typed, raw_time)
+            rows.append(ev)
             ok.append(i)
-            times.append(raw_time)
+        times = list(map(attrgetter("t"), rows))
         event_us = self._event_times(times)
         keep = np.ones(len(ok), dtype=bool)
         bad_event_us: dict[int, int] = {}
@@ -300,14 +301,10 @@ class Decoder:
                 keep[j] = False
         ok_arr = np.asarray(ok, dtype=np.int64)[keep]
         us_arr = np.asarray([u if u is not None else 0 for u in event_us], dtype=np.int64)[keep]
-        if keep.all():
-            kept = rows
-        else:
-            kept = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
-        columns = {}
-        by_field = list(zip(*kept, strict=True)) if kept else [() for _ in self.fields]
-        for (name, typ), col in zip(self.fields, by_field, strict=True):
-            columns[name] = pa.array(col, _ARROW_TYPES[typ])
+        kept = rows if keep.all() else [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        columns = {name: pa.array(list(map(attrgetter(f"f{n}"), kept)), _ARROW_TYPES[typ])
+                   for n, (name, typ) in enumerate(self.fields)
+                   if self.wanted is None or name in self.wanted}
         return Decoded(ok_arr, us_arr, columns, bad, bad_event_us)
 
     def _event_times(self, raw: list[Any]) -> list[int | None]:

@@ -73,6 +73,16 @@ class PassContext:
     track_latency: bool = False
 
 
+def used_fields(spec: Spec) -> set[str]:
+    """The declared fields some window groups by, measures or sketches."""
+    out: set[str] = set()
+    for w in spec.windows:
+        out.update(w.group_by)
+        out.update(m.field for m in w.metrics if m.field)
+        out.update(s.field for s in w.sketches)
+    return out
+
+
 def partition_key(topic: Any, partition: Any) -> str:
     """The name of an input partition in bookkeeping: ``topic:partition``."""
     return f"{topic}:{partition}"
@@ -243,7 +253,8 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     values = raw.column("_value").to_pylist()
     reader = (raw.column(READER_REASON).to_pylist()
               if READER_REASON in raw.column_names else None)
-    decoded = Decoder(spec.events).decode(values, now_ms=ctx.now_ms, reader_reasons=reader)
+    decoded = Decoder(spec.events, columns=used_fields(spec)).decode(
+        values, now_ms=ctx.now_ms, reader_reasons=reader)
     bad = decoded.bad
     event_of_bad = dict(decoded.bad_event_us)
     wm_us = ctx.watermark_ms * 1000
@@ -263,20 +274,27 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     # bookkeeping: reason codes, and per input partition the latest event time of its
     # parsed records, late ones included (what the watermark advances by), up to the
     # batch time
-    topics = raw.column("_topic").to_pylist()
-    parts = raw.column("_partition").to_pylist()
+    topic_codes, topic_names = pd.factorize(
+        np.asarray(raw.column("_topic").to_numpy(zero_copy_only=False), dtype=object))
+    part_no = np.asarray(raw.column("_partition").to_numpy(zero_copy_only=False),
+                         dtype=np.int64)
+    width = int(part_no.max()) + 1 if n_rows else 1
+    pid = topic_codes.astype(np.int64) * width + part_no  # one id per input partition
+    ids = np.unique(pid)
+    names = {int(i): partition_key(topic_names[i // width], i % width) for i in ids.tolist()}
+    seen = {names[i]: 0 for i in names}
     latest: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    for t, p in set(zip(topics, parts, strict=True)):
-        seen[partition_key(t, p)] = 0
     # an event ahead of the batch time (a clock running fast, accepted within max_future)
     # does not advance the watermark: the real-time events after it stay on time
     present = decoded.event_us <= ctx.now_ms * 1000
     if present.any():
-        ok_parts = [partition_key(topics[i], parts[i]) for i in decoded.ok[present].tolist()]
-        frame = pd.DataFrame({"p": ok_parts, "et": decoded.event_us[present]})
-        for p, et in frame.groupby("p")["et"].max().items():
-            latest[str(p)] = int(et)
+        ok_pid = pid[decoded.ok[present]]
+        slot = np.searchsorted(ids, ok_pid)
+        best = np.full(ids.size, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(best, slot, decoded.event_us[present])
+        for i, v in zip(ids.tolist(), best.tolist(), strict=True):
+            if v != np.iinfo(np.int64).min:
+                latest[names[i]] = int(v)
     codes_count: dict[str, int] = {}
     for r in bad.values():
         code = r.split(":", 1)[0]

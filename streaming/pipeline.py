@@ -373,10 +373,11 @@ class Pipeline:
             return state.fold(partials, batch_id, ts_ms, closed), closed
 
         agg_updates, agg_closed = timed("aggregates", lambda: fold(
-            self.aggregates, tables.aggregates, self.aggregates.window_partials(rows["m"])))
+            self.aggregates, tables.aggregates, self.aggregates.window_partials(rows.pop("m"))))
         table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
         sk_updates, sk_closed = timed("sketches", lambda: fold(
-            self.sketches, tables.sketches, sketch_state.merge_partials(rows["s"], self.spec)))
+            self.sketches, tables.sketches,
+            sketch_state.merge_partials(rows.pop("s"), self.spec)))
         table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
         return sk_updates
 

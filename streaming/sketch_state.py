@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from streaming.aggregates import group_map
 from streaming.spec import SketchSpec, Spec, WindowSpec
@@ -36,6 +35,8 @@ from streaming.window_state import (
     OpenWindows,
     closed_predicate,
     epoch_us,
+    record_of,
+    rows_table,
     windows_predicate,
 )
 
@@ -72,12 +73,14 @@ def merge_partials(rows: list[dict[str, Any]], spec: Spec) -> dict[tuple, Merged
             for p in parts:
                 items += orjson.loads(p["items"])
             sketch.rerank(items)
-        for i in range(w.size_s // w.slide_s):
+        n = w.size_s // w.slide_s
+        for i in range(n):
             ws = pane - i * w.slide_s * US
             key = (w.name, ws, g, sk.name)
             entry = merged.get(key)
             if entry is None:
-                merged[key] = MergedSketch(w, sk, ws, g, sketch.copy())
+                # a tumbling window's pane is the window: the sketch is its own, no copy
+                merged[key] = MergedSketch(w, sk, ws, g, sketch if n == 1 else sketch.copy())
             else:
                 entry.sketch.merge(sketch)
     return merged
@@ -109,16 +112,17 @@ def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float 
             float(sketch.upper_bound(2)), None, {})
 
 
-def _record(m: MergedSketch, last_batch: int, updated_us: int) -> dict[str, Any]:
+def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
     est, lo, hi, top, stats = describe(m.sketch_spec.kind, m.sketch)
-    return {"window_name": m.window.name, "window_start": m.window_start_us,
+    return record_of({"window_name": m.window.name, "window_start": m.window_start_us,
             "window_end": m.window_start_us + m.window.size_s * US, "group_key": m.group_key,
             "group": group_map(m.window.group_by, m.group_key),
             "sketch_name": m.sketch_spec.name, "kind": m.sketch_spec.kind,
             "field": m.sketch_spec.field, "bytes": m.sketch.to_bytes(), "estimate": est,
             "lower_bound": lo, "upper_bound": hi,
             "top_k": None if top is None else [{"item": i, "count": c} for i, c in top],
-            "stats": list(stats.items()), "last_batch": last_batch, "updated_at": updated_us}
+            "stats": list(stats.items()), "last_batch": last_batch, "updated_at": updated_us},
+        SKETCHES_SCHEMA)
 
 
 class SketchState:
@@ -139,8 +143,7 @@ class SketchState:
             ws = epoch_us(r["window_start"])
             key = (r["window_name"], ws, r["group_key"], r["sketch_name"])
             m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
-            record = {c: r[c] for c in SKETCHES_SCHEMA.names if c != "final"}
-            out[key] = OpenRow(m, int(r["last_batch"]), record)
+            out[key] = OpenRow(m, int(r["last_batch"]), record_of(r, SKETCHES_SCHEMA))
         return out
 
     def load(self, path: str) -> None:
@@ -170,8 +173,7 @@ class SketchState:
         return updates
 
     def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
-        records = [dict(row.record, final=key in write.final) for key, row in write.rows.items()]
-        table = pa.Table.from_pylist(records, schema=SKETCHES_SCHEMA)
+        table = rows_table(write, SKETCHES_SCHEMA)
         commit(path, table, app_id=app_id, batch_id=batch_id,
                predicate=windows_predicate(write.windows))
         self.open.commit(write)

@@ -291,3 +291,12 @@ def test_works_without_pyarrow(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hash64(values).tolist() == expected
     assert hash64(unicode_array).tolist() == expected_unicode
     assert hash64(pd.Series([1, None], dtype="Int64")).tolist() == hash64([1]).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=32),
+       st.integers(min_value=0, max_value=2**64 - 1))
+def test_a_few_strings_hash_as_the_vectorised_path_does(values, seed):
+    # lists of up to 32 strings take a scalar path; an object array always the vectorised
+    assert np.array_equal(hash64(list(values), seed),
+                          hash64(np.array(values + [None], dtype=object), seed))
