@@ -209,6 +209,7 @@ class DeltaSource:
                 sketch: str | None = None) -> Any:
         """The selected rows (time range, groups, tiling) as a ``pyarrow.Table``."""
         import numpy as np
+        import pyarrow as pa
 
         from streaming.query_read import RowFilter, arrow_of, micros, to_us
 
@@ -228,7 +229,13 @@ class DeltaSource:
             ok = np.array([all(dict(m or []).get(k) == v for k, v in sel.groups.items())
                            for m in maps], dtype=bool)
             mask &= ok[codes]
-        return rows if mask.all() else rows.filter(arrow_of(mask))
+        if mask.all():
+            return rows
+        # pyarrow cannot filter binary views yet: those columns become plain binary first
+        for i, field in enumerate(rows.schema):
+            if field.type == pa.binary_view():
+                rows = rows.set_column(i, field.name, rows[i].cast(pa.large_binary()))
+        return rows.filter(arrow_of(mask))
 
     def stored_span(self, window: str) -> tuple[str, str] | None:
         """First start and last end of a window's stored rows (ISO-8601), if any."""
@@ -248,7 +255,7 @@ class DeltaSource:
         from streaming.sketch_merge import merge_blobs
 
         rows = self._select("sketches", sel, ["bytes"], tiling=tiling, sketch=sk.name)
-        return merge_blobs(rows["bytes"].combine_chunks(), sk), rows.num_rows
+        return merge_blobs(rows["bytes"], sk), rows.num_rows
 
     def metric_rows(self, sel: Selection, columns: list[str], *, by_group: bool
                     ) -> list[dict[str, Any]]:

@@ -114,7 +114,11 @@ def numpy_of(arr: Any) -> tuple[Any, Any]:
 
 
 def plain(arr: Any) -> Any:
-    """Views and dictionaries (DataFusion's output types) as plain Arrow arrays."""
+    """Dictionaries and string views (DataFusion's output types) as plain Arrow arrays.
+
+    Binary views stay: :func:`streaming.sketch_merge.merge_blobs` reads them as they
+    are, where a cast would copy every sketch's bytes.
+    """
     import pyarrow as pa
 
     typ = arr.type
@@ -123,8 +127,6 @@ def plain(arr: Any) -> Any:
         typ = arr.type
     if typ == pa.string_view():
         return arr.cast(pa.string())
-    if typ == pa.binary_view():
-        return arr.cast(pa.large_binary())
     return arr
 
 
@@ -155,7 +157,8 @@ class TableReader:
              keys: Sequence[str] = ("window_start", "window_end", "group_key")) -> Any:
         """A ``pyarrow.Table`` of ``keys`` + ``columns`` for the rows ``where`` selects.
 
-        Strings come back as plain ``string``/``large_binary`` arrays, one chunk each.
+        Strings come back as plain ``string`` arrays, binary columns as DataFusion gives
+        them (``binary_view``).
         """
         import pyarrow as pa
 
@@ -167,8 +170,7 @@ class TableReader:
             cond.append(f"window_end <= {_sql_time(where.end_us)}")
         table = self._query(f"SELECT {', '.join(_ident(c) for c in wanted)} FROM t"
                             f" WHERE {' AND '.join(cond) or 'TRUE'}")
-        return pa.Table.from_arrays([plain(table[n].combine_chunks()) for n in wanted],
-                                    names=wanted)
+        return pa.Table.from_arrays([plain(table[n]) for n in wanted], names=wanted)
 
 
 def _arrow(stream: Any) -> Any:

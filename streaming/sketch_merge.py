@@ -51,7 +51,7 @@ def merge_each(blobs: Iterable[bytes], spec: SketchSpec) -> Any:
 
 
 def merge_blobs(blobs: Any, spec: SketchSpec) -> Any:
-    """The union of ``blobs`` (an Arrow binary array or a list of bytes).
+    """The union of ``blobs`` (an Arrow binary array of any layout, or a list of bytes).
 
     Example:
         >>> from streaming.spec import SketchSpec
@@ -62,29 +62,59 @@ def merge_blobs(blobs: Any, spec: SketchSpec) -> Any:
     """
     import pyarrow as pa
 
-    arr = blobs if isinstance(blobs, pa.Array) else pa.array(blobs, pa.large_binary())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        arr = arr.drop_null()
-    if len(arr) == 0:
+    arr = blobs if isinstance(blobs, (pa.Array, pa.ChunkedArray)) else \
+        pa.array(blobs, pa.large_binary())
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    chunks = [c.drop_null() if c.null_count else c for c in chunks]
+    if not any(len(c) for c in chunks):
         return spec.new()
-    if spec.kind not in _PARAMS:
-        return merge_each(arr.to_pylist(), spec)
-    if arr.type != pa.large_binary():
-        arr = arr.cast(pa.large_binary())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-    blob = _Blobs(data, offsets[:-1], offsets[1:])
-    template = spec.new().to_bytes()
-    prefix = np.frombuffer(template[:_HEADER + _PARAMS[spec.kind]], dtype=np.uint8)
     merged = None
-    if blob.same_prefix(prefix) and blob.crc_ok():
-        merged = {"hll": _merge_hll, "bloom": _merge_bloom, "cms": _merge_cms}[spec.kind](
-            blob, template)
+    if spec.kind in _PARAMS:
+        template = spec.new().to_bytes()
+        prefix = np.frombuffer(template[:_HEADER + _PARAMS[spec.kind]], dtype=np.uint8)
+        parts = []
+        for segment in (s for c in chunks for s in _segments(c)):
+            if not (segment.same_prefix(prefix) and segment.crc_ok()):
+                parts = None
+                break
+            state = _READ[spec.kind](segment, template)
+            if state is None:
+                parts = None
+                break
+            parts.append(state)
+        if parts:
+            merged = _ENCODE[spec.kind](parts, template)
     if merged is None:
-        return merge_each(arr.to_pylist(), spec)
+        return merge_each((b for c in chunks for b in c.to_pylist()), spec)
     return merged
+
+
+def _segments(arr: Any) -> list[_Blobs]:
+    """The blobs of one Arrow array, grouped by the data buffer holding them (no copy)."""
+    import pyarrow as pa
+
+    n, typ = len(arr), arr.type
+    if n == 0:
+        return []
+    if typ in (pa.binary(), pa.large_binary()):
+        width = np.int64 if typ == pa.large_binary() else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + n + 1]
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+        return [_Blobs(data, offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64))]
+    if typ != pa.binary_view():
+        return _segments(arr.cast(pa.large_binary()))
+    # 16-byte views: length, 4-byte prefix, data buffer index, offset (inline if <= 12)
+    views = np.frombuffer(arr.buffers()[1], dtype="<i4").reshape(-1, 4)[arr.offset:arr.offset + n]
+    length, buffer, offset = (views[:, 0].astype(np.int64), views[:, 2],
+                              views[:, 3].astype(np.int64))
+    if np.any(length <= 12):  # too short for a sketch: let the slow path say why
+        return _segments(arr.cast(pa.large_binary()))
+    out = []
+    for index in np.unique(buffer).tolist():
+        sel = buffer == index
+        data = np.frombuffer(arr.buffers()[2 + index], dtype=np.uint8)
+        out.append(_Blobs(data, offset[sel], offset[sel] + length[sel]))
+    return out
 
 
 class _Blobs:
@@ -137,7 +167,8 @@ def _seal(template: bytes, *parts: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def _merge_hll(b: _Blobs, template: bytes) -> Any:
+def _read_hll(b: _Blobs, template: bytes) -> Any:
+    """The registers' maximum over the blobs of one segment (None: not the expected layout)."""
     precision = template[_HEADER]
     m = 1 << precision
     encoding = b.data[b.start + _HEADER + 1]
@@ -163,6 +194,15 @@ def _merge_hll(b: _Blobs, template: bytes) -> Any:
         for i in range(0, d.size, 1024):
             rows = b.data[(d[i:i + 1024] + _HEADER + 2)[:, None] + np.arange(m)]
             np.maximum(registers, rows.max(axis=0), out=registers)
+    return registers
+
+
+def _encode_hll(parts: list[Any], template: bytes) -> Any:
+    precision = template[_HEADER]
+    m = 1 << precision
+    registers = np.maximum.reduce(parts) if len(parts) > 1 else parts[0]
+    if int(registers.max()) > 65 - precision:
+        return None
     nonzero = np.flatnonzero(registers)
     if 4 * nonzero.size + 4 < m:
         entries = (nonzero.astype(np.uint32) << np.uint32(8)) | registers[nonzero]
@@ -173,7 +213,8 @@ def _merge_hll(b: _Blobs, template: bytes) -> Any:
     return sketches.HyperLogLog.from_bytes(raw)
 
 
-def _merge_bloom(b: _Blobs, template: bytes) -> Any:
+def _read_bloom(b: _Blobs, template: bytes) -> Any:
+    """The words' OR over the blobs of one segment (None: not the expected layout)."""
     params = template[_HEADER:_HEADER + 26]
     num_bits = struct.unpack_from("<Q", params, 16)[0]
     n_words = num_bits // 64
@@ -200,6 +241,13 @@ def _merge_bloom(b: _Blobs, template: bytes) -> Any:
             return None
         for pos in d.tolist():
             words |= b.data[pos + at + 1:pos + at + 1 + 8 * n_words].view("<u8")
+    return words
+
+
+def _encode_bloom(parts: list[Any], template: bytes) -> Any:
+    params = template[_HEADER:_HEADER + 26]
+    n_words = struct.unpack_from("<Q", params, 16)[0] // 64
+    words = np.bitwise_or.reduce(parts) if len(parts) > 1 else parts[0]
     nonzero = np.flatnonzero(words)
     if 12 * nonzero.size + 4 < 8 * n_words:
         raw = _seal(template, params, struct.pack("<BI", 1, nonzero.size),
@@ -209,7 +257,8 @@ def _merge_bloom(b: _Blobs, template: bytes) -> Any:
     return sketches.BloomFilter.from_bytes(raw)
 
 
-def _merge_cms(b: _Blobs, template: bytes) -> Any:
+def _read_cms(b: _Blobs, template: bytes) -> Any:
+    """(counters, total, candidate items) over the blobs of one segment, or None."""
     width, depth, top_k = struct.unpack_from("<IHI", template, _HEADER)
     size = width * depth
     total = int(b.uint(b.start + _HEADER + 10, 8).sum(dtype=np.uint64))
@@ -242,7 +291,21 @@ def _merge_cms(b: _Blobs, template: bytes) -> Any:
     items = _string_items(b, n_cand_at + 4, n_cand)
     if items is None:
         return None
-    flat = counters
+    return counters, total, items
+
+
+def _encode_cms(parts: list[Any], template: bytes) -> Any:
+    import pyarrow as pa
+
+    width, depth, top_k = struct.unpack_from("<IHI", template, _HEADER)
+    size = width * depth
+    flat = parts[0][0].copy()
+    for counters, _, _ in parts[1:]:
+        flat += counters
+    total = sum(t for _, t, _ in parts)
+    if total >= 1 << 63:
+        return None
+    items = pa.chunked_array([i for _, _, i in parts], pa.large_string())
     top = int(flat.max()) if size else 0
     vw_out = next(w for w in (1, 2, 4, 8) if top < 1 << (8 * w))
     nonzero = np.flatnonzero(flat)
@@ -257,6 +320,10 @@ def _merge_cms(b: _Blobs, template: bytes) -> Any:
     if top_k and len(items):
         out.rerank(items.unique())
     return out
+
+
+_READ = {"hll": _read_hll, "bloom": _read_bloom, "cms": _read_cms}
+_ENCODE = {"hll": _encode_hll, "bloom": _encode_bloom, "cms": _encode_cms}
 
 
 def _add_at(counters: np.ndarray, index: np.ndarray, values: np.ndarray, total: int) -> None:
