@@ -72,14 +72,13 @@ def merge_blobs(blobs: Any, spec: SketchSpec) -> Any:
     if spec.kind in _PARAMS:
         template = spec.new().to_bytes()
         prefix = np.frombuffer(template[:_HEADER + _PARAMS[spec.kind]], dtype=np.uint8)
-        parts = []
+        parts: list[Any] = []
         for segment in (s for c in chunks for s in _segments(c)):
-            if not (segment.same_prefix(prefix) and segment.crc_ok()):
-                parts = None
-                break
-            state = _READ[spec.kind](segment, template)
-            if state is None:
-                parts = None
+            state = None
+            if segment.same_prefix(prefix) and segment.crc_ok():
+                state = _READ[spec.kind](segment, template)
+            if state is None:  # not the layout expected: the one-by-one path decides
+                parts = []
                 break
             parts.append(state)
         if parts:
