@@ -1,0 +1,136 @@
+"""``streamsketch serve``: real HTTP requests against tables with known events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections import Counter
+from urllib.parse import urlencode
+
+import pytest
+from test_query_delta import REPO, T0, in_windows, sel, tables  # noqa: F401 - fixture
+
+from streaming import serve
+
+
+@pytest.fixture(scope="module")
+def server(tables):  # noqa: F811 - the fixture imported above
+    spec, _, _ = tables
+    srv, thread = serve.start(spec, "127.0.0.1", 0)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def get(srv, path: str, **params) -> tuple[int, dict]:
+    query = urlencode([(k, v) for k, vs in params.items()
+                       for v in (vs if isinstance(vs, list) else [vs])])
+    url = srv.url.rstrip("/") + path + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.headers["Content-Type"] == "application/json"
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        assert exc.headers["Content-Type"] == "application/json"
+        return exc.code, json.loads(exc.read())
+
+
+def ms(t: dt.datetime) -> str:
+    return str(int(t.timestamp() * 1000))
+
+
+def test_health_and_index(server):
+    assert get(server, "/health") == (200, {"ok": True})
+    status, body = get(server, "/")
+    assert status == 200
+    assert [w["name"] for w in body["windows"]] == ["minutely", "hourly_by_country"]
+    assert "/query/distinct" in body["routes"]
+
+
+def test_aggregate_counts_every_event(server, tables):  # noqa: F811
+    _, events, _ = tables
+    status, body = get(server, "/query/aggregate", window="minutely")
+    assert status == 200
+    (row,) = body["rows"]
+    assert row["count"] == len(events)
+
+
+def test_distinct_over_grafana_epoch_milliseconds(server, tables):  # noqa: F811
+    spec, events, _ = tables
+    start, end = T0 + dt.timedelta(minutes=20), T0 + dt.timedelta(minutes=80)
+    status, body = get(server, "/query/distinct", window="minutely", **{"from": ms(start),
+                                                                         "to": ms(end)})
+    assert status == 200, body
+    chosen = in_windows(events, spec, sel(spec, "minutely", start, end), tiling=False)
+    hll = spec.window("minutely").sketches[0].new().update(chosen.columns["user_id"])
+    assert body["estimate"] == hll.estimate()
+    assert body["windows_merged"] == 60
+    assert body["from"] == start.isoformat() and body["to"] == end.isoformat()
+
+
+def test_topk_of_one_group(server, tables):  # noqa: F811
+    _, events, _ = tables
+    status, body = get(server, "/query/topk", window="hourly_by_country", group="country=C01",
+                       k="3")
+    assert status == 200, body
+    pages = events.columns["page"][events.columns["country"] == "C01"].tolist()
+    assert body["top"][0]["item"] == Counter(pages).most_common(1)[0][0]
+    assert body["group"] == {"country": "C01"} and len(body["top"]) == 3
+
+
+@pytest.mark.parametrize("path, params, status, message", [
+    ("/query/distinct", {"window": "weekly"}, 400, "no window named 'weekly'"),
+    ("/query/distinct", {"window": "minutely", "from": "noon"}, 400, "not an ISO-8601 time"),
+    ("/query/topk", {"window": "minutely", "k": "many"}, 400, "not a whole number"),
+    ("/query/topk", {"window": "minutely", "k": "0"}, 400, "k must be at least 1"),
+    ("/query/contains", {"window": "minutely"}, 400, "contains needs a value"),
+    ("/query/distinct", {"window": "minutely", "color": "red"}, 400, "unknown parameter"),
+    ("/query/distinct", {"window": "minutely", "sketch": "pages"}, 400, "is a cms"),
+    ("/query/distinct", {"window": ["minutely", "hourly_by_country"]}, 400, "given 2 times"),
+    ("/query/distinct", {"window": "minutely", "from": "2031-01-01", "to": "2031-01-02"},
+     404, "no windows of 'minutely'"),
+    ("/query/median", {}, 404, "no query 'median'"),
+    ("/elsewhere", {}, 404, "no route"),
+])
+def test_errors_are_json_with_a_status(server, path, params, status, message):
+    got, body = get(server, path, **params)
+    assert got == status
+    assert list(body) == ["error"] and message in body["error"]
+    assert "\n" not in body["error"]
+
+
+def test_the_command_serves_on_the_loopback_by_default(tables, tmp_path):  # noqa: F811
+    _, events, root = tables
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming.cli", "serve", "--spec", str(root / "spec.toml"),
+         "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"answering queries on (http://([\d.]+):(\d+)/)", line)
+        assert match, line
+        assert match.group(2) == "127.0.0.1"
+        with urllib.request.urlopen(match.group(1) + "query/aggregate?window=minutely",
+                                    timeout=30) as resp:
+            (row,) = json.loads(resp.read())["rows"]
+        assert row["count"] == len(events)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tables, server):  # noqa: F811
+    _, _, root = tables
+    port = str(server.server_address[1])
+    r = subprocess.run([sys.executable, "-m", "streaming.cli", "serve", "--spec",
+                        str(root / "spec.toml"), "--port", port], capture_output=True,
+                       text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and f"cannot serve queries on 127.0.0.1:{port}" in r.stderr
