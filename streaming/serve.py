@@ -104,7 +104,7 @@ class QueryServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -309,3 +309,20 @@ def test_demo_tables_are_where_the_demo_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMSKETCH_HOME", str(tmp_path / "home"))
     spec = demo_spec((tmp_path / "home").resolve(), "127.0.0.1:9092")
     assert Path(spec.sink.path) == q.demo_tables()
+
+
+def test_the_demo_prints_a_query_command_that_answers(tmp_path):
+    import shlex
+
+    from streaming.demo import demo_spec, query_hint
+
+    spec = demo_spec((tmp_path / ".streamsketch").absolute(), "127.0.0.1:9092")
+    events = make_events(start=T0, hours=1, per_hour=600, countries=3, users=300, pages=20)
+    write_tables(spec, events)
+    hint = query_hint(spec)
+    command = hint.splitlines()[0].split(": ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["streamsketch", "query"] and "--tables" in argv
+    r = cli(*argv[1:], "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["windows_merged"] == 60
