@@ -56,27 +56,38 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+class TablesMissingError(ConfigError):
+    """The table a query reads does not exist (yet)."""
+
+
 def load_query_spec(spec_path: str | Path, tables: str | Path | None, *,
-                    table: str = "sketches") -> Spec:
-    """The spec, with ``[sink] path`` replaced by ``tables`` if given, whose ``table`` exists.
+                    table: str | None = "sketches") -> Spec:
+    """The spec, with ``[sink] path`` replaced by ``tables`` if given.
 
     Raises:
-        ConfigError: when the table is missing; if the demo's tables exist, the
-            message says how to query them.
+        TablesMissingError: when ``table`` (unless None) is missing; if the demo's
+            tables exist, the message says how to query them.
     """
     spec = load_spec(spec_path)
     if tables is not None:
         spec = replace(spec, sink=replace(spec.sink, path=str(tables)))
+    if table is not None:
+        check_table(spec, table, hint_demo=tables is None)
+    return spec
+
+
+def check_table(spec: Spec, table: str, *, hint_demo: bool = False) -> None:
+    """Raise :class:`TablesMissingError` unless the spec's ``table`` exists."""
     path = Path(table_paths(spec).all()[table])
     if (path / "_delta_log").is_dir():
-        return spec
+        return
     msg = f"no {table} table under {spec.sink.path}"
     demo = demo_tables()
-    if tables is None and (demo / table / "_delta_log").is_dir():
+    if hint_demo and (demo / table / "_delta_log").is_dir():
         msg += f"; the demo's tables are under {shown(demo)}: add --tables {shown(demo)}"
     else:
         msg += "; run the pipeline first (or point --tables at a folder of tables)"
-    raise ConfigError(msg)
+    raise TablesMissingError(msg)
 
 
 def parse_time(text: str | None, what: str) -> dt.datetime | None:

@@ -10,8 +10,8 @@ Query parameters mirror ``streamsketch query``'s options: ``window``, ``from``,
 ``to`` (ISO-8601, or epoch milliseconds as Grafana's ``${__from}`` gives them),
 ``group`` (``key=value``, repeatable), ``sketch``, ``k``, ``value``,
 ``vs_from``, ``vs_to``. The answer is the JSON ``streamsketch query --json``
-prints. A bad parameter is HTTP 400 and a range holding no window HTTP 404,
-both as ``{"error": "<one line>"}``.
+prints. A bad parameter is HTTP 400, a range holding no window HTTP 404 and a
+table not written yet HTTP 503, all as ``{"error": "<one line>"}``.
 
 Every request reads the tables' latest snapshot, so answers follow the pipeline
 as it writes. The server binds only where the user says (127.0.0.1 by default)
@@ -68,6 +68,7 @@ def answer(spec: Any, what: str, params: dict[str, list[str]]) -> dict[str, Any]
                          end=_time(one("to")), groups=params.get("group"),
                          sketch=one("sketch"), k=k, value=one("value"),
                          vs_start=_time(one("vs_from")), vs_end=_time(one("vs_to")))
+    q.check_table(spec, "aggregates" if what == "aggregate" else "sketches")
     result = q.ask(q.DeltaSource(spec), spec, question)
     return {"query": what, "window": question.sel.window.name,
             "from": question.sel.start.isoformat() if question.sel.start else None,
@@ -112,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "streamsketch"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's API
-        from streaming.query import QUERIES, NoDataError
+        from streaming.query import QUERIES, NoDataError, TablesMissingError
 
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
@@ -133,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, {"error": f"no route {path!r}; see /"})
         except NoDataError as exc:
             self._send(404, {"error": str(exc)})
+        except TablesMissingError as exc:
+            self._send(503, {"error": str(exc)})
         except StreamsketchError as exc:
             self._send(400, {"error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - a bug: say so, keep serving
@@ -165,7 +168,7 @@ def start(spec: Any, host: str, port: int) -> tuple[QueryServer, threading.Threa
 def _cmd_serve(args: argparse.Namespace) -> int:
     from streaming.query import load_query_spec, shown
 
-    spec = load_query_spec(args.spec, args.tables)
+    spec = load_query_spec(args.spec, args.tables, table=None)  # tables may come later
     server = QueryServer(spec, args.host, args.port)
     print(f"answering queries on {server.url} (tables under {shown(Path(spec.sink.path))}); "
           "Ctrl-C stops", file=sys.stderr, flush=True)

@@ -134,3 +134,21 @@ def test_a_busy_port_is_one_line_and_exit_2(tables, server):  # noqa: F811
                        text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and f"cannot serve queries on 127.0.0.1:{port}" in r.stderr
+
+
+def test_tables_not_written_yet_are_503_until_they_are(tmp_path):
+    from query_tables import make_events, write_tables
+    from test_query_delta import make_spec
+
+    spec = make_spec(tmp_path)
+    srv, thread = serve.start(spec, "127.0.0.1", 0)
+    try:
+        status, body = get(srv, "/query/distinct", window="minutely")
+        assert status == 503 and "no sketches table under" in body["error"]
+        write_tables(spec, make_events(start=T0, hours=1, per_hour=1200, countries=2))
+        status, body = get(srv, "/query/distinct", window="minutely")
+        assert status == 200 and body["windows_merged"] == 60
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
