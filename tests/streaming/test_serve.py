@@ -152,3 +152,39 @@ def test_tables_not_written_yet_are_503_until_they_are(tmp_path):
         srv.shutdown()
         srv.server_close()
         thread.join(5)
+
+
+def test_the_dashboard_panel_request_is_answered(server, tables):  # noqa: F811
+    """The analytics dashboard's query-API panels: the request Grafana's Infinity data
+    source makes (its URL, parameters, ${__from}/${__to} as epoch ms) against a real
+    server, and the columns they read present in the answer."""
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    spec, events, _ = tables
+    board = json.loads((REPO / "dashboards" / "streamsketch-analytics.json").read_text())
+    provisioned = yaml.safe_load((REPO / "docker" / "grafana" / "provisioning" / "datasources"
+                                  / "queries.yml").read_text())["datasources"][0]
+    api_panels = [p for p in board["panels"]
+                  if p.get("datasource", {}).get("type") == provisioned["type"]]
+    assert api_panels
+    start, end = T0, T0 + dt.timedelta(hours=1)
+    for panel in api_panels:
+        assert panel["datasource"]["uid"] == provisioned["uid"]
+        for t in panel["targets"]:
+            assert t["datasource"] == panel["datasource"]
+            url = urlsplit(t["url"])
+            assert f"{url.scheme}://{url.netloc}" == provisioned["url"]
+            assert provisioned["url"] in provisioned["jsonData"]["allowedHosts"]
+            params = {p["key"]: p["value"].replace("${__from}", ms(start))
+                      .replace("${__to}", ms(end)) for p in t["url_options"]["params"]}
+            status, body = get(server, url.path, **params)
+            assert status == 200, body
+            for column in t["columns"]:
+                assert column["selector"] in body, column
+            if url.path == "/query/distinct":
+                chosen = in_windows(events, spec, sel(spec, params["window"], start, end),
+                                    tiling=False)
+                hll = spec.window(params["window"]).sketches[0].new()
+                assert body["estimate"] == hll.update(chosen.columns["user_id"]).estimate()
