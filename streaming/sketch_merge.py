@@ -147,17 +147,17 @@ class _Blobs:
         return bool(np.array_equal(got, self.uint(self.end - 4, 4)))
 
     def uint(self, pos: np.ndarray, width: int) -> np.ndarray:
-        """Little-endian unsigned integers of ``width`` bytes at each ``pos``."""
-        raw = self._windows(width)[pos]
-        return raw.view(f"<u{width}").reshape(-1).astype(np.uint64)
+        """Little-endian unsigned integers of ``width`` bytes at each ``pos`` (that dtype)."""
+        return self._windows(width)[pos].view(f"<u{width}").reshape(-1)
 
     def gather(self, pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
         """``count[i]`` little-endian ``width``-byte unsigned ints from each ``pos[i]``."""
         total = int(count.sum())
         if total == 0:
             return np.zeros(0, dtype=np.uint64)
-        first = np.repeat(pos - width * np.concatenate(([0], np.cumsum(count)[:-1])), count)
-        at = first + width * np.arange(total)
+        at = np.arange(total, dtype=np.int64)
+        at *= width
+        at += np.repeat(pos - width * np.concatenate(([0], np.cumsum(count)[:-1])), count)
         return self.uint(at, width)
 
 
