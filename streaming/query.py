@@ -227,9 +227,10 @@ class DeltaSource:
         equal = [("window_name", sel.window.name)]
         if sketch is not None:
             equal.append(("sketch_name", sketch))
-        rows = self.reader(table).read(
-            [*(["group"] if sel.groups else []), *columns],
-            RowFilter(tuple(equal), to_us(sel.start), to_us(sel.end)))
+        keys = [*(["window_start"] if tiling and sel.window.sliding else []),
+                *(["group_key", "group"] if sel.groups else [])]
+        rows = self.reader(table).read(columns, RowFilter(tuple(equal), to_us(sel.start),
+                                                          to_us(sel.end)), keys=keys)
         mask = np.ones(rows.num_rows, dtype=bool)
         if tiling and sel.window.sliding:
             starts = micros(rows["window_start"].combine_chunks())
@@ -272,7 +273,8 @@ class DeltaSource:
                     ) -> list[dict[str, Any]]:
         from streaming.metric_sums import combine
 
-        rows = self._select("aggregates", sel, [*(["group"] if by_group else []), *columns],
+        rows = self._select("aggregates", sel,
+                            ["group_key", *(["group"] if by_group else []), *columns],
                             tiling=True)
         return combine(rows, columns, by_group=by_group)
 

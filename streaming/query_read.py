@@ -56,9 +56,9 @@ def micros(column: Any) -> Any:
     typ = column.type
     if not pa.types.is_timestamp(typ):
         raise ConfigError(f"expected a timestamp column, found {typ}")
-    if typ.unit != "us":
-        column = column.cast(pa.timestamp("us", tz=typ.tz))
-    return numpy_of(column)[0].astype(np.int64, copy=False)
+    values = numpy_of(column)[0].astype(np.int64, copy=False)
+    per_us = {"s": -1_000_000, "ms": -1000, "us": 1, "ns": 1000}[typ.unit]
+    return values * -per_us if per_us < 0 else values // per_us
 
 
 def arrow_of(values: Any) -> Any:
@@ -94,9 +94,8 @@ def numpy_of(arr: Any) -> tuple[Any, Any]:
     import pyarrow as pa
 
     typ = arr.type
-    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
-        arr = arr.cast(pa.int64())
-        typ = arr.type
+    if pa.types.is_timestamp(typ):  # int64 underneath, whatever the unit
+        typ = pa.int64()
     n = len(arr)
     if pa.types.is_boolean(typ):
         raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
@@ -154,7 +153,7 @@ class TableReader:
         return _arrow(self._builder.execute(sql))
 
     def read(self, columns: Sequence[str], where: RowFilter, *,
-             keys: Sequence[str] = ("window_start", "window_end", "group_key")) -> Any:
+             keys: Sequence[str] = ()) -> Any:
         """A ``pyarrow.Table`` of ``keys`` + ``columns`` for the rows ``where`` selects.
 
         Strings come back as plain ``string`` arrays, binary columns as DataFusion gives
