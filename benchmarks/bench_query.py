@@ -18,7 +18,8 @@ two layouts:
 
 Each query (``distinct``, ``topk``, ``contains``, ``aggregate`` over the whole
 year) runs ``--runs`` times as a fresh ``python -m streaming.cli query ...``
-process; the wall time of each process is measured from outside. ``--spark``
+process; the wall time of each process is measured from outside, with its CPU
+seconds (user + system: less sensitive to a busy machine). ``--spark``
 adds one run of each query with ``--engine spark`` for comparison.
 
 Tables are built once under ``benchmarks/results/query-tables/`` and reused.
@@ -34,6 +35,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -138,16 +140,27 @@ def _table_info(root: Path) -> dict[str, Any]:
 
 
 def run_query(folder: Path, argv: list[str], engine: str) -> tuple[float, str]:
+    """Wall seconds of one query process, and its stdout."""
+    wall, _, out = timed_query(folder, argv, engine)
+    return wall, out
+
+
+def timed_query(folder: Path, argv: list[str], engine: str) -> tuple[float, float, str]:
+    """Wall and CPU (user + system) seconds of one query process, and its stdout."""
     cmd = [sys.executable, "-m", "streaming.cli", "query", *argv, "--spec",
            str(folder / "spec.toml"), "--window", "hourly", "--from", "2025-01-01T00:00Z",
            "--to", "2026-01-01T00:00Z", "--engine", engine, "--json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=folder,
                           env={**os.environ, "PYTHONPATH": str(_REPO_ROOT)})
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-500:]}")
-    return wall, proc.stdout
+        raise RuntimeError(f"{' '.join(argv)} --engine {engine} exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-300:]}")
+    return wall, cpu, proc.stdout
 
 
 def _summary(answer: dict[str, Any]) -> str:
@@ -180,7 +193,7 @@ def main() -> int:
         "loadavg_before": os.getloadavg(), "runs": args.runs, "layouts": {}}
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     head = f"{'layout':<11} {'query':<10} {'engine':<6} {'median s':>8} {'min':>6} {'max':>6}" \
-           "  answer"
+           f" {'CPU s':>7}  answer"
     for layout in args.layouts.split(","):
         folder = args.tables / layout
         info = build(folder, LAYOUTS[layout])
@@ -192,23 +205,36 @@ def main() -> int:
         rows = {}
         for name, argv in QUERIES.items():
             run_query(folder, argv, "delta")  # warm the page cache and .pyc files
-            times, out = [], ""
+            times, cpus, out = [], [], ""
             for _ in range(args.runs):
-                wall, out = run_query(folder, argv, "delta")
+                wall, cpu, out = timed_query(folder, argv, "delta")
                 times.append(wall)
+                cpus.append(cpu)
             answer = json.loads(out)
-            rows[name] = {"engine": "delta", "seconds": times,
-                          "median": statistics.median(times), "answer": _summary(answer)}
+            rows[name] = {"engine": "delta", "seconds": times, "cpu_seconds": cpus,
+                          "median": statistics.median(times),
+                          "cpu_median": statistics.median(cpus), "answer": _summary(answer),
+                          "json": answer}
             print(f"{layout:<11} {name:<10} {'delta':<6} {statistics.median(times):>8.3f} "
-                  f"{min(times):>6.3f} {max(times):>6.3f}  {_summary(answer)}")
-            if args.spark:
-                wall, out = run_query(folder, argv, "spark")
-                same = json.loads(out) == answer
+                  f"{min(times):>6.3f} {max(times):>6.3f} {statistics.median(cpus):>7.3f}  "
+                  f"{_summary(answer)}")
+        report["layouts"][layout] = {"table": info, "queries": rows}
+    if args.spark:  # after every delta row: a JVM next to them would slow them down
+        print(f"\n{head}\n{'-' * len(head)}")
+        for layout in args.layouts.split(","):
+            folder, rows = args.tables / layout, report["layouts"][layout]["queries"]
+            for name, argv in QUERIES.items():
+                try:
+                    wall, out = run_query(folder, argv, "spark")
+                except RuntimeError as exc:
+                    rows[f"{name}-spark"] = {"engine": "spark", "error": str(exc)}
+                    print(f"{layout:<11} {name:<10} {'spark':<6} {'failed':>8}  {exc}")
+                    continue
+                same = json.loads(out) == rows[name]["json"]
                 rows[f"{name}-spark"] = {"engine": "spark", "seconds": [wall],
                                          "same_answer": same}
                 print(f"{layout:<11} {name:<10} {'spark':<6} {wall:>8.3f} {'':>6} {'':>6}  "
-                      f"same answer: {same}")
-        report["layouts"][layout] = {"table": info, "queries": rows}
+                      f"same answer as delta: {same}")
     report["loadavg_after"] = os.getloadavg()
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
