@@ -264,10 +264,35 @@ class DeltaSource:
         return iso[0], iso[1]
 
     def merged(self, sel: Selection, sk: SketchSpec, *, tiling: bool) -> tuple[Any, int]:
-        from streaming.sketch_merge import merge_blobs
+        from streaming.sketch_merge import merge_blobs, merge_chunks
 
-        rows = self._select("sketches", sel, ["bytes"], tiling=tiling, sketch=sk.name)
-        return merge_blobs(rows["bytes"], sk), rows.num_rows
+        if sel.groups:
+            rows = self._select("sketches", sel, ["bytes"], tiling=tiling, sketch=sk.name)
+            return merge_blobs(rows["bytes"], sk), rows.num_rows
+        # no group filter: merge each batch as DataFusion hands it over
+        count = [0]
+        chunks = self._stream_bytes(sel, sk, tiling=tiling and sel.window.sliding, count=count)
+        return merge_chunks(chunks, sk), count[0]
+
+    def _stream_bytes(self, sel: Selection, sk: SketchSpec, *, tiling: bool,
+                      count: list[int]) -> Any:
+        """The ``bytes`` column of the selected rows, batch by batch (counted in ``count``)."""
+        import pyarrow as pa
+
+        from streaming.query_read import RowFilter, arrow_of, micros, to_us
+
+        where = RowFilter((("window_name", sel.window.name), ("sketch_name", sk.name)),
+                          to_us(sel.start), to_us(sel.end))
+        for batch in self.reader("sketches").stream(
+                ["bytes", *(["window_start"] if tiling else [])], where):
+            blobs = batch.column(0)
+            if tiling:
+                starts = micros(batch.column(1))
+                keep = (starts // 1_000_000) % sel.window.size_s == 0
+                if not keep.all():  # pyarrow cannot filter binary views yet
+                    blobs = blobs.cast(pa.large_binary()).filter(arrow_of(keep))
+            count[0] += len(blobs)
+            yield blobs
 
     def metric_rows(self, sel: Selection, columns: list[str], *, by_group: bool
                     ) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ pyarrow decodes every sketch's bytes in a row group before filtering.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,20 @@ class TableReader:
             self._builder = QueryBuilder().register("t", self._table)
         return _arrow(self._builder.execute(sql))
 
+    def stream(self, columns: Sequence[str], where: RowFilter) -> Iterator[Any]:
+        """The selected rows as ``pyarrow.RecordBatch`` es, as DataFusion decodes them.
+
+        Consuming a batch while the next ones are decoded (in DataFusion's threads)
+        overlaps reading and merging.
+        """
+        import pyarrow as pa
+        from deltalake import QueryBuilder
+
+        if self._builder is None:
+            self._builder = QueryBuilder().register("t", self._table)
+        yield from pa.RecordBatchReader.from_stream(
+            self._builder.execute(_select(columns, where)))
+
     def read(self, columns: Sequence[str], where: RowFilter, *,
              keys: Sequence[str] = ()) -> Any:
         """A ``pyarrow.Table`` of ``keys`` + ``columns`` for the rows ``where`` selects.
@@ -162,14 +176,18 @@ class TableReader:
         import pyarrow as pa
 
         wanted = list(dict.fromkeys([*keys, *columns]))
-        cond = [f"{_ident(c)} = {_sql_str(v)}" for c, v in where.equal]
-        if where.start_us is not None:
-            cond.append(f"window_start >= {_sql_time(where.start_us)}")
-        if where.end_us is not None:
-            cond.append(f"window_end <= {_sql_time(where.end_us)}")
-        table = self._query(f"SELECT {', '.join(_ident(c) for c in wanted)} FROM t"
-                            f" WHERE {' AND '.join(cond) or 'TRUE'}")
+        table = self._query(_select(wanted, where))
         return pa.Table.from_arrays([plain(table[n]) for n in wanted], names=wanted)
+
+
+def _select(columns: Sequence[str], where: RowFilter) -> str:
+    cond = [f"{_ident(c)} = {_sql_str(v)}" for c, v in where.equal]
+    if where.start_us is not None:
+        cond.append(f"window_start >= {_sql_time(where.start_us)}")
+    if where.end_us is not None:
+        cond.append(f"window_end <= {_sql_time(where.end_us)}")
+    return (f"SELECT {', '.join(_ident(c) for c in columns)} FROM t"
+            f" WHERE {' AND '.join(cond) or 'TRUE'}")
 
 
 def _arrow(stream: Any) -> Any:

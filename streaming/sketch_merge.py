@@ -64,27 +64,39 @@ def merge_blobs(blobs: Any, spec: SketchSpec) -> Any:
 
     arr = blobs if isinstance(blobs, (pa.Array, pa.ChunkedArray)) else \
         pa.array(blobs, pa.large_binary())
-    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
-    chunks = [c.drop_null() if c.null_count else c for c in chunks]
-    if not any(len(c) for c in chunks):
-        return spec.new()
-    merged = None
-    if spec.kind in _PARAMS:
-        template = spec.new().to_bytes()
-        prefix = np.frombuffer(template[:_HEADER + _PARAMS[spec.kind]], dtype=np.uint8)
-        parts: list[Any] = []
-        for segment in (s for c in chunks for s in _segments(c)):
+    return merge_chunks(arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr], spec)
+
+
+def merge_chunks(chunks: Iterable[Any], spec: SketchSpec) -> Any:
+    """The union of the blobs of Arrow binary arrays, read as they come.
+
+    ``chunks`` may be a stream (record batches still being decoded by the reader):
+    each is merged into a partial state as soon as it arrives, so reading and
+    merging overlap.
+    """
+    seen: list[Any] = []
+    parts: list[Any] | None = [] if spec.kind in _PARAMS else None
+    template = spec.new().to_bytes()
+    prefix = np.frombuffer(template[:_HEADER + _PARAMS.get(spec.kind, 0)], dtype=np.uint8)
+    for chunk in chunks:
+        if chunk.null_count:
+            chunk = chunk.drop_null()
+        seen.append(chunk)
+        if parts is None:
+            continue
+        for segment in _segments(chunk):
             state = None
             if segment.same_prefix(prefix) and segment.crc_ok():
                 state = _READ[spec.kind](segment, template)
             if state is None:  # not the layout expected: the one-by-one path decides
-                parts = []
+                parts = None
                 break
             parts.append(state)
-        if parts:
-            merged = _ENCODE[spec.kind](parts, template)
+    if not any(len(c) for c in seen):
+        return spec.new()
+    merged = _ENCODE[spec.kind](parts, template) if parts else None
     if merged is None:
-        return merge_each((b for c in chunks for b in c.to_pylist()), spec)
+        return merge_each((b for c in seen for b in c.to_pylist()), spec)
     return merged
 
 
