@@ -160,7 +160,11 @@ class _Blobs:
 
     def uint(self, pos: np.ndarray, width: int) -> np.ndarray:
         """Little-endian unsigned integers of ``width`` bytes at each ``pos`` (that dtype)."""
-        return self._windows(width)[pos].view(f"<u{width}").reshape(-1)
+        key = -width
+        if key not in self._views:  # every byte offset as the start of one (unaligned) int
+            self._views[key] = np.ndarray(shape=(self.data.size - width + 1,),
+                                          dtype=f"<u{width}", buffer=self.data, strides=(1,))
+        return self._views[key][pos]
 
     def gather(self, pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
         """``count[i]`` little-endian ``width``-byte unsigned ints from each ``pos[i]``."""
