@@ -168,13 +168,28 @@ class _Blobs:
 
     def gather(self, pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
         """``count[i]`` little-endian ``width``-byte unsigned ints from each ``pos[i]``."""
-        total = int(count.sum())
-        if total == 0:
-            return np.zeros(0, dtype=np.uint64)
-        at = np.arange(total, dtype=np.int64)
-        at *= width
-        at += np.repeat(pos - width * np.concatenate(([0], np.cumsum(count)[:-1])), count)
-        return self.uint(at, width)
+        return self.uint(runs(pos, count, width), width)
+
+
+def runs(pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
+    """Positions ``pos[i] + width * j`` for ``j < count[i]``, for every ``i``, in order.
+
+    A cumulative sum of steps (``width`` inside a run, a jump between runs): several
+    times faster than ``np.repeat`` with per-run counts.
+
+    Example:
+        >>> runs(np.array([10, 50, 70]), np.array([3, 0, 2]), 4).tolist()
+        [10, 14, 18, 70, 74]
+    """
+    keep = count > 0
+    pos, count = pos[keep].astype(np.int64), count[keep].astype(np.int64)
+    total = int(count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    step = np.full(total, width, dtype=np.int64)
+    last = pos + width * (count - 1)  # where each run ends
+    step[np.concatenate(([0], np.cumsum(count)[:-1]))] = pos - np.concatenate(([0], last[:-1]))
+    return np.cumsum(step, out=step)
 
 
 def _seal(template: bytes, *parts: bytes) -> bytes:
@@ -377,8 +392,7 @@ def _string_items(b: _Blobs, pos: np.ndarray, n_cand: np.ndarray) -> Any:
     start = np.concatenate(starts)
     length = np.concatenate(lengths)
     offsets = np.concatenate(([0], np.cumsum(length))).astype(np.int64)
-    flat = np.repeat(start - offsets[:-1], length) + np.arange(int(offsets[-1]))
-    raw = b.data[flat]
+    raw = b.data[runs(start, length, 1)]
     items = pa.LargeStringArray.from_buffers(length.size, pa.py_buffer(offsets),
                                              pa.py_buffer(raw))
     items.validate(full=True)
