@@ -13,7 +13,9 @@ sketches each (HLL p12 ``users``, Count-Min 272x5 top-10 ``pages``, Bloom
 ``sketches``, written with delta-rs (``tests/streaming/query_tables.py``), in
 two layouts:
 
-* ``one-file``: one append per table, one Parquet file each (a compacted table);
+* ``one-file``: one append per table, one Parquet file each (a compacted table),
+  delta-rs's default row groups (one, here);
+* ``one-file-64k``: the same with row groups of 65,536 rows (several per file);
 * ``many-files``: 365 appends per table (a table nobody compacted).
 
 Each query (``distinct``, ``topk``, ``contains``, ``aggregate`` over the whole
@@ -54,7 +56,8 @@ YEAR = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC)
 HOURS = 365 * 24
 GROUPS = 16
 PER_GROUP_HOUR = 8
-LAYOUTS = {"one-file": 1, "many-files": 365}
+#: layout -> (appends per table, rows per Parquet row group or None for delta-rs's default)
+LAYOUTS = {"one-file": (1, None), "one-file-64k": (1, 65_536), "many-files": (365, None)}
 
 SPEC = """
 [source]
@@ -105,7 +108,7 @@ QUERIES = {
 }
 
 
-def build(folder: Path, files: int) -> dict[str, Any]:
+def build(folder: Path, files: int, row_group_rows: int | None) -> dict[str, Any]:
     """The layout's tables under ``folder`` (reused when complete)."""
     from streaming.spec import load_spec
     from tests.streaming.query_tables import make_events, write_tables
@@ -120,8 +123,9 @@ def build(folder: Path, files: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     events = make_events(start=YEAR, hours=HOURS, per_hour=GROUPS * PER_GROUP_HOUR,
                          countries=GROUPS, users=20_000, pages=200)
-    write_tables(spec, events, files=files, chunk_s=30 * 86400)
-    info = {"events": len(events), "files": files, "build_seconds": time.perf_counter() - t0}
+    write_tables(spec, events, files=files, chunk_s=30 * 86400, row_group_rows=row_group_rows)
+    info = {"events": len(events), "files": files, "row_group_rows": row_group_rows,
+            "build_seconds": time.perf_counter() - t0}
     info.update(_table_info(folder / "delta"))
     marker.write_text(json.dumps(info))
     return info
@@ -196,7 +200,7 @@ def main() -> int:
            f" {'CPU s':>7}  answer"
     for layout in args.layouts.split(","):
         folder = args.tables / layout
-        info = build(folder, LAYOUTS[layout])
+        info = build(folder, *LAYOUTS[layout])
         print(f"\n{layout}: aggregates {info['aggregates']['rows']:,} rows in "
               f"{info['aggregates']['files']} files, sketches {info['sketches']['rows']:,} rows "
               f"in {info['sketches']['files']} files ({info['sketches']['bytes'] / 1e6:.0f} MB)")

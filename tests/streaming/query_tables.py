@@ -188,14 +188,18 @@ def chunks(events: Events, every_s: int) -> Iterator[Events]:
 
 
 def write_tables(spec: Spec, events: Events, *, files: int = 1,
-                 chunk_s: int | None = None) -> None:
+                 chunk_s: int | None = None, row_group_rows: int | None = None) -> None:
     """Write both tables under ``spec.sink.path`` in ``files`` appends (one file each).
 
     With ``chunk_s``, events are processed in slices of that many seconds, to keep
     memory small; only for tumbling windows whose size divides ``chunk_s`` (a
-    sliding window would be cut in two rows at a slice boundary).
+    sliding window would be cut in two rows at a slice boundary). ``row_group_rows``
+    caps the rows of a Parquet row group (delta-rs's default is about a million).
     """
-    from deltalake import write_deltalake
+    from deltalake import WriterProperties, write_deltalake
+
+    props = (WriterProperties(max_row_group_size=row_group_rows, compression="SNAPPY")
+             if row_group_rows else None)
 
     aggs, sks = [], []
     for part in (chunks(events, chunk_s) if chunk_s else [events]):
@@ -210,4 +214,5 @@ def write_tables(spec: Spec, events: Events, *, files: int = 1,
         for i in range(files):
             piece = table.slice(i * step, step)
             if piece.num_rows or i == 0:
-                write_deltalake(str(root / name), piece, mode="append")
+                write_deltalake(str(root / name), piece, mode="append",
+                                writer_properties=props)
