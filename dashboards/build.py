@@ -32,6 +32,9 @@ from grafana_foundation_sdk.models import prometheus as prom_model
 HERE = Path(__file__).resolve().parent
 #: The datasource uid provisioned in docker/grafana/provisioning/datasources.
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="streamsketch-prometheus")
+#: The query API's JSON data source (docker/grafana/provisioning/datasources/queries.yml).
+QUERY_API = {"type": "yesoreyeram-infinity-datasource", "uid": "streamsketch-queries"}
+QUERY_API_URL = "http://streamsketch-query:9110"
 Q = 'query="$query"'
 QW = 'query="$query", window=~"$window"'
 
@@ -240,7 +243,7 @@ def analytics() -> dict:
                    instant=True),
         ]),
     ]
-    return _dashboard(
+    out = _dashboard(
         "streamsketch-analytics", "streamsketch / analytics",
         "Distinct counts, heavy hitters and Bloom filters of the newest window of each "
         "window spec, all groups merged, with their error bounds.",
@@ -250,6 +253,52 @@ def analytics() -> dict:
          _variable("sketch", "Count-Min sketch", "streamsketch_window_cms_items", multi=True,
                    where='query="$query", window=~"$window"')],
         rows)
+    return _with_range_panels(out)
+
+
+def _range_distinct_panel(y: int) -> dict:
+    """Distinct users over the dashboard's time range, from the query API (HLL union)."""
+    target = {
+        "refId": "A", "datasource": QUERY_API, "type": "json", "source": "url",
+        "parser": "backend", "format": "table",
+        "url": f"{QUERY_API_URL}/query/distinct",
+        "url_options": {"method": "GET", "data": "", "params": [
+            {"key": "window", "value": "minutely"},
+            {"key": "from", "value": "${__from}"},
+            {"key": "to", "value": "${__to}"}]},
+        "root_selector": "",
+        "columns": [
+            {"selector": "estimate", "text": "distinct users", "type": "number"},
+            {"selector": "lower_bound", "text": "95 % lower bound", "type": "number"},
+            {"selector": "upper_bound", "text": "95 % upper bound", "type": "number"},
+            {"selector": "windows_merged", "text": "minutes merged", "type": "number"}],
+    }
+    return {
+        "type": "stat", "title": "Distinct users over the selected range",
+        "description": "streamsketch serve: the union of the HyperLogLog of every minute "
+                       "lying wholly inside the dashboard's time range (not a sum of "
+                       "per-minute counts), with its 95 % bounds. An error means no minute "
+                       "of the range is stored yet.",
+        "datasource": QUERY_API, "targets": [target],
+        "gridPos": {"h": 5, "w": 24, "x": 0, "y": y},
+        "fieldConfig": {"defaults": {"unit": "short", "decimals": 0}, "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "colorMode": "none", "graphMode": "none", "justifyMode": "auto",
+                    "orientation": "auto", "textMode": "value_and_name",
+                    "wideLayout": True, "showPercentChange": False},
+    }
+
+
+def _with_range_panels(out: dict) -> dict:
+    """Append a row of panels answered by the query API over the selected time range."""
+    y = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in out["panels"])
+    out["panels"].append({"type": "row", "title": "Over the selected range (query API)",
+                          "collapsed": False, "panels": [],
+                          "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+    out["panels"].append(_range_distinct_panel(y + 1))
+    for i, p in enumerate(out["panels"], start=1):
+        p["id"] = i
+    return out
 
 
 DASHBOARDS: dict[str, Callable[[], dict]] = {

@@ -115,9 +115,10 @@ def _register_builtin(sub: argparse._SubParsersAction) -> None:
 
 def _registrars() -> list[Registrar]:
     regs: list[Registrar] = [_register_builtin]
-    from streaming import commands
+    from streaming import commands, serve
 
     regs.extend(commands.REGISTRARS)
+    regs.append(serve.register)
     return regs
 
 

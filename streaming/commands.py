@@ -145,41 +145,19 @@ def query_failure(exc: BaseException) -> str:
 # -- query -----------------------------------------------------------------------
 def _cmd_query(args: argparse.Namespace) -> int:
     from streaming import query as q
-    from streaming.spec import load_spec
 
-    spec = load_spec(args.spec)
-    if args.window is None:
-        if len(spec.windows) != 1:
-            raise ConfigError("--window is needed: the spec has windows "
-                              + ", ".join(w.name for w in spec.windows))
-        window = spec.windows[0]
+    spec = q.load_query_spec(args.spec, args.tables,
+                             table="aggregates" if args.what == "aggregate" else "sketches")
+    question = q.question(spec, args.what, window=args.window, start=args.start, end=args.end,
+                          groups=args.group, sketch=args.sketch, k=args.k, value=args.value,
+                          vs_start=args.vs_from, vs_end=args.vs_to)
+    if args.engine == "spark":
+        source: Any = q.SparkSource(_session(args), spec)
     else:
-        window = spec.window(args.window)
-    sel = q.Selection(window, q.parse_time(args.start, "--from"), q.parse_time(args.end, "--to"),
-                      q.parse_groups(args.group, window))
-    if args.what == "contains" and args.value is None:
-        raise ConfigError("contains needs --value")
-    if args.what == "similarity" and (args.vs_from is None or args.vs_to is None):
-        raise ConfigError("similarity needs --vs-from and --vs-to (the second range)")
-    from streaming.tables import table_paths
-
-    if not (Path(table_paths(spec).sketches) / "_delta_log").exists():
-        raise ConfigError(f"no tables under {spec.sink.path}; run the pipeline first")
-    spark = _session(args)
-    if args.what == "distinct":
-        result = q.distinct(spark, spec, sel, args.sketch)
-    elif args.what == "topk":
-        result = q.topk(spark, spec, sel, args.sketch, args.k)
-    elif args.what == "contains":
-        result = q.contains(spark, spec, sel, args.sketch, args.value)
-    elif args.what == "similarity":
-        other = q.Selection(window, q.parse_time(args.vs_from, "--vs-from"),
-                            q.parse_time(args.vs_to, "--vs-to"), sel.groups)
-        result = q.similarity(spark, spec, sel, other, args.sketch)
-    else:
-        result = q.aggregate(spark, spec, sel)
-    result = {"query": args.what, "window": window.name, "from": args.start, "to": args.end,
-              "group": sel.groups, **result}
+        source = q.DeltaSource(spec)
+    result = q.ask(source, spec, question)
+    result = {"query": args.what, "window": question.sel.window.name, "from": args.start,
+              "to": args.end, "group": question.sel.groups, **result}
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -250,6 +228,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("query", help="answer from the stored windows (any time range)")
     p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity"])
     _spec_arg(p)
+    p.add_argument("--tables", type=Path, default=None, metavar="DIR",
+                   help="folder holding the tables (default: the spec's [sink] path), "
+                        "e.g. .streamsketch/demo/delta for the demo's")
     p.add_argument("--window", help="window name from the spec")
     p.add_argument("--sketch", help="sketch name (default: the window's sketch of that kind)")
     p.add_argument("--from", dest="start", help="range start, ISO-8601 (UTC if no zone)")
@@ -260,6 +241,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value", help="the value to test (contains)")
     p.add_argument("--vs-from", help="second range start (similarity)")
     p.add_argument("--vs-to", help="second range end (similarity)")
+    p.add_argument("--engine", choices=["delta", "spark"], default="delta",
+                   help="delta: read the tables with delta-rs, no JVM (default); "
+                        "spark: through Spark SQL")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_query)
 

@@ -30,6 +30,16 @@ def demo_spec(home: Path, bootstrap: str) -> Spec:
                                 checkpoint=str(data / "checkpoints")))
 
 
+def query_hint(spec: Spec) -> str:
+    """The commands that ask about the demo's own tables (printed at start and on exit)."""
+    from streaming.query import shown
+
+    tables = shown(Path(spec.sink.path))
+    return (f"ask about this data: streamsketch query distinct --window minutely "
+            f"--tables {tables}\n  (any query; or streamsketch serve --tables {tables} "
+            "for the HTTP API)")
+
+
 def _summary(s: Any) -> str:
     from streaming.commands import batch_line
 
@@ -67,6 +77,7 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
     spec = demo_spec(home, bootstrap)
     print(f"demo folder: {home / 'demo'}  (Delta tables in delta/, checkpoints in "
           "checkpoints/)", flush=True)
+    print(query_hint(spec), flush=True)
     log = (home / "demo" / "produce.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     producer = subprocess.Popen(
@@ -115,3 +126,4 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
         if started_broker:
             broker.stop()
         print("stopped", flush=True)
+        print(query_hint(spec), flush=True)

@@ -1,0 +1,190 @@
+"""``streamsketch serve``: real HTTP requests against tables with known events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections import Counter
+from urllib.parse import urlencode
+
+import pytest
+from test_query_delta import REPO, T0, in_windows, sel, tables  # noqa: F401 - fixture
+
+from streaming import serve
+
+
+@pytest.fixture(scope="module")
+def server(tables):  # noqa: F811 - the fixture imported above
+    spec, _, _ = tables
+    srv, thread = serve.start(spec, "127.0.0.1", 0)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def get(srv, path: str, **params) -> tuple[int, dict]:
+    query = urlencode([(k, v) for k, vs in params.items()
+                       for v in (vs if isinstance(vs, list) else [vs])])
+    url = srv.url.rstrip("/") + path + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.headers["Content-Type"] == "application/json"
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        assert exc.headers["Content-Type"] == "application/json"
+        return exc.code, json.loads(exc.read())
+
+
+def ms(t: dt.datetime) -> str:
+    return str(int(t.timestamp() * 1000))
+
+
+def test_health_and_index(server):
+    assert get(server, "/health") == (200, {"ok": True})
+    status, body = get(server, "/")
+    assert status == 200
+    assert [w["name"] for w in body["windows"]] == ["minutely", "hourly_by_country"]
+    assert "/query/distinct" in body["routes"]
+
+
+def test_aggregate_counts_every_event(server, tables):  # noqa: F811
+    _, events, _ = tables
+    status, body = get(server, "/query/aggregate", window="minutely")
+    assert status == 200
+    (row,) = body["rows"]
+    assert row["count"] == len(events)
+
+
+def test_distinct_over_grafana_epoch_milliseconds(server, tables):  # noqa: F811
+    spec, events, _ = tables
+    start, end = T0 + dt.timedelta(minutes=20), T0 + dt.timedelta(minutes=80)
+    status, body = get(server, "/query/distinct", window="minutely", **{"from": ms(start),
+                                                                         "to": ms(end)})
+    assert status == 200, body
+    chosen = in_windows(events, spec, sel(spec, "minutely", start, end), tiling=False)
+    hll = spec.window("minutely").sketches[0].new().update(chosen.columns["user_id"])
+    assert body["estimate"] == hll.estimate()
+    assert body["windows_merged"] == 60
+    assert body["from"] == start.isoformat() and body["to"] == end.isoformat()
+
+
+def test_topk_of_one_group(server, tables):  # noqa: F811
+    _, events, _ = tables
+    status, body = get(server, "/query/topk", window="hourly_by_country", group="country=C01",
+                       k="3")
+    assert status == 200, body
+    pages = events.columns["page"][events.columns["country"] == "C01"].tolist()
+    assert body["top"][0]["item"] == Counter(pages).most_common(1)[0][0]
+    assert body["group"] == {"country": "C01"} and len(body["top"]) == 3
+
+
+@pytest.mark.parametrize("path, params, status, message", [
+    ("/query/distinct", {"window": "weekly"}, 400, "no window named 'weekly'"),
+    ("/query/distinct", {"window": "minutely", "from": "noon"}, 400, "not an ISO-8601 time"),
+    ("/query/topk", {"window": "minutely", "k": "many"}, 400, "not a whole number"),
+    ("/query/topk", {"window": "minutely", "k": "0"}, 400, "k must be at least 1"),
+    ("/query/contains", {"window": "minutely"}, 400, "contains needs a value"),
+    ("/query/distinct", {"window": "minutely", "color": "red"}, 400, "unknown parameter"),
+    ("/query/distinct", {"window": "minutely", "sketch": "pages"}, 400, "is a cms"),
+    ("/query/distinct", {"window": ["minutely", "hourly_by_country"]}, 400, "given 2 times"),
+    ("/query/distinct", {"window": "minutely", "from": "2031-01-01", "to": "2031-01-02"},
+     404, "no windows of 'minutely'"),
+    ("/query/median", {}, 404, "no query 'median'"),
+    ("/elsewhere", {}, 404, "no route"),
+])
+def test_errors_are_json_with_a_status(server, path, params, status, message):
+    got, body = get(server, path, **params)
+    assert got == status
+    assert list(body) == ["error"] and message in body["error"]
+    assert "\n" not in body["error"]
+
+
+def test_the_command_serves_on_the_loopback_by_default(tables, tmp_path):  # noqa: F811
+    _, events, root = tables
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming.cli", "serve", "--spec", str(root / "spec.toml"),
+         "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"answering queries on (http://([\d.]+):(\d+)/)", line)
+        assert match, line
+        assert match.group(2) == "127.0.0.1"
+        with urllib.request.urlopen(match.group(1) + "query/aggregate?window=minutely",
+                                    timeout=30) as resp:
+            (row,) = json.loads(resp.read())["rows"]
+        assert row["count"] == len(events)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tables, server):  # noqa: F811
+    _, _, root = tables
+    port = str(server.server_address[1])
+    r = subprocess.run([sys.executable, "-m", "streaming.cli", "serve", "--spec",
+                        str(root / "spec.toml"), "--port", port], capture_output=True,
+                       text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and f"cannot serve queries on 127.0.0.1:{port}" in r.stderr
+
+
+def test_tables_not_written_yet_are_503_until_they_are(tmp_path):
+    from query_tables import make_events, write_tables
+    from test_query_delta import make_spec
+
+    spec = make_spec(tmp_path)
+    srv, thread = serve.start(spec, "127.0.0.1", 0)
+    try:
+        status, body = get(srv, "/query/distinct", window="minutely")
+        assert status == 503 and "no sketches table under" in body["error"]
+        write_tables(spec, make_events(start=T0, hours=1, per_hour=1200, countries=2))
+        status, body = get(srv, "/query/distinct", window="minutely")
+        assert status == 200 and body["windows_merged"] == 60
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+
+
+def test_the_dashboard_panel_request_is_answered(server, tables):  # noqa: F811
+    """The analytics dashboard's query-API panels: the request Grafana's Infinity data
+    source makes (its URL, parameters, ${__from}/${__to} as epoch ms) against a real
+    server, and the columns they read present in the answer."""
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    spec, events, _ = tables
+    board = json.loads((REPO / "dashboards" / "streamsketch-analytics.json").read_text())
+    provisioned = yaml.safe_load((REPO / "docker" / "grafana" / "provisioning" / "datasources"
+                                  / "queries.yml").read_text())["datasources"][0]
+    api_panels = [p for p in board["panels"]
+                  if p.get("datasource", {}).get("type") == provisioned["type"]]
+    assert api_panels
+    start, end = T0, T0 + dt.timedelta(hours=1)
+    for panel in api_panels:
+        assert panel["datasource"]["uid"] == provisioned["uid"]
+        for t in panel["targets"]:
+            assert t["datasource"] == panel["datasource"]
+            url = urlsplit(t["url"])
+            assert f"{url.scheme}://{url.netloc}" == provisioned["url"]
+            assert provisioned["url"] in provisioned["jsonData"]["allowedHosts"]
+            params = {p["key"]: p["value"].replace("${__from}", ms(start))
+                      .replace("${__to}", ms(end)) for p in t["url_options"]["params"]}
+            status, body = get(server, url.path, **params)
+            assert status == 200, body
+            for column in t["columns"]:
+                assert column["selector"] in body, column
+            if url.path == "/query/distinct":
+                chosen = in_windows(events, spec, sel(spec, params["window"], start, end),
+                                    tiling=False)
+                hll = spec.window(params["window"]).sketches[0].new()
+                assert body["estimate"] == hll.update(chosen.columns["user_id"]).estimate()
