@@ -150,7 +150,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
                              table="aggregates" if args.what == "aggregate" else "sketches")
     question = q.question(spec, args.what, window=args.window, start=args.start, end=args.end,
                           groups=args.group, sketch=args.sketch, k=args.k, value=args.value,
-                          vs_start=args.vs_from, vs_end=args.vs_to)
+                          vs_start=args.vs_from, vs_end=args.vs_to, qs=args.qs)
     if args.engine == "spark":
         source: Any = q.SparkSource(_session(args), spec)
     else:
@@ -180,6 +180,13 @@ def _render(r: dict[str, Any]) -> str:
         return f"{r['value']}: {verdict} (false-positive rate {r['expected_fpr']:.4%})"
     if what == "similarity":
         return f"jaccard ≈ {r['jaccard']:.4f}"
+    if what == "quantile":
+        lines = [f"{r['count']:,} values (each quantile within {r['relative_error']:.2%} of the "
+                 f"exact one; {r['windows_merged']} sketches merged):"]
+        lines += [f"  p{q['q'] * 100:g}: {q['value']:,.6g}  ({q['lower_bound']:,.6g} .. "
+                  f"{q['upper_bound']:,.6g})" if q["value"] is not None else
+                  f"  p{q['q'] * 100:g}: no values" for q in r["quantiles"]]
+        return "\n".join(lines)
     lines = []
     for row in r["rows"]:
         head = ", ".join(f"{k}={v}" for k, v in row["group"].items()) or "all"
@@ -226,7 +233,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("query", help="answer from the stored windows (any time range)")
-    p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity"])
+    p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity",
+                                    "quantile"])
     _spec_arg(p)
     p.add_argument("--tables", type=Path, default=None, metavar="DIR",
                    help="folder holding the tables (default: the spec's [sink] path), "
@@ -239,6 +247,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
                    help="only this group (repeatable); default: all groups merged")
     p.add_argument("--k", type=int, default=10, help="how many heavy hitters (topk)")
     p.add_argument("--value", help="the value to test (contains)")
+    p.add_argument("--q", dest="qs", metavar="Q[,Q...]",
+                   help="quantiles to answer, in [0, 1] (quantile; default 0.5,0.95,0.99)")
     p.add_argument("--vs-from", help="second range start (similarity)")
     p.add_argument("--vs-to", help="second range end (similarity)")
     p.add_argument("--engine", choices=["delta", "spark"], default="delta",

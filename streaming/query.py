@@ -328,7 +328,8 @@ def merged_sketch(source: Any, spec: Spec, sel: Selection, name: str | None,
                   kind: str) -> tuple[Any, int]:
     """The union of the selected windows' sketches, and how many rows went into it."""
     sk = find_sketch(sel, name, kind)
-    return _source(source, spec).merged(sel, sk, tiling=kind == "cms")
+    # counts (Count-Min, quantiles) must see each event once: sliding windows are tiled
+    return _source(source, spec).merged(sel, sk, tiling=kind in ("cms", "quantiles"))
 
 
 def distinct(source, spec: Spec, sel: Selection, name: str | None) -> dict[str, Any]:
@@ -355,6 +356,34 @@ def contains(source, spec: Spec, sel: Selection, name: str | None, value: str) -
     bloom, n = merged_sketch(source, spec, sel, name, "bloom")
     return {"value": value, "probably_present": bool(bloom.contains(arrow_strings([value]))[0]),
             "expected_fpr": bloom.expected_fpr(), "windows_merged": n}
+
+
+def parse_quantiles(text: str | None) -> tuple[float, ...]:
+    """``"0.5,0.95,0.99"`` -> (0.5, 0.95, 0.99); each in [0, 1]."""
+    if text is None or not text.strip():
+        return (0.5, 0.95, 0.99)
+    out = []
+    for part in text.split(","):
+        try:
+            q = float(part)
+        except ValueError:
+            raise ConfigError(f"--q: not a number: {part.strip()!r}") from None
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"--q: {q:g} is not a quantile in [0, 1]")
+        out.append(q)
+    return tuple(out)
+
+
+def quantile(source, spec: Spec, sel: Selection, name: str | None,
+             qs: tuple[float, ...]) -> dict[str, Any]:
+    sketch, n = merged_sketch(source, spec, sel, name, "quantiles")
+    empty = sketch.is_empty()
+    rows = [{"q": q, "value": None if empty else float(v),
+             "lower_bound": None if empty else float(sketch.lower_bound(q)),
+             "upper_bound": None if empty else float(sketch.upper_bound(q))}
+            for q, v in zip(qs, sketch.quantiles(list(qs)), strict=True)]
+    return {"quantiles": rows, "count": int(sketch.count), "skipped": int(sketch.skipped),
+            "relative_error": sketch.relative_error(), "windows_merged": n}
 
 
 def similarity(source, spec: Spec, a: Selection, b: Selection, name: str | None
@@ -386,7 +415,7 @@ def aggregate(source, spec: Spec, sel: Selection) -> dict[str, Any]:
     return {"rows": out}
 
 
-QUERIES = ("aggregate", "distinct", "topk", "contains", "similarity")
+QUERIES = ("aggregate", "distinct", "topk", "contains", "similarity", "quantile")
 
 
 @dataclass(frozen=True)
@@ -399,12 +428,13 @@ class Question:
     k: int = 10
     value: str | None = None
     other: Selection | None = None
+    qs: tuple[float, ...] = (0.5, 0.95, 0.99)
 
 
 def question(spec: Spec, what: str, *, window: str | None, start: str | None, end: str | None,
              groups: list[str] | None = None, sketch: str | None = None, k: int = 10,
              value: str | None = None, vs_start: str | None = None,
-             vs_end: str | None = None) -> Question:
+             vs_end: str | None = None, qs: str | None = None) -> Question:
     """Check a query's parameters against the spec (every mistake a one-line ConfigError)."""
     if what not in QUERIES:
         raise ConfigError(f"unknown query {what!r} (queries: {', '.join(QUERIES)})")
@@ -425,10 +455,11 @@ def question(spec: Spec, what: str, *, window: str | None, start: str | None, en
         other = _selection(win, vs_start, vs_end, groups, "vs-from", "vs-to")
     if what == "topk" and k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
-    kinds = {"distinct": "hll", "topk": "cms", "contains": "bloom", "similarity": "minhash"}
+    kinds = {"distinct": "hll", "topk": "cms", "contains": "bloom", "similarity": "minhash",
+             "quantile": "quantiles"}
     if what in kinds:
         find_sketch(sel, sketch, kinds[what])
-    return Question(what, sel, sketch, k, value, other)
+    return Question(what, sel, sketch, k, value, other, parse_quantiles(qs))
 
 
 def _selection(win: WindowSpec, start: str | None, end: str | None, groups: list[str] | None,
@@ -450,6 +481,8 @@ def ask(source: Any, spec: Spec, q: Question) -> dict[str, Any]:
     elif q.what == "similarity":
         assert q.other is not None
         result = similarity(source, spec, q.sel, q.other, q.sketch)
+    elif q.what == "quantile":
+        result = quantile(source, spec, q.sel, q.sketch, q.qs)
     else:
         result = aggregate(source, spec, q.sel)
     merged = result.get("windows_merged")

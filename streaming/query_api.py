@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from streaming.errors import ConfigError, StreamsketchError
 
-_PARAMS = {"window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to"}
+_PARAMS = {"window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q"}
 
 
 def _time(text: str | None) -> str | None:
@@ -51,7 +51,8 @@ def answer(spec: Any, what: str, params: dict[str, list[str]]) -> dict[str, Any]
     question = q.question(spec, what, window=one("window"), start=_time(one("from")),
                          end=_time(one("to")), groups=params.get("group"),
                          sketch=one("sketch"), k=k, value=one("value"),
-                         vs_start=_time(one("vs_from")), vs_end=_time(one("vs_to")))
+                         vs_start=_time(one("vs_from")), vs_end=_time(one("vs_to")),
+                         qs=one("q"))
     q.check_table(spec, "aggregates" if what == "aggregate" else "sketches")
     result = q.ask(q.DeltaSource(spec), spec, question)
     return {"query": what, "window": question.sel.window.name,

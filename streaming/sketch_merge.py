@@ -37,16 +37,20 @@ _TAG_STR = 4
 
 
 def merge_each(blobs: Iterable[bytes], spec: SketchSpec) -> Any:
-    """The union, one ``from_bytes`` + ``merge`` at a time (the reference way)."""
-    result = spec.new()
-    items: list[Any] = []
-    for blob in blobs:
-        one = sketches.from_bytes(bytes(blob))
-        result.merge(one)
-        if isinstance(one, sketches.CountMinSketch) and one.top_k:
-            items.extend(item for item, _ in one.top(one.capacity))
-    if spec.kind == "cms" and items:
-        result.rerank(items)
+    """The union of every blob's sketch (the reference way, one ``from_bytes`` each).
+
+    ``sketches.union`` merges them at once (compact states in one sort); a Count-Min
+    then offers every part's candidates to the merged counters, so the heavy hitters
+    do not depend on the order of the rows.
+    """
+    parts = [sketches.from_bytes(bytes(blob)) for blob in blobs]
+    for one in parts:  # the package's own error for a foreign kind or parameters
+        spec.new()._check_mergeable(one)
+    if not parts:
+        return spec.new()
+    result = sketches.union(*parts)
+    if spec.kind == "cms" and result.top_k:
+        result.rerank([item for one in parts for item, _ in one.top(one.capacity)])
     return result
 
 
@@ -198,15 +202,29 @@ def _seal(template: bytes, *parts: bytes) -> bytes:
 
 
 def _read_hll(b: _Blobs, template: bytes) -> Any:
-    """The registers' maximum over the blobs of one segment (None: not the expected layout)."""
+    """(registers' maximum or None, compact entries) over the blobs of one segment.
+
+    None: not the expected layout. Compact sketches (encoding 2: sorted uint32 sparse
+    entries at precision 25) give their entries; registers come from the others.
+    """
     precision = template[_HEADER]
     m = 1 << precision
     encoding = b.data[b.start + _HEADER + 1]
     registers = np.zeros(m, dtype=np.uint8)
     sparse = encoding == 1
     dense = encoding == 0
-    if not np.all(sparse | dense):
+    compact = encoding == 2
+    if not np.all(sparse | dense | compact):
         return None
+    entries25 = np.zeros(0, dtype=np.uint32)
+    if compact.any():
+        c = b.start[compact]
+        count = b.uint(c + _HEADER + 2, 4).astype(np.int64)
+        if not np.array_equal(b.end[compact] - c, _HEADER + 6 + 4 * count + 4):
+            return None
+        entries25 = b.gather(c + _HEADER + 6, count, 4).astype(np.uint32)
+    if not (sparse.any() or dense.any()):
+        return None, entries25
     if sparse.any():
         s = b.start[sparse]
         count = b.uint(s + _HEADER + 2, 4).astype(np.int64)
@@ -224,13 +242,25 @@ def _read_hll(b: _Blobs, template: bytes) -> Any:
         for i in range(0, d.size, 1024):
             rows = b.data[(d[i:i + 1024] + _HEADER + 2)[:, None] + np.arange(m)]
             np.maximum(registers, rows.max(axis=0), out=registers)
-    return registers
+    return registers, entries25
 
 
 def _encode_hll(parts: list[Any], template: bytes) -> Any:
+    from sketches._hll_sparse import dedupe, entry_registers, sparse_limit
+
     precision = template[_HEADER]
     m = 1 << precision
-    registers = np.maximum.reduce(parts) if len(parts) > 1 else parts[0]
+    dense = [r for r, _ in parts if r is not None]
+    entries = dedupe(np.concatenate([e for _, e in parts])) if parts else None
+    if not dense and entries is not None and entries.size <= sparse_limit(precision):
+        # every part compact and their union still small: the union is compact too
+        raw = _seal(template, bytes([precision, 2]), struct.pack("<I", entries.size),
+                    entries.astype("<u4").tobytes())
+        return sketches.HyperLogLog.from_bytes(raw)
+    registers = np.maximum.reduce(dense) if dense else np.zeros(m, dtype=np.uint8)
+    if entries is not None and entries.size:
+        index, rho = entry_registers(entries, precision)
+        np.maximum.at(registers, index, rho)
     if int(registers.max()) > 65 - precision:
         return None
     nonzero = np.flatnonzero(registers)
@@ -253,8 +283,18 @@ def _read_bloom(b: _Blobs, template: bytes) -> Any:
     words = np.zeros(n_words, dtype=np.uint64)
     sparse = encoding == 1
     dense = encoding == 0
-    if not np.all(sparse | dense):
+    compact = encoding == 2
+    if not np.all(sparse | dense | compact):
         return None
+    hashes = np.zeros(0, dtype=np.uint64)
+    if compact.any():  # the filter's hashes while small (sorted, distinct)
+        c = b.start[compact]
+        count = b.uint(c + at + 1, 4).astype(np.int64)
+        if not np.array_equal(b.end[compact] - c, at + 5 + 8 * count + 4):
+            return None
+        hashes = b.gather(c + at + 5, count, 8).astype(np.uint64)
+    if not (sparse.any() or dense.any()):
+        return None, hashes
     if sparse.any():
         s = b.start[sparse]
         count = b.uint(s + at + 1, 4).astype(np.int64)
@@ -271,13 +311,28 @@ def _read_bloom(b: _Blobs, template: bytes) -> Any:
             return None
         for pos in d.tolist():
             words |= b.data[pos + at + 1:pos + at + 1 + 8 * n_words].view("<u8")
-    return words
+    return words, hashes
 
 
 def _encode_bloom(parts: list[Any], template: bytes) -> Any:
+    from sketches._topk import sorted_unique
+
     params = template[_HEADER:_HEADER + 26]
     n_words = struct.unpack_from("<Q", params, 16)[0] // 64
-    words = np.bitwise_or.reduce(parts) if len(parts) > 1 else parts[0]
+    dense = [w for w, _ in parts if w is not None]
+    hashes = sorted_unique(np.concatenate([h for _, h in parts]))
+    if not dense and hashes.size <= n_words:  # hash_limit: num_bits / 64
+        raw = _seal(template, params, struct.pack("<BI", 2, hashes.size),
+                    hashes.astype("<u8").tobytes())
+        return sketches.BloomFilter.from_bytes(raw)
+    words = np.bitwise_or.reduce(dense) if dense else np.zeros(n_words, dtype=np.uint64)
+    if hashes.size:  # the small filters' hashes set their bits, as an update would
+        capacity, error_rate = struct.unpack_from("<Qd", params, 0)
+        seed = struct.unpack_from("<Q", template, 5)[0]
+        bits = sketches.BloomFilter(capacity, error_rate, seed=seed)
+        bits._hashes = hashes
+        bits._to_bits()
+        words = words | bits._words
     nonzero = np.flatnonzero(words)
     if 12 * nonzero.size + 4 < 8 * n_words:
         raw = _seal(template, params, struct.pack("<BI", 1, nonzero.size),
@@ -288,14 +343,46 @@ def _encode_bloom(parts: list[Any], template: bytes) -> Any:
 
 
 def _read_cms(b: _Blobs, template: bytes) -> Any:
-    """(counters, total, candidate items) over the blobs of one segment, or None."""
+    """(counters, total, candidate items, exact items, exact counts, any counters) over the
+    blobs of one segment, or None.
+
+    Exact-mode blobs (encoding 2: counts, then every item) give their items and counts;
+    the others their counters and candidates.
+    """
+    import pyarrow as pa
+
     width, depth, top_k = struct.unpack_from("<IHI", template, _HEADER)
     size = width * depth
     total = int(b.uint(b.start + _HEADER + 10, 8).sum(dtype=np.uint64))
     sparse = b.data[b.start + _HEADER + 18]
     vw = b.data[b.start + _HEADER + 19].astype(np.int64)
-    if not np.all(np.isin(sparse, (0, 1))) or not np.all(np.isin(vw, (1, 2, 4, 8))):
+    if not np.all(np.isin(sparse, (0, 1, 2))) or not np.all(np.isin(vw, (1, 2, 4, 8))):
         return None
+    exact = sparse == 2
+    ex_items, ex_counts = pa.nulls(0, pa.large_string()), np.zeros(0, dtype=np.uint64)
+    if exact.any():
+        if not top_k:  # exact tables of hashes only: the one-by-one path
+            return None
+        sel = np.flatnonzero(exact)
+        count = b.uint(b.start[sel] + _HEADER + 20, 4).astype(np.int64)
+        counts_at = b.start[sel] + _HEADER + 24
+        pieces = []
+        items_at = counts_at.copy()
+        for w in (1, 2, 4, 8):
+            one = np.flatnonzero(vw[sel] == w)
+            if one.size:
+                pieces.append((one, b.gather(counts_at[one], count[one], w)
+                               .astype(np.uint64)))
+                items_at[one] = counts_at[one] + w * count[one]
+        order = np.concatenate([one for one, _ in pieces])
+        # counts in blob order, to line up with the items read blob by blob
+        by_blob = dict(zip(order.tolist(), np.split(np.concatenate([c for _, c in pieces]),
+                                                     np.cumsum(count[order])[:-1]),
+                           strict=True))
+        ex_counts = np.concatenate([by_blob[i] for i in range(sel.size)])
+        ex_items = _string_items(b, items_at, count, sel)
+        if ex_items is None or len(ex_items) != ex_counts.size:
+            return None
     counters = np.zeros(size, dtype=np.uint64)
     n_cand_at = np.zeros(len(b), dtype=np.int64)
     body = b.start + _HEADER + 20
@@ -317,25 +404,50 @@ def _read_cms(b: _Blobs, template: bytes) -> Any:
                 for p in pos.tolist():
                     counters += b.data[p:p + w * size].view(f"<u{w}").astype(np.uint64)
                 n_cand_at[sel] = pos + w * size
-    n_cand = b.uint(n_cand_at, 4).astype(np.int64)
-    items = _string_items(b, n_cand_at + 4, n_cand)
-    if items is None:
-        return None
-    return counters, total, items
+    dense = np.flatnonzero(~exact)
+    items = pa.nulls(0, pa.large_string())
+    if dense.size:
+        n_cand = b.uint(n_cand_at[dense], 4).astype(np.int64)
+        items = _string_items(b, n_cand_at[dense] + 4, n_cand, dense)
+        if items is None:
+            return None
+    return counters, total, items, ex_items, ex_counts, bool(dense.size)
 
 
 def _encode_cms(parts: list[Any], template: bytes) -> Any:
+    import pandas as pd
     import pyarrow as pa
 
     width, depth, top_k = struct.unpack_from("<IHI", template, _HEADER)
+    seed = struct.unpack_from("<Q", template, 5)[0]
     size = width * depth
     flat = parts[0][0].copy()
-    for counters, _, _ in parts[1:]:
-        flat += counters
-    total = sum(t for _, t, _ in parts)
+    for p in parts[1:]:
+        flat += p[0]
+    total = sum(p[1] for p in parts)
     if total >= 1 << 63:
         return None
-    items = pa.chunked_array([i for _, _, i in parts], pa.large_string())
+    items = pa.chunked_array([p[2] for p in parts], pa.large_string())
+    ex_items = pa.chunked_array([p[3] for p in parts], pa.large_string()).combine_chunks()
+    ex_counts = np.concatenate([p[4] for p in parts]).astype(np.int64)
+    any_counters = any(p[5] for p in parts)
+    if len(ex_items):
+        # exact-mode parts: their items' counts, summed per distinct item
+        codes, uniques = pd.factorize(np.asarray(ex_items.to_numpy(zero_copy_only=False),
+                                                 dtype=object))
+        summed = np.zeros(len(uniques), dtype=np.int64)
+        np.add.at(summed, codes, ex_counts)
+        one = sketches.CountMinSketch(width, depth, seed=seed, top_k=top_k)
+        if not any_counters and len(uniques) <= one.exact_limit:
+            return one.update(list(uniques), counts=summed)  # still exact: the same table
+        # past the exact limit: their counts go into the counters like any update
+        index = one._flat_indices(sketches.hash64(list(uniques) if len(uniques) <= 32
+                                                  else np.asarray(uniques, dtype=object),
+                                                  seed))
+        np.add.at(flat, index.reshape(-1),
+                  np.broadcast_to(summed, index.shape).reshape(-1).astype(np.uint64))
+        items = pa.chunked_array([*items.chunks, pa.array(uniques, pa.large_string())],
+                                 pa.large_string())
     top = int(flat.max()) if size else 0
     vw_out = next(w for w in (1, 2, 4, 8) if top < 1 << (8 * w))
     nonzero = np.flatnonzero(flat)
@@ -366,31 +478,36 @@ def _add_at(counters: np.ndarray, index: np.ndarray, values: np.ndarray, total: 
         np.add.at(counters, index, values)
 
 
-def _string_items(b: _Blobs, pos: np.ndarray, n_cand: np.ndarray) -> Any:
-    """Every blob's heavy-hitter candidates as one Arrow string array.
+def _string_items(b: _Blobs, pos: np.ndarray, n_cand: np.ndarray,
+                  which: np.ndarray | None = None) -> Any:
+    """The string items of blobs (``which``: their indices; default all), one array.
 
-    None when a candidate is not a string (ints, floats and bytes are read one
-    blob at a time by :func:`merge_each`) or the lengths do not add up.
+    Items are read blob-major: every item of the first blob, then the second's, ...
+    None when an item is not a string (ints, floats and bytes are read one blob at a
+    time by :func:`merge_each`) or the lengths do not add up.
     """
     import pyarrow as pa
 
+    end = (b.end if which is None else b.end[which]) - 4
     pos = pos.copy()
-    starts, lengths = [], []
+    starts, lengths, owner = [], [], []
     for j in range(int(n_cand.max()) if n_cand.size else 0):
         live = np.flatnonzero(n_cand > j)
         p = pos[live]
-        if np.any(p + 5 > b.end[live] - 4) or np.any(b.data[p] != _TAG_STR):
+        if np.any(p + 5 > end[live]) or np.any(b.data[p] != _TAG_STR):
             return None
         length = b.uint(p + 1, 4).astype(np.int64)
         starts.append(p + 5)
         lengths.append(length)
+        owner.append(live * (int(n_cand.max()) + 1) + j)
         pos[live] = p + 5 + length
-    if np.any(pos != b.end - 4):
+    if np.any(pos != end):
         return None
     if not starts:
         return pa.nulls(0, pa.large_string())
-    start = np.concatenate(starts)
-    length = np.concatenate(lengths)
+    order = np.argsort(np.concatenate(owner), kind="stable")  # blob-major
+    start = np.concatenate(starts)[order]
+    length = np.concatenate(lengths)[order]
     offsets = np.concatenate(([0], np.cumsum(length))).astype(np.int64)
     raw = b.data[runs(start, length, 1)]
     items = pa.LargeStringArray.from_buffers(length.size, pa.py_buffer(offsets),

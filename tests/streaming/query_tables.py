@@ -160,13 +160,13 @@ def window_batches(spec: Spec, window: WindowSpec, events: Events
     schema = aggregates_schema(spec)
     agg = pa.table({**key_cols,
                     **{c: pa.array(metrics[c], _pa_type(t)) for c, t in spec.metric_columns()},
-                    **tail}, schema=schema)
+                    "late_rows": pa.array(np.zeros(n, np.int64)), **tail}, schema=schema)
     parts = []
     for sk in window.sketches:
         built = sk.sketch_class.from_groups(codes, events.columns[sk.field][idx], n,
                                             **sk.param_dict)
         blobs = [s.to_bytes() for s in built]
-        est = [float(s.estimate()) if sk.kind != "cms" else None for s in built]
+        est = [None if sk.kind in ("cms", "quantiles") else float(s.estimate()) for s in built]
         parts.append(pa.table({
             **key_cols,
             "sketch_name": pa.array([sk.name] * n), "kind": pa.array([sk.kind] * n),

@@ -86,6 +86,11 @@ metrics = ["count", "sum(amount)", "avg(amount)", "min(amount)", "max(amount)"]
   epsilon = 0.002
   delta = 0.01
   top_k = 10
+  [[windows.sketches]]
+  name = "amounts"
+  kind = "quantiles"
+  field = "amount"
+  relative_accuracy = 0.01
 
 [sink]
 path = "SINK"
@@ -170,6 +175,22 @@ def test_topk_counts_each_event_once_on_sliding_windows(tables, groups):
         assert true_counts[t["item"]] <= t["count"] <= true_counts[t["item"]] + got["error_bound"]
     # tiling windows: 3 per group (09:00, 10:00, 11:00), never the 15-minute overlaps
     assert got["windows_merged"] == 3 * (1 if groups else 4)
+
+
+@pytest.mark.parametrize("groups", [{}, {"country": "C02"}])
+def test_quantiles_count_each_value_once_and_hold_their_bound(tables, groups):
+    spec, events, _ = tables
+    s = sel(spec, "hourly_by_country", T0, T0 + dt.timedelta(hours=3), groups)
+    got = q.quantile(source(spec), spec, s, None, (0.01, 0.5, 0.95, 0.99))
+    truth = events
+    if groups:
+        truth = truth.take(truth.columns["country"] == groups["country"])
+    values = np.sort(truth.columns["amount"])
+    assert got["count"] == values.size  # tiled: the 15-minute overlaps are not counted
+    for row in got["quantiles"]:
+        exact = values[int(np.floor(row["q"] * (values.size - 1)))]
+        assert abs(row["value"] - exact) <= got["relative_error"] * abs(exact)
+        assert row["lower_bound"] <= exact <= row["upper_bound"]
 
 
 def test_contains_and_similarity(tables):
@@ -267,6 +288,9 @@ def test_cli_answers_as_json_without_a_jvm(tables):
     (["topk", "--window", "minutely", "--k", "0"], "k must be at least 1"),
     (["topk", "--window", "minutely", "--k", "1000"], "keeps at most"),
     (["contains", "--window", "minutely"], "contains needs a value"),
+    (["quantile", "--window", "hourly_by_country", "--q", "1.5"], "not a quantile in [0, 1]"),
+    (["quantile", "--window", "hourly_by_country", "--q", "p99"], "--q: not a number"),
+    (["quantile", "--window", "minutely"], "no quantiles sketch"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tables, args, message):
     _, _, root = tables

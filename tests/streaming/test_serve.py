@@ -13,6 +13,7 @@ import urllib.request
 from collections import Counter
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
 from test_query_delta import REPO, T0, in_windows, sel, tables  # noqa: F401 - fixture
 
@@ -85,12 +86,26 @@ def test_topk_of_one_group(server, tables):  # noqa: F811
     assert body["group"] == {"country": "C01"} and len(body["top"]) == 3
 
 
+def test_quantiles_of_one_group(server, tables):  # noqa: F811
+    _, events, _ = tables
+    status, body = get(server, "/query/quantile", window="hourly_by_country",
+                       group="country=C01", q="0.5,0.99")
+    assert status == 200, body
+    amounts = np.sort(events.columns["amount"][events.columns["country"] == "C01"])
+    assert body["count"] == amounts.size
+    for row in body["quantiles"]:
+        exact = amounts[int(np.floor(row["q"] * (amounts.size - 1)))]
+        assert row["lower_bound"] <= exact <= row["upper_bound"]
+        assert abs(row["value"] - exact) <= body["relative_error"] * exact
+
+
 @pytest.mark.parametrize("path, params, status, message", [
     ("/query/distinct", {"window": "weekly"}, 400, "no window named 'weekly'"),
     ("/query/distinct", {"window": "minutely", "from": "noon"}, 400, "not an ISO-8601 time"),
     ("/query/topk", {"window": "minutely", "k": "many"}, 400, "not a whole number"),
     ("/query/topk", {"window": "minutely", "k": "0"}, 400, "k must be at least 1"),
     ("/query/contains", {"window": "minutely"}, 400, "contains needs a value"),
+    ("/query/quantile", {"window": "hourly_by_country", "q": "2"}, 400, "not a quantile"),
     ("/query/distinct", {"window": "minutely", "color": "red"}, 400, "unknown parameter"),
     ("/query/distinct", {"window": "minutely", "sketch": "pages"}, 400, "is a cms"),
     ("/query/distinct", {"window": ["minutely", "hourly_by_country"]}, 400, "given 2 times"),
