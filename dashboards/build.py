@@ -235,6 +235,13 @@ def analytics() -> dict:
                     [(f"streamsketch_window_bloom_false_positive_ratio{{{QW}}}",
                       "{{window}}/{{sketch}}")], unit="percentunit"),
         ]),
+        ("Quantiles", [
+            _series("p50 / p95 / p99", "Quantiles of each quantiles sketch's field in the "
+                    "newest window, all groups merged; each within the sketch's relative "
+                    "error of the exact quantile.",
+                    [(f"streamsketch_window_quantile{{{QW}}}",
+                      "{{window}}/{{sketch}} p{{quantile}}")], unit="short", w=24),
+        ]),
         ("Windows", [
             _panel(stat.Panel(), "Newest window start", "Start of the window the panels "
                    "above describe, per window and sketch.",
@@ -245,7 +252,7 @@ def analytics() -> dict:
     ]
     out = _dashboard(
         "streamsketch-analytics", "streamsketch / analytics",
-        "Distinct counts, heavy hitters and Bloom filters of the newest window of each "
+        "Distinct counts, heavy hitters, Bloom filters and quantiles of the newest window of each "
         "window spec, all groups merged, with their error bounds.",
         [_variable("query", "Query", "streamsketch_query_up"),
          _variable("window", "Window", "streamsketch_window_start_timestamp_seconds",
