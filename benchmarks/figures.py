@@ -4,7 +4,7 @@
     python -m benchmarks.figures            # rewrite the block between the markers
     python -m benchmarks.figures --print    # show it instead
 
-Reads ``benchmarks/results/{pipeline,backfill,memory,replay,sketches}.json`` (whichever
+Reads ``benchmarks/results/{pipeline,backfill,memory,query,replay,sketches}.json`` (whichever
 exist; a missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
@@ -89,6 +89,21 @@ def memory_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def query_lines(doc: dict[str, Any]) -> list[str]:
+    out = ["", f"`python -m benchmarks.bench_query --runs {doc['runs']}` (a year of hourly "
+               "windows × 16 groups × 3 sketches; each query a fresh CLI process, start "
+               f"included; load average {doc['loadavg_after'][0]:.1f}), median seconds:", "",
+           "| layout | sketch rows | distinct | topk | contains | aggregate |",
+           "|---|---|---|---|---|---|"]
+    for name, lay in doc["layouts"].items():
+        q = lay["queries"]
+        cells = [f"{q[k]['median']:.2f}" if k in q and "median" in q[k] else "—"
+                 for k in ("distinct", "topk", "contains", "aggregate")]
+        out.append(f"| {name} | {lay['table']['sketches']['rows']:,} | " + " | ".join(cells)
+                   + " |")
+    return out
+
+
 def replay_lines(doc: dict[str, Any]) -> list[str]:
     rows = {r.get("row"): r for r in doc.get("rows", []) if isinstance(r, dict)}
     r = rows.get("replay")
@@ -124,13 +139,17 @@ def sketch_lines(doc: dict[str, Any]) -> list[str]:
 def block() -> str:
     lines: list[str] = []
     for name, fn in (("pipeline", pipeline_lines), ("backfill", backfill_lines),
-                     ("memory", memory_lines), ("replay", replay_lines),
+                     ("memory", memory_lines), ("query", query_lines),
+                     ("replay", replay_lines),
                      ("sketches", sketch_lines)):
         doc = _load(name)
         if doc is not None:
-            if lines and lines[-1] != "":
+            more = fn(doc)
+            while more and more[0] == "":
+                more = more[1:]
+            if lines and more:
                 lines.append("")
-            lines += fn(doc)
+            lines += more
     return "\n".join(lines).strip("\n")
 
 

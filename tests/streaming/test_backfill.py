@@ -212,3 +212,35 @@ def test_run_of_a_files_spec_is_the_same_backfill(spark, log, backfilled, tmp_pa
     assert run_files_spec(args, lambda _msg: None) == 0
     assert f"{len(lines):,} records" in capsys.readouterr().out
     assert digest(spark, spec) == backfilled["digest"]
+
+
+def test_under_late_update_backfill_and_kafka_agree_and_absorb_the_late_rows(
+        kafka, spark, log, topic_name, tmp_path):
+    from streaming.backfill import backfill, backfill_spec
+    from streaming.digest import digest, table_rows
+    from streaming.logs import ReadOptions
+    from streaming.pipeline import Pipeline
+    from streaming.replay_cmd import ReplayConfig, replay
+    from streaming.tables import read_table
+
+    def update(spec):
+        return replace(spec, events=replace(spec.events, late="update"))
+
+    path, lines = log
+    by_log = update(backfill_spec(_spec(tmp_path / "backfill"), [path]))
+    stats = backfill(spark, by_log, [path], records_per_batch=PER_BATCH)
+    assert "late" not in stats.quarantined
+    replay([path], ReplayConfig(topic=topic_name, bootstrap_servers=kafka.bootstrap_servers,
+                                read=ReadOptions(key_field="user_id"), partitions=1,
+                                state_path=tmp_path / "replay-state.json"))
+    by_kafka = update(_spec(tmp_path / "kafka", topic_name, kafka.bootstrap_servers))
+    Pipeline(spark, by_kafka).run(available_now=True, timeout=600)
+    a, b = digest(spark, by_log), digest(spark, by_kafka)
+    for table in ("aggregates", "sketches"):
+        assert a["tables"][table] == b["tables"][table], table
+    assert _quarantine_content(table_rows(spark, by_log)) == \
+        _quarantine_content(table_rows(spark, by_kafka))
+    # the generator's late records were folded in, each counted once
+    absorbed = read_table(f"{by_kafka.sink.path}/aggregates", "window_name = 'minutely'")
+    assert sum(absorbed.column("late_rows").to_pylist()) > 0
+    assert sum(absorbed.column("count").to_pylist()) == stats.valid

@@ -78,7 +78,10 @@ def standalone(tmp_path):
                    "--work-dir", str(tmp_path / f"work{i}")], f"worker{i}")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json").read())
+            try:
+                state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json").read())
+            except OSError:  # the master's UI opens a moment after its RPC port
+                state = {"workers": []}
             if sum(w["state"] == "ALIVE" for w in state["workers"]) == 2:
                 break
             time.sleep(0.5)

@@ -135,7 +135,8 @@ def panel_targets(dashboard: dict) -> list[tuple[str, str]]:
     out = []
     for panel in dashboard["panels"]:
         for t in panel.get("targets", []):
-            out.append((panel["title"], t["expr"]))
+            if "expr" in t:  # PromQL; the query-API panel reads streamsketch serve instead
+                out.append((panel["title"], t["expr"]))
     return out
 
 

@@ -18,7 +18,6 @@ from test_query_delta import SPEC, T0
 
 from streaming import query as q
 from streaming.spec import parse_spec
-from streaming.tables import SKETCHES_DDL, aggregates_ddl
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +37,11 @@ def specs(spark, tmp_path_factory):
         sks.append(s)
     agg, sk = pa.concat_tables(aggs), pa.concat_tables(sks)
     assert agg.schema == aggregates_schema(spec)
-    # delta-spark writes the tables with the pipeline's own DDL
-    for name, table, ddl in (("aggregates", agg, aggregates_ddl(spec)),
-                             ("sketches", sk, SKETCHES_DDL)):
+    # delta-spark writes the tables with the pipeline's own schemas
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    for name, table in (("aggregates", agg), ("sketches", sk)):
+        ddl = from_arrow_schema(table.schema)
         rows = table.to_pylist()
         for r in rows:  # Arrow maps come back as lists of pairs
             r["group"] = dict(r["group"])

@@ -595,7 +595,8 @@ def _assert_in_log_order_per_partition(got: list, lines: list[bytes]) -> None:
 @pytest.mark.integration
 def test_an_unpaced_replay_killed_mid_batch_resumes_exactly_once_in_order(kafka, topic_name,
                                                                           tmp_path):
-    path, lines = _mixed_log(tmp_path, 100_000)
+    # big enough that an idle machine is still replaying 0.3 s after the first checkpoint
+    path, lines = _mixed_log(tmp_path, 400_000)
     state = Path(str(path) + ".replay-state.json")
     proc = subprocess.Popen(_replay_cmd(kafka, topic_name, path, "--partitions", "3",
                                         "--checkpoint-records", "20000"),
