@@ -246,6 +246,13 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
                     items=None if items is None else orjson.dumps(items[g]))
 
 
+def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:
+    """The ``_topic`` column; a Kafka batch of one subscribed topic may leave it out."""
+    if "_topic" in raw.column_names:
+        return raw.column("_topic").combine_chunks()
+    return pa.array([ctx.spec.source.topic] * raw.num_rows, pa.string())
+
+
 def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     """The partial rows of one input partition's raw records (see the module docstring)."""
     spec = ctx.spec
@@ -275,7 +282,7 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     # parsed records, late ones included (what the watermark advances by), up to the
     # batch time
     topic_codes, topic_names = pd.factorize(
-        np.asarray(raw.column("_topic").to_numpy(zero_copy_only=False), dtype=object))
+        np.asarray(_topics(raw, ctx).to_numpy(zero_copy_only=False), dtype=object))
     part_no = np.asarray(raw.column("_partition").to_numpy(zero_copy_only=False),
                          dtype=np.int64)
     width = int(part_no.max()) + 1 if n_rows else 1
@@ -321,7 +328,7 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
             "w": pa.nulls(n_bad, pa.int32()), "pane": pa.nulls(n_bad, pa.int64()),
             "g": pa.nulls(n_bad, pa.string()), "s": pa.nulls(n_bad, pa.int32()),
             "b": raw.column("_value").take(idx), "items": pa.nulls(n_bad, pa.binary()),
-            "key": raw.column("_key").take(idx), "topic": raw.column("_topic").take(idx),
+            "key": raw.column("_key").take(idx), "topic": _topics(raw, ctx).take(idx),
             "part": raw.column("_partition").take(idx).cast(pa.int32()),
             "off": raw.column("_offset").take(idx).cast(pa.int64()),
             "src_ts": raw.column("_source_ts").take(idx).cast(pa.timestamp("us", tz="UTC")),
