@@ -177,7 +177,7 @@ class Pipeline:
     def _check_tables_agree(self, planned: tuple[int, int]) -> None:
         """Refuse tables that hold batches the checkpoint never planned."""
         assert self.tables is not None
-        committed, last_planned = planned
+        _, last_planned = planned
         for name, path in self.tables.all().items():
             done = committed_batch(path, self.app_id(name))
             if done is not None and done > last_planned:
@@ -189,7 +189,6 @@ class Pipeline:
                     "state was deleted or restored from an older copy, and going on would "
                     "skip or double-count events. Restore the checkpoint and the tables "
                     "together, or delete both (tables and checkpoint) to start fresh")
-        del committed
 
     def stream(self) -> DataFrame:
         assert self.spark is not None
