@@ -131,7 +131,7 @@ class LocalKafka:
     def __init__(self, home: Path, *, port: int = 9092, controller_port: int | None = None,
                  partitions: int = 2, heap: str = "512m",
                  sasl_plain: tuple[str, str] | None = None) -> None:
-        self.home = Path(home)
+        self.home = Path(home).expanduser().resolve()  # the broker runs with cwd = home
         self.port = port
         self.controller_port = controller_port
         self.partitions = partitions

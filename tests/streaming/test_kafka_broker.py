@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,11 @@ def test_broker_that_never_becomes_ready_is_a_clear_error(tmp_path):
     with pytest.raises(BrokerError, match="did not become ready within"):
         broker.start(timeout=0.5)
     assert not broker.status().running
+
+
+def test_a_relative_home_is_made_absolute(tmp_path, monkeypatch):
+    # the broker process runs with its home as working directory: a relative config
+    # path (the default home is ./.streamsketch) would point nowhere from there
+    monkeypatch.chdir(tmp_path)
+    broker = LocalKafka(Path(".streamsketch") / "kafka", port=free_port())
+    assert broker.home == tmp_path / ".streamsketch" / "kafka"
