@@ -288,8 +288,8 @@ class PipelineMetrics:
         self.batches = counter("batches_total", "Micro-batches whose writes committed")
         self.valid_rows = counter("valid_rows_total", "Rows aggregated into windows")
         self.late_rows = counter("late_rows_total",
-                                 "Rows dropped from windows as later than the watermark "
-                                 "(also in quarantined reason=late)")
+                                 "Rows later than the watermark: quarantined (reason=late), "
+                                 "or folded into their closed windows under late = update")
         self.offset_gap = counter("source_offset_gap_records_total",
                                   "Kafka offsets a batch covered that delivered no record: "
                                   "data lost to retention or deletion with failOnDataLoss "
