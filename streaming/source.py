@@ -25,6 +25,8 @@ def kafka_options(spec: Spec) -> dict[str, str]:
         "startingOffsets": src.starting_offsets,
         "failOnDataLoss": "true" if src.fail_on_data_loss else "false",
         "includeHeaders": "false",
+        # records of aborted transactions are never counted (and open ones wait)
+        "kafka.isolation.level": src.isolation_level,
     }
     if src.max_offsets_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(src.max_offsets_per_trigger)

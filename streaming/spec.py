@@ -113,6 +113,8 @@ class SourceSpec:
     format: Literal["jsonl", "jsonl.gz", "csv", "parquet"] | None = None
     #: Spark's Kafka ``minPartitions``: split big topic partitions into more tasks
     min_partitions: int | None = None
+    #: read only committed transactions (``read_committed``) or everything
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ class _Validator:
     def source(self, raw: Any) -> SourceSpec:
         t = self.table(raw, "source", ("kind", "topic", "bootstrap_servers", "starting_offsets",
                                        "max_offsets_per_trigger", "fail_on_data_loss", "kafka",
-                                       "path", "format", "min_partitions"))
+                                       "path", "format", "min_partitions", "isolation_level"))
         kind = self.get(t, "kind", "source.kind", str, "kafka",
                         check=lambda v: None if v in ("kafka", "files")
                         else 'must be "kafka" or "files"')
@@ -408,9 +410,15 @@ class _Validator:
         fodl = self.get(t, "fail_on_data_loss", "source.fail_on_data_loss", bool, True)
         min_parts = self.get(t, "min_partitions", "source.min_partitions", int, None,
                              check=lambda v: None if v > 0 else "must be a positive integer")
+        isolation = self.get(t, "isolation_level", "source.isolation_level", str,
+                             "read_committed",
+                             check=lambda v: None if v in ("read_committed", "read_uncommitted")
+                             else 'must be "read_committed" or "read_uncommitted"')
         options = []
         for k, v in self.get(t, "kafka", "source.kafka", dict, {}).items():
             key = f"source.kafka.{k}"
+            if k == "isolation.level":
+                raise self.fail(key, "set it as [source] isolation_level")
             if isinstance(v, dict):
                 if set(v) == {"env"} and isinstance(v["env"], str):
                     options.append((k, Secret(f"env:{v['env']}")))
@@ -432,7 +440,7 @@ class _Validator:
                        check=lambda v: None if v in ("jsonl", "jsonl.gz", "csv", "parquet")
                        else 'must be "jsonl", "jsonl.gz", "csv" or "parquet"')
         return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt,
-                          min_parts)
+                          min_parts, isolation)
 
     def events(self, raw: Any) -> EventsSpec:
         t = self.table(raw, "events", ("time_field", "time_format", "watermark", "fields",

@@ -91,3 +91,39 @@ def test_a_backfill_whose_journal_was_deleted_is_refused(tmp_path):
     code, _, err = cli(argv)
     lines = [ln for ln in err.splitlines() if ln.startswith("streamsketch: error:")]
     assert code == 2 and len(lines) == 1 and "holds batch" in lines[0], err[-2000:]
+
+
+def test_a_second_process_on_the_same_checkpoint_is_refused(kafka, topic_name, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_faults_process import REPO, _env
+
+    from streaming.generator import GeneratorConfig, produce
+
+    produce(kafka.bootstrap_servers, topic_name, GeneratorConfig(seed=3, rate=50.0),
+            count=500, partitions=2)
+    spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers)
+    first = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec",
+                              str(spec_file)], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        lock = spec_file.parent / "ck" / ".lock"
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            time.sleep(0.2)
+        code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
+        lines = [ln for ln in err.splitlines() if ln.startswith("streamsketch: error:")]
+        assert code == 2 and len(lines) == 1 and "is in use by pid" in lines[0], err[-2000:]
+        assert first.poll() is None, "the first process stopped"
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        try:
+            first.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.communicate()
