@@ -170,6 +170,17 @@ class _Blobs:
                                           dtype=f"<u{width}", buffer=self.data, strides=(1,))
         return self._views[key][pos]
 
+    def counted(self, rows: np.ndarray, at: int, entry_bytes: int
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For the blobs ``rows`` (a mask) whose payload is a uint32 count at ``at`` then
+        ``count`` entries of ``entry_bytes``, up to the CRC: (where the entries start,
+        counts); None if a blob's length says otherwise."""
+        start = self.start[rows]
+        count = self.uint(start + at, 4).astype(np.int64)
+        if not np.array_equal(self.end[rows] - start, at + 4 + entry_bytes * count + 4):
+            return None
+        return start + at + 4, count
+
     def gather(self, pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
         """``count[i]`` little-endian ``width``-byte unsigned ints from each ``pos[i]``."""
         return self.uint(runs(pos, count, width), width)
@@ -218,19 +229,17 @@ def _read_hll(b: _Blobs, template: bytes) -> Any:
         return None
     entries25 = np.zeros(0, dtype=np.uint32)
     if compact.any():
-        c = b.start[compact]
-        count = b.uint(c + _HEADER + 2, 4).astype(np.int64)
-        if not np.array_equal(b.end[compact] - c, _HEADER + 6 + 4 * count + 4):
+        found = b.counted(compact, _HEADER + 2, 4)
+        if found is None:
             return None
-        entries25 = b.gather(c + _HEADER + 6, count, 4).astype(np.uint32)
+        entries25 = b.gather(*found, 4).astype(np.uint32)
     if not (sparse.any() or dense.any()):
         return None, entries25
     if sparse.any():
-        s = b.start[sparse]
-        count = b.uint(s + _HEADER + 2, 4).astype(np.int64)
-        if not np.array_equal(b.end[sparse] - s, _HEADER + 6 + 4 * count + 4):
+        found = b.counted(sparse, _HEADER + 2, 4)
+        if found is None:
             return None
-        entries = b.gather(s + _HEADER + 6, count, 4)
+        entries = b.gather(*found, 4)
         index = (entries >> np.uint64(8)).astype(np.int64)
         if index.size and int(index.max()) >= m:
             return None
@@ -288,20 +297,19 @@ def _read_bloom(b: _Blobs, template: bytes) -> Any:
         return None
     hashes = np.zeros(0, dtype=np.uint64)
     if compact.any():  # the filter's hashes while small (sorted, distinct)
-        c = b.start[compact]
-        count = b.uint(c + at + 1, 4).astype(np.int64)
-        if not np.array_equal(b.end[compact] - c, at + 5 + 8 * count + 4):
+        found = b.counted(compact, at + 1, 8)
+        if found is None:
             return None
-        hashes = b.gather(c + at + 5, count, 8).astype(np.uint64)
+        hashes = b.gather(*found, 8).astype(np.uint64)
     if not (sparse.any() or dense.any()):
         return None, hashes
     if sparse.any():
-        s = b.start[sparse]
-        count = b.uint(s + at + 1, 4).astype(np.int64)
-        if not np.array_equal(b.end[sparse] - s, at + 5 + 12 * count + 4):
+        found = b.counted(sparse, at + 1, 12)  # uint32 word indices, then uint64 words
+        if found is None:
             return None
-        index = b.gather(s + at + 5, count, 4).astype(np.int64)
-        values = b.gather(s + at + 5 + 4 * count, count, 8)
+        first, count = found
+        index = b.gather(first, count, 4).astype(np.int64)
+        values = b.gather(first + 4 * count, count, 8)
         if index.size and int(index.max()) >= n_words:
             return None
         np.bitwise_or.at(words, index, values)
