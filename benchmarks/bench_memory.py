@@ -119,16 +119,32 @@ def make_log(path: Path, events: int, seed: int) -> Counter:
     return truth
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
-    total, todo = 0, [pid]
+def _role(pid: int) -> str:
+    """Which part of the run a process is: the JVM, a Spark Python worker or the driver."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ")
+    except OSError:
+        return "driver"
+    if b"java" in cmd.split(b" ", 1)[0]:
+        return "jvm"
+    if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
+        return "python_workers"
+    return "driver"
+
+
+def _tree_rss(pid: int) -> dict[str, int]:
+    """Resident bytes of ``pid`` and all its descendants, by role."""
+    total: dict[str, int] = {}
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as fh:
                 for line in fh:
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                        role = _role(p)
+                        total[role] = total.get(role, 0) + int(line.split()[1]) * 1024
                         break
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
@@ -140,12 +156,16 @@ def _tree_rss(pid: int) -> int:
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     peak = [0]
+    peak_by_role: dict[str, int] = {}
     proc = subprocess.Popen(cmd, cwd=_REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            now = _tree_rss(proc.pid)
+            peak[0] = max(peak[0], sum(now.values()))
+            for role, rss in now.items():
+                peak_by_role[role] = max(peak_by_role.get(role, 0), rss)
             time.sleep(0.05)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -155,7 +175,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     wall = time.monotonic() - t0
     th.join(1)
     return {"returncode": proc.returncode, "seconds": wall, "peak_tree_rss_bytes": peak[0],
-            "output_tail": out.splitlines()[-5:]}
+            "peak_rss_bytes_by_role": peak_by_role, "output_tail": out.splitlines()[-5:]}
 
 
 def check(root: Path, truth: Counter) -> dict[str, Any]:
@@ -219,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             row.update(check(root, truth))
             row["events_per_s"] = args.events / row["seconds"]
             report["rows"].append(row)
+            roles = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in
+                              sorted(row["peak_rss_bytes_by_role"].items()))
             print(f"{mode:9} {row['seconds']:7.1f} s  {row['events_per_s']:>9,.0f} events/s  "
-                  f"peak tree RSS {row['peak_tree_rss_bytes'] / 2**30:5.2f} GiB (target <= 2)  "
-                  f"late {row['late_quarantined']:,}  wrong cells {row['cells_wrong']:,}  "
-                  f"rc {row['returncode']}", flush=True)
+                  f"peak tree RSS {row['peak_tree_rss_bytes'] / 2**30:5.2f} GiB (target <= 2; "
+                  f"peaks by part: {roles})  late {row['late_quarantined']:,}  "
+                  f"wrong cells {row['cells_wrong']:,}  rc {row['returncode']}", flush=True)
     finally:
         if broker is not None:
             broker.stop()
