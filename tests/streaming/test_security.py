@@ -412,8 +412,8 @@ def test_truststore_of_another_ca_fails_with_one_clear_line(sasl_ssl_broker, top
 
 
 @pytest.mark.slow
-def test_wrong_truststore_password_fails_in_one_line_and_logs_why(sasl_ssl_broker, topic_name,
-                                                             tmp_path):
+def test_wrong_truststore_password_fails_in_one_line_and_logs_why(sasl_ssl_broker,
+                                                                  topic_name, tmp_path):
     wrong = "not-" + sasl_ssl_broker.tls.passwords["truststore"]
     line, err = run_fails_in_one_line(sasl_ssl_broker, topic_name, tmp_path,
                                       client_env(sasl_ssl_broker, truststore_password=wrong))
