@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streaming import jvm
@@ -95,6 +95,37 @@ def _cluster_id() -> str:
             return cid
 
 
+def _check_secret(what: str, value: str) -> None:
+    """Refuse what ``server.properties`` or a JAAS line could not carry verbatim."""
+    if not value or any(c in value for c in '"\\\n;') or value != value.strip():
+        raise BrokerError(f"the {what} must be non-empty and free of quotes, backslashes, "
+                          "semicolons, newlines and surrounding spaces")
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """TLS material of the broker's client listener.
+
+    Args:
+        keystore: PKCS12 file holding the broker's private key and certificate chain.
+        keystore_password: its password; written to ``server.properties`` (mode 0600)
+            and nowhere else, never in ``repr``.
+        ca_file: PEM certificate of the CA that signed the broker's certificate. The
+            broker's own client and :meth:`LocalKafka.client_config` verify the
+            listener (certificate and host name) against it.
+    """
+
+    keystore: Path
+    keystore_password: str = field(repr=False)
+    ca_file: Path
+
+    def __post_init__(self) -> None:
+        _check_secret("keystore password", self.keystore_password)
+        for path in (self.keystore, self.ca_file):
+            if not Path(path).is_file():
+                raise BrokerError(f"TLS file {path} does not exist")
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     running: bool
@@ -117,10 +148,12 @@ class LocalKafka:
         controller_port: KRaft controller port; default is chosen free at start.
         partitions: default partition count for auto-created topics.
         heap: JVM heap of the broker.
-        sasl_plain: ``(user, password)``: the client port becomes a SASL_PLAINTEXT
-            listener accepting only this user with the PLAIN mechanism (the KRaft
-            controller listener stays PLAINTEXT on loopback). The password is
-            written to ``server.properties`` (mode 0600) and nowhere else.
+        sasl_plain: ``(user, password)``: the client listener accepts only this user
+            with the PLAIN mechanism (the KRaft controller listener stays PLAINTEXT
+            on loopback). The password is written to ``server.properties`` (mode
+            0600) and nowhere else.
+        tls: the client listener speaks TLS with this key and certificate: SSL, or
+            SASL_SSL with ``sasl_plain``.
 
     Example:
         >>> from pathlib import Path
@@ -130,22 +163,22 @@ class LocalKafka:
 
     def __init__(self, home: Path, *, port: int = 9092, controller_port: int | None = None,
                  partitions: int = 2, heap: str = "512m",
-                 sasl_plain: tuple[str, str] | None = None) -> None:
+                 sasl_plain: tuple[str, str] | None = None,
+                 tls: BrokerTls | None = None) -> None:
         self.home = Path(home).expanduser().resolve()  # the broker runs with cwd = home
         self.port = port
         self.controller_port = controller_port
         self.partitions = partitions
         self.heap = heap
         if sasl_plain is not None:
-            user, password = sasl_plain
-            if not user or not password or any(c in user + password for c in '"\\\n;'):
-                raise BrokerError("the SASL user and password must be non-empty and free of "
-                                  "quotes, backslashes, semicolons and newlines")
+            _check_secret("SASL user", sasl_plain[0])
+            _check_secret("SASL password", sasl_plain[1])
         self.sasl_plain = sasl_plain
+        self.tls = tls
 
-    def __repr__(self) -> str:  # never the password
+    def __repr__(self) -> str:  # never a password
         sasl = f", sasl user {self.sasl_plain[0]!r}" if self.sasl_plain else ""
-        return f"LocalKafka({str(self.home)!r}, port={self.port}{sasl})"
+        return f"LocalKafka({str(self.home)!r}, port={self.port}, {self.security_protocol}{sasl})"
 
     # -- paths ---------------------------------------------------------
     @property
@@ -170,16 +203,23 @@ class LocalKafka:
 
     @property
     def security_protocol(self) -> str:
-        """Protocol of the client listener: ``PLAINTEXT`` or ``SASL_PLAINTEXT``."""
-        return "SASL_PLAINTEXT" if self.sasl_plain else "PLAINTEXT"
+        """Protocol of the client listener: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``
+        or ``SASL_SSL``."""
+        transport = "SSL" if self.tls else "PLAINTEXT"
+        return f"SASL_{transport}" if self.sasl_plain else transport
 
     def client_config(self) -> dict[str, str]:
         """kafka-python client settings that reach this broker (empty for PLAINTEXT)."""
-        if not self.sasl_plain:
-            return {}
-        user, password = self.sasl_plain
-        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                "sasl_plain_username": user, "sasl_plain_password": password}
+        config = {}
+        if self.tls:
+            config["ssl_cafile"] = str(self.tls.ca_file)
+        if self.sasl_plain:
+            user, password = self.sasl_plain
+            config.update({"sasl_mechanism": "PLAIN", "sasl_plain_username": user,
+                           "sasl_plain_password": password})
+        if config:
+            config["security_protocol"] = self.security_protocol
+        return config
 
     # -- status --------------------------------------------------------
     def _read_pid(self) -> int | None:
@@ -237,9 +277,19 @@ class LocalKafka:
             props.update({
                 "sasl.enabled.mechanisms": "PLAIN",
                 "sasl.mechanism.inter.broker.protocol": "PLAIN",
-                "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                f"listener.name.{client.lower()}.plain.sasl.jaas.config":
                     "org.apache.kafka.common.security.plain.PlainLoginModule required "
                     f'username="{user}" password="{password}" user_{user}="{password}";',
+            })
+        if self.tls:
+            # The broker's own client checks the listener against the CA, host name included.
+            props.update({
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(Path(self.tls.keystore).resolve()),
+                "ssl.keystore.password": self.tls.keystore_password,
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(Path(self.tls.ca_file).resolve()),
+                "ssl.endpoint.identification.algorithm": "https",
             })
         path = self.home / "server.properties"
         path.touch(mode=0o600)

@@ -22,7 +22,7 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 APP_IMAGE_REPO = "streamsketch"
 
 #: The environment the static tests interpolate with: only what .env must set.
-TEST_ENV = {"GRAFANA_ADMIN_PASSWORD": "static-test-password"}
+TEST_ENV = {"GRAFANA_ADMIN_PASSWORD_FILE": "./secrets/grafana_admin_password"}
 
 
 # -- interpolation -------------------------------------------------------------

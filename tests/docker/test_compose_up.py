@@ -1,5 +1,7 @@
 """End to end in containers: `docker compose up` builds the image, starts the
-stack, and Prometheus ends up holding the pipeline's `streamsketch_` series.
+stack, and Prometheus ends up holding the pipeline's `streamsketch_` series;
+Grafana logs in only with the password of its secret file, and refuses to start
+with an empty one.
 
 Runs only where a Docker engine (with the compose plugin) answers; it builds the
 application image and waits for Spark, so it takes minutes.
@@ -16,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from compose_helpers import COMPOSE_FILE, ROOT
@@ -50,15 +53,35 @@ def _get(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 10) 
         return exc.code, exc.read().decode(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def stack():
+def _need_compose() -> None:
     if not _engine_answers():
         pytest.skip("no Docker engine answers")
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the Docker engine answers, but the docker compose plugin is missing")
+
+
+def _password_file(folder: Path, password: str) -> Path:
+    """A secret file Grafana (uid 472 in its container) can read: compose bind-mounts
+    it with its host mode."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "grafana_admin_password"
+    path.write_text(password + "\n")
+    path.chmod(0o644)
+    return path
+
+
+def _compose_env(password_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_")}
+    return {**env, "GRAFANA_ADMIN_PASSWORD_FILE": str(password_file),
+            "GRAFANA_ADMIN_USER": "admin"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    _need_compose()
     password = secrets.token_urlsafe(24)
-    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": password, "GRAFANA_ADMIN_USER": "admin"}
+    env = _compose_env(_password_file(tmp_path_factory.mktemp("secrets"), password))
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", f"streamsketch-e2e-{os.getpid()}"]
     try:
         up = subprocess.run(base + ["up", "-d", "--build", "--wait", "--wait-timeout", "900"],
@@ -102,3 +125,24 @@ def test_grafana_requires_login_and_serves_the_dashboards(stack):
     titles = {d["title"] for d in json.loads(body)}
     expected = {json.loads(p.read_text())["title"] for p in (ROOT / "dashboards").rglob("*.json")}
     assert expected <= titles, f"not provisioned: {expected - titles}"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("content", ["", "\n"])
+def test_grafana_refuses_to_start_with_an_empty_password_file(tmp_path, content):
+    """Grafana alone (no dependencies): an empty secret would mean admin/admin."""
+    _need_compose()
+    secret = _password_file(tmp_path / "secrets", "")
+    secret.write_text(content)
+    env = _compose_env(secret)
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p",
+            f"streamsketch-e2e-grafana-{os.getpid()}"]
+    try:
+        run = subprocess.run(base + ["run", "--rm", "--no-deps", "grafana"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=800)
+    finally:
+        subprocess.run(base + ["down", "--remove-orphans"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "grafana: no admin password in /run/secrets/grafana_admin_password" in \
+        run.stdout + run.stderr

@@ -1,15 +1,21 @@
-"""Kafka SASL credentials reach the source and nothing else.
+"""Kafka credentials reach the source and nothing else.
 
-A broker with a SASL_PLAINTEXT listener (PLAIN, one user) is started for the
-test. ``streamsketch run --available-now`` reads from it through the spec's
-``[source.kafka]`` table, the JAAS line (with the password) coming only from an
-environment variable the spec names. Spark's event log is enabled for the run
-(``PYSPARK_SUBMIT_ARGS``: the CLI has no option for extra Spark settings) and
-``/metrics`` is scraped while it runs. The run must aggregate every record, and
-the password must appear in none of: the process's stdout and stderr, any file
+Brokers are started from the project's Kafka jars with one client listener each:
+SASL_SSL (SASL PLAIN over TLS, with a key and certificate signed by a CA made for
+the test with the JDK's ``keytool``) and SASL_PLAINTEXT. ``streamsketch run
+--available-now`` reads from them through the spec's ``[source.kafka]`` table;
+the JAAS line (with the SASL password) and the truststore password come only
+from environment variables the spec names. Spark's event log is enabled for the
+run (``PYSPARK_SUBMIT_ARGS``: the CLI has no option for extra Spark settings) and
+``/metrics`` is scraped while it runs. The run must count every record exactly,
+and no password (SASL, the broker's keystore, the client's truststore, the CA's
+keystore) may appear in: the process's stdout and stderr, the spec file, any file
 under the checkpoint folder, the tables' ``_delta_log``, the event log, the
-scrapes. A wrong password must end the run with one clear error line, in bounded
-time.
+scrapes.
+
+The SASL_SSL run is the fast leak scan of ``make test``; the SASL_PLAINTEXT run
+and the failures (a wrong SASL password, a truststore of another CA, a wrong
+truststore password: one clear error line each, in bounded time) are slow.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ import datetime as dt
 import os
 import secrets
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,6 +44,7 @@ START = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 N_EVENTS = 300
 USER = "streamsketch"
 JAAS_ENV = "STREAMSKETCH_TEST_KAFKA_JAAS"
+TRUSTSTORE_ENV = "STREAMSKETCH_TEST_TRUSTSTORE_PASSWORD"
 
 SPEC = """\
 [source]
@@ -42,9 +53,7 @@ bootstrap_servers = "{bootstrap}"
 starting_offsets = "earliest"
 
 [source.kafka]
-"security.protocol" = "SASL_PLAINTEXT"
-"sasl.mechanism" = "PLAIN"
-"sasl.jaas.config" = {{ env = "{env}" }}
+{kafka}
 
 [events]
 time_field = "ts"
@@ -79,22 +88,106 @@ def jaas(user: str, password: str) -> str:
             f'username="{user}" password="{password}";')
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory):
-    from streaming.kafka_broker import LocalKafka, free_port
+# -- a CA of our own -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tls:
+    """A CA, a broker key and certificate it signed, and a truststore holding the CA."""
+
+    ca_pem: Path
+    keystore: Path  # PKCS12: the broker's key and certificate chain
+    truststore: Path  # PKCS12: the CA certificate, for the pipeline's Kafka client
+    passwords: dict[str, str]  # "ca", "keystore", "truststore"
+
+
+def make_tls(folder: Path) -> Tls:
+    """Made with ``keytool``; its passwords reach it by environment, never on a command line.
+
+    The broker certificate names 127.0.0.1 and localhost, so clients verify host names.
+    """
+    from streaming.jvm import find_java
+
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = Path(os.path.realpath(find_java())).with_name("keytool")
+    pw = {k: f"{k}-" + secrets.token_hex(12) for k in ("ca", "keystore", "truststore")}
+    env = {**os.environ, **{f"PW_{k.upper()}": v for k, v in pw.items()}}
+    ca, ks, ts = (str(folder / n) for n in ("ca.p12", "broker.p12", "truststore.p12"))
+    ca_pem, csr, crt = (str(folder / n) for n in ("ca.pem", "broker.csr", "broker.pem"))
+    key = ["-keyalg", "EC", "-groupname", "secp256r1", "-validity", "2", "-storetype", "PKCS12"]
+    steps = [
+        ["-genkeypair", "-alias", "ca", "-dname", "CN=streamsketch test CA", *key,
+         "-ext", "bc:c", "-ext", "KU:c=keyCertSign,cRLSign", "-keystore", ca,
+         "-storepass:env", "PW_CA"],
+        ["-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass:env", "PW_CA",
+         "-file", ca_pem],
+        ["-genkeypair", "-alias", "broker", "-dname", "CN=localhost", *key, "-keystore", ks,
+         "-storepass:env", "PW_KEYSTORE"],
+        ["-certreq", "-alias", "broker", "-keystore", ks, "-storepass:env", "PW_KEYSTORE",
+         "-file", csr],
+        ["-gencert", "-alias", "ca", "-keystore", ca, "-storepass:env", "PW_CA", "-rfc",
+         "-validity", "2", "-ext", "SAN=ip:127.0.0.1,dns:localhost",
+         "-ext", "KU:c=digitalSignature", "-ext", "EKU=serverAuth", "-infile", csr,
+         "-outfile", crt],
+        ["-importcert", "-noprompt", "-alias", "ca", "-file", ca_pem, "-keystore", ks,
+         "-storepass:env", "PW_KEYSTORE"],
+        ["-importcert", "-alias", "broker", "-file", crt, "-keystore", ks,
+         "-storepass:env", "PW_KEYSTORE"],
+        ["-importcert", "-noprompt", "-alias", "ca", "-file", ca_pem, "-keystore", ts,
+         "-storetype", "PKCS12", "-storepass:env", "PW_TRUSTSTORE"],
+    ]
+    for step in steps:
+        proc = subprocess.run([str(exe), *step], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, f"keytool {step[0]}: {proc.stdout}{proc.stderr}"
+    return Tls(Path(ca_pem), Path(ks), Path(ts), pw)
+
+
+# -- brokers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Secured:
+    broker: object  # streaming.kafka_broker.LocalKafka
+    sasl_password: str
+    tls: Tls | None
+
+    def secrets(self) -> dict[str, str]:
+        """Every password of this setup, by what it guards."""
+        found = {"sasl": self.sasl_password}
+        found.update(self.tls.passwords if self.tls else {})
+        return found
+
+
+def start_broker(home: Path, tls: Tls | None) -> Secured:
+    from streaming.kafka_broker import BrokerTls, LocalKafka, free_port
 
     password = "pw-" + secrets.token_hex(12)
-    broker = LocalKafka(tmp_path_factory.mktemp("sasl-kafka"), port=free_port(),
-                        sasl_plain=(USER, password))
-    assert password not in repr(broker)
+    broker_tls = (BrokerTls(tls.keystore, tls.passwords["keystore"], tls.ca_pem)
+                  if tls else None)
+    broker = LocalKafka(home, port=free_port(), sasl_plain=(USER, password), tls=broker_tls)
+    secured = Secured(broker, password, tls)
+    assert not [s for s in secured.secrets().values() if s in repr(broker)]
     broker.start(timeout=120)
+    return secured
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_broker(tmp_path_factory):
+    tls = make_tls(tmp_path_factory.mktemp("ca"))
+    secured = start_broker(tmp_path_factory.mktemp("sasl-ssl-kafka"), tls)
     try:
-        yield broker, password
+        yield secured
     finally:
-        broker.stop()
+        secured.broker.stop()
 
 
-def produce_sasl(broker, topic: str) -> list:
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory):
+    secured = start_broker(tmp_path_factory.mktemp("sasl-kafka"), None)
+    try:
+        yield secured
+    finally:
+        secured.broker.stop()
+
+
+def produce(broker, topic: str) -> list:
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -119,12 +212,30 @@ def produce_sasl(broker, topic: str) -> list:
     return records
 
 
-def write_spec(root: Path, topic: str, bootstrap: str, metrics_port: int) -> Path:
+# -- one run of the CLI ----------------------------------------------------------------
+def write_spec(root: Path, topic: str, secured: Secured, metrics_port: int,
+               truststore: Path | None = None) -> Path:
+    """The spec of a run against ``secured``; ``truststore`` overrides the CA's own."""
+    kafka = [f'"security.protocol" = "{secured.broker.security_protocol}"',
+             '"sasl.mechanism" = "PLAIN"', f'"sasl.jaas.config" = {{ env = "{JAAS_ENV}" }}']
+    if secured.tls:
+        kafka += ['"ssl.truststore.type" = "PKCS12"',
+                  f'"ssl.truststore.location" = "{truststore or secured.tls.truststore}"',
+                  f'"ssl.truststore.password" = {{ env = "{TRUSTSTORE_ENV}" }}']
     root.mkdir(parents=True, exist_ok=True)
     path = root / "spec.toml"
-    path.write_text(SPEC.format(topic=topic, bootstrap=bootstrap, env=JAAS_ENV, root=root,
-                                metrics_port=metrics_port))
+    path.write_text(SPEC.format(topic=topic, bootstrap=secured.broker.bootstrap_servers,
+                                kafka="\n".join(kafka), root=root, metrics_port=metrics_port))
     return path
+
+
+def client_env(secured: Secured, *, sasl_password: str | None = None,
+               truststore_password: str | None = None) -> dict[str, str]:
+    """The variables the spec names, from the setup's own passwords unless overridden."""
+    env = {JAAS_ENV: jaas(USER, sasl_password or secured.sasl_password)}
+    if secured.tls:
+        env[TRUSTSTORE_ENV] = truststore_password or secured.tls.passwords["truststore"]
+    return env
 
 
 class Scraper(threading.Thread):
@@ -146,10 +257,10 @@ class Scraper(threading.Thread):
             self.halt.wait(0.3)
 
 
-def run_cli(spec_file: Path, jaas_line: str, event_log: Path | None,
+def run_cli(spec_file: Path, extra_env: dict[str, str], event_log: Path | None,
             timeout: float) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env[JAAS_ENV] = jaas_line
+    env.update(extra_env)
     if event_log is not None:
         event_log.mkdir(parents=True, exist_ok=True)
         # uncompressed (Spark 4 compresses event logs by default), so bytes can be searched
@@ -178,66 +289,135 @@ def holding(secret: bytes, paths: list[Path]) -> list[str]:
     return [str(p) for p in paths if secret in p.read_bytes()]
 
 
-@pytest.mark.slow
-def test_sasl_run_aggregates_and_leaks_no_password(spark, sasl_broker, topic_name, tmp_path):
-    from pyspark.sql import functions as F
+def minute_counts_expected(records: list) -> dict[dt.datetime, int]:
+    """Events per minute, from the generated events' own ``ts``."""
+    minutes = (dt.datetime.fromisoformat(r.event["ts"].replace("Z", "+00:00"))
+               .replace(second=0, microsecond=0) for r in records)
+    return dict(Counter(minutes))
 
+
+def minute_counts_stored(delta: Path) -> dict[dt.datetime, int]:
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(str(delta / "aggregates")).to_pyarrow_table(
+        columns=["window_name", "window_start", "count"]).to_pylist()
+    stored: Counter = Counter()
+    for row in rows:
+        if row["window_name"] == "minutely":
+            stored[row["window_start"]] += row["count"]
+    return dict(stored)
+
+
+def run_and_scan(secured: Secured, topic: str, root: Path) -> None:
+    """One run that must count every record and leak none of the setup's passwords."""
     from streaming.kafka_broker import free_port
 
-    broker, password = sasl_broker
-    records = produce_sasl(broker, topic_name)
+    records = produce(secured.broker, topic)
     port = free_port()
-    spec_file = write_spec(tmp_path / "job", topic_name, broker.bootstrap_servers, port)
-    event_log = tmp_path / "events"
+    spec_file = write_spec(root / "job", topic, secured, port)
+    event_log = root / "events"
     scraper = Scraper(port)
     scraper.start()
     try:
-        code, out, err = run_cli(spec_file, jaas(USER, password), event_log, timeout=420)
+        code, out, err = run_cli(spec_file, client_env(secured), event_log, timeout=420)
     finally:
         scraper.halt.set()
         scraper.join(10)
     assert code == 0, err[-3000:]
 
-    root = tmp_path / "job"
-    counts = (spark.read.format("delta").load(str(root / "delta" / "aggregates"))
-              .where(F.col("window_name") == "minutely").agg(F.sum("count")).first()[0])
-    assert counts == N_EVENTS == len(records)
+    job = root / "job"
+    expected = minute_counts_expected(records)
+    assert sum(expected.values()) == N_EVENTS
+    assert minute_counts_stored(job / "delta") == expected
 
     # where a leak would land; each place is non-empty, so the search can find something
-    checkpoint = files_under(root / "ck")
-    delta_logs = files_under(*(root / "delta" / t / "_delta_log"
+    checkpoint = files_under(job / "ck")
+    delta_logs = files_under(*(job / "delta" / t / "_delta_log"
                                for t in ("aggregates", "sketches", "quarantine")))
     events = files_under(event_log)
     assert checkpoint and delta_logs and events, "a searched place is empty"
-    assert any(topic_name.encode() in p.read_bytes() for p in events), \
+    assert any(topic.encode() in p.read_bytes() for p in events), \
         "the event log does not even name the topic: it is not the run's"
     assert scraper.bodies and any("streamsketch_batches_total" in b for b in scraper.bodies)
-    secret = password.encode()
-    assert password not in out and password not in err
-    assert holding(secret, checkpoint) == []
-    assert holding(secret, delta_logs) == []
-    assert holding(secret, events) == []
-    assert not [b for b in scraper.bodies if password in b]
+    for name, password in secured.secrets().items():
+        secret = password.encode()
+        assert password not in out and password not in err, name
+        assert holding(secret, [spec_file]) == [], name
+        assert holding(secret, checkpoint) == [], name
+        assert holding(secret, delta_logs) == [], name
+        assert holding(secret, events) == [], name
+        assert not [b for b in scraper.bodies if password in b], name
 
 
-@pytest.mark.slow
-def test_wrong_password_fails_with_one_clear_line(sasl_broker, topic_name, tmp_path):
-    broker, password = sasl_broker
-    produce_sasl(broker, topic_name)
-    wrong = "not-" + password
-    spec_file = write_spec(tmp_path / "job", topic_name, broker.bootstrap_servers, free())
+def run_fails_in_one_line(secured: Secured, topic: str, root: Path, env: dict[str, str],
+                          truststore: Path | None = None) -> tuple[str, str]:
+    """A run that must fail with one ``streamsketch:`` line; returns it and all of stderr."""
+    from streaming.kafka_broker import free_port
+
+    produce(secured.broker, topic)
+    spec_file = write_spec(root / "job", topic, secured, free_port(), truststore)
     began = time.monotonic()
-    code, out, err = run_cli(spec_file, jaas(USER, wrong), None, timeout=300)
+    code, out, err = run_cli(spec_file, env, None, timeout=300)
     elapsed = time.monotonic() - began
     failed = [ln for ln in err.splitlines() if ln.startswith("streamsketch: ")]
     assert code != 0, err[-3000:]
     assert len(failed) == 1, err[-3000:]
-    assert "authentication" in failed[0].lower(), failed[0]
-    assert wrong not in out and wrong not in err
-    print(f"\nwrong password: exit {code} after {elapsed:.0f} s: {failed[0]}")
+    for password in [*secured.secrets().values(), *env.values()]:
+        assert password not in out and password not in err
+    print(f"\nexit {code} after {elapsed:.0f} s: {failed[0]}")
+    return failed[0], err
 
 
-def free() -> int:
-    from streaming.kafka_broker import free_port
+# -- the tests -------------------------------------------------------------------------
+def test_broker_serves_tls_with_a_certificate_of_our_ca(sasl_ssl_broker):
+    secured = sasl_ssl_broker
+    assert secured.broker.security_protocol == "SASL_SSL"
+    context = ssl.create_default_context(cafile=str(secured.tls.ca_pem))
+    with socket.create_connection(("127.0.0.1", secured.broker.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        assert conn.version() in ("TLSv1.2", "TLSv1.3")
+        assert ("IP Address", "127.0.0.1") in conn.getpeercert()["subjectAltName"]
+    with socket.create_connection(("127.0.0.1", secured.broker.port), timeout=10) as raw, \
+            pytest.raises(ssl.SSLCertVerificationError):
+        ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
 
-    return free_port()
+
+def test_sasl_ssl_run_counts_every_record_and_leaks_no_password(sasl_ssl_broker, topic_name,
+                                                                  tmp_path):
+    run_and_scan(sasl_ssl_broker, topic_name, tmp_path)
+
+
+@pytest.mark.slow
+def test_sasl_plaintext_run_counts_every_record_and_leaks_no_password(sasl_broker, topic_name,
+                                                                        tmp_path):
+    run_and_scan(sasl_broker, topic_name, tmp_path)
+
+
+@pytest.mark.slow
+def test_wrong_password_fails_with_one_clear_line(sasl_broker, topic_name, tmp_path):
+    wrong = "not-" + sasl_broker.sasl_password
+    line, _ = run_fails_in_one_line(sasl_broker, topic_name, tmp_path,
+                                    client_env(sasl_broker, sasl_password=wrong))
+    assert "authentication" in line.lower(), line
+
+
+@pytest.mark.slow
+def test_truststore_of_another_ca_fails_with_one_clear_line(sasl_ssl_broker, topic_name,
+                                                            tmp_path):
+    other = make_tls(tmp_path / "other-ca")
+    env = client_env(sasl_ssl_broker, truststore_password=other.passwords["truststore"])
+    line, _ = run_fails_in_one_line(sasl_ssl_broker, topic_name, tmp_path, env,
+                                    other.truststore)
+    assert "SslAuthenticationException" in line, line
+
+
+@pytest.mark.slow
+def test_wrong_truststore_password_fails_in_one_line_and_logs_why(sasl_ssl_broker,
+                                                                  topic_name, tmp_path):
+    wrong = "not-" + sasl_ssl_broker.tls.passwords["truststore"]
+    line, err = run_fails_in_one_line(sasl_ssl_broker, topic_name, tmp_path,
+                                      client_env(sasl_ssl_broker, truststore_password=wrong))
+    # The line names the Kafka client that could not be made; the reason is in the
+    # stack trace logged above it.
+    assert "Kafka" in line, line
+    assert "keystore password was incorrect" in err, err[-3000:]
