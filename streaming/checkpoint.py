@@ -6,25 +6,32 @@ Layout::
     CHECKPOINT/.lock               held (flock) by the one job running on it
     CHECKPOINT/query/              Spark's own checkpoint (offsets, commits, ...)
 
-A checkpoint is bound to one spec: starting with a spec whose windows, groups or
-sketch parameters differ is refused with a message saying what changed, since
-mixing state from two specs would give numbers that are neither. A damaged
-``streamsketch.json`` or a damaged offset-log entry is a loud error, never a
-silent fresh start.
+A checkpoint is bound to one spec: starting with a spec whose windows, groups,
+sketch parameters, source or ``[events]`` settings differ is refused with a message
+saying what changed, since mixing state (or late and quarantine decisions) from two
+specs would give numbers that are neither. A damaged ``streamsketch.json`` or a
+damaged offset-log entry is a loud error, never a silent fresh start.
+
+A checkpoint made by an earlier version lacks the fingerprint keys added since
+(:data:`streaming.spec.FINGERPRINT_ADDED`): they are accepted as they are at that
+first start and recorded, with the time, under ``recorded_later``; from then on a
+change of them is refused like any other.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streaming.errors import CheckpointError
-from streaming.spec import Spec
+from streaming.spec import FINGERPRINT_ADDED, Spec
 
 _META = "streamsketch.json"
 
@@ -61,6 +68,30 @@ def _describe_changes(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
+def _fill_unrecorded(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Copy into ``stored`` the added keys it lacks (an earlier version's checkpoint)."""
+    filled = []
+    for *parents, key in FINGERPRINT_ADDED:
+        old, new = stored, current
+        for name in parents:
+            old, new = old.get(name), new.get(name)
+            if not isinstance(old, dict) or not isinstance(new, dict):
+                break
+        else:
+            if key not in old and key in new:
+                old[key] = new[key]
+                filled.append(".".join((*parents, key)))
+    return filled
+
+
+def _write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, meta_path)
+
+
 def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
     """Check (or create) the checkpoint's binding to ``spec``.
 
@@ -76,11 +107,14 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
             meta = json.loads(meta_path.read_text())
             stored = meta["fingerprint"]
             cid = str(meta["checkpoint_id"])
+            if not isinstance(stored, dict):
+                raise TypeError
         except (OSError, ValueError, KeyError, TypeError):
             raise CheckpointError(
                 f"{meta_path} is damaged (empty or not valid JSON); refusing to start fresh over "
                 "existing state. Restore it, or remove the checkpoint and the tables to start "
                 "over") from None
+        unrecorded = _fill_unrecorded(stored, fingerprint)
         changes = _describe_changes(stored, fingerprint)
         if changes:
             shown = "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else "")
@@ -89,6 +123,17 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
                 "old spec cannot be reused: point [sink] checkpoint and path at new folders, "
                 "or delete both to start fresh")
         check_spark_state(root / "query")
+        if unrecorded:
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            recorded = meta.get("recorded_later")
+            recorded = dict(recorded) if isinstance(recorded, dict) else {}
+            _write_meta(meta_path, {**meta, "fingerprint": fingerprint,
+                                    "recorded_later": {**recorded,
+                                                       **dict.fromkeys(unrecorded, now)}})
+            print(f"streamsketch: checkpoint {root} was made by an earlier version that did "
+                  f"not record {', '.join(unrecorded)}; recorded them as this spec has them, "
+                  "and a change of them will be refused from now on", file=sys.stderr,
+                  flush=True)
         return CheckpointInfo(root, cid)
     if (root / "query").exists() and any((root / "query").iterdir()):
         raise CheckpointError(
@@ -98,11 +143,7 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
         raise CheckpointError(f"no checkpoint at {root}")
     root.mkdir(parents=True, exist_ok=True)
     cid = uuid.uuid4().hex
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"checkpoint_id": cid, "fingerprint": fingerprint}, indent=1))
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, meta_path)
+    _write_meta(meta_path, {"checkpoint_id": cid, "fingerprint": fingerprint})
     return CheckpointInfo(root, cid)
 
 

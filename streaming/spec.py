@@ -47,6 +47,9 @@ TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
 SKETCH_KINDS = ("hll", "cms", "bloom", "minhash", "quantiles")
 METRIC_FUNCS = ("count", "sum", "min", "max", "avg")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: keys of :meth:`Spec.state_fingerprint` that checkpoints made by earlier versions lack
+#: (see :func:`streaming.checkpoint.open_checkpoint`)
+FINGERPRINT_ADDED: tuple[tuple[str, ...], ...] = (("source", "isolation_level"), ("events",))
 
 _UNITS = {
     "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
@@ -239,12 +242,21 @@ class Spec:
         return list(cols.items())
 
     def state_fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint depends on: changing any of it invalidates stored state."""
+        """What a checkpoint depends on: changing any of it invalidates stored state.
+
+        Besides the windows, everything that decides which records count: the source,
+        its isolation level and the whole of ``[events]`` (fields and their types, the
+        watermark, the late policy, ``max_future``, ``idle_timeout``, ``max_record_bytes``).
+        """
+        ev = self.events
         return {
-            "time_field": self.events.time_field,
-            "time_format": self.events.time_format,
+            "time_field": ev.time_field,
+            "time_format": ev.time_format,
             "source": {"kind": self.source.kind, "topic": self.source.topic,
-                       "path": self.source.path},
+                       "path": self.source.path, "isolation_level": self.source.isolation_level},
+            "events": {"fields": dict(ev.fields), "watermark_s": ev.watermark_s, "late": ev.late,
+                       "max_future_s": ev.max_future_s, "idle_timeout_s": ev.idle_timeout_s,
+                       "max_record_bytes": ev.max_record_bytes},
             "windows": [
                 {"name": w.name, "size_s": w.size_s, "slide_s": w.slide_s,
                  "group_by": list(w.group_by), "metrics": [m.text for m in w.metrics],
@@ -254,7 +266,18 @@ class Spec:
         }
 
     def digest(self) -> str:
-        blob = json.dumps(self.state_fingerprint(), sort_keys=True).encode()
+        """A short id of the spec: the query's name, so the ``query`` label of its metrics.
+
+        Taken without the keys in :data:`FINGERPRINT_ADDED`, so the label stays what
+        earlier versions made it.
+        """
+        fingerprint = self.state_fingerprint()
+        for *parents, key in FINGERPRINT_ADDED:
+            table = fingerprint
+            for name in parents:
+                table = table[name]
+            del table[key]
+        blob = json.dumps(fingerprint, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

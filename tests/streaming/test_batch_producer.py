@@ -216,14 +216,18 @@ def test_a_non_retriable_error_fails_the_partition_and_counts_every_record():
     _send(producer, 100)
     assert producer.flush(5)
     landed = {p: list(v) for p, v in broker.logs.items()}
+    acked = (dict(producer.acked_offsets), producer.acked_records)
+    assert acked == ({0: 50, 1: 50}, 100)
     broker.faults = {broker.count + 1: CORRUPT}
-    expected = _send(producer, 30, start=100)  # 15 per partition: one batch each
+    sent = _send(producer, 30, start=100)  # 15 per partition: one batch each
     assert not producer.flush(5)
-    assert producer.failed == 30  # both partitions were in the failed request
+    assert producer.failed == sum(map(len, sent.values())) == 30  # both were in the request
     assert "CorruptRecordError" in producer.first_error
     producer.send(0, b"k", b"later")
     producer.send(1, b"k", b"later")
-    assert producer.failed == 32 and broker.logs == landed and expected
+    assert producer.failed == 32 and broker.logs == landed
+    # nothing failed is reported as delivered: a caller's checkpoint stays where it was
+    assert (producer.acked_offsets, producer.acked_records) == acked
 
 
 def test_an_error_in_one_partition_leaves_the_other_delivering():

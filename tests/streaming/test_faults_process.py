@@ -6,10 +6,11 @@
   byte-identical).
 * Many stop / produce / start cycles of the pipeline: the aggregates equal exact
   ground truth, HLL and Bloom bytes equal sketches built from the ground-truth
-  rows, CMS counters likewise. The events are built so that whether an event is
-  late cannot depend on batch boundaries: each cycle's events span less than the
-  watermark delay and follow the previous cycle's, and the designed-late events
-  are older than the previous cycle's latest event minus the delay.
+  rows, CMS counters likewise. Which events are late is derived from the events
+  (``lateness.py``), and they are built so that it cannot depend on batch
+  boundaries: each cycle's events span less than the watermark delay and follow
+  the previous cycle's, and the designed-late events are older than the lowest
+  watermark the cycle's batches can have.
 * A zero-byte or missing checkpoint file: either a loud failure (non-zero exit,
   one line naming the problem, tables untouched) or, where the state is one a
   crash leaves behind, a correct resume; never a silent fresh start that would
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lateness import Runs, event_ms
 
 from streaming.spec import default_spec_path
 
@@ -197,9 +199,8 @@ def test_ten_random_sigkills_then_clean_finish_equal_clean_run(spark, source, tm
 
 # -- 2. stop / produce / start cycles against ground truth ---------------------------------
 COUNTRIES = ("US", "DE", "FR", "IN", "BR", "JP")
-WATERMARK_S = 120  # the bundled spec's delay
 CYCLE_S = 150      # each cycle's events start this far after the previous cycle's
-SPAN_S = 90        # and span less than the watermark delay
+SPAN_S = 90        # and span less than the watermark delay (the bundled spec's: 120 s)
 
 
 def _event(rng: random.Random, ts: dt.datetime) -> dict:
@@ -210,24 +211,25 @@ def _event(rng: random.Random, ts: dt.datetime) -> dict:
             "device": rng.choice(("mobile", "desktop"))}
 
 
-def cycle_records(rng: random.Random, cycle: int, latest: dt.datetime | None
-                  ) -> tuple[list[bytes], list[dict], list[dict], int]:
-    """One cycle's records: (values, on-time events, late events, malformed count)."""
+def cycle_records(rng: random.Random, cycle: int, late_before_ms: int | None
+                  ) -> tuple[list[bytes], list[dict | None]]:
+    """One cycle's records, shuffled: (values, the event each holds; None if malformed).
+
+    ``late_before_ms``: the lowest watermark the cycle's batches can have; some of the
+    events are made older than that.
+    """
     n = rng.randrange(0, 61)
     base = START + dt.timedelta(seconds=cycle * CYCLE_S)
-    on_time = [_event(rng, base + dt.timedelta(milliseconds=rng.randrange(SPAN_S * 1000)))
-               for _ in range(n)]
-    late = []
-    if latest is not None and rng.random() < 0.5:
-        # older than every batch's watermark from now on, whatever the batch boundaries
+    events = [_event(rng, base + dt.timedelta(milliseconds=rng.randrange(SPAN_S * 1000)))
+              for _ in range(n)]
+    if late_before_ms is not None and rng.random() < 0.5:
+        before = dt.datetime.fromtimestamp(late_before_ms / 1000, dt.UTC)
         for _ in range(rng.randrange(1, 4)):
-            ago = dt.timedelta(seconds=WATERMARK_S + 30 + rng.randrange(600))
-            late.append(_event(rng, latest - ago))
-    malformed = rng.randrange(0, 3)
-    values = [json.dumps(e).encode() for e in on_time + late]
-    values += [b'{"ts": "not json'] * malformed
-    rng.shuffle(values)
-    return values, on_time, late, malformed
+            events.append(_event(rng, before - dt.timedelta(seconds=30 + rng.randrange(600))))
+    records: list[tuple[bytes, dict | None]] = [(json.dumps(e).encode(), e) for e in events]
+    records += [(b'{"ts": "not json', None)] * rng.randrange(0, 3)
+    rng.shuffle(records)
+    return [v for v, _ in records], [e for _, e in records]
 
 
 def send(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -329,27 +331,29 @@ def stop_start_cycles(kafka, spark, topic: str, root: Path, cycles: int, seed: i
     create_topic(kafka.bootstrap_servers, topic)
     spec = load_spec(write_spec(root, topic, kafka.bootstrap_servers, per_trigger=40))
     rng = random.Random(seed)
+    runs = Runs(spec.events.watermark_s)  # each cycle is one run of the pipeline
     events: list[dict] = []
     late: list[dict] = []
     malformed = 0
-    latest: dt.datetime | None = None
     batches: list = []
     began = time.monotonic()
     for cycle in range(cycles):
-        values, on_time, cycle_late, bad = cycle_records(rng, cycle, latest)
-        send(kafka.bootstrap_servers, topic, values)
-        events += on_time
-        late += cycle_late
-        malformed += bad
-        if on_time:
-            newest = max(dt.datetime.fromisoformat(e["ts"].replace("Z", "+00:00"))
-                         for e in on_time)
-            latest = newest if latest is None else max(latest, newest)
+        values, held = cycle_records(rng, cycle, runs.next_low_ms)
+        send(kafka.bootstrap_servers, topic, values)  # record i to partition i % 2
+        parsed = [(i % 2, e) for i, e in enumerate(held) if e is not None]
+        for (_, e), is_late in zip(parsed, runs.add((p, event_ms(e["ts"])) for p, e in parsed),
+                                   strict=True):
+            (late if is_late else events).append(e)
+        malformed += len(held) - len(parsed)
+        before = len(batches)
         pipeline = Pipeline(spark, replace(spec), on_batch=batches.append)
         pipeline.run(available_now=True, timeout=RUN_TIMEOUT_S)
         assert pipeline.query is not None and pipeline.query.exception() is None
+        if len(batches) > before:  # the watermark bounds of the run of the last batch
+            bounds = (runs.low_ms, runs.high_ms)
     assert sum(b.rows for b in batches) == len(events) + len(late) + malformed
     assert late, "no designed-late event: the watermark across restarts was not exercised"
+    assert bounds[0] <= batches[-1].watermark_ms <= bounds[1], bounds
     counts = check_against_truth(spark, spec, events, late, malformed, batches[-1].watermark_ms)
     print(f"\n{cycles} cycles, {len(batches)} batches, {len(events)} events, {len(late)} late, "
           f"{malformed} malformed; {counts}; {time.monotonic() - began:.0f} s")
@@ -457,7 +461,10 @@ def test_damaged_checkpoint_file_fails_loudly_or_resumes_exactly(
         print(f"\n{target} {how}: exit {rc}: {last}")
         assert rc != 0, f"{target} {how}: the run succeeded over a damaged checkpoint"
         assert re.search(expect, last), err[-2000:]
-        assert "\n" not in last
+        # the problem is one line: the only one of the service's, nothing after it (a
+        # message running on over several lines, or a traceback, would follow it)
+        said = [ln for ln in err.splitlines() if ln.startswith("streamsketch: ")]
+        assert said == [last], err[-2000:]
         # nothing was written over the existing state
         assert digest(spark, spec) == damage_base["digest"]
         return

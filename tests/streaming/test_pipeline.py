@@ -5,6 +5,12 @@ produced once and processed once per module; each test checks one promise:
 every record is accounted for exactly once, metrics equal a pandas recomputation,
 sketch bytes equal sketches built directly from the ground-truth rows, and the
 query layer answers from the stored windows.
+
+Which records are late is derived from the generated events, not read from the
+pipeline (``lateness.py``): a short lead-in run first sets the watermark, then the
+clickstream, whose in-order and out-of-order events all lie within the watermark
+delay of its latest one, is read in batches of its own; the generator's late
+events are hours older than any watermark of those batches.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+from lateness import Runs, event_ms
 
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 4_000
 START = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
+LEAD_IN = 200  # in-order events half an hour before START, read by a run of their own
 # generator reason -> quarantine reason code
 REASON_CODE = {"invalid_json": "invalid_json", "invalid_utf8": "invalid_utf8",
                "wrong_type": "wrong_type", "missing_time": "missing_time",
@@ -33,8 +41,16 @@ REASON_CODE = {"invalid_json": "invalid_json", "invalid_utf8": "invalid_utf8",
 def generator_config():
     from streaming.generator import GeneratorConfig
 
-    return GeneratorConfig(seed=7, rate=20.0, start_time=START, users=3_000, pages=400,
-                           out_of_order=0.1, max_disorder=60.0, late=0.03, malformed=0.03)
+    # 80 s of events, out of order by up to 30 s: within the bundled spec's 2-minute delay
+    return GeneratorConfig(seed=7, rate=50.0, start_time=START, users=3_000, pages=400,
+                           out_of_order=0.1, max_disorder=30.0, late=0.03, malformed=0.03)
+
+
+def lead_in_config():
+    from streaming.generator import GeneratorConfig
+
+    return GeneratorConfig(seed=8, rate=20.0, start_time=START - dt.timedelta(minutes=30),
+                           users=3_000, pages=400)
 
 
 def pipeline_spec(topic, bootstrap, root, *, per_trigger=700):
@@ -62,6 +78,21 @@ def consume_all(bootstrap, topic, expected):
     return out
 
 
+def derive_late(spec, consumed, by_value, lead_in: set) -> tuple[set, tuple[int, int]]:
+    """The positions of the late records, from the events alone; the watermark bounds of
+    the clickstream's batches."""
+    def parsed(in_lead_in: bool) -> list[tuple[tuple[int, int], int]]:
+        return [((p, o), event_ms(by_value[v]["ts"])) for p, o, v in consumed
+                if v in by_value and (v in lead_in) == in_lead_in]
+
+    runs = Runs(spec.events.watermark_s)
+    assert not any(runs.add((pos[0], ms) for pos, ms in parsed(True)))
+    stream = parsed(False)
+    flags = runs.add((pos[0], ms) for pos, ms in stream)
+    late = {pos for (pos, _), is_late in zip(stream, flags, strict=True) if is_late}
+    return late, (runs.low_ms, runs.high_ms)
+
+
 @pytest.fixture(scope="module")
 def run(kafka, spark, tmp_path_factory):
     """Produce the stream, run the pipeline over it (available-now), gather ground truth."""
@@ -69,10 +100,19 @@ def run(kafka, spark, tmp_path_factory):
     from streaming.pipeline import Pipeline
 
     topic = f"pipeline-truth-{id(spark) % 100000}"
-    produce(kafka.bootstrap_servers, topic, generator_config(), count=N_EVENTS, partitions=2)
-    records = list(generate(generator_config(), N_EVENTS))
-    consumed = consume_all(kafka.bootstrap_servers, topic, N_EVENTS)
-    assert len(consumed) == N_EVENTS
+    root = tmp_path_factory.mktemp("pipeline")
+    spec = pipeline_spec(topic, kafka.bootstrap_servers, root)
+    summaries = []
+    # two runs: the lead-in, then the clickstream
+    for config, count in ((lead_in_config(), LEAD_IN), (generator_config(), N_EVENTS)):
+        produce(kafka.bootstrap_servers, topic, config, count=count, partitions=2)
+        pipeline = Pipeline(spark, spec, on_batch=summaries.append)
+        pipeline.run(available_now=True, timeout=600)
+        assert pipeline.query.exception() is None
+    lead_in = list(generate(lead_in_config(), LEAD_IN))
+    records = lead_in + list(generate(generator_config(), N_EVENTS))
+    consumed = consume_all(kafka.bootstrap_servers, topic, LEAD_IN + N_EVENTS)
+    assert len(consumed) == LEAD_IN + N_EVENTS
 
     by_value: dict = {}
     bad_code: dict = {}
@@ -82,14 +122,13 @@ def run(kafka, spark, tmp_path_factory):
         else:
             code = REASON_CODE[r.kind.split(":", 1)[1]]
             assert bad_code.setdefault(r.value, code) == code
-    root = tmp_path_factory.mktemp("pipeline")
-    spec = pipeline_spec(topic, kafka.bootstrap_servers, root)
-    summaries = []
-    pipeline = Pipeline(spark, spec, on_batch=summaries.append)
-    pipeline.run(available_now=True, timeout=600)
-    assert pipeline.query.exception() is None
+    late, bounds = derive_late(spec, consumed, by_value, {r.value for r in lead_in})
+    # the generator's own labels agree: its late events, and nothing else
+    designed = {r.value for r in records if r.kind == "late"}
+    assert {v for p, o, v in consumed if (p, o) in late} == designed
     return {"spec": spec, "consumed": consumed, "by_value": by_value, "bad_code": bad_code,
-            "summaries": summaries, "topic": topic, "pipeline": pipeline}
+            "summaries": summaries, "topic": topic, "pipeline": pipeline, "late": late,
+            "watermark_bounds": bounds}
 
 
 def _quarantine(spark, spec):
@@ -97,11 +136,11 @@ def _quarantine(spark, spec):
     return {(r["partition"], r["offset"]): r for r in rows}, len(rows)
 
 
-def _truth_frame(run, late_positions):
+def _truth_frame(run):
     rows = []
     for part, off, value in run["consumed"]:
         event = run["by_value"].get(value)
-        if event is None or (part, off) in late_positions:
+        if event is None or (part, off) in run["late"]:
             continue
         ts = pd.Timestamp(event["ts"])
         rows.append({"et_us": ts.value // 1000, **{k: event[k] for k in
@@ -117,15 +156,15 @@ def test_every_record_is_accounted_for_exactly_once(spark, run):
     assert malformed, "the generator made no malformed records"
     not_late = {k: r["reason_code"] for k, r in quarantined.items() if r["reason_code"] != "late"}
     assert not_late == malformed
-    late = {k for k, r in quarantined.items() if r["reason_code"] == "late"}
+    late = run["late"]
     assert late, "no record was late: the test would not exercise the watermark"
+    assert {k for k, r in quarantined.items() if r["reason_code"] == "late"} == late
     valid_positions = {(p, o) for p, o, v in run["consumed"] if v in run["by_value"]}
-    assert late <= valid_positions
     for key in late:
         row = quarantined[key]
         assert row["event_time"] is not None and row["reason"].startswith("late: ")
     total = sum(s.rows for s in run["summaries"])
-    assert total == N_EVENTS
+    assert total == LEAD_IN + N_EVENTS
     assert sum(s.valid for s in run["summaries"]) == len(valid_positions) - len(late)
     # quarantine keeps raw bytes and provenance
     for (p, o, v) in run["consumed"]:
@@ -163,9 +202,7 @@ def test_windowed_metrics_equal_exact_ground_truth(spark, run):
     from pyspark.sql import functions as F
 
     spec = run["spec"]
-    quarantined, _ = _quarantine(spark, spec)
-    late = {k for k, r in quarantined.items() if r["reason_code"] == "late"}
-    truth = _truth_frame(run, late)
+    truth = _truth_frame(run)
     table = spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
     for window in spec.windows:
         expected = _expected_aggregates(truth, window)
@@ -198,7 +235,8 @@ def test_final_flag_follows_the_last_watermark(spark, run):
 
     spec = run["spec"]
     wm_ms = run["summaries"][-1].watermark_ms
-    assert wm_ms > 0
+    low, high = run["watermark_bounds"]
+    assert 0 < low <= wm_ms <= high
     for name in ("aggregates", "sketches"):
         rows = (spark.read.format("delta").load(f"{spec.sink.path}/{name}")
                 .select(F.unix_millis("window_end").alias("end_ms"), "final").collect())
@@ -214,9 +252,7 @@ def test_sketch_bytes_equal_sketches_built_from_ground_truth(spark, run):
     import sketches
 
     spec = run["spec"]
-    quarantined, _ = _quarantine(spark, spec)
-    late = {k for k, r in quarantined.items() if r["reason_code"] == "late"}
-    truth = _truth_frame(run, late)
+    truth = _truth_frame(run)
     stored = spark.read.format("delta").load(f"{spec.sink.path}/sketches").select(
         "window_name", F.unix_micros("window_start").alias("ws"), "group_key", "sketch_name",
         "bytes", "estimate", "lower_bound", "upper_bound", "top_k").collect()
@@ -266,9 +302,7 @@ def test_query_answers_from_stored_windows(spark, run):
     from streaming import query as q
 
     spec = run["spec"]
-    quarantined, _ = _quarantine(spark, spec)
-    late = {k for k, r in quarantined.items() if r["reason_code"] == "late"}
-    truth = _truth_frame(run, late)
+    truth = _truth_frame(run)
     window = spec.window("minutely")
     sel = q.Selection(window, None, None, {})
     true_users = truth["user_id"].nunique()
