@@ -147,6 +147,15 @@ def _group_keys(window: WindowSpec, columns: dict[str, pa.Array], n_rows: int
     return codes.astype(np.int64), keys
 
 
+def _json(value: Any) -> bytes:
+    """``value`` as compact JSON bytes, in a buffer of its own size.
+
+    ``orjson.dumps`` returns its result in a 4 KiB buffer; kept for tens of thousands of
+    partial rows that alone would take hundreds of megabytes.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def _is_null(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
@@ -216,7 +225,7 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
             for g, v in enumerate(acc.tolist()):
                 per_group[g][f"{func}_{fld}"] = v if nn[g] else None
     for g in range(n):
-        out.add(kind="m", w=wi, pane=panes[g], g=keys[g], b=orjson.dumps(per_group[g]))
+        out.add(kind="m", w=wi, pane=panes[g], g=keys[g], b=_json(per_group[g]))
 
 
 def _distinct_items(codes: np.ndarray, values: pa.Array, n: int) -> list[list[Any]]:
@@ -243,7 +252,7 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
             if sketch.is_empty() and not getattr(sketch, "skipped", 0):
                 continue
             out.add(kind="s", w=wi, pane=panes[g], g=keys[g], s=si, b=sketch.to_bytes(),
-                    items=None if items is None else orjson.dumps(items[g]))
+                    items=None if items is None else _json(items[g]))
 
 
 def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:

@@ -11,8 +11,10 @@ One Spark query reads the source once. Each micro-batch (``foreachBatch``):
    reach the driver;
 3. appends the quarantined records to ``quarantine``;
 4. merges the partials into the open windows kept in driver memory (a row that
-   already holds this batch id is skipped) and flags the windows the watermark has
-   passed as ``final``;
+   already holds this batch id is skipped) and flags as ``final`` the windows that
+   every later batch's watermark has passed (:meth:`WatermarkLog.closing`: known once
+   the batch has run, so a batch spanning months writes its windows once, final, and
+   keeps none of them);
 5. rewrites the windows it changed in ``aggregates`` and in ``sketches``.
 
 Each write is one delta-rs commit that records (table and checkpoint, batch id), and
@@ -93,6 +95,9 @@ class BatchSummary:
     #: compaction, which lose nothing), and partitions whose offsets went backwards
     offset_gap: int = 0
     offset_resets: int = 0
+    #: the watermark every later batch will have at least: windows ending by then
+    #: are final after this batch (see :meth:`WatermarkLog.closing`)
+    closing_ms: int = 0
 
 
 #: a function that runs the one pass for a batch and returns its partial rows
@@ -276,6 +281,8 @@ class Pipeline:
         t = time.monotonic()
         rows = _rows_by_kind(table)
         summary = self._summary(rows["p"], batch_id, watermark_ms, timestamp_ms)
+        summary.closing_ms = (watermark_ms if self.watermarks is None
+                              else self.watermarks.closing(batch_id, summary))
         phases["merge"] = time.monotonic() - t
         sk_updates = self._write_tables(table, rows, summary, phases)
         summary.sketches = {k: row.value for k, row in sk_updates.items()}
@@ -354,7 +361,7 @@ class Pipeline:
 
         def table_write(name: str, state: Any, path: str, updates: dict,
                         closed: dict) -> None:
-            write = state.open.plan(updates, wm_ms, closed)
+            write = state.open.plan(updates, summary.closing_ms, closed)
             if write:
                 if written(name, path):
                     raise CheckpointError(

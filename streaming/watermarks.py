@@ -18,6 +18,21 @@ its partition's latest event time, and no latest event time counts beyond the ba
 own time: such an event can neither carry the watermark past the present nor make the
 real-time events after it late.
 
+A batch also finalises windows ahead of its own watermark: after batch N runs, every
+later watermark is at least
+
+    closing(N) = max(watermark of N, min over partitions not idle at batch N's time of
+                     (latest event time, at most batch N's time) - delay)
+
+(a partition idle at batch N's time is idle for batch N+1 too, the minimum over more
+partitions is at most the one over fewer, and the batch time only grows), so a window
+that ends by then can receive no more on-time events. Batch N writes such a window
+once, final, instead of leaving it open for batch N+1 to rewrite: memory holds only
+the windows the data has not yet passed, even when one batch spans months of event
+time (a backfill, a first batch over a backlog). The next watermark is never below
+``closing(N)`` (kept in the file), even if the clock went backwards, so a finalised
+window never takes an on-time event.
+
 The watermark of batch N is computed from the state after batch N-1 and written to
 ``<checkpoint>/watermarks/N.json`` before batch N runs; a re-run of batch N after a
 crash reads it back, so it decides exactly as the first run did. After the batch,
@@ -80,7 +95,9 @@ class WatermarkLog:
             raise CheckpointError(
                 f"batch {ids[-1]} of {self.folder.parent} started but never recorded its end, "
                 f"yet batch {batch_id} is running; refusing to guess the watermark")
-        return {"watermark_ms": int(prev["watermark_ms"]), "partitions": prev["after"],
+        # files written before windows were finalised early have no closing watermark
+        watermark = max(int(prev["watermark_ms"]), int(prev.get("closing_ms", 0)))
+        return {"watermark_ms": watermark, "partitions": prev["after"],
                 "timestamp_ms": prev.get("timestamp_ms")}
 
     def for_batch(self, batch_id: int, timestamp_ms: int, *,
@@ -107,11 +124,14 @@ class WatermarkLog:
                                "after": None})
         return watermark
 
-    def record(self, batch_id: int, summary: Any) -> None:
-        """Store the partitions' state after ``batch_id`` (from its :class:`BatchSummary`)."""
+    def _fixed(self, batch_id: int) -> dict[str, Any]:
         fixed = self._read(batch_id)
         if fixed is None:
             raise CheckpointError(f"batch {batch_id} ran without a fixed watermark")
+        return fixed
+
+    def _after(self, batch_id: int, fixed: dict[str, Any], summary: Any) -> dict[str, Any]:
+        """The partitions' state after ``batch_id`` (from its :class:`BatchSummary`)."""
         prev = self._previous(batch_id)
         parts = {k: dict(v) for k, v in prev["partitions"].items()}
         ts = int(fixed["timestamp_ms"])
@@ -123,8 +143,29 @@ class WatermarkLog:
             if entry["latest_ms"] is None or latest > entry["latest_ms"]:
                 entry["latest_ms"] = latest
         # a partition that delivered only records without an event time has no latest yet
-        parts = {k: v for k, v in parts.items() if v["latest_ms"] is not None}
-        self._write(batch_id, dict(fixed, after=parts))
+        return {k: v for k, v in parts.items() if v["latest_ms"] is not None}
+
+    def _closing(self, fixed: dict[str, Any], parts: dict[str, Any]) -> int:
+        ts = int(fixed["timestamp_ms"])
+        closing = int(fixed["watermark_ms"])
+        # a partition already idle at this batch's time stays idle for the next watermark
+        # unless it delivers in this batch (then its active_ms is this batch's time)
+        latest = [min(p["latest_ms"], ts) for p in parts.values()
+                  if p["active_ms"] == ts or ts - p["active_ms"] <= self.idle_ms]
+        if latest:
+            closing = max(closing, min(latest) - self.delay_ms)
+        return closing
+
+    def closing(self, batch_id: int, summary: Any) -> int:
+        """The watermark every batch after ``batch_id`` will have at least (see above)."""
+        fixed = self._fixed(batch_id)
+        return self._closing(fixed, self._after(batch_id, fixed, summary))
+
+    def record(self, batch_id: int, summary: Any) -> None:
+        """Store the partitions' state after ``batch_id`` (from its :class:`BatchSummary`)."""
+        fixed = self._fixed(batch_id)
+        parts = self._after(batch_id, fixed, summary)
+        self._write(batch_id, dict(fixed, after=parts, closing_ms=self._closing(fixed, parts)))
         for old in self.folder.glob("*.json"):
             if old.stem.isdigit() and int(old.stem) < batch_id - KEEP:
                 old.unlink(missing_ok=True)

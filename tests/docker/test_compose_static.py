@@ -327,15 +327,19 @@ def _git_ignored(relative: str) -> bool:
     return False
 
 
-def test_git_ignored_reads_patterns_like_git():
+def test_git_ignored_reads_patterns_like_git(tmp_path):
     cases = {".env": True, "data/x.jsonl": True, "streaming/__pycache__/x.pyc": True,
              "secrets/grafana_admin_password": True, "docker-compose.yml": False,
              "data": False}  # a folder pattern does not cover a file named so
     assert {rel: _git_ignored(rel) for rel in cases} == cases
     git = shutil.which("git")
-    if git and (ROOT / ".git").exists():
+    if git:
+        # git itself, on an empty repository with the same .gitignore: in the checkout, a
+        # folder that happens to exist (data/ after a local run) would change the answer
+        shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+        subprocess.run([git, "init", "-q"], cwd=tmp_path, check=True, timeout=30)
         for rel, ignored in cases.items():
-            proc = subprocess.run([git, "check-ignore", "--no-index", "-q", rel], cwd=ROOT,
+            proc = subprocess.run([git, "check-ignore", "--no-index", "-q", rel], cwd=tmp_path,
                                   capture_output=True, timeout=30)
             assert proc.returncode == (0 if ignored else 1), f"git check-ignore {rel}"
 

@@ -81,3 +81,61 @@ def test_an_event_from_a_clock_running_ahead_does_not_carry_the_watermark(log):
     # one event 23 h ahead of the batch time: the watermark stops at the batch time
     run(log, 0, 0, {"t:0": NOW + 23 * 3_600_000})
     assert log.for_batch(1, NOW + 1_000) == NOW + 1_000 - DELAY_MS
+
+
+def test_closing_is_what_the_next_watermark_will_be_at_least(log):
+    """Windows that end by ``closing`` are final after the batch: no later batch may take
+    an on-time event for them. Checked against the next batch's real watermark over
+    random histories: partitions appearing, going idle, delivering again."""
+    import random
+
+    rng = random.Random(7)
+    for trial in range(40):
+        wm_log = WatermarkLog(log.folder.parent / f"trial{trial}", log_spec(log))
+        ts, latest = 0, {}
+        for batch in range(12):
+            ts += rng.choice([1, 1_000, IDLE_MS // 2, IDLE_MS + 1])
+            wm = wm_log.for_batch(batch, NOW + ts)
+            got = {}
+            for p in rng.sample(["t:0", "t:1", "t:2"], rng.randint(0, 3)):
+                latest[p] = latest.get(p, 0) + rng.randint(-DELAY_MS, 3 * DELAY_MS)
+                got[p] = max(latest[p], 0)
+            summary = Summary(sorted(got), got)
+            closing = wm_log.closing(batch, summary)
+            assert closing >= wm
+            wm_log.record(batch, summary)
+            nxt = wm_log.for_batch(batch + 1, NOW + ts + rng.choice([0, 1, IDLE_MS]))
+            assert nxt >= closing, (trial, batch)
+            # for_batch fixed batch + 1's watermark; run it as the next batch
+            wm_log.folder.joinpath(f"{batch + 1}.json").unlink()
+
+
+def test_closing_passes_a_batch_that_spans_months(log):
+    # one partition, events over 90 days in a single batch: the windows it passed close
+    day = 86_400_000
+    assert log.for_batch(0, NOW) == 0
+    closing = log.closing(0, Summary(["t:0"], {"t:0": 90 * day}))
+    assert closing == 90 * day - DELAY_MS
+    # a partition idle at the batch's time does not hold it back; one within the
+    # idle timeout does
+    log.record(0, Summary(["t:0", "t:1"], {"t:0": 90 * day, "t:1": day}))
+    log.for_batch(1, NOW + IDLE_MS + 1)
+    assert log.closing(1, Summary(["t:0"], {"t:0": 91 * day})) == 91 * day - DELAY_MS
+    log.record(1, Summary(["t:0"], {"t:0": 91 * day}))
+    log.for_batch(2, NOW + IDLE_MS + 2)
+    assert log.closing(2, Summary(["t:0"], {"t:0": 92 * day})) == 92 * day - DELAY_MS
+
+
+def test_the_next_watermark_never_falls_below_closing(log):
+    # the batch clock going backwards would lower the cap on the latest event times;
+    # the next watermark still keeps the windows the previous batch finalised closed
+    log.for_batch(0, NOW + 10_000_000)
+    log.record(0, Summary(["t:0"], {"t:0": NOW + 9_000_000}))
+    closing = max(0, NOW + 9_000_000 - DELAY_MS)
+    assert log.for_batch(1, NOW) >= closing
+
+
+def log_spec(log):
+    spec = load_spec(default_spec_path())
+    return replace(spec, events=replace(spec.events, idle_timeout_s=IDLE_MS / 1000,
+                                        watermark_s=log.delay_ms / 1000))
