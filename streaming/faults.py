@@ -71,10 +71,10 @@ def maybe_crash(point: str, batch_id: int) -> None:
             time.sleep(0.05)
 
 
-def maybe_kill_worker(offsets: Any) -> None:
-    """SIGKILL this Python worker if the environment asks for one of ``offsets`` (see above).
+def maybe_kill_worker(raw: Any) -> None:
+    """SIGKILL this Python worker if the environment asks for an offset in ``raw`` (see above).
 
-    ``offsets`` is the pass's Arrow column of Kafka offsets.
+    ``raw`` is the pass's Arrow table of raw Kafka records.
     """
     target = os.environ.get(KILL_WORKER_ENV)
     if not target:
@@ -86,7 +86,7 @@ def maybe_kill_worker(offsets: Any) -> None:
     task = TaskContext.get()
     if not marker or task is None or task.attemptNumber() != 0:
         return
-    if not pc.any(pc.equal(offsets, int(target))).as_py():
+    if not pc.any(pc.equal(raw.column("_offset"), int(target))).as_py():
         return
     try:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

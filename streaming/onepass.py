@@ -374,7 +374,7 @@ def make_pass(ctx: PassContext):
         if not collected:
             return
         table = pa.Table.from_batches(collected)
-        faults.maybe_kill_worker(table.column("_offset"))
+        faults.maybe_kill_worker(table)
         if table.num_rows:
             yield run_pass(table, ctx)
 
