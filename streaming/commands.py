@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,60 @@ def _session(args: argparse.Namespace):
 
     return build_session(SparkOptions(master=getattr(args, "master", "local[*]"),
                                       ui=getattr(args, "ui", False)), log=_info)
+
+
+#: exit status of ``run`` stopped by SIGTERM (128 + the signal, as a shell reports a
+#: process the signal ended; Ctrl-C gives 130 likewise)
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Termination:
+    """SIGTERM asks ``run`` to stop: the running micro-batch finishes, then the query stops.
+
+    The handler only sets :attr:`event`; the main thread sees it within a second. A
+    second SIGTERM ends the process at once (the batch in progress then re-runs from
+    the checkpoint on restart, as after a crash).
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._saved: object = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.event.set()
+
+    def __enter__(self) -> _Termination:
+        if _main_thread():  # only there can Python handle signals
+            self._saved = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            signal.signal(signal.SIGTERM, self._saved)  # type: ignore[arg-type]
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _jvm_ignores_sigterm():
+    """Start the JVM with SIGTERM ignored, a setting it inherits and keeps.
+
+    A SIGTERM sent to the whole process group (a supervisor stopping the job) then
+    reaches the driver's handler only, and Spark keeps running until the batch in
+    progress has committed, instead of shutting down under it. The JVM still ends
+    with the driver: it exits when its stdin, a pipe from this process, closes.
+    """
+    if not _main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
 
 
 def _fmt_ms(ms: int) -> str:
@@ -59,15 +116,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from streaming.backfill import run_files_spec
 
         return run_files_spec(args, _info)
-    spark = _session(args)
-    pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
+    with _jvm_ignores_sigterm():
+        spark = _session(args)
+    committed: list[int] = []
+
+    def on_batch(s: Any) -> None:
+        committed.append(s.batch_id)
+        _info(batch_line(s))
+
+    pipeline = Pipeline(spark, spec, on_batch=on_batch)
     server = serve_metrics(spark, pipeline, spec)
     from pyspark.errors import PySparkException, StreamingQueryException
 
     try:
-        pipeline.prepare()
-        _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
-        pipeline.run(available_now=args.available_now)
+        with _Termination() as term:
+            pipeline.prepare()
+            _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+            terminated = term.event.is_set()
+            try:
+                if not terminated:
+                    query = pipeline.start(available_now=args.available_now)
+                    # wake up each second to see a SIGTERM (its handler only sets a flag)
+                    while not (terminated := term.event.is_set()):
+                        if query.awaitTermination(1.0):
+                            break
+            finally:
+                if terminated:
+                    _info("streamsketch: SIGTERM: stopping once the running batch has "
+                          "committed ...")
+                pipeline.stop()
+        if terminated:
+            last = f"batch {committed[-1]}" if committed else "no batch"
+            _info(f"streamsketch: stopped on SIGTERM ({last} committed by this run); "
+                  "a restart resumes from the checkpoint")
+            return EXIT_TERMINATED
     except KeyboardInterrupt:
         _info("stopping ...")
         pipeline.stop()

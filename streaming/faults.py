@@ -1,21 +1,43 @@
-"""Fault injection for the crash tests, in one place the write path calls.
+"""Fault injection for the fault tests, in one place the write path and the pass call.
 
 ``STREAMSKETCH_CRASH_AT=<point>@<batch_id>`` makes the driver SIGKILL its own
 process group at that point of that batch. The ``in_*`` points arm a timer when
 that table's write starts, so the kill lands inside it after
 ``STREAMSKETCH_CRASH_DELAY_MS`` (default 300; a delta-rs commit may finish sooner,
-and the kill then lands in whatever follows). Unset, :func:`maybe_crash` costs one
-environment lookup.
+and the kill then lands in whatever follows).
+
+``STREAMSKETCH_PAUSE_AT=<point>@<batch_id>`` instead holds the batch there, after
+one line on stderr that says so, until the file ``STREAMSKETCH_PAUSE_RESUME``
+exists or ``STREAMSKETCH_PAUSE_S`` seconds (default 30) have passed: a test can
+act on the process (signal it, fill its disk) while it is inside a batch, between
+two writes.
+
+``STREAMSKETCH_KILL_WORKER=<offset>`` makes the Python worker running the pass
+over the input partition that holds Kafka offset ``<offset>`` SIGKILL itself
+after reading its input, once: only on the task's first attempt, and only if it
+creates the marker file ``STREAMSKETCH_KILL_WORKER_MARKER`` (required; it
+records which worker died), so Spark's retry of the task, and any later run,
+survive.
+
+Unset, each hook costs one environment lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
+from typing import Any
 
 CRASH_ENV = "STREAMSKETCH_CRASH_AT"
 CRASH_DELAY_ENV = "STREAMSKETCH_CRASH_DELAY_MS"
+PAUSE_ENV = "STREAMSKETCH_PAUSE_AT"
+PAUSE_S_ENV = "STREAMSKETCH_PAUSE_S"
+PAUSE_RESUME_ENV = "STREAMSKETCH_PAUSE_RESUME"
+KILL_WORKER_ENV = "STREAMSKETCH_KILL_WORKER"
+KILL_WORKER_MARKER_ENV = "STREAMSKETCH_KILL_WORKER_MARKER"
 CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches",
                 "in_quarantine", "in_aggregates", "in_sketches")
 
@@ -28,14 +50,49 @@ def _kill_now() -> None:
 
 
 def maybe_crash(point: str, batch_id: int) -> None:
-    """Kill the process here if the environment asks for ``point`` of ``batch_id``."""
+    """Kill the process (or pause) here if the environment asks for ``point`` of ``batch_id``."""
     target = os.environ.get(CRASH_ENV)
-    if not target or target != f"{point}@{batch_id}":
+    if target and target == f"{point}@{batch_id}":
+        if point.startswith("in_"):
+            delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
+            timer = threading.Timer(delay, _kill_now)
+            timer.daemon = True
+            timer.start()
+            return
+        _kill_now()
+    pause = os.environ.get(PAUSE_ENV)
+    if pause and pause == f"{point}@{batch_id}":
+        seconds = float(os.environ.get(PAUSE_S_ENV, "30"))
+        resume = os.environ.get(PAUSE_RESUME_ENV)
+        print(f"streamsketch: fault: pausing at {pause} (up to {seconds:g} s)",
+              file=sys.stderr, flush=True)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+            time.sleep(0.05)
+
+
+def maybe_kill_worker(raw: Any) -> None:
+    """SIGKILL this Python worker if the environment asks for an offset in ``raw`` (see above).
+
+    ``raw`` is the pass's Arrow table of raw Kafka records.
+    """
+    target = os.environ.get(KILL_WORKER_ENV)
+    if not target:
         return
-    if point.startswith("in_"):
-        delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
-        timer = threading.Timer(delay, _kill_now)
-        timer.daemon = True
-        timer.start()
+    import pyarrow.compute as pc
+    from pyspark import TaskContext
+
+    marker = os.environ.get(KILL_WORKER_MARKER_ENV)
+    task = TaskContext.get()
+    if not marker or task is None or task.attemptNumber() != 0:
         return
-    _kill_now()
+    if not pc.any(pc.equal(raw.column("_offset"), int(target))).as_py():
+        return
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"pid {os.getpid()} stage {task.stageId()} partition {task.partitionId()} "
+                 f"attempt {task.attemptNumber()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -40,6 +40,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from streaming import faults
 from streaming.decode import US, Decoder, timestamp_text
 from streaming.spec import Spec, WindowSpec
 
@@ -382,6 +383,7 @@ def make_pass(ctx: PassContext):
         if not collected:
             return
         table = pa.Table.from_batches(collected)
+        faults.maybe_kill_worker(table)
         if table.num_rows:
             yield run_pass(table, ctx)
 

@@ -1,6 +1,7 @@
 """The Spark session factory.
 
-One place decides how Spark runs: ``local[*]`` unless a master is given, Delta
+One place decides how Spark runs: ``local[*]`` unless a master is given (a local
+master retries a failed task as a cluster does, see :func:`local_master`), Delta
 Lake's SQL extension and catalog, Spark's Kafka connector and delta-spark on the
 class path from the verified jar cache (no download at session start), the
 RocksDB state store, few shuffle partitions (small machines), UTC session time,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -102,12 +104,36 @@ def _log_config(level: str, log_file: Path | None = None) -> Path:
     return path
 
 
+#: attempts of one task before its job fails, in local mode: Spark's default on a cluster
+#: (``spark.task.maxFailures``, which local mode ignores)
+LOCAL_TASK_ATTEMPTS = 4
+_LOCAL = re.compile(r"^local(?:\[\s*(\*|[0-9]+)\s*\])?$")
+
+
+def local_master(master: str) -> str:
+    """``master``, with task retries if it is a plain local master.
+
+    ``local`` and ``local[N]`` give each task one attempt: a Python worker that dies
+    (killed for memory, say) fails the batch, where a cluster would run the task
+    again. They become ``local[N,4]``; a master that names its own retries
+    (``local[N,F]``) and every other master are kept as given.
+
+    Example:
+        >>> local_master("local[*]"), local_master("local[2,1]"), local_master("spark://h:7077")
+        ('local[*,4]', 'local[2,1]', 'spark://h:7077')
+    """
+    m = _LOCAL.match(master.strip())
+    if m is None:
+        return master
+    return f"local[{m.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]"
+
+
 def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
     """The settings :func:`build_session` applies, as a plain mapping (testable without a JVM)."""
     log_config = _log_config(options.log_level, options.log_file)
     java_opts = f"-Dlog4j2.configurationFile=file:{log_config} -Duser.timezone=UTC"
     conf = {
-        "spark.master": options.master,
+        "spark.master": local_master(options.master),
         "spark.app.name": options.app_name,
         "spark.jars": ",".join(str(j) for j in jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

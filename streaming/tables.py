@@ -24,11 +24,14 @@ transaction, so a re-run of a batch can tell it already committed.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 import pyarrow as pa
 
 from streaming.errors import CheckpointError
@@ -107,8 +110,84 @@ def is_delta(path: str) -> bool:
     return (Path(path) / "_delta_log").is_dir()
 
 
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(?:\.\d+\.\d+)?\.parquet$")
+
+
+def _commit_problem(data: bytes) -> str | None:
+    """What is wrong with the text of a commit file, or None: one JSON action per line."""
+    lines = [ln for ln in data.splitlines() if ln.strip()]
+    if not lines:
+        return "is empty"
+    for i, line in enumerate(lines, 1):
+        try:
+            action = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return f"is not valid JSON (line {i}; cut short or overwritten)"
+        if not isinstance(action, dict) or len(action) != 1:
+            return f"has a line that is no Delta action (line {i})"
+    return None
+
+
+def check_log(path: str) -> None:
+    """Refuse a table whose ``_delta_log`` has a commit that is empty or not JSON.
+
+    delta-rs takes an empty commit file for a commit without actions: the table then
+    silently loses that commit's added and removed files (rows vanish, or appear
+    twice). A writer never leaves one (a commit appears whole, by rename), but a power
+    loss after an unsynced write can, and so can a failing disk or a hand edit. The
+    commits after the newest Delta checkpoint are the ones read, so those are checked
+    (at start: a few hundred small files at most).
+
+    Raises:
+        CheckpointError: naming the table and the commit.
+    """
+    log = Path(path) / "_delta_log"
+    commits: dict[int, str] = {}
+    newest_checkpoint = -1
+    with os.scandir(log) as entries:
+        for entry in entries:
+            if m := _COMMIT_FILE.match(entry.name):
+                commits[int(m.group(1))] = entry.name
+            elif m := _CHECKPOINT_FILE.match(entry.name):
+                newest_checkpoint = max(newest_checkpoint, int(m.group(1)))
+    read = sorted(v for v in commits if v > newest_checkpoint)
+    for version in range(newest_checkpoint + 1, read[-1] if read else 0):
+        if version not in commits:
+            problem, name = "is missing", f"{version:020d}.json"
+            break
+    else:
+        problem = None
+        for version in read:
+            name = commits[version]
+            problem = _commit_problem((log / name).read_bytes())
+            if problem is not None:
+                break
+    if problem is not None:
+        raise CheckpointError(
+            f"table {path} is damaged: commit {version} of its _delta_log ({name}) "
+            f"{problem}; reading on would silently drop or double rows. Restore the table "
+            "and the checkpoint together from a copy, or delete both to start fresh")
+
+
+def _open_existing(path: str) -> DeltaTable:
+    """An existing table, checked (:func:`check_log`); a log delta-rs cannot read is one line."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    check_log(path)
+    try:
+        return DeltaTable(path)
+    except DeltaError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"table {path} cannot be read ({first}): its _delta_log is damaged or "
+            "incomplete. Restore the table and the checkpoint together from a copy, or "
+            "delete both to start fresh") from None
+
+
 def ensure_tables(spec: Spec, checkpoint_id: str) -> TablePaths:
-    """Create missing tables; refuse tables bound to another checkpoint."""
+    """Create missing tables; refuse damaged ones and tables bound to another checkpoint."""
     from deltalake import DeltaTable
 
     paths = table_paths(spec)
@@ -116,7 +195,7 @@ def ensure_tables(spec: Spec, checkpoint_id: str) -> TablePaths:
                "quarantine": QUARANTINE_SCHEMA}
     for name, path in paths.all().items():
         if is_delta(path):
-            bound = DeltaTable(path).metadata().configuration.get(CHECKPOINT_PROPERTY)
+            bound = _open_existing(path).metadata().configuration.get(CHECKPOINT_PROPERTY)
             if bound != checkpoint_id:
                 raise CheckpointError(
                     f"table {path} was written under another checkpoint ({bound}); its batch "
