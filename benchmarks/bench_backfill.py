@@ -47,8 +47,8 @@ RESULTS = _HERE / "results"
 
 
 def bench_read(path: Path, per_batch: int) -> dict[str, Any]:
-    from streaming.backfill import Position, _Records
-    from streaming.logs import ReadOptions
+    from streaming.logs.backfill import Position, _Records
+    from streaming.logs.reader import ReadOptions
 
     t0, c0 = time.perf_counter(), time.process_time()
     records = _Records([path], ReadOptions(raw=True, keep_lost=True), Position())
@@ -64,8 +64,8 @@ def bench_read(path: Path, per_batch: int) -> dict[str, Any]:
 
 
 def bench_backfill(path: Path, per_batch: int, home: Path) -> dict[str, Any]:
-    from streaming.backfill import backfill, backfill_spec
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.logs.backfill import backfill, backfill_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     spec = replace(spec, sink=replace(spec.sink, path=str(home / "delta"),

@@ -8,9 +8,9 @@ Run from the repository root::
 
 Rows:
 
-* ``generate``: :func:`streaming.generator.generate_batches` alone (events/s,
+* ``generate``: :func:`streaming.kafka.generator.generate_batches` alone (events/s,
   MB/s of key + value bytes), the ceiling for producing.
-* ``produce.<compression>``: :func:`streaming.generator.produce` as fast as
+* ``produce.<compression>``: :func:`streaming.kafka.generator.produce` as fast as
   possible (no rate limit) with the producer settings it uses, into a fresh
   topic with 2 partitions; the time includes the final flush, and the topic's
   end offsets are checked to hold every record. ``auto`` runs on ``--count``
@@ -45,7 +45,7 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_produce.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from streaming.generator import (  # noqa: E402
+from streaming.kafka.generator import (  # noqa: E402
     GeneratorConfig,
     generate_batches,
     produce,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-kafka-"))
     bootstrap = args.bootstrap_servers
     if bootstrap is None:
-        from streaming.kafka_broker import LocalKafka, free_port
+        from streaming.kafka.broker import LocalKafka, free_port
 
         broker = LocalKafka(home, port=free_port(), heap="1g")
         print(f"starting a local broker on {broker.bootstrap_servers} ...", flush=True)

@@ -8,23 +8,23 @@ Run from the repository root::
 
 Rows:
 
-* ``read``: :class:`streaming.logs.LogReader` alone over the log (split, JSON
+* ``read``: :class:`streaming.logs.reader.LogReader` alone over the log (split, JSON
   decode, key field), the ceiling for a replay.
 * ``send``: kafka-python's ``KafkaProducer.send()`` alone, with the replay's
   producer settings and explicit partitions, on ``--send-count`` records held in
   memory, then ``flush()``: the ceiling of the per-record producer API, which
   replay no longer uses (kept as the baseline the batch producer replaced).
-* ``batch``: :class:`streaming.batch_producer.BatchProducer` alone, the producer
+* ``batch``: :class:`streaming.kafka.batch_producer.BatchProducer` alone, the producer
   replay uses, with the replay's settings, on the same records in memory, then
   ``flush()``: its ceiling in this process.
-* ``replay``: :func:`streaming.replay_cmd.replay` (what ``streamsketch replay``
+* ``replay``: :func:`streaming.logs.replay.replay` (what ``streamsketch replay``
   runs) of the whole log as fast as possible into a fresh topic (2 partitions),
   state checkpoints included; the time includes the final flush, and the
   topic's end offsets are checked to hold every record.
 
 The target line compares the ``replay`` row with 100,000 events/s.
 
-The log (plain events from :func:`streaming.generator.generate`, one per line,
+The log (plain events from :func:`streaming.kafka.generator.generate`, one per line,
 the demo's mix of defects) is written once to
 ``benchmarks/results/replay-<count>-seed<seed>.jsonl`` and reused. Without
 ``--bootstrap-servers`` a local KRaft broker is started in a temporary folder
@@ -53,9 +53,9 @@ if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` wit
     sys.path.append(str(_REPO_ROOT))
 
 from benchmarks.bench_produce import _end_offsets, _machine  # noqa: E402
-from streaming.generator import GeneratorConfig, generate, producer_settings  # noqa: E402
-from streaming.logs import LogReader, ReadOptions  # noqa: E402
-from streaming.replay_cmd import ReplayConfig, replay  # noqa: E402
+from streaming.kafka.generator import GeneratorConfig, generate, producer_settings  # noqa: E402
+from streaming.logs.reader import LogReader, ReadOptions  # noqa: E402
+from streaming.logs.replay import ReplayConfig, replay  # noqa: E402
 
 RESULTS = _HERE / "results"
 START = _dt.datetime(2026, 11, 23, 10, 0, tzinfo=_dt.UTC)
@@ -118,8 +118,8 @@ def _records(path: Path, count: int) -> list[tuple[bytes | None, bytes | None, i
 def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient, KafkaProducer
 
-    from streaming.generator import _ensure_topic
-    from streaming.replay_cmd import _Partitioner
+    from streaming.kafka.generator import _ensure_topic
+    from streaming.logs.replay import _Partitioner
 
     records = _records(path, count)
     topic = f"bench-send-{int(time.time() * 1000)}"
@@ -144,9 +144,9 @@ def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
 def bench_batch(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient
 
-    from streaming.batch_producer import BatchProducer
-    from streaming.generator import _ensure_topic
-    from streaming.replay_cmd import _Partitioner
+    from streaming.kafka.batch_producer import BatchProducer
+    from streaming.kafka.generator import _ensure_topic
+    from streaming.logs.replay import _Partitioner
 
     records = _records(path, count)
     topic = f"bench-batch-{int(time.time() * 1000)}"
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-replay-"))
     bootstrap = args.bootstrap_servers
     if bootstrap is None:
-        from streaming.kafka_broker import LocalKafka, free_port
+        from streaming.kafka.broker import LocalKafka, free_port
 
         broker = LocalKafka(home / "kafka", port=free_port(), heap="1g")
         print(f"starting a local broker on {broker.bootstrap_servers} ...", flush=True)

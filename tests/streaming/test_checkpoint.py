@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from streaming.checkpoint import CheckpointLock, batch_meta, open_checkpoint
+from streaming.engine.checkpoint import CheckpointLock, batch_meta, open_checkpoint
 from streaming.errors import CheckpointError
-from streaming.spec import default_spec_path, load_spec
+from streaming.spec.model import default_spec_path, load_spec
 
 
 @pytest.fixture

@@ -31,14 +31,14 @@ REASON_CODE = {"invalid_json": "invalid_json", "invalid_utf8": "invalid_utf8",
 
 
 def generator_config():
-    from streaming.generator import GeneratorConfig
+    from streaming.kafka.generator import GeneratorConfig
 
     return GeneratorConfig(seed=7, rate=20.0, start_time=START, users=3_000, pages=400,
                            out_of_order=0.1, max_disorder=60.0, late=0.03, malformed=0.03)
 
 
 def pipeline_spec(topic, bootstrap, root, *, per_trigger=700):
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     return replace(spec,
@@ -65,8 +65,8 @@ def consume_all(bootstrap, topic, expected):
 @pytest.fixture(scope="module")
 def run(kafka, spark, tmp_path_factory):
     """Produce the stream, run the pipeline over it (available-now), gather ground truth."""
-    from streaming.generator import generate, produce
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import generate, produce
 
     topic = f"pipeline-truth-{id(spark) % 100000}"
     produce(kafka.bootstrap_servers, topic, generator_config(), count=N_EVENTS, partitions=2)
@@ -263,7 +263,7 @@ def test_sketch_bytes_equal_sketches_built_from_ground_truth(spark, run):
 
 
 def test_query_answers_from_stored_windows(spark, run):
-    from streaming import query as q
+    from streaming.query import questions as q
 
     spec = run["spec"]
     quarantined, _ = _quarantine(spark, spec)
@@ -293,8 +293,8 @@ def test_query_answers_from_stored_windows(spark, run):
 
 
 def test_rerun_on_the_same_checkpoint_changes_nothing(spark, run):
-    from streaming.digest import digest
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.query.digest import digest
 
     spec = run["spec"]
     before = digest(spark, spec)

@@ -1,4 +1,4 @@
-"""Event logs (streaming.logs) and ``streamsketch replay`` / ``record`` (streaming.replay_cmd).
+"""Event logs (streaming.logs) and ``streamsketch replay`` / ``record``.
 
 Unit tests read logs written here, in every format, good and bad. The
 integration tests publish to a real broker and read the topic back.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from streaming.cli import _Parser
+from streaming.cli.main import _Parser
 from streaming.errors import ConfigError, LogFormatError
-from streaming.generator import GeneratorConfig, generate, produce
-from streaming.logs import (
+from streaming.kafka.generator import GeneratorConfig, generate, produce
+from streaming.logs.reader import (
     KEEP_LINES,
     LogReader,
     LogWriter,
@@ -32,7 +32,7 @@ from streaming.logs import (
     detect_format,
     parse_time_ms,
 )
-from streaming.replay_cmd import (
+from streaming.logs.replay import (
     Landed,
     Pacer,
     ReplayConfig,
@@ -405,7 +405,7 @@ def test_a_missing_log_or_unknown_format_is_one_line_exit_2(tmp_path):
                  ["replay", str(tmp_path / "x.txt"), "--backfill", "--spec", "s.toml",
                   "--topic", "t"]):
         (tmp_path / "x.txt").write_text("{}")
-        proc = subprocess.run([sys.executable, "-m", "streaming.replay_cmd", *argv],
+        proc = subprocess.run([sys.executable, "-m", "streaming.logs.replay", *argv],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
 
@@ -487,7 +487,7 @@ def test_paced_replay_keeps_the_scaled_gaps(kafka, topic_name, tmp_path):
 
 
 def _replay_cmd(kafka, topic: str, log: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "streaming.replay_cmd", "replay", str(log), "--topic", topic,
+    return [sys.executable, "-m", "streaming.logs.replay", "replay", str(log), "--topic", topic,
             "--bootstrap-servers", kafka.bootstrap_servers, "--json", "--quiet", *extra]
 
 
@@ -543,7 +543,7 @@ def test_record_then_replay_reproduces_keys_and_values(kafka, topic_name, tmp_pa
     n = 2000
     produce(kafka.bootstrap_servers, source, cfg, count=n, partitions=3)
     out = tmp_path / "rec.jsonl.gz"
-    proc = subprocess.run([sys.executable, "-m", "streaming.replay_cmd", "record", "--topic",
+    proc = subprocess.run([sys.executable, "-m", "streaming.logs.replay", "record", "--topic",
                            source, "--out", str(out), "--bootstrap-servers",
                            kafka.bootstrap_servers, "--json", "--timeout", "20"],
                           capture_output=True, text=True, timeout=120)

@@ -81,7 +81,7 @@ def jaas(user: str, password: str) -> str:
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    from streaming.kafka_broker import LocalKafka, free_port
+    from streaming.kafka.broker import LocalKafka, free_port
 
     password = "pw-" + secrets.token_hex(12)
     broker = LocalKafka(tmp_path_factory.mktemp("sasl-kafka"), port=free_port(),
@@ -98,7 +98,7 @@ def produce_sasl(broker, topic: str) -> list:
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     client = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers,
                               request_timeout_ms=30_000, **broker.client_config())
@@ -182,7 +182,7 @@ def holding(secret: bytes, paths: list[Path]) -> list[str]:
 def test_sasl_run_aggregates_and_leaks_no_password(spark, sasl_broker, topic_name, tmp_path):
     from pyspark.sql import functions as F
 
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     broker, password = sasl_broker
     records = produce_sasl(broker, topic_name)
@@ -238,6 +238,6 @@ def test_wrong_password_fails_with_one_clear_line(sasl_broker, topic_name, tmp_p
 
 
 def free() -> int:
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     return free_port()

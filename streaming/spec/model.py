@@ -1,0 +1,678 @@
+"""The pipeline spec: one TOML file that says what to compute.
+
+Parsed and validated once, up front, into frozen dataclasses; nothing else in
+the service reads the raw file. Every mistake is a :class:`SpecError` naming the
+key and, where it can be found, the line. docs/spec.md documents every key.
+
+Example:
+    >>> spec = parse_spec('''
+    ... [source]
+    ... topic = "clicks"
+    ... [events]
+    ... time_field = "ts"
+    ... watermark = "10 minutes"
+    ... [events.fields]
+    ... page = "string"
+    ... [[windows]]
+    ... name = "minutely"
+    ... size = "1 minute"
+    ... metrics = ["count"]
+    ... [sink]
+    ... path = "out/delta"
+    ... checkpoint = "out/checkpoints"
+    ... ''')
+    >>> spec.windows[0].size_s, spec.events.watermark_s
+    (60, 600)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from streaming.errors import SpecError
+
+FieldType = Literal["string", "long", "int", "double", "boolean"]
+FIELD_TYPES: tuple[str, ...] = ("string", "long", "int", "double", "boolean")
+NUMERIC_TYPES = ("long", "int", "double")
+TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
+SKETCH_KINDS = ("hll", "cms", "bloom", "minhash", "quantiles")
+METRIC_FUNCS = ("count", "sum", "min", "max", "avg")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_UNITS = {
+    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``"2 hours"``, ``"15 minutes"``, ``"500 ms"``, ``"1h"``.
+
+    >>> parse_duration("2 hours"), parse_duration("90s"), parse_duration("500 ms")
+    (7200.0, 90.0, 0.5)
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration like \"5 minutes\", got {text!r}")
+    m = _DURATION.match(text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a duration: {text!r} (use e.g. \"30 seconds\", \"2 hours\")")
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+# -- the model ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Secret:
+    """A value that never prints: read from an environment variable or a file."""
+
+    source: str  # "env:NAME" or "file:PATH"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        kind, _, ref = self.source.partition(":")
+        if kind == "env":
+            value = os.environ.get(ref)
+            if value is None:
+                raise SpecError(f"environment variable {ref} is not set", key="source.kafka")
+            return value
+        try:
+            return Path(ref).expanduser().read_text().strip()
+        except OSError as exc:
+            raise SpecError(f"cannot read secret file {ref}: {exc.strerror}",
+                            key="source.kafka") from None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: Literal["kafka", "files"] = "kafka"
+    topic: str | None = None
+    bootstrap_servers: str = "localhost:9092"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
+    fail_on_data_loss: bool = True
+    kafka_options: tuple[tuple[str, str | Secret], ...] = ()
+    path: str | None = None
+    #: log format of a files source; None: from each file's name
+    format: Literal["jsonl", "jsonl.gz", "csv", "parquet"] | None = None
+    #: Spark's Kafka ``minPartitions``: split big topic partitions into more tasks
+    min_partitions: int | None = None
+    #: read only committed transactions (``read_committed``) or everything
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+
+
+@dataclass(frozen=True)
+class EventsSpec:
+    time_field: str
+    fields: tuple[tuple[str, str], ...]
+    time_format: Literal["iso8601", "epoch_ms", "epoch_s"] = "iso8601"
+    watermark_s: float = 0.0
+    max_future_s: float = 300.0
+    max_record_bytes: int = 1 << 20
+    #: an input partition with no new records for this long stops holding the
+    #: watermark back
+    idle_timeout_s: float = 30.0
+    #: rows later than the watermark: "quarantine" them, or "update" their closed windows
+    late: Literal["quarantine", "update"] = "quarantine"
+
+    def field_type(self, name: str) -> str:
+        return dict(self.fields)[name]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    func: Literal["count", "sum", "min", "max", "avg"]
+    field: str | None = None
+
+    @property
+    def column(self) -> str:
+        return self.func if self.field is None else f"{self.func}_{self.field}"
+
+    @property
+    def text(self) -> str:
+        return self.func if self.field is None else f"{self.func}({self.field})"
+
+
+@dataclass(frozen=True)
+class SketchSpec:
+    name: str
+    kind: Literal["hll", "cms", "bloom", "minhash", "quantiles"]
+    field: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def sketch_class(self) -> type:
+        """The ``sketches`` class of this kind; :attr:`param_dict` is its constructor's kwargs."""
+        import sketches
+
+        return {"hll": sketches.HyperLogLog, "cms": sketches.CountMinSketch,
+                "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch,
+                "quantiles": sketches.QuantileSketch}[self.kind]
+
+    def new(self):
+        """An empty sketch of this kind and parameters."""
+        return self.sketch_class(**self.param_dict)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    name: str
+    size_s: int
+    slide_s: int
+    group_by: tuple[str, ...] = ()
+    metrics: tuple[MetricSpec, ...] = (MetricSpec("count"),)
+    sketches: tuple[SketchSpec, ...] = ()
+
+    @property
+    def sliding(self) -> bool:
+        return self.slide_s != self.size_s
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    path: str
+    checkpoint: str
+    trigger_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class MetricsEndpointSpec:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class Spec:
+    source: SourceSpec
+    events: EventsSpec
+    windows: tuple[WindowSpec, ...]
+    sink: SinkSpec
+    metrics: MetricsEndpointSpec = field(default_factory=MetricsEndpointSpec)
+    origin: str | None = None
+
+    def window(self, name: str) -> WindowSpec:
+        for w in self.windows:
+            if w.name == name:
+                return w
+        names = ", ".join(w.name for w in self.windows)
+        raise SpecError(f"no window named {name!r} (windows: {names})", key="windows")
+
+    def metric_columns(self) -> list[tuple[str, str]]:
+        """(column, type) of every stored metric over all windows, in a stable order.
+
+        ``count`` is always present. ``sum(f)`` is an exact decimal; ``avg(f)`` is kept
+        as ``sum_f`` and ``n_f`` (count of non-null f) so it merges exactly, and
+        exposed as ``avg_f``.
+        """
+        cols: dict[str, str] = {"count": "long"}
+        for w in self.windows:
+            for m in w.metrics:
+                if m.func == "sum":
+                    cols[m.column] = "decimal"
+                elif m.func == "avg":
+                    cols[f"sum_{m.field}"] = "decimal"
+                    cols[f"n_{m.field}"] = "long"
+                    cols[m.column] = "double"
+                elif m.func in ("min", "max"):
+                    cols[m.column] = "double"
+        return list(cols.items())
+
+    def state_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint depends on: changing any of it invalidates stored state."""
+        return {
+            "time_field": self.events.time_field,
+            "time_format": self.events.time_format,
+            "source": {"kind": self.source.kind, "topic": self.source.topic,
+                       "path": self.source.path},
+            "windows": [
+                {"name": w.name, "size_s": w.size_s, "slide_s": w.slide_s,
+                 "group_by": list(w.group_by), "metrics": [m.text for m in w.metrics],
+                 "sketches": [{"name": s.name, "kind": s.kind, "field": s.field,
+                               "params": {k: v for k, v in s.params}} for s in w.sketches]}
+                for w in self.windows],
+        }
+
+    def digest(self) -> str:
+        blob = json.dumps(self.state_fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- locating keys in the text, for error lines -------------------------------
+class _Locator:
+    """Best-effort line numbers for dotted key paths such as ``windows[1].sketches[0].kind``."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        # (line_no, table path with indices) for each header
+        self.tables: list[tuple[int, str]] = [(0, "")]
+        counters: dict[str, int] = {}
+        current_index_path: dict[str, str] = {}
+        for i, line in enumerate(self.lines, start=1):
+            m = self._HEADER.match(line)
+            if not m:
+                continue
+            name = m.group(2).replace('"', "").replace(" ", "")
+            parts = name.split(".")
+            resolved = []
+            for depth, part in enumerate(parts):
+                prefix = ".".join(parts[: depth + 1])
+                if depth == len(parts) - 1 and m.group(1) == "[[":
+                    parent = ".".join(resolved)
+                    key = f"{parent}/{prefix}"
+                    counters[key] = counters.get(key, -1) + 1
+                    resolved.append(f"{part}[{counters[key]}]")
+                    current_index_path[prefix] = ".".join(resolved)
+                elif prefix in current_index_path and depth < len(parts) - 1:
+                    resolved = current_index_path[prefix].split(".")
+                else:
+                    resolved.append(part)
+            self.tables.append((i, ".".join(resolved)))
+
+    def line_of(self, key: str) -> int | None:
+        table, _, leaf = key.rpartition(".")
+        leaf_name = re.sub(r"\[\d+\]$", "", leaf)
+        if re.search(r"\[\d+\]$", leaf):
+            for line_no, path in self.tables:
+                if path == key:
+                    return line_no
+        for idx, (line_no, path) in enumerate(self.tables):
+            if path != table:
+                continue
+            end = self.tables[idx + 1][0] if idx + 1 < len(self.tables) else len(self.lines) + 1
+            for j in range(line_no + 1 if line_no else 1, end):
+                if re.match(rf'^\s*"?{re.escape(leaf_name)}"?\s*=', self.lines[j - 1]):
+                    return j
+            return line_no or None
+        return None
+
+
+# -- validation ---------------------------------------------------------------
+class _Validator:
+    def __init__(self, raw: dict[str, Any], text: str, origin: str | None) -> None:
+        self.raw = raw
+        self.loc = _Locator(text)
+        self.origin = origin
+
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(message, key=key, line=self.loc.line_of(key), path=self.origin)
+
+    def table(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {type(value).__name__}")
+        for k in value:
+            if k not in allowed:
+                hint = difflib.get_close_matches(k, allowed, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else \
+                    f"; allowed: {', '.join(allowed)}"
+                raise self.fail(f"{key}.{k}" if key else k, f"unknown key{extra}")
+        return value
+
+    def get(self, tbl: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...],
+            default: Any = ..., *, check=None, what: str = "") -> Any:
+        if key not in tbl:
+            if default is ...:
+                raise self.fail(path, "is required")
+            return default
+        value = tbl[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.fail(path, f"must be a number, got {value!r}")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(
+                k.__name__ for k in kind)
+            raise self.fail(path, f"must be {what or names}, got {value!r}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.fail(path, problem)
+        return value
+
+    def duration(self, tbl: dict[str, Any], key: str, path: str, default: Any = ...,
+                 *, positive: bool = True) -> float:
+        value = self.get(tbl, key, path, (str, int, float), default,
+                         what='a duration like "5 minutes"')
+        if isinstance(value, (int, float)):
+            raise self.fail(path, f'needs a unit, e.g. "{value} seconds"')
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+        if positive and seconds <= 0:
+            raise self.fail(path, "must be greater than zero")
+        return seconds
+
+    # -- sections --------------------------------------------------------------
+    def spec(self) -> Spec:
+        top = self.table(self.raw, "", ("source", "events", "windows", "sink", "metrics"))
+        for required in ("source", "events", "windows", "sink"):
+            if required not in top:
+                raise self.fail(required, "section is required")
+        source = self.source(top["source"])
+        events = self.events(top["events"])
+        windows_raw = top["windows"]
+        if not isinstance(windows_raw, list) or not windows_raw:
+            raise self.fail("windows", "needs at least one [[windows]] table")
+        windows = tuple(self.window(w, f"windows[{i}]", events) for i, w in enumerate(windows_raw))
+        names = [w.name for w in windows]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise self.fail(f"windows[{i}].name", f"duplicate window name {n!r}")
+        sink = self.sink(top["sink"])
+        metrics = self.metrics(top.get("metrics", {}))
+        return Spec(source, events, windows, sink, metrics, self.origin)
+
+    def source(self, raw: Any) -> SourceSpec:
+        t = self.table(raw, "source", ("kind", "topic", "bootstrap_servers", "starting_offsets",
+                                       "max_offsets_per_trigger", "fail_on_data_loss", "kafka",
+                                       "path", "format", "min_partitions", "isolation_level"))
+        kind = self.get(t, "kind", "source.kind", str, "kafka",
+                        check=lambda v: None if v in ("kafka", "files")
+                        else 'must be "kafka" or "files"')
+        topic = self.get(t, "topic", "source.topic", str, None,
+                         check=lambda v: None if re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", v)
+                         else "is not a valid Kafka topic name")
+        if kind == "kafka" and topic is None:
+            raise self.fail("source.topic", "is required for a Kafka source")
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.get(
+            t, "bootstrap_servers", "source.bootstrap_servers", str, "localhost:9092",
+            check=lambda v: None if re.fullmatch(r"[^\s,]+:\d+(,[^\s,]+:\d+)*", v)
+            else 'must be "host:port[,host:port...]"')
+        starting = self.get(t, "starting_offsets", "source.starting_offsets", str, "earliest",
+                            check=lambda v: None if v in ("earliest", "latest") or v.startswith("{")
+                            else 'must be "earliest", "latest" or a JSON offsets object')
+        mopt = self.get(t, "max_offsets_per_trigger", "source.max_offsets_per_trigger", int, None,
+                        check=lambda v: None if v > 0 else "must be a positive integer")
+        fodl = self.get(t, "fail_on_data_loss", "source.fail_on_data_loss", bool, True)
+        min_parts = self.get(t, "min_partitions", "source.min_partitions", int, None,
+                             check=lambda v: None if v > 0 else "must be a positive integer")
+        isolation = self.get(t, "isolation_level", "source.isolation_level", str,
+                             "read_committed",
+                             check=lambda v: None if v in ("read_committed", "read_uncommitted")
+                             else 'must be "read_committed" or "read_uncommitted"')
+        options = []
+        for k, v in self.get(t, "kafka", "source.kafka", dict, {}).items():
+            key = f"source.kafka.{k}"
+            if k == "isolation.level":
+                raise self.fail(key, "set it as [source] isolation_level")
+            if isinstance(v, dict):
+                if set(v) == {"env"} and isinstance(v["env"], str):
+                    options.append((k, Secret(f"env:{v['env']}")))
+                elif set(v) == {"file"} and isinstance(v["file"], str):
+                    options.append((k, Secret(f"file:{v['file']}")))
+                else:
+                    raise self.fail(key, 'a secret is { env = "NAME" } or { file = "PATH" }')
+            elif isinstance(v, (str, int, bool)):
+                if any(s in k.lower() for s in ("password", "secret", "sasl.jaas.config")):
+                    raise self.fail(key, 'secrets may not be written inline; use '
+                                         '{ env = "NAME" } or { file = "PATH" }')
+                options.append((k, str(v).lower() if isinstance(v, bool) else str(v)))
+            else:
+                raise self.fail(key, f"unsupported value {v!r}")
+        path = self.get(t, "path", "source.path", str, None)
+        if kind == "files" and path is None:
+            raise self.fail("source.path", "is required for a files source")
+        fmt = self.get(t, "format", "source.format", str, None,
+                       check=lambda v: None if v in ("jsonl", "jsonl.gz", "csv", "parquet")
+                       else 'must be "jsonl", "jsonl.gz", "csv" or "parquet"')
+        return SourceSpec(kind, topic, bootstrap, starting, mopt, fodl, tuple(options), path, fmt,
+                          min_parts, isolation)
+
+    def events(self, raw: Any) -> EventsSpec:
+        t = self.table(raw, "events", ("time_field", "time_format", "watermark", "fields",
+                                       "max_future", "max_record_bytes", "idle_timeout",
+                                       "late"))
+        time_field = self.get(t, "time_field", "events.time_field", str,
+                              check=lambda v: None if v else "must not be empty")
+        time_format = self.get(t, "time_format", "events.time_format", str, "iso8601",
+                               check=lambda v: None if v in TIME_FORMATS
+                               else f"must be one of {', '.join(TIME_FORMATS)}")
+        watermark = self.duration(t, "watermark", "events.watermark", "0 seconds",
+                                  positive=False)
+        # default: the watermark delay, at least 5 minutes: further ahead of the batch
+        # time than that is a clock gone wrong, not a late-arriving truth
+        max_future = self.duration(t, "max_future", "events.max_future",
+                                   f"{max(watermark, 300.0)} seconds")
+        idle = self.duration(t, "idle_timeout", "events.idle_timeout", "30 seconds")
+        late = self.get(t, "late", "events.late", str, "quarantine",
+                        check=lambda v: None if v in ("quarantine", "update")
+                        else 'must be "quarantine" or "update"')
+        max_bytes = self.get(t, "max_record_bytes", "events.max_record_bytes", int, 1 << 20,
+                             check=lambda v: None if v > 0 else "must be positive")
+        fields_raw = self.get(t, "fields", "events.fields", dict)
+        if not fields_raw:
+            raise self.fail("events.fields", "declare at least one field")
+        fields = []
+        for name, typ in fields_raw.items():
+            key = f"events.fields.{name}"
+            if not _NAME.match(name):
+                raise self.fail(key, "field names must be identifiers (letters, digits, _)")
+            if name.startswith("_"):
+                raise self.fail(key, "field names starting with _ are reserved")
+            if typ not in FIELD_TYPES:
+                raise self.fail(key, f"unknown type {typ!r}; use one of {', '.join(FIELD_TYPES)}")
+            fields.append((name, typ))
+        if time_field in dict(fields):
+            raise self.fail(f"events.fields.{time_field}",
+                            "the time field is parsed by time_format; do not declare it again")
+        return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes,
+                          idle, late)
+
+    def window(self, raw: Any, key: str, events: EventsSpec) -> WindowSpec:
+        t = self.table(raw, key, ("name", "size", "slide", "group_by", "metrics", "sketches"))
+        name = self.get(t, "name", f"{key}.name", str,
+                        check=lambda v: None if _NAME.match(v) else "must be an identifier")
+        size = self.duration(t, "size", f"{key}.size")
+        slide = self.duration(t, "slide", f"{key}.slide", f"{size} seconds")
+        if size != int(size) or slide != int(slide):
+            raise self.fail(f"{key}.size", "window size and slide must be whole seconds")
+        if slide > size:
+            raise self.fail(f"{key}.slide", "must not be longer than the window size")
+        if int(size) % int(slide):
+            raise self.fail(f"{key}.slide", "the window size must be a multiple of the slide")
+        if size / slide > 100:
+            raise self.fail(f"{key}.slide", "more than 100 overlapping windows per event")
+        fields = dict(events.fields)
+        group_by = self.get(t, "group_by", f"{key}.group_by", list, [])
+        for i, g in enumerate(group_by):
+            if g not in fields:
+                raise self.fail(f"{key}.group_by", f"unknown field {g!r}; declare it in "
+                                "[events.fields]")
+            if group_by.index(g) != i:
+                raise self.fail(f"{key}.group_by", f"field {g!r} listed twice")
+        metrics_raw = self.get(t, "metrics", f"{key}.metrics", list, ["count"])
+        metrics = []
+        for text in metrics_raw:
+            m = re.fullmatch(r"\s*([a-z_]+)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))?\s*",
+                             str(text))
+            if not m or m.group(1) not in METRIC_FUNCS:
+                raise self.fail(f"{key}.metrics", f"unknown metric {text!r}; use count, sum(f), "
+                                "min(f), max(f), avg(f)")
+            func, fld = m.group(1), m.group(2)
+            if func == "count":
+                if fld:
+                    raise self.fail(f"{key}.metrics", "count takes no field")
+            else:
+                if not fld:
+                    raise self.fail(f"{key}.metrics", f"{func} needs a field: {func}(field)")
+                if fld not in fields:
+                    raise self.fail(f"{key}.metrics", f"unknown field {fld!r} in {text!r}")
+                if fields[fld] not in NUMERIC_TYPES:
+                    raise self.fail(f"{key}.metrics",
+                                    f"{func}({fld}) needs a numeric field; {fld} is {fields[fld]}")
+            spec = MetricSpec(func, fld)  # type: ignore[arg-type]
+            if spec in metrics:
+                raise self.fail(f"{key}.metrics", f"metric {text!r} listed twice")
+            metrics.append(spec)
+        sketches_raw = self.get(t, "sketches", f"{key}.sketches", list, [])
+        sketches = tuple(self.sketch(s, f"{key}.sketches[{i}]", fields)
+                         for i, s in enumerate(sketches_raw))
+        names = [s.name for s in sketches]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise self.fail(f"{key}.sketches[{i}].name", f"duplicate sketch name {n!r}")
+        return WindowSpec(name, int(size), int(slide), tuple(group_by), tuple(metrics), sketches)
+
+    def sketch(self, raw: Any, key: str, fields: dict[str, str]) -> SketchSpec:
+        common = ("name", "kind", "field", "seed")
+        per_kind = {"hll": ("precision",), "cms": ("epsilon", "delta", "width", "depth", "top_k"),
+                    "bloom": ("capacity", "error_rate"), "minhash": ("num_perm",),
+                    "quantiles": ("relative_accuracy",)}
+        if not isinstance(raw, dict):
+            raise self.fail(key, "must be a table")
+        kind = self.get(raw, "kind", f"{key}.kind", str,
+                        check=lambda v: None if v in SKETCH_KINDS
+                        else f"unknown sketch kind; use one of {', '.join(SKETCH_KINDS)}")
+        t = self.table(raw, key, common + per_kind[kind])
+        name = self.get(t, "name", f"{key}.name", str,
+                        check=lambda v: None if _NAME.match(v) else "must be an identifier")
+        fld = self.get(t, "field", f"{key}.field", str,
+                       check=lambda v: None if v in fields
+                       else f"unknown field {v!r}; declare it in [events.fields]")
+        if kind == "quantiles":
+            # values are bucketed by magnitude, not hashed: no seed
+            if "seed" in t:
+                raise self.fail(f"{key}.seed", "a quantiles sketch hashes nothing; drop seed")
+            if fields[fld] not in ("double", "long", "int"):
+                raise self.fail(f"{key}.field", f"quantiles need a numeric field; {fld} is "
+                                f"{fields[fld]}")
+            acc = self.get(t, "relative_accuracy", f"{key}.relative_accuracy", (int, float),
+                           0.01, check=lambda v: None if 1e-4 <= v <= 0.5
+                           else "must be in [0.0001, 0.5]")
+            return SketchSpec(name, kind, fld, (("relative_accuracy", float(acc)),))
+        seed = self.get(t, "seed", f"{key}.seed", int, 0,
+                        check=lambda v: None if 0 <= v < 2**32 else "must be in 0..2^32-1")
+        params: dict[str, Any] = {"seed": seed}
+        if kind == "hll":
+            params["precision"] = self.get(t, "precision", f"{key}.precision", int, 14,
+                                           check=lambda v: None if 4 <= v <= 18
+                                           else "must be between 4 and 18")
+        elif kind == "cms":
+            has_eps = "epsilon" in t or "delta" in t
+            has_wd = "width" in t or "depth" in t
+            if has_eps and has_wd:
+                raise self.fail(f"{key}.width", "give either epsilon/delta or width/depth")
+            if has_wd:
+                width = self.get(t, "width", f"{key}.width", int,
+                                 check=lambda v: None if 1 <= v <= 1 << 24 else
+                                 "must be in 1..16777216")
+                depth = self.get(t, "depth", f"{key}.depth", int,
+                                 check=lambda v: None if 1 <= v <= 32 else "must be in 1..32")
+            else:
+                eps = self.get(t, "epsilon", f"{key}.epsilon", (int, float), 0.001,
+                               check=lambda v: None if 1e-7 <= v < 1 else
+                               "must be in [1e-7, 1)")
+                dlt = self.get(t, "delta", f"{key}.delta", (int, float), 0.01,
+                               check=lambda v: None if 1e-12 <= v < 1 else
+                               "must be in [1e-12, 1)")
+                width = math.ceil(math.e / eps)
+                depth = max(1, math.ceil(math.log(1 / dlt)))
+            if width * depth * 8 > 256 << 20:
+                raise self.fail(f"{key}.epsilon" if not has_wd else f"{key}.width",
+                                f"a {width}x{depth} sketch needs more than 256 MiB per window "
+                                "and group; loosen epsilon/delta")
+            params.update(width=width, depth=depth,
+                          top_k=self.get(t, "top_k", f"{key}.top_k", int, 10,
+                                         check=lambda v: None if 0 <= v <= 1000
+                                         else "must be in 0..1000"))
+        elif kind == "bloom":
+            cap = self.get(t, "capacity", f"{key}.capacity", int,
+                           check=lambda v: None if 1 <= v <= 10**9 else "must be in 1..1e9")
+            rate = self.get(t, "error_rate", f"{key}.error_rate", (int, float), 0.01,
+                            check=lambda v: None if 1e-9 <= v < 1 else "must be in [1e-9, 1)")
+            bits = -cap * math.log(rate) / math.log(2) ** 2
+            if bits / 8 > 512 << 20:
+                raise self.fail(f"{key}.capacity", "the filter would need more than 512 MiB")
+            params.update(capacity=cap, error_rate=float(rate))
+        else:
+            params["num_perm"] = self.get(t, "num_perm", f"{key}.num_perm", int, 128,
+                                          check=lambda v: None if 8 <= v <= 1024
+                                          else "must be in 8..1024")
+        return SketchSpec(name, kind, fld, tuple(sorted(params.items())))  # type: ignore[arg-type]
+
+    def sink(self, raw: Any) -> SinkSpec:
+        t = self.table(raw, "sink", ("path", "checkpoint", "trigger"))
+        path = self.get(t, "path", "sink.path", str, check=lambda v: None if v else "empty")
+        ckpt = self.get(t, "checkpoint", "sink.checkpoint", str,
+                        check=lambda v: None if v else "empty")
+        trigger = self.duration(t, "trigger", "sink.trigger", "5 seconds")
+        return SinkSpec(path, ckpt, trigger)
+
+    def metrics(self, raw: Any) -> MetricsEndpointSpec:
+        t = self.table(raw, "metrics", ("enabled", "host", "port"))
+        return MetricsEndpointSpec(
+            self.get(t, "enabled", "metrics.enabled", bool, True),
+            self.get(t, "host", "metrics.host", str, "127.0.0.1"),
+            self.get(t, "port", "metrics.port", int, 9108,
+                     check=lambda v: None if 0 <= v <= 65535 else "must be in 0..65535"))
+
+
+def parse_spec(text: str, *, origin: str | None = None, base_dir: Path | None = None) -> Spec:
+    """Validate spec text into a :class:`Spec`; relative sink/source paths resolve from base_dir."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise SpecError(f"not valid TOML: {exc}", line=int(m.group(1)) if m else None,
+                        path=origin) from None
+    spec = _Validator(raw, text, origin).spec()
+    if base_dir is not None:
+        spec = _resolve_paths(spec, base_dir)
+    return spec
+
+
+def _resolve_paths(spec: Spec, base: Path) -> Spec:
+    from dataclasses import replace
+
+    def res(p: str | None) -> str | None:
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q))
+
+    return replace(spec,
+                   sink=replace(spec.sink, path=res(spec.sink.path),  # type: ignore[arg-type]
+                                checkpoint=res(spec.sink.checkpoint)),  # type: ignore[arg-type]
+                   source=replace(spec.source, path=res(spec.source.path)))
+
+
+def load_spec(path: str | Path, *, relative_to: Literal["cwd", "spec"] = "cwd") -> Spec:
+    """Read and validate a spec file. Relative paths in it resolve from the working directory."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError("spec file not found", path=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read the spec: {exc}", path=str(p)) from None
+    base = Path.cwd() if relative_to == "cwd" else p.parent
+    return parse_spec(text, origin=str(p), base_dir=base)
+
+
+def default_spec_path() -> Path:
+    """The bundled spec for the bundled clickstream generator."""
+    return Path(__file__).parents[1] / "specs" / "clickstream.toml"
