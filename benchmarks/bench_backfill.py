@@ -47,11 +47,11 @@ RESULTS = _HERE / "results"
 
 
 def bench_read(path: Path, per_batch: int) -> dict[str, Any]:
-    from streaming.logs.backfill import Position, _Records
+    from streaming.logs.backfill import LogRecords, Position
     from streaming.logs.reader import ReadOptions
 
     t0, c0 = time.perf_counter(), time.process_time()
-    records = _Records([path], ReadOptions(raw=True, keep_lost=True), Position())
+    records = LogRecords([path], ReadOptions(raw=True, keep_lost=True), Position())
     n = 0
     while True:
         _, _, count = records.take(per_batch)

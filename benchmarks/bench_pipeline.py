@@ -33,7 +33,8 @@ from pathlib import Path
 
 from streaming.engine.pipeline import Pipeline
 from streaming.kafka.broker import LocalKafka, free_port
-from streaming.kafka.generator import GeneratorConfig, produce
+from streaming.kafka.generator import GeneratorConfig
+from streaming.kafka.producer import produce
 from streaming.runtime.session import SparkOptions, build_session
 from streaming.spec.model import default_spec_path, load_spec
 

@@ -45,12 +45,9 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_produce.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from streaming.kafka.generator import (  # noqa: E402
-    GeneratorConfig,
-    generate_batches,
-    produce,
-    producer_settings,
-)
+from streaming.kafka.admin import producer_settings  # noqa: E402
+from streaming.kafka.generator import GeneratorConfig, generate_batches  # noqa: E402
+from streaming.kafka.producer import produce  # noqa: E402
 
 DEFAULT_OUT = _HERE / "results" / "produce.json"
 START = _dt.datetime(2026, 11, 23, 10, 0, tzinfo=_dt.UTC)

@@ -53,7 +53,8 @@ if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` wit
     sys.path.append(str(_REPO_ROOT))
 
 from benchmarks.bench_produce import _end_offsets, _machine  # noqa: E402
-from streaming.kafka.generator import GeneratorConfig, generate, producer_settings  # noqa: E402
+from streaming.kafka.admin import producer_settings  # noqa: E402
+from streaming.kafka.generator import GeneratorConfig, generate  # noqa: E402
 from streaming.logs.reader import LogReader, ReadOptions  # noqa: E402
 from streaming.logs.replay import ReplayConfig, replay  # noqa: E402
 
@@ -118,12 +119,12 @@ def _records(path: Path, count: int) -> list[tuple[bytes | None, bytes | None, i
 def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient, KafkaProducer
 
-    from streaming.kafka.generator import _ensure_topic
-    from streaming.logs.replay import _Partitioner
+    from streaming.kafka.admin import ensure_topic
+    from streaming.logs.pacing import Partitioner
 
     records = _records(path, count)
     topic = f"bench-send-{int(time.time() * 1000)}"
-    part = _Partitioner(_ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0))
+    part = Partitioner(ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0))
     producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_settings())
     try:
         producer.partitions_for(topic)
@@ -144,14 +145,14 @@ def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
 def bench_batch(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient
 
+    from streaming.kafka.admin import ensure_topic
     from streaming.kafka.batch_producer import BatchProducer
-    from streaming.kafka.generator import _ensure_topic
-    from streaming.logs.replay import _Partitioner
+    from streaming.logs.pacing import Partitioner
 
     records = _records(path, count)
     topic = f"bench-batch-{int(time.time() * 1000)}"
-    n_parts = _ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0)
-    part = _Partitioner(n_parts)
+    n_parts = ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0)
+    part = Partitioner(n_parts)
     settings = producer_settings()
     producer = BatchProducer.connect(bootstrap, topic, n_parts,
                                      batch_size=settings["batch_size"],

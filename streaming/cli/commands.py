@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.main import _port, default_home
+from streaming.cli.common import batch_line, serve_metrics
+from streaming.cli.common import info as _info
+from streaming.cli.common import port as _port
 from streaming.errors import ConfigError
-
-
-def _info(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from streaming.runtime.home import default_home
 
 
 def _spec_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -32,23 +30,6 @@ def _session(args: argparse.Namespace):
                                       ui=getattr(args, "ui", False)), log=_info)
 
 
-def _fmt_ms(ms: int) -> str:
-    import datetime as dt
-
-    if ms <= 0:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def batch_line(s: Any) -> str:
-    q = ", ".join(f"{k}={v}" for k, v in sorted(s.quarantined.items())) or "none"
-    rate = s.rows / s.duration_s if s.duration_s else 0.0
-    tasks = getattr(s, "tasks", 0)
-    return (f"batch {s.batch_id}: {s.rows} rows ({s.valid} aggregated; quarantined: {q}) "
-            f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s, {tasks} "
-            f"task{'s' if tasks != 1 else ''}), watermark {_fmt_ms(s.watermark_ms)}")
-
-
 # -- run -------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.engine.pipeline import Pipeline
@@ -56,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if spec.source.kind == "files":
-        from streaming.logs.backfill import run_files_spec
+        from streaming.cli.backfill import run_files_spec
 
         return run_files_spec(args, _info)
     spark = _session(args)
@@ -79,18 +60,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if server is not None:
             server.shutdown()
     return 0
-
-
-def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
-    """Attach Prometheus metrics to the pipeline and serve them, if the spec asks to."""
-    if not spec.metrics.enabled:
-        return None
-    from streaming.observability.metrics import PipelineMetrics
-
-    metrics = PipelineMetrics().attach(spark, pipeline)
-    server = metrics.serve(spec.metrics.host, spec.metrics.port)
-    _info(f"metrics on http://{spec.metrics.host}:{server.server_port}/metrics")
-    return server
 
 
 #: a JVM exception line, as py4j quotes it inside a foreachBatch failure
@@ -276,7 +245,7 @@ def _registrars() -> list:
     regs = [_register]
     from streaming.cli import maintain
     from streaming.cli import produce as produce_cmd
-    from streaming.logs import replay as replay_cmd
+    from streaming.cli import replay as replay_cmd
 
     regs.append(produce_cmd.register)
     regs.append(replay_cmd.register)

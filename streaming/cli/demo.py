@@ -41,7 +41,7 @@ def query_hint(spec: Spec) -> str:
 
 
 def _summary(s: Any) -> str:
-    from streaming.cli.commands import batch_line
+    from streaming.cli.common import batch_line
 
     lines = [batch_line(s)]
     latest: dict[str, tuple[int, Any]] = {}
@@ -88,7 +88,7 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
     pipeline = None
     server = None
     try:
-        from streaming.cli.commands import serve_metrics
+        from streaming.cli.common import serve_metrics
 
         spark_log = home / "demo" / "spark.log"
         print(f"Spark's own log lines go to {spark_log}", flush=True)

@@ -8,44 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streaming.cli.common import Parser as _Parser
+from streaming.cli.common import info as _info
+from streaming.cli.common import port as _port
 from streaming.errors import ConfigError, StreamsketchError
+from streaming.runtime.home import default_home
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line (and exit code 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def default_home() -> Path:
-    """Folder for the local broker, demo data and logs.
-
-    ``STREAMSKETCH_HOME`` if set, else ``./.streamsketch``.
-    """
-    return Path(os.environ.get("STREAMSKETCH_HOME", ".streamsketch")).expanduser()
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1..65535: {value}")
-    return value
-
-
-def _info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- jars ------------------------------------------------------------------

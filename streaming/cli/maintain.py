@@ -18,7 +18,6 @@ refused unless ``--force-retention`` says so.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +32,6 @@ SAFE_RETENTION_HOURS = 168.0
 ATTEMPTS = 5
 
 T = TypeVar("T")
-
-
-def _info(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -11,43 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-from datetime import UTC, datetime
+
+from streaming.cli.common import iso_time, number
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
-def _number(kind: type, *, low: float, inclusive: bool = True, high: float = math.inf):
-    """An argparse type: an int or float in [low, high] (or (low, high] if not inclusive)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        ok = (value >= low if inclusive else value > low) and value <= high
-        if not ok or (isinstance(value, float) and not math.isfinite(value)):
-            bound = f"{'>=' if inclusive else '>'} {low:g}" + (
-                f" and <= {high:g}" if high < math.inf else "")
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
-
-
 def _fraction(text: str) -> float:
-    return _number(float, low=0.0, high=1.0)(text)
-
-
-def _iso_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO-8601 time: {text!r} (e.g. 2026-11-23T10:00:00Z)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return number(float, low=0.0, high=1.0)(text)
 
 
 def _progress_line(stats) -> None:
@@ -56,7 +29,8 @@ def _progress_line(stats) -> None:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     rate_limit = args.rate if args.rate > 0 else None
     event_rate = args.event_rate or rate_limit or 1000.0
@@ -99,41 +73,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or "
                         f"{DEFAULT_BOOTSTRAP})")
     p.add_argument("--topic", default="clickstream", help="topic (default: %(default)s)")
-    p.add_argument("--partitions", type=_number(int, low=1), default=2,
+    p.add_argument("--partitions", type=number(int, low=1), default=2,
                    help="partitions when the topic is created (default: %(default)s)")
-    p.add_argument("--rate", type=_number(float, low=0), default=1000.0,
+    p.add_argument("--rate", type=number(float, low=0), default=1000.0,
                    help="events per second of wall time; 0 = as fast as possible "
                         "(default: %(default)g)")
-    p.add_argument("--event-rate", type=_number(float, low=0, inclusive=False), default=None,
+    p.add_argument("--event-rate", type=number(float, low=0, inclusive=False), default=None,
                    help="events per second of event time (default: --rate, or 1000 when "
                         "--rate is 0); with no --start-time and --rate > 0, event time "
                         "then tracks the wall clock")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--count", type=_number(int, low=1), default=None,
+    stop.add_argument("--count", type=number(int, low=1), default=None,
                       help="stop after N events (default: no limit)")
-    stop.add_argument("--duration", type=_number(float, low=0, inclusive=False), default=None,
+    stop.add_argument("--duration", type=number(float, low=0, inclusive=False), default=None,
                       help="stop after SECONDS of wall time")
-    p.add_argument("--seed", type=_number(int, low=0), default=0,
+    p.add_argument("--seed", type=number(int, low=0), default=0,
                    help="random seed; same seed, same events (default: %(default)s)")
-    p.add_argument("--start-time", type=_iso_time, default=None,
+    p.add_argument("--start-time", type=iso_time, default=None,
                    help="event time of the first event, ISO-8601 (UTC if no offset; "
                         "default: now)")
-    p.add_argument("--users", type=_number(int, low=1), default=100_000,
+    p.add_argument("--users", type=number(int, low=1), default=100_000,
                    help="distinct users (default: %(default)s)")
-    p.add_argument("--pages", type=_number(int, low=1), default=5_000,
+    p.add_argument("--pages", type=number(int, low=1), default=5_000,
                    help="distinct pages (default: %(default)s)")
     p.add_argument("--out-of-order", type=_fraction, default=0.0,
                    help="fraction of events shifted back within --max-disorder")
-    p.add_argument("--max-disorder", type=_number(float, low=0, inclusive=False), default=60.0,
+    p.add_argument("--max-disorder", type=number(float, low=0, inclusive=False), default=60.0,
                    help="seconds (default: %(default)g)")
     p.add_argument("--late", type=_fraction, default=0.0,
                    help="fraction of events shifted back beyond --late-by")
-    p.add_argument("--late-by", type=_number(float, low=0, inclusive=False), default=10_800.0,
+    p.add_argument("--late-by", type=number(float, low=0, inclusive=False), default=10_800.0,
                    help="seconds (default: %(default)g, beyond a 2-hour watermark)")
     p.add_argument("--malformed", type=_fraction, default=0.0,
                    help="fraction of records replaced by a bad one (invalid JSON, non-UTF-8, "
                         "wrong type, missing or bad timestamp, null or empty value)")
-    p.add_argument("--connect-timeout", type=_number(float, low=0, inclusive=False),
+    p.add_argument("--connect-timeout", type=number(float, low=0, inclusive=False),
                    default=15.0, help="seconds to wait for the broker (default: %(default)g)")
     p.add_argument("--json", action="store_true", help="print the final stats as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

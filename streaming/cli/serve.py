@@ -53,7 +53,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from streaming.cli.main import _port
+    from streaming.cli.common import port
     from streaming.spec.model import default_spec_path
 
     p = sub.add_parser("serve", help="answer queries over HTTP as JSON (no JVM)")
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s; 0.0.0.0 for every "
                         "interface)")
-    p.add_argument("--port", type=_port_or_zero(_port), default=DEFAULT_PORT,
+    p.add_argument("--port", type=_port_or_zero(port), default=DEFAULT_PORT,
                    help="port to listen on (default %(default)s; 0 picks a free one)")
     p.set_defaults(func=_cmd_serve)
 

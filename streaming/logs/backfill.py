@@ -121,22 +121,7 @@ def log_files(spec: Spec) -> list[Path]:
     return out
 
 
-def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
-    """``streamsketch run`` of a spec whose source is files: a backfill of them."""
-    from streaming.cli.commands import batch_line
-    from streaming.spec.model import load_spec
-
-    spec = load_spec(args.spec)
-    logs = log_files(spec)
-    stats = backfill(None, spec, logs,
-                     records_per_batch=spec.source.max_offsets_per_trigger
-                     or DEFAULT_RECORDS_PER_BATCH,
-                     log_format=spec.source.format, on_batch=lambda s: log(batch_line(s)))
-    print("\n".join(stats.lines()))
-    return 0
-
-
-class _Records:
+class LogRecords:
     """The logs' records from a position on, as Arrow batches of raw records."""
 
     def __init__(self, logs: Sequence[Path], options: ReadOptions, start: Position) -> None:
@@ -285,7 +270,7 @@ def _run(pipeline: Pipeline, paths: list[Path], options: ReadOptions,
     batch_id = 0 if done is None else int(done["batch_id"]) + 1
     start = Position() if done is None else Position(*done["end"])
     stats = BackfillStats(logs=[str(p) for p in paths], resumed_batches=batch_id)
-    records = _Records(paths, options, start)
+    records = LogRecords(paths, options, start)
     t0 = time.monotonic()
     while True:
         plan = journal.plan(batch_id)
@@ -324,28 +309,3 @@ def _run(pipeline: Pipeline, paths: list[Path], options: ReadOptions,
     stats.seconds = time.monotonic() - t0
     stats.reader_bad = records.bad()
     return stats
-
-
-def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
-    """``streamsketch replay LOG... --spec S --backfill``."""
-    from streaming.cli.commands import batch_line
-    from streaming.spec.model import load_spec
-
-    spec = load_spec(args.spec)
-    if args.sink is not None:
-        sink = Path(args.sink)
-        spec = replace(spec, sink=replace(spec.sink, path=str(sink / "delta"),
-                                          checkpoint=str(sink / "checkpoints")))
-    spec = backfill_spec(spec, args.logs)
-    per_batch = args.records_per_batch or spec.source.max_offsets_per_trigger \
-        or DEFAULT_RECORDS_PER_BATCH
-    log(f"backfill of {len(args.logs)} log(s) into {spec.sink.path} (checkpoint "
-        f"{spec.sink.checkpoint}), {per_batch:,} records per batch")
-    stats = backfill(None, spec, args.logs, records_per_batch=per_batch,
-                     log_format=args.format,
-                     on_batch=None if args.quiet else (lambda s: log(batch_line(s))))
-    if args.json:
-        print(json.dumps(stats.to_dict(), indent=2))
-    else:
-        print("\n".join(stats.lines()))
-    return 0

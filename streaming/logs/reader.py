@@ -1,4 +1,4 @@
-"""Recorded event logs: streaming readers (JSON Lines, gzip, Parquet, CSV) and a writer.
+"""Recorded event logs: streaming readers (JSON Lines, gzip, Parquet, CSV).
 
 A log is read one chunk, row group or block at a time, never whole. Each
 record comes out as a :class:`LogRecord`: the 1-based line (text formats; the
@@ -11,7 +11,8 @@ Two shapes of record are read, line by line, from the same file:
   line's own bytes (not re-serialized, so a replay is byte-identical); a
   Parquet or CSV value is the compact JSON of the row. The key is the
   ``key_field`` of the event, the time its ``time_field``.
-* a recorded envelope, written by :class:`LogWriter` (``streamsketch record``):
+* a recorded envelope, written by :class:`~streaming.logs.writer.LogWriter`
+  (``streamsketch record``):
   a JSON object whose key :data:`RECORD_MARKER` holds the format version::
 
       {"_streamsketch_record":1,"key":"u001","key_encoding":"utf8",
@@ -42,32 +43,34 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import codecs
 import csv
-import gzip
 import io
 import json
-import math
 import os
 import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple
 
 from streaming.errors import ConfigError, LogFormatError
+from streaming.logs.formats import (
+    FORMATS,
+    INTEGER,
+    RECORD_MARKER,
+    RECORD_VERSION,
+    TIME_FORMATS,
+    LogFormat,
+    TimeFormat,
+    compact_json,
+    detect_format,
+    envelope_bytes,
+    field_bytes,
+    parse_time_ms,
+)
 
-LogFormat = Literal["jsonl", "jsonl.gz", "parquet", "csv"]
-TimeFormat = Literal["iso8601", "epoch_ms", "epoch_s"]
-FORMATS: tuple[str, ...] = ("jsonl", "jsonl.gz", "parquet", "csv")
-TIME_FORMATS: tuple[str, ...] = ("iso8601", "epoch_ms", "epoch_s")
-
-RECORD_MARKER = "_streamsketch_record"
-RECORD_VERSION = 1
 KEEP_LINES = 100
 """Line numbers kept per bad reason; the count goes on past it."""
 
@@ -92,9 +95,6 @@ _NEVER_PUBLISHED = frozenset({"unsendable", "truncated", "corrupt"})
 
 _CHUNK = 1 << 18  # bytes of text split into lines at a time
 _ZCHUNK = 1 << 16  # compressed bytes fed at a time: on corrupt data, little is lost
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _raw_decode = json.JSONDecoder().raw_decode
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -172,96 +172,6 @@ class BadRecords:
         return {reason: {"count": n, "lines": self.lines.get(reason, []),
                          "published": reason not in _NEVER_PUBLISHED and not self.dropped}
                 for reason, n in sorted(self.counts.items())}
-
-
-def detect_format(path: str | os.PathLike[str]) -> LogFormat:
-    """The format a file name says (``.jsonl``/``.json``, ``.gz``, ``.parquet``, ``.csv``).
-
-    >>> detect_format("day.jsonl.gz"), detect_format("day.CSV")
-    ('jsonl.gz', 'csv')
-    """
-    name = Path(path).name.lower()
-    if name.endswith(".gz"):
-        return "jsonl.gz"
-    for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
-                        (".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv")):
-        if name.endswith(suffix):
-            return fmt  # type: ignore[return-value]
-    raise ConfigError(f"cannot tell the format of {Path(path).name!r} from its name; "
-                      f"pass --format ({', '.join(FORMATS)})")
-
-
-def parse_time_ms(value: Any, time_format: TimeFormat) -> int | None:
-    """Epoch milliseconds of a time value, or None when it does not parse.
-
-    >>> parse_time_ms("2026-11-23T10:00:00.042Z", "iso8601")
-    1795428000042
-    >>> parse_time_ms(1795428000.5, "epoch_s"), parse_time_ms("12:00", "epoch_ms")
-    (1795428000500, None)
-    """
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return (moment - _EPOCH) // _MS
-    if time_format == "iso8601":
-        if not isinstance(value, str):
-            return None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return (moment - _EPOCH) // _MS
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value) if not _INT.fullmatch(value) else int(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return int(round(value * 1000)) if time_format == "epoch_s" else int(round(value))
-
-
-def _field_bytes(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    return str(value)
-
-
-def compact_json(row: dict[str, Any] | list[Any]) -> bytes:
-    """The compact UTF-8 JSON of a row (timestamps as ISO-8601 UTC, bytes as base64)."""
-    text = json.dumps(row, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _decode(data: Any, encoding: Any) -> bytes | None:
-    """Bytes of an envelope's key or value; raises ValueError when unusable."""
-    if data is None:
-        return None
-    if not isinstance(data, str):
-        raise ValueError("not text")
-    if encoding in ("utf8", None):
-        return data.encode("utf-8")
-    if encoding == "base64":
-        return base64.b64decode(data, validate=True)
-    raise ValueError(f"unknown encoding {encoding!r}")
 
 
 class LogReader:
@@ -346,7 +256,7 @@ class LogReader:
             return LogRecord(line, None, value, None, "not_an_object")
         if RECORD_MARKER in obj:
             return self._envelope(line, obj, value)
-        key = _field_bytes(obj.get(self.options.key_field)) if self.options.key_field else None
+        key = field_bytes(obj.get(self.options.key_field)) if self.options.key_field else None
         if self.options.time_field is None and not self.options.require_time:
             return LogRecord(line, key, value, None, None)
         time_ms, bad = self._time(obj)
@@ -358,8 +268,8 @@ class LogReader:
             raise LogFormatError(f"{self.path}:{line}: a recorded envelope of version "
                                  f"{version!r}; this streamsketch reads version {RECORD_VERSION}")
         try:
-            key = _decode(obj.get("key"), obj.get("key_encoding"))
-            value = _decode(obj.get("value"), obj.get("value_encoding"))
+            key = envelope_bytes(obj.get("key"), obj.get("key_encoding"))
+            value = envelope_bytes(obj.get("value"), obj.get("value_encoding"))
         except (ValueError, TypeError):
             return LogRecord(line, None, raw, None, "bad_envelope")
         if key is None and value is None:
@@ -548,7 +458,7 @@ def _csv_value(text: str) -> Any:
         return None
     c = text[0]
     if c.isdigit() or c == "-":
-        if _INT.fullmatch(text):
+        if INTEGER.fullmatch(text):
             return int(text)
         if _FLOAT.fullmatch(text):
             return float(text)
@@ -562,79 +472,3 @@ def read_log(path: str | os.PathLike[str], options: ReadOptions = ReadOptions()
     """The records of a log (see :class:`LogReader` for the counts of bad ones)."""
     with LogReader(path, options) as reader:
         yield from reader
-
-
-# -- writing recorded envelopes -------------------------------------------------------
-def _encoded(data: bytes | None) -> tuple[str | None, str | None]:
-    if data is None:
-        return None, None
-    try:
-        return data.decode("utf-8"), "utf8"
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode("ascii"), "base64"
-
-
-def encode_envelope(*, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
-                    topic: str, partition: int, offset: int) -> bytes:
-    """One recorded envelope as a JSON line (without the newline).
-
-    >>> line = encode_envelope(key=b"u1", value=b"\\xe9", timestamp_ms=5, topic="t",
-    ...                        partition=0, offset=7)
-    >>> json.loads(line)["value"], json.loads(line)["value_encoding"]
-    ('6Q==', 'base64')
-    """
-    k, k_enc = _encoded(key)
-    v, v_enc = _encoded(value)
-    return json.dumps({RECORD_MARKER: RECORD_VERSION, "key": k, "key_encoding": k_enc,
-                       "value": v, "value_encoding": v_enc, "timestamp_ms": timestamp_ms,
-                       "topic": topic, "partition": partition, "offset": offset},
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-class LogWriter:
-    """Write recorded envelopes as JSON Lines, gzip'd when the name ends in ``.gz``.
-
-    The file is written under a temporary name beside ``path`` and renamed
-    into place by :meth:`close`, so a reader never sees a half-written log
-    under the final name. An existing ``path`` is an error unless ``overwrite``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, format: LogFormat | None = None,
-                 overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.format = format or detect_format(self.path)
-        if self.format not in ("jsonl", "jsonl.gz"):
-            raise ConfigError(f"recordings are JSON Lines (.jsonl) or gzip'd JSON Lines "
-                              f"(.jsonl.gz), not {self.format}")
-        if self.path.exists() and not overwrite:
-            raise ConfigError(f"{self.path} exists; pass --force to overwrite it")
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
-        try:
-            raw = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()
-        except OSError as exc:
-            raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._raw = raw
-        self._out: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) \
-            if self.format == "jsonl.gz" else raw  # type: ignore[assignment]
-        self.records = 0
-
-    def write(self, *, key: bytes | None, value: bytes | None, timestamp_ms: int | None,
-              topic: str, partition: int, offset: int) -> None:
-        self._out.write(encode_envelope(key=key, value=value, timestamp_ms=timestamp_ms,
-                                        topic=topic, partition=partition, offset=offset) + b"\n")
-        self.records += 1
-
-    def close(self) -> None:
-        """Finish the file and move it into place."""
-        if self._out is not self._raw:
-            self._out.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        os.replace(self._tmp, self.path)
-
-    def __enter__(self) -> LogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,20 +1,14 @@
-"""``streamsketch replay`` and ``streamsketch record``: event logs into and out of Kafka.
-
-Examples::
-
-    streamsketch replay day.jsonl.gz --topic clickstream --speed 60    # an hour a minute
-    streamsketch replay a.parquet b.csv --topic t --max-rate 5000 --resume
-    streamsketch record --topic clickstream --out saved.jsonl.gz --from-time 2026-11-23T10:00Z
+"""Replay: event logs into Kafka, paced, resumable, each record once (``streamsketch replay``).
 
 **Replay** reads logs with :mod:`streaming.logs.reader` and publishes each record with
 :class:`streaming.kafka.batch_producer.BatchProducer`: Kafka's idempotent producer
 (``acks=all``), with the batch size, linger, compression and delivery timeout of
-:func:`streaming.kafka.generator.producer_settings`, that builds the record batches of
+:func:`streaming.kafka.admin.producer_settings`, that builds the record batches of
 the partitions computed here itself instead of paying ``KafkaProducer.send()``
 per record.
 With ``--speed F`` the log's event-time gaps are kept, scaled by 1/F
-(:func:`pace_schedule`); ``--max-rate N`` caps records/s; with neither it goes
-as fast as it can.
+(:func:`~streaming.logs.pacing.pace_schedule`); ``--max-rate N`` caps records/s;
+with neither it goes as fast as it can.
 
 **Resume.** A small state file (``<first LOG>.replay-state.json`` or ``--state``)
 holds, per log, the last line whose record the broker acknowledged, and per
@@ -36,35 +30,35 @@ mismatch stops the matching of that partition, and its records from there on
 are sent again (at-least-once); likewise when more than
 :data:`RECONCILE_LIMIT` records landed past the checkpoint, or the topic's
 partition count changed.
-
-**Record** consumes a topic from its start (or ``--from-time``) up to the end
-offsets it had when recording began (or ``--to-time``) and writes envelopes that
-``replay`` publishes back byte for byte. Records are merged across partitions
-by timestamp, so a paced replay of a recording keeps its time order.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime as dt
 import hashlib
 import json
 import math
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from streaming.cli.produce import DEFAULT_BOOTSTRAP, _iso_time, _number
 from streaming.errors import ConfigError
+from streaming.kafka.admin import (
+    DEFAULT_BOOTSTRAP,
+    TOPIC_NAME,
+    connect_error,
+    ensure_topic,
+    open_consumer,
+    producer_settings,
+)
 from streaming.kafka.batch_producer import BatchProducer
-from streaming.logs.reader import FORMATS, TIME_FORMATS, LogReader, LogWriter, ReadOptions
+from streaming.logs.pacing import Pacer, Partitioner
+from streaming.logs.reader import LogReader, ReadOptions
 
 STATE_KIND = "streamsketch-replay-state"
 STATE_VERSION = 1
@@ -72,51 +66,6 @@ RECONCILE_LIMIT = 2_000_000
 """Most records read back from the topic on ``--resume`` to find what already landed."""
 _SLEEP_MIN = 0.005  # pacing never sleeps for less: records due within it go out together
 _MAX_LAG = 1.0      # pacing that falls further behind than this re-anchors instead of bursting
-
-
-# -- pacing -------------------------------------------------------------------------
-class Pacer:
-    """When each record is due, in seconds after the first, for a speed and/or a rate cap.
-
-    Event time is taken relative to the first record that has one and never
-    goes backwards (the largest seen so far), so out-of-order records go out
-    at once instead of sleeping backwards; records without a time go out with
-    the one before.
-    """
-
-    def __init__(self, speed: float | None = None, max_rate: float | None = None) -> None:
-        self.speed, self.max_rate = speed, max_rate
-        self._first: int | None = None
-        self._high = 0
-        self._count = 0
-
-    def due(self, time_ms: int | None) -> float:
-        at = 0.0
-        if self.speed is not None and time_ms is not None:
-            if self._first is None:
-                self._first = self._high = time_ms
-            elif time_ms > self._high:
-                self._high = time_ms
-            at = (self._high - self._first) / 1000.0 / self.speed
-        elif self.speed is not None and self._first is not None:
-            at = (self._high - self._first) / 1000.0 / self.speed
-        if self.max_rate is not None:
-            at = max(at, self._count / self.max_rate)
-        self._count += 1
-        return at
-
-
-def pace_schedule(times_ms: Iterable[int | None], speed: float | None = None,
-                  max_rate: float | None = None) -> list[float]:
-    """Seconds after the start at which each record is due (the replay's own math).
-
-    >>> pace_schedule([1000, 3000, 2000, 7000], speed=2.0)
-    [0.0, 1.0, 1.0, 3.0]
-    >>> pace_schedule([0, 0, 0], max_rate=10)
-    [0.0, 0.1, 0.2]
-    """
-    pacer = Pacer(speed, max_rate)
-    return [pacer.due(t) for t in times_ms]
 
 
 # -- state --------------------------------------------------------------------------
@@ -222,27 +171,6 @@ class ReplayState:
 
 
 # -- partitions and reconciliation ---------------------------------------------------
-class _Partitioner:
-    """Kafka's default partition of a key (murmur2, cached); keyless records by line."""
-
-    def __init__(self, partitions: int) -> None:
-        from kafka.partitioner.default import murmur2
-
-        self.n, self._murmur2 = partitions, murmur2
-        self.known: dict[bytes, int] = {}
-        """Keys seen so far and their partitions (a hot loop may look here first)."""
-
-    def __call__(self, key: bytes | None, line: int) -> int:
-        if key is None:
-            return line % self.n
-        p = self.known.get(key)
-        if p is None:
-            p = (self._murmur2(key) & 0x7FFFFFFF) % self.n
-            if len(self.known) < 1_000_000:
-                self.known[key] = p
-        return p
-
-
 class Landed:
     """What the topic holds past the checkpoint, per partition, matched against the log."""
 
@@ -275,22 +203,6 @@ class Landed:
         self.mismatched.append(partition)
         del self.tails[partition]
         return False
-
-
-def _consumer(bootstrap_servers: str, timeout: float) -> Any:
-    from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
-
-    from streaming.kafka.generator import _connect_error
-
-    try:
-        return KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                             enable_auto_commit=False, client_id="streamsketch-replay",
-                             allow_auto_create_topics=False,
-                             bootstrap_timeout_ms=int(timeout * 1000),
-                             request_timeout_ms=max(int(timeout * 1000), 30_000) + 5_000)
-    except (KafkaError, OSError) as exc:
-        raise _connect_error(bootstrap_servers, timeout, exc) from None
 
 
 def _read_tails(consumer: Any, topic: str, start: dict[int, int], limit: int
@@ -341,9 +253,7 @@ class ReplayConfig:
     connect_timeout: float = 15.0
 
     def __post_init__(self) -> None:
-        from streaming.kafka.generator import _TOPIC
-
-        if not _TOPIC.fullmatch(self.topic) or self.topic in (".", ".."):
+        if not TOPIC_NAME.fullmatch(self.topic) or self.topic in (".", ".."):
             raise ConfigError(f"not a valid Kafka topic name: {self.topic!r}")
         for name in ("speed", "max_rate"):
             v = getattr(self, name)
@@ -421,8 +331,6 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
     from kafka import KafkaAdminClient, TopicPartition
     from kafka.errors import KafkaError
 
-    from streaming.kafka.generator import _connect_error, _ensure_topic, producer_settings
-
     paths = [Path(p) for p in logs]
     if not paths:
         raise ConfigError("no log to replay")
@@ -433,9 +341,9 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         raise ConfigError(f"{state_path} holds an earlier replay of these logs; pass --resume "
                           "to continue it, or --restart to publish everything again")
     stop = stop or threading.Event()
-    n_parts = _ensure_topic(KafkaAdminClient, config.bootstrap_servers, config.topic,
+    n_parts = ensure_topic(KafkaAdminClient, config.bootstrap_servers, config.topic,
                             config.partitions, config.connect_timeout)
-    consumer = _consumer(config.bootstrap_servers, config.connect_timeout)
+    consumer = open_consumer(config.bootstrap_servers, config.connect_timeout)
     landed = Landed({})
     try:
         if config.resume and state_path.exists():
@@ -458,7 +366,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             state.next_offsets = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
             state.save()
     except KafkaError as exc:
-        raise _connect_error(config.bootstrap_servers, config.connect_timeout, exc) from None
+        raise connect_error(config.bootstrap_servers, config.connect_timeout, exc) from None
     finally:
         consumer.close()
 
@@ -470,7 +378,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             batch_size=settings["batch_size"], linger=settings["linger_ms"] / 1000,
             compression=settings["compression_type"], delivery_timeout=delivery_timeout)
     except (KafkaError, OSError) as exc:
-        raise _connect_error(config.bootstrap_servers, config.connect_timeout, exc) from None
+        raise connect_error(config.bootstrap_servers, config.connect_timeout, exc) from None
 
     stats = ReplayStats(topic=config.topic, partitions=n_parts, state_file=str(state_path))
     total_bytes = sum(e["size"] for e in state.logs)
@@ -491,7 +399,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         state.save_in_background()
         return True
 
-    partition_of = _Partitioner(n_parts)
+    partition_of = Partitioner(n_parts)
     known = partition_of.known
     send = producer.send
     pacer = Pacer(config.speed, config.max_rate) if config.speed or config.max_rate else None
@@ -576,394 +484,3 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
         log(f"replay: partitions {sorted(set(landed.mismatched))} held records that are not "
             "the log's: something else wrote to them; matching stopped there")
     return stats
-
-
-# -- record -------------------------------------------------------------------------
-@dataclass
-class RecordStats:
-    """What one recording wrote; ``partitions`` maps each to its offset range and count."""
-
-    topic: str
-    out: str
-    records: int = 0
-    bytes: int = 0
-    elapsed_seconds: float = 0.0
-    complete: bool = False
-    interrupted: bool = False
-    partitions: dict[int, dict[str, int]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def line(self) -> str:
-        why = "complete" if self.complete else "interrupted" if self.interrupted else "incomplete"
-        return (f"{self.records:,} records ({self.bytes / 1e6:.1f} MB) from {self.topic} "
-                f"to {self.out} in {self.elapsed_seconds:.1f} s ({why})")
-
-
-def record(bootstrap_servers: str, topic: str, out: str | os.PathLike[str], *,
-           from_time: dt.datetime | None = None, to_time: dt.datetime | None = None,
-           max_records: int | None = None, timeout: float = 30.0, overwrite: bool = False,
-           stop: threading.Event | None = None,
-           progress: Callable[[RecordStats], None] | None = None) -> RecordStats:
-    """Write ``topic``'s records as envelopes to ``out`` (``.jsonl`` or ``.jsonl.gz``).
-
-    From each partition's first offset (or the first at/after ``from_time``) up
-    to its end offset when the recording starts (or the first offset at/after
-    ``to_time``, exclusive), merged across partitions by timestamp. Gives up
-    after ``timeout`` seconds without a record while some are still due.
-
-    Raises:
-        ConfigError: no such topic, no broker, or ``out`` exists (without ``overwrite``).
-    """
-    from kafka import TopicPartition
-    from kafka.errors import KafkaError
-
-    from streaming.kafka.generator import _connect_error
-
-    stop = stop or threading.Event()
-    consumer = _consumer(bootstrap_servers, min(timeout, 30.0))
-    stats = RecordStats(topic=topic, out=str(out))
-    t0 = time.monotonic()
-    try:
-        parts = consumer.partitions_for_topic(topic) if topic in consumer.topics() else None
-        if not parts:
-            raise ConfigError(f"no topic {topic!r} at {bootstrap_servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        end = consumer.end_offsets(tps)
-        start = consumer.beginning_offsets(tps)
-        for moment, target in ((from_time, start), (to_time, end)):
-            if moment is None:
-                continue
-            found = consumer.offsets_for_times({tp: int(moment.timestamp() * 1000)
-                                                for tp in tps})
-            for tp in tps:  # None: no record at/after the time, so the end
-                target[tp] = min(end[tp], found[tp].offset) if found[tp] else end[tp]
-        stats.partitions = {tp.partition: {"start": start[tp], "end": max(start[tp], end[tp]),
-                                           "records": 0} for tp in tps}
-        writer = LogWriter(out, overwrite=overwrite)
-        try:
-            _copy(consumer, writer, tps, start, end, stats, max_records, timeout, stop,
-                  progress, t0)
-        finally:
-            writer.close()
-    except KafkaError as exc:
-        raise _connect_error(bootstrap_servers, timeout, exc) from None
-    finally:
-        consumer.close()
-    stats.elapsed_seconds = time.monotonic() - t0
-    stats.interrupted = stop.is_set()
-    return stats
-
-
-def _copy(consumer: Any, writer: LogWriter, tps: list[Any], start: dict[Any, int],
-          end: dict[Any, int], stats: RecordStats, max_records: int | None, timeout: float,
-          stop: threading.Event, progress: Callable[[RecordStats], None] | None,
-          t0: float) -> None:
-    """Merge the partitions' records by (timestamp, partition) into ``writer``."""
-    todo = [tp for tp in tps if end[tp] > start[tp]]
-    consumer.assign(todo)
-    for tp in todo:
-        consumer.seek(tp, start[tp])
-    buffers: dict[Any, collections.deque] = {tp: collections.deque() for tp in todo}
-    fetching = set(todo)  # partitions with records still to fetch
-    paused: set[Any] = set()
-    limit = max_records if max_records is not None else math.inf
-    quiet_since = time.monotonic()
-    next_report = quiet_since + 2.0
-    while (fetching or any(buffers.values())) and stats.records < limit and not stop.is_set():
-        if fetching:
-            polled = consumer.poll(timeout_ms=200, max_records=5000)
-            now = time.monotonic()
-            if polled:
-                quiet_since = now
-            elif now - quiet_since > timeout:
-                return
-            for tp, batch in polled.items():
-                buffers[tp].extend(m for m in batch if m.offset < end[tp])
-                if consumer.position(tp) >= end[tp]:
-                    fetching.discard(tp)
-                    consumer.pause(tp)
-        # Emit while every partition still fetching has something buffered to compare.
-        while stats.records < limit and all(buffers[tp] for tp in fetching):
-            heads = [(buf[0].timestamp, tp.partition, tp) for tp, buf in buffers.items() if buf]
-            if not heads:
-                break
-            m = buffers[min(heads)[2]].popleft()
-            writer.write(key=m.key, value=m.value, timestamp_ms=m.timestamp, topic=m.topic,
-                         partition=m.partition, offset=m.offset)
-            stats.records += 1
-            stats.bytes += len(m.key or b"") + len(m.value or b"")
-            stats.partitions[m.partition]["records"] += 1
-        for tp in fetching:  # bound memory: a partition far ahead waits for the others
-            if len(buffers[tp]) > 20_000 and tp not in paused:
-                consumer.pause(tp)
-                paused.add(tp)
-            elif len(buffers[tp]) < 5_000 and tp in paused:
-                consumer.resume(tp)
-                paused.discard(tp)
-        if progress is not None and time.monotonic() >= next_report:
-            next_report = time.monotonic() + 2.0
-            stats.elapsed_seconds = time.monotonic() - t0
-            progress(stats)
-    stats.complete = not fetching and not any(buffers.values())
-
-
-# -- progress -----------------------------------------------------------------------
-class _Progress:
-    """A bar redrawn in place on a terminal, else a plain line every few seconds."""
-
-    def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self.every = 0.5 if self.tty else 5.0
-        self.t0 = time.monotonic()
-        self.next = self.t0 + self.every
-        self.first_bytes: int | None = None
-        self.drawn = False
-
-    def __call__(self, stats: ReplayStats, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now < self.next:
-            return
-        self.next = now + self.every
-        if self.first_bytes is None:
-            self.first_bytes = done
-        frac = done / total if total else 1.0
-        speed = (done - self.first_bytes) / max(now - self.t0, 1e-9)
-        eta = (total - done) / speed if speed > 0 else math.inf
-        eta_text = "--:--" if not math.isfinite(eta) else _clock(eta)
-        text = (f"{frac:6.1%}  {stats.records:,} records  {stats.events_per_second:,.0f}/s  "
-                f"{stats.bytes / 1e6 / max(stats.elapsed_seconds, 1e-9):.1f} MB/s  ETA {eta_text}")
-        if self.tty:
-            width = 24
-            fill = int(frac * width)
-            self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {text}\x1b[K")
-            self.drawn = True
-        else:
-            self.stream.write(f"replay: {text}\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
-
-
-# -- the command line ---------------------------------------------------------------
-class _Interrupts:
-    """SIGINT/SIGTERM set ``event`` (a clean stop); another, a second later, aborts at once."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-        self.first = 0.0
-        self.saved: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
-            # The same Ctrl-C often arrives twice (a wrapper forwards it to the group).
-            if time.monotonic() - self.first > 1.0:
-                raise KeyboardInterrupt
-            return
-        self.first = time.monotonic()
-        self.event.set()
-        print("\nstreamsketch: stopping (flushing what was sent; Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self) -> _Interrupts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
-def _info(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    if args.backfill:
-        if args.spec is None:
-            raise ConfigError("--backfill needs --spec: the pipeline to run over the logs")
-        if args.topic is not None:
-            raise ConfigError("--backfill reads the logs directly; --topic is for publishing "
-                              "to Kafka (give one or the other)")
-        from streaming.logs.backfill import cmd_backfill
-
-        return cmd_backfill(args, _info)
-    if args.topic is None:
-        raise ConfigError("give --topic to publish the logs to Kafka, or --spec S --backfill "
-                          "to run the pipeline over them directly")
-    paced = args.speed is not None  # event times are read only to pace by them
-    read = ReadOptions(format=args.format, key_field=args.key_field or None,
-                       time_field=(args.time_field or None) if paced else None,
-                       time_format=args.time_format,
-                       require_time=paced, envelope_time=args.envelope_time,
-                       skip_bad=args.skip_bad)
-    config = ReplayConfig(topic=args.topic, bootstrap_servers=args.bootstrap_servers, read=read,
-                          speed=args.speed, max_rate=args.max_rate, partitions=args.partitions,
-                          state_path=args.state, resume=args.resume, restart=args.restart,
-                          checkpoint_seconds=args.checkpoint_seconds,
-                          checkpoint_records=args.checkpoint_records,
-                          connect_timeout=args.connect_timeout)
-    stop = threading.Event()
-    bar = None if args.quiet else _Progress(sys.stderr)
-    with _Interrupts(stop):
-        try:
-            stats = replay(args.logs, config, stop=stop, progress=bar, log=_info)
-        finally:
-            if bar is not None:
-                bar.finish()
-    if args.json:
-        print(json.dumps(stats.to_dict(), indent=2))
-    else:
-        print("\n".join(stats.lines()))
-    if stats.failed:
-        _info(f"streamsketch: error: {stats.failed} records were not delivered "
-              f"({stats.first_error}); the state keeps the last acknowledged point, "
-              "run again with --resume")
-        return 1
-    return 130 if stats.interrupted else 0
-
-
-def _cmd_record(args: argparse.Namespace) -> int:
-    if args.from_time and args.to_time and args.to_time <= args.from_time:
-        raise ConfigError("--to-time must be after --from-time")
-    stop = threading.Event()
-
-    def report(s: RecordStats) -> None:
-        _info(f"record: {s.records:,} records, {s.elapsed_seconds:.0f} s")
-
-    with _Interrupts(stop):
-        stats = record(args.bootstrap_servers, args.topic, args.out, from_time=args.from_time,
-                       to_time=args.to_time, max_records=args.max_records,
-                       timeout=args.timeout, overwrite=args.force, stop=stop,
-                       progress=None if args.quiet else report)
-    print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.line())
-    if stats.interrupted:
-        return 130
-    reached_limit = args.max_records is not None and stats.records >= args.max_records
-    if not stats.complete and not reached_limit:
-        _info(f"streamsketch: error: no record for {args.timeout:g} s before the end offsets "
-              "were reached; the recording is incomplete")
-        return 1
-    return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap-servers",
-                   default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP,
-                   help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or "
-                        f"{DEFAULT_BOOTSTRAP})")
-    p.add_argument("--json", action="store_true", help="print the final stats as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``replay`` and ``record`` subcommands to a CLI's subparsers."""
-    p = sub.add_parser(
-        "replay", help="publish recorded event logs to Kafka, paced or as fast as possible",
-        description="Publish the records of event logs (JSON Lines, .gz, Parquet, CSV; plain "
-                    "events or `streamsketch record` envelopes) to a topic, creating it if "
-                    "missing. Bad lines are counted with their line numbers and published "
-                    "as-is (or dropped with --skip-bad). Resumable: a state file keeps the "
-                    "acknowledged position. Exit codes: 0 done, 1 records not delivered, "
-                    "2 bad arguments or unreachable broker, 130 interrupted (state saved).")
-    p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, in order")
-    p.add_argument("--topic", help="topic to publish to")
-    bf = p.add_argument_group("backfill (no Kafka: the pipeline runs over the logs)")
-    bf.add_argument("--backfill", action="store_true",
-                    help="run the --spec pipeline over the logs into its Delta tables, "
-                         "exactly as `run` over a topic holding them, and exit when done")
-    bf.add_argument("--spec", type=Path, default=None, help="pipeline spec for --backfill")
-    bf.add_argument("--sink", type=Path, default=None,
-                    help="write tables to DIR/delta and the checkpoint to DIR/checkpoints "
-                         "instead of the spec's [sink]")
-    bf.add_argument("--records-per-batch", type=_number(int, low=1), default=None,
-                    help="records per batch (default: the spec's max_offsets_per_trigger, "
-                         "so batches and late decisions match a one-partition topic)")
-    bf.add_argument("--master", default="local[*]", help="Spark master (default: %(default)s)")
-    pace = p.add_argument_group("pacing (both may be given; neither: as fast as possible)")
-    pace.add_argument("--speed", type=_number(float, low=0, inclusive=False), default=None,
-                      help="keep event-time gaps, scaled by 1/F (60: an hour of log a minute)")
-    pace.add_argument("--max-rate", type=_number(float, low=0, inclusive=False), default=None,
-                      help="at most N records per second")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="log format (default: from the file name)")
-    p.add_argument("--key-field", default="user_id",
-                   help="event field used as the Kafka key of plain events, '' for none "
-                        "(default: %(default)s)")
-    p.add_argument("--time-field", default="ts",
-                   help="event field with the event time (default: %(default)s)")
-    p.add_argument("--time-format", choices=TIME_FORMATS, default="iso8601",
-                   help="how the time field is written (default: %(default)s)")
-    p.add_argument("--envelope-time", choices=("timestamp", "field"), default="timestamp",
-                   help="time of recorded envelopes: their Kafka timestamp, or the time "
-                        "field of their value (default: %(default)s)")
-    p.add_argument("--partitions", type=_number(int, low=1), default=2,
-                   help="partitions when the topic is created (default: %(default)s)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="drop bad lines instead of publishing them as-is")
-    state = p.add_argument_group("resuming")
-    state.add_argument("--state", type=Path, default=None,
-                       help="state file (default: <first LOG>.replay-state.json)")
-    again = state.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue after the acknowledged records of the state file")
-    again.add_argument("--restart", action="store_true",
-                       help="ignore an existing state file and publish everything again")
-    state.add_argument("--checkpoint-seconds", type=_number(float, low=0, inclusive=False),
-                       default=2.0, help="save the state at least this often (default: "
-                                         "%(default)g)")
-    state.add_argument("--checkpoint-records", type=_number(int, low=1), default=50_000,
-                       help="... and every N records (default: %(default)s)")
-    p.add_argument("--connect-timeout", type=_number(float, low=0, inclusive=False),
-                   default=15.0, help="seconds to wait for the broker (default: %(default)g)")
-    _common(p)
-    p.set_defaults(func=_cmd_replay)
-
-    p = sub.add_parser(
-        "record", help="save a topic's records to a log that `replay` publishes back",
-        description="Consume a topic from its start (or --from-time) to the end offsets it "
-                    "has when recording starts (or --to-time), and write each record's key, "
-                    "value, timestamp, partition and offset as JSON Lines (.jsonl, or "
-                    "gzip'd: .jsonl.gz). Exit codes: 0 done, 1 stalled before the end, "
-                    "2 bad arguments, 130 interrupted (what was read is kept).")
-    p.add_argument("--topic", required=True, help="topic to record")
-    p.add_argument("--out", required=True, type=Path, help="the log to write")
-    p.add_argument("--from-time", type=_iso_time, default=None,
-                   help="start at the first record at/after this ISO-8601 time")
-    p.add_argument("--to-time", type=_iso_time, default=None,
-                   help="stop at the first record at/after this ISO-8601 time (exclusive)")
-    p.add_argument("--max-records", type=_number(int, low=1), default=None,
-                   help="stop after N records")
-    p.add_argument("--timeout", type=_number(float, low=0, inclusive=False), default=30.0,
-                   help="give up after this many seconds without a record (default: "
-                        "%(default)g)")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    _common(p)
-    p.set_defaults(func=_cmd_record)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m streaming.logs.replay replay|record ...``: these two commands alone."""
-    from streaming.cli.main import _Parser, run_command
-
-    parser = _Parser(prog="streamsketch")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    register(sub)
-    return run_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

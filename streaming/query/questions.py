@@ -42,7 +42,7 @@ def demo_tables() -> Path:
 
     The same folder as :func:`streaming.cli.demo.demo_spec`'s ``[sink] path``.
     """
-    from streaming.cli.main import default_home
+    from streaming.runtime.home import default_home
 
     return default_home().expanduser().absolute() / "demo" / "delta"
 

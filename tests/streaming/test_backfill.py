@@ -197,7 +197,7 @@ def test_bad_lines_and_a_cut_gzip_are_quarantined_at_their_lines(spark, tmp_path
 def test_run_of_a_files_spec_is_the_same_backfill(spark, log, backfilled, tmp_path, capsys):
     import argparse
 
-    from streaming.logs.backfill import run_files_spec
+    from streaming.cli.backfill import run_files_spec
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 

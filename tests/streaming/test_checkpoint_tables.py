@@ -29,7 +29,8 @@ def _minute_total(spec_file: Path) -> int:
 
 @pytest.fixture
 def first_run(kafka, topic_name, tmp_path):
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     config = GeneratorConfig(seed=3, rate=50.0)
     produce(kafka.bootstrap_servers, topic_name, config, count=2_000, partitions=2)
@@ -102,7 +103,8 @@ def test_a_second_process_on_the_same_checkpoint_is_refused(kafka, topic_name, t
 
     from test_faults_process import REPO, _env
 
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     produce(kafka.bootstrap_servers, topic_name, GeneratorConfig(seed=3, rate=50.0),
             count=500, partitions=2)

@@ -143,7 +143,8 @@ def _content(root: Path) -> dict:
 
 def test_a_standalone_cluster_writes_what_local_mode_writes(kafka, topic_name, tmp_path,
                                                             standalone):
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     url, ui = standalone
     produce(kafka.bootstrap_servers, topic_name,

@@ -62,7 +62,8 @@ def _run_cli(spec_file: Path, crash_at: str | None, timeout: float = 600) -> int
 def source(kafka, spark, tmp_path_factory):
     """A produced topic and the digest of a clean, crash-free run over it."""
     from streaming.engine.pipeline import Pipeline
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 

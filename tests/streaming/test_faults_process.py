@@ -116,7 +116,8 @@ def counted_once(spark, spec) -> tuple[int, int]:
 def source(kafka, spark, tmp_path_factory):
     """A produced topic (late and malformed records included) and a clean run's digest."""
     from streaming.engine.pipeline import Pipeline
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 
@@ -387,7 +388,8 @@ DAMAGE_TARGETS = {
 def damage_base(kafka, spark, tmp_path_factory):
     """A small topic and a pipeline's tables + checkpoint over it, to copy and damage."""
     from streaming.engine.pipeline import Pipeline
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 
@@ -435,7 +437,7 @@ def test_damaged_checkpoint_file_fails_loudly_or_resumes_exactly(
         kafka, spark, damage_base, tmp_path, capsys, target, how, expect):
     from dataclasses import replace
 
-    from streaming.kafka.generator import produce
+    from streaming.kafka.producer import produce
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 
@@ -547,7 +549,8 @@ def test_metrics_answer_within_a_second_under_a_scrape_storm(kafka, topic_name, 
     asserted: however many scrapes, the driver renders at most once per 0.5 s.
     """
     from streaming.kafka.broker import free_port
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     produce(kafka.bootstrap_servers, topic_name,
             GeneratorConfig(seed=3, rate=200.0, start_time=START, users=20_000, pages=500,

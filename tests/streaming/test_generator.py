@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streaming.cli.main import _Parser
+from streaming.cli.common import Parser
 from streaming.errors import ConfigError
 from streaming.kafka.generator import (
     ACTIONS,
@@ -35,8 +35,8 @@ from streaming.kafka.generator import (
     GeneratorConfig,
     generate,
     generate_batches,
-    produce,
 )
+from streaming.kafka.producer import produce
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -269,8 +269,8 @@ def test_unreachable_broker_is_a_config_error_not_a_hang():
 def _throwaway_parser() -> argparse.ArgumentParser:
     from streaming.cli.produce import register
 
-    parser = _Parser(prog="streamsketch")
-    register(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="streamsketch")
+    register(parser.add_subparsers(dest="command", parser_class=Parser))
     return parser
 
 

@@ -188,7 +188,8 @@ def run_all(prom: Prometheus, query_name: str) -> list[tuple[str, str, str, int,
 @pytest.mark.integration
 def test_every_dashboard_panel_has_data(kafka, spark, topic_name, tmp_path, prometheus_at):
     from streaming.engine.pipeline import Pipeline
-    from streaming.kafka.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
     from streaming.observability.metrics import DeltaLogCounter, PipelineMetrics
     from streaming.spec.model import default_spec_path, load_spec
 

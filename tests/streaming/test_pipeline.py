@@ -66,7 +66,8 @@ def consume_all(bootstrap, topic, expected):
 def run(kafka, spark, tmp_path_factory):
     """Produce the stream, run the pipeline over it (available-now), gather ground truth."""
     from streaming.engine.pipeline import Pipeline
-    from streaming.kafka.generator import generate, produce
+    from streaming.kafka.generator import generate
+    from streaming.kafka.producer import produce
 
     topic = f"pipeline-truth-{id(spark) % 100000}"
     produce(kafka.bootstrap_servers, topic, generator_config(), count=N_EVENTS, partitions=2)
