@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "kafka": {"base", "spec", "runtime"},
     "logs": {"base", "spec", "engine", "kafka"},
     "observability": {"base", "spec", "engine"},
-    "query": {"base", "spec", "engine"},
+    "query": {"base", "spec", "runtime", "engine"},
     "cli": {"base", "spec", "runtime", "engine", "kafka", "logs", "observability", "query"},
 }
 

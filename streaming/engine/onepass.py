@@ -41,7 +41,8 @@ import pandas as pd
 import pyarrow as pa
 
 from streaming.engine.decode import US, Decoder, timestamp_text
-from streaming.spec.model import Spec, WindowSpec
+from streaming.spec.model import Spec
+from streaming.spec.windows import WindowSpec
 
 #: optional column of a backfill's raw records: a reason found while reading the log
 READER_REASON = "_reader_reason"

@@ -38,7 +38,8 @@ from streaming.engine.window_state import (
     rows_table,
     windows_predicate,
 )
-from streaming.spec.model import SketchSpec, Spec, WindowSpec
+from streaming.spec.model import Spec
+from streaming.spec.windows import SketchSpec, WindowSpec
 
 US = 1_000_000
 #: the percentiles a quantiles sketch's row carries in ``stats`` (p50, p95, p99)

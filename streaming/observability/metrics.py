@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, in one module.
+"""Every Prometheus metric of the service (the scrape-time ones in :mod:`.scrape`).
 
 Three feeds, one registry:
 
@@ -34,17 +34,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from streaming.engine.decode import REASONS
+from streaming.observability.delta_log import DeltaLogCounter
+from streaming.observability.scrape import NS, ScrapeCollector, WindowView
+from streaming.units import US
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -52,21 +52,13 @@ if TYPE_CHECKING:
     from streaming.engine.pipeline import BatchSummary, Pipeline
     from streaming.observability.server import SnapshotServer
 
-#: the quantiles exported per quantiles sketch (bounded label set)
-WINDOW_QUANTILES = (0.5, 0.95, 0.99)
 #: input partitions exported by name (bounded label cardinality)
 MAX_PARTITION_LABELS = 64
 
 log = logging.getLogger(__name__)
 
-NS = "streamsketch"
-#: k of the HLL bounds: estimate -/+ k standard errors (k=2: about 95 %).
-HLL_BOUND_K = 2.0
-#: Longest item label a top-k series carries (longer items are cut).
-MAX_ITEM_LABEL = 120
 BATCH_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
-US = 1_000_000
 #: a /metrics exposition is rendered at most this often; scrapes in between get it again
 SCRAPE_CACHE_S = 0.5
 
@@ -96,120 +88,6 @@ def _offsets_behind(latest: str | None, end: str | None) -> int | None:
             if p in done:
                 behind += max(0, int(off) - int(done[p]))
     return behind
-
-
-# -- the current window of one (window, sketch), all groups merged -----------------
-@dataclass(frozen=True)
-class WindowView:
-    """The newest window of one (window name, sketch name), every group merged.
-
-    Immutable once published; the values are computed on the first scrape that
-    needs them and then cached.
-    """
-
-    query: str
-    window: str
-    sketch: str
-    kind: str
-    start_us: int
-    groups: Mapping[str, Any]  # group key -> that group's merged sketch (not mutated)
-
-    @cached_property
-    def union(self) -> Any:
-        import sketches
-
-        return sketches.union(*self.groups.values())
-
-    @cached_property
-    def values(self) -> dict[str, Any]:
-        s = self.union
-        if self.kind == "hll":
-            return {"estimate": s.estimate(), "lower": s.lower_bound(HLL_BOUND_K),
-                    "upper": s.upper_bound(HLL_BOUND_K)}
-        if self.kind == "cms":
-            return {"items": s.total, "error_bound": s.error_bound(), "top": s.top()}
-        if self.kind == "bloom":
-            return {"fill": s.fill_ratio(), "fpr": s.expected_fpr()}
-        if self.kind == "quantiles":
-            if s.is_empty():
-                return {"quantiles": []}
-            qs = [float(v) for v in s.quantiles(WINDOW_QUANTILES)]
-            return {"quantiles": list(zip(WINDOW_QUANTILES, qs, strict=True))}
-        return {}
-
-
-# -- Delta log, read incrementally --------------------------------------------------
-class DeltaLogCounter:
-    """Commits and live data files of one Delta table, from its ``_delta_log``.
-
-    The first call starts from the last checkpoint (``_last_checkpoint``) when
-    there is one, else from commit 0; later calls read only the commit files
-    written since. Each commit's ``add``/``remove`` actions update the set of
-    live files. Commits = latest version + 1.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.log = Path(path) / "_delta_log"
-        self.version = -1
-        self.live: set[str] = set()
-        self.files_known = True
-        self._started = False
-
-    def refresh(self) -> tuple[int, int | None]:
-        """``(commits, live files)``; live files is None when the log can't be replayed."""
-        if not self._started:
-            self._started = True
-            self._from_checkpoint()
-            if self.version < 0 and not (self.log / f"{0:020d}.json").exists():
-                self._from_listing()
-        while True:
-            try:
-                text = (self.log / f"{self.version + 1:020d}.json").read_text()
-            except FileNotFoundError:
-                break
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                action = json.loads(line)
-                if "add" in action:
-                    self.live.add(action["add"]["path"])
-                elif "remove" in action:
-                    self.live.discard(action["remove"]["path"])
-            self.version += 1
-        return self.version + 1, (len(self.live) if self.files_known else None)
-
-    def _from_listing(self) -> None:
-        """Early commits cleaned up and no readable checkpoint: count commits only."""
-        try:
-            versions = sorted(int(p.stem) for p in self.log.glob("*.json") if p.stem.isdigit())
-        except OSError:
-            return
-        if versions and versions[0] > 0:
-            self.version, self.files_known = versions[0] - 1, False
-
-    def _from_checkpoint(self) -> None:
-        try:
-            meta = json.loads((self.log / "_last_checkpoint").read_text())
-            version, parts = int(meta["version"]), meta.get("parts")
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        if parts:
-            names = [f"{version:020d}.checkpoint.{i:010d}.{parts:010d}.parquet"
-                     for i in range(1, int(parts) + 1)]
-        else:
-            names = [f"{version:020d}.checkpoint.parquet"]
-        try:
-            import pyarrow.parquet as pq
-
-            live: set[str] = set()
-            for name in names:
-                adds = pq.read_table(self.log / name, columns=["add"]).column("add")
-                adds = adds.combine_chunks()
-                live.update(adds.filter(adds.is_valid()).field("path").to_pylist())
-        except Exception:  # noqa: BLE001 - a v2/unknown checkpoint: replay from commit 0
-            log.debug("cannot read Delta checkpoint %s", names, exc_info=True)
-            return
-        self.live, self.version = live, version
 
 
 # -- per-query state kept by on_batch -----------------------------------------------
@@ -327,7 +205,7 @@ class PipelineMetrics:
         self._queries: dict[str, _QueryState] = {}
         self._listener: StreamingQueryListener | None = None
         self._spark: SparkSession | None = None
-        r.register(_ScrapeCollector(self))
+        r.register(ScrapeCollector(self))
 
     # -- listener ------------------------------------------------------------------
     def listener(self) -> StreamingQueryListener:
@@ -509,6 +387,13 @@ class PipelineMetrics:
             self._spark.streams.removeListener(self._listener)
         self._listener = self._spark = None
 
+    def published(self) -> tuple[dict[tuple[str, str, str], WindowView],
+                                  dict[tuple[str, str], tuple[int, int | None]],
+                                  dict[str, float]]:
+        """The last published snapshot: window views, Delta log counts, watermarks."""
+        with self._publish_lock:
+            return self._views, self._delta_values, dict(self._watermarks)
+
     def serve(self, host: str, port: int) -> SnapshotServer:
         """Serve ``/metrics`` of this registry on ``host:port`` from a child process.
 
@@ -563,87 +448,3 @@ class _MetricsListener(StreamingQueryListener):
 
     def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
         self._guard(self._m._terminated, event.id, event.exception)
-
-
-class _ScrapeCollector:
-    """Values computed at scrape time from the last published snapshot (no batch lock)."""
-
-    def __init__(self, m: PipelineMetrics) -> None:
-        self._m = m
-
-    def describe(self) -> Iterator[Metric]:
-        return self._families({}, {}, {}, 0.0)
-
-    def collect(self) -> Iterator[Metric]:
-        m = self._m
-        with m._publish_lock:
-            views, delta, wms = m._views, m._delta_values, dict(m._watermarks)
-        return self._families(views, delta, wms, time.time())
-
-    def _families(self, views: Mapping[tuple, WindowView],
-                  delta: Mapping[tuple[str, str], tuple[int, int | None]],
-                  watermarks: Mapping[str, float], now: float) -> Iterator[Metric]:
-        wl = ["query", "window", "sketch"]
-
-        def gauge(name: str, doc: str, labels: list[str] = wl) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
-
-        lag = gauge("watermark_lag_seconds", "Now minus the event-time watermark", ["query"])
-        start = gauge("window_start_timestamp_seconds",
-                      "Start of the newest window the window_* series describe")
-        est = gauge("window_distinct_estimate",
-                    "HLL distinct count of the newest window (groups merged)")
-        lo = gauge("window_distinct_lower_bound",
-                   f"HLL estimate minus {HLL_BOUND_K:g} standard errors")
-        hi = gauge("window_distinct_upper_bound",
-                   f"HLL estimate plus {HLL_BOUND_K:g} standard errors")
-        items = gauge("window_cms_items",
-                      "Items counted by the Count-Min sketch of the newest window")
-        err = gauge("window_cms_error_bound_items",
-                    "Most a Count-Min count can be over (epsilon x items)")
-        top = gauge("window_top_item_count",
-                    "Estimated count of the rank-th heavy hitter (k series at most)",
-                    [*wl, "rank", "item"])
-        quant = gauge("window_quantile",
-                      "A quantile (0.5, 0.95, 0.99) of the quantiles sketch's field in the "
-                      "newest window, groups merged, within the sketch's relative error",
-                      [*wl, "quantile"])
-        fill = gauge("window_bloom_fill_ratio", "Fraction of the Bloom filter's bits set")
-        fpr = gauge("window_bloom_false_positive_ratio",
-                    "Expected false-positive probability at the current fill")
-        commits = CounterMetricFamily(f"{NS}_delta_commits", "Commits in the Delta table's log",
-                                      labels=["query", "table"])
-        files = gauge("delta_files", "Live data files of the Delta table", ["query", "table"])
-        for q, wm in watermarks.items():
-            lag.add_metric([q], max(0.0, now - wm))
-        k = self._m.top_k_labels
-        for v in views.values():
-            labels = [v.query, v.window, v.sketch]
-            if v.kind not in ("hll", "cms", "bloom", "quantiles"):
-                continue
-            try:
-                vals = v.values
-            except Exception:  # noqa: BLE001 - a broken sketch must not break the scrape
-                self._m.errors.labels("scrape").inc()
-                continue
-            start.add_metric(labels, v.start_us / US)
-            if v.kind == "hll":
-                est.add_metric(labels, vals["estimate"])
-                lo.add_metric(labels, vals["lower"])
-                hi.add_metric(labels, vals["upper"])
-            elif v.kind == "cms":
-                items.add_metric(labels, vals["items"])
-                err.add_metric(labels, vals["error_bound"])
-                for rank, (item, count) in enumerate(vals["top"][:k], start=1):
-                    top.add_metric([*labels, str(rank), str(item)[:MAX_ITEM_LABEL]], count)
-            elif v.kind == "quantiles":
-                for q, value in vals["quantiles"]:
-                    quant.add_metric([*labels, f"{q:g}"], value)
-            else:
-                fill.add_metric(labels, vals["fill"])
-                fpr.add_metric(labels, vals["fpr"])
-        for (q, table), (n_commits, n_files) in delta.items():
-            commits.add_metric([q, table], n_commits)
-            if n_files is not None:
-                files.add_metric([q, table], n_files)
-        yield from (lag, start, est, lo, hi, items, err, top, quant, fill, fpr, commits, files)

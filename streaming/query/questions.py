@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from streaming.engine.tables import table_paths
 from streaming.errors import ConfigError
-from streaming.spec.model import SketchSpec, Spec, WindowSpec, load_spec
+from streaming.spec.model import Spec, load_spec
+from streaming.spec.windows import SketchSpec, WindowSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import sketches
-from streaming.spec.model import SketchSpec
+from streaming.spec.windows import SketchSpec
 
 _HEADER = 13  # magic, version, kind, seed
 _PARAMS = {"hll": 1, "bloom": 26, "cms": 10}  # parameter bytes compared across blobs

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from streaming.spec.model import Spec, WindowSpec
+from streaming.spec.model import Spec
+from streaming.spec.windows import WindowSpec
 
 US = 1_000_000
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -53,13 +53,8 @@ def _produce(bootstrap: str, topic: str, partitions: int,
 
 def _spec(topic: str, bootstrap: str, root: Path, *, per_trigger: int, watermark_s: float,
           late: str = "quarantine", idle_s: float = 3600.0, max_future_s: float | None = None):
-    from streaming.spec.model import (
-        MetricSpec,
-        SketchSpec,
-        WindowSpec,
-        default_spec_path,
-        load_spec,
-    )
+    from streaming.spec.model import default_spec_path, load_spec
+    from streaming.spec.windows import MetricSpec, SketchSpec, WindowSpec
 
     base = load_spec(default_spec_path())
     pages = SketchSpec("pages", "cms", "page", (("width", 512), ("depth", 4), ("top_k", 4)))

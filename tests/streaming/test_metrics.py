@@ -29,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import sketches
 from streaming.engine.pipeline import BatchSummary
 from streaming.engine.sketch_state import MergedSketch
-from streaming.observability.metrics import DeltaLogCounter, PipelineMetrics
-from streaming.spec.model import SketchSpec, WindowSpec
+from streaming.observability.delta_log import DeltaLogCounter
+from streaming.observability.metrics import PipelineMetrics
+from streaming.spec.windows import SketchSpec, WindowSpec
 
 QUERY = "streamsketch_test"
 QID = "8b6b9b39-2f5c-4a7e-9f1c-1b2b3c4d5e6f"

@@ -190,7 +190,8 @@ def test_every_dashboard_panel_has_data(kafka, spark, topic_name, tmp_path, prom
     from streaming.engine.pipeline import Pipeline
     from streaming.kafka.generator import GeneratorConfig
     from streaming.kafka.producer import produce
-    from streaming.observability.metrics import DeltaLogCounter, PipelineMetrics
+    from streaming.observability.delta_log import DeltaLogCounter
+    from streaming.observability.metrics import PipelineMetrics
     from streaming.spec.model import default_spec_path, load_spec
 
     assert len(DASHBOARDS) == 2

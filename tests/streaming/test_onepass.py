@@ -27,7 +27,7 @@ START = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
 def spec():
     from dataclasses import replace
 
-    from streaming.spec.model import SketchSpec
+    from streaming.spec.windows import SketchSpec
 
     base = load_spec(default_spec_path())
     # plus a Count-Min over a near-uniform field with few candidates, where merging
@@ -142,7 +142,7 @@ def test_an_item_heavy_only_across_partitions_makes_the_candidates(spec):
     # of their 64 candidates) but first in the whole batch, as a one-pass build finds.
     from dataclasses import replace
 
-    from streaming.spec.model import SketchSpec, WindowSpec
+    from streaming.spec.windows import SketchSpec, WindowSpec
 
     cms = SketchSpec("pages", "cms", "page", (("width", 4096), ("depth", 4), ("top_k", 16)))
     window = WindowSpec("w", 60, 60, (), spec.windows[0].metrics, (cms,))

@@ -12,7 +12,7 @@ import pytest
 
 import sketches
 from streaming.query.sketch_merge import merge_blobs, merge_each
-from streaming.spec.model import SketchSpec
+from streaming.spec.windows import SketchSpec
 
 SPECS = {
     "hll": SketchSpec("users", "hll", "user_id", (("precision", 8),)),
