@@ -36,8 +36,8 @@ from streaming.engine.window_state import (
     windows_predicate,
 )
 from streaming.spec.model import Spec
+from streaming.units import US
 
-US = 1_000_000
 _DECIMAL = decimal.Context(prec=38, traps=[decimal.Overflow, decimal.InvalidOperation])
 
 

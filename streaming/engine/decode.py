@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.spec.model import EventsSpec
+from streaming.units import US
 
 #: reason codes (label values of the quarantine metric)
 REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_type",
@@ -50,7 +51,6 @@ REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_typ
            # a backfill's log lost data (a cut gzip stream, a corrupt file)
            "truncated", "corrupt", "unsendable")
 
-US = 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(),

@@ -40,9 +40,10 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from streaming.engine.decode import US, Decoder, timestamp_text
+from streaming.engine.decode import Decoder, timestamp_text
 from streaming.spec.model import Spec
 from streaming.spec.windows import WindowSpec
+from streaming.units import US
 
 #: optional column of a backfill's raw records: a reason found while reading the log
 READER_REASON = "_reader_reason"

@@ -40,8 +40,8 @@ from streaming.engine.window_state import (
 )
 from streaming.spec.model import Spec
 from streaming.spec.windows import SketchSpec, WindowSpec
+from streaming.units import US
 
-US = 1_000_000
 #: the percentiles a quantiles sketch's row carries in ``stats`` (p50, p95, p99)
 QUANTILES = (0.5, 0.95, 0.99)
 

@@ -37,8 +37,8 @@ from typing import Any
 import pyarrow as pa
 
 from streaming.spec.model import Spec
-
-US = 1_000_000
+from streaming.units import US
+from streaming.units import sql_str as _sql_str
 
 #: (window name, window start in epoch microseconds, group key[, sketch name])
 Key = tuple
@@ -147,10 +147,6 @@ def rows_table(write: BatchWrite, schema: pa.Schema) -> pa.Table:
 def record_of(row: dict[str, Any], schema: pa.Schema) -> tuple:
     """A row read back from a table (or built as a dict) as a record tuple."""
     return tuple(row.get(c) for c in schema.names if c != "final")
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def timestamp_literal(us: int) -> str:

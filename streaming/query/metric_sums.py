@@ -14,6 +14,23 @@ from typing import Any
 import numpy as np
 
 
+def combine_of(column: str) -> str:
+    """How a stored metric column combines over windows: ``min``, ``max`` or ``sum``."""
+    return "min" if column.startswith("min_") else "max" if column.startswith("max_") else "sum"
+
+
+def group_codes(rows: Any) -> tuple[Any, Any, int]:
+    """(code per row, first row of each code, number of codes) by ``group_key``."""
+    from streaming.query.read import numpy_of
+
+    enc = rows["group_key"].combine_chunks().dictionary_encode()
+    codes = numpy_of(enc.indices)[0].astype(np.int64)
+    n = len(enc.dictionary)
+    first = np.full(n, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))
+    return codes, first, n
+
+
 def combine(rows: Any, columns: list[str], *, by_group: bool) -> list[dict[str, Any]]:
     """One dict per group (or one for all rows): ``_windows``, ``_group`` and each column.
 
@@ -28,13 +45,12 @@ def combine(rows: Any, columns: list[str], *, by_group: bool) -> list[dict[str, 
         >>> combine(t, ["count", "max_x"], by_group=False)
         [{'_windows': 2, '_group': None, 'count': 5, 'max_x': 1.5}]
     """
-    from streaming.query.questions import _group_codes, combine_of
     from streaming.query.read import arrow_of
 
     if by_group:
         if rows.num_rows == 0:
             return []
-        codes, first, n = _group_codes(rows)
+        codes, first, n = group_codes(rows)
         maps = rows["group"].take(arrow_of(first)).to_pylist()
         groups: list[dict[str, str] | None] = [dict(m or []) for m in maps]
     else:

@@ -147,11 +147,6 @@ def metric_sources(window: WindowSpec) -> list[str]:
     return sorted(wanted)
 
 
-def combine_of(column: str) -> str:
-    """How a stored metric column combines over windows: ``min``, ``max`` or ``sum``."""
-    return "min" if column.startswith("min_") else "max" if column.startswith("max_") else "sum"
-
-
 class SparkSource:
     """The tables read through Spark SQL (needs a JVM; the reference path)."""
 
@@ -185,6 +180,8 @@ class SparkSource:
     def metric_rows(self, sel: Selection, columns: list[str], *, by_group: bool
                     ) -> list[dict[str, Any]]:
         from pyspark.sql import functions as F
+
+        from streaming.query.metric_sums import combine_of
 
         aggs = []
         for c in columns:
@@ -223,6 +220,7 @@ class DeltaSource:
         import numpy as np
         import pyarrow as pa
 
+        from streaming.query.metric_sums import group_codes
         from streaming.query.read import RowFilter, arrow_of, micros, to_us
 
         equal = [("window_name", sel.window.name)]
@@ -237,7 +235,7 @@ class DeltaSource:
             starts = micros(rows["window_start"].combine_chunks())
             mask &= (starts // 1_000_000) % sel.window.size_s == 0
         if sel.groups and rows.num_rows:
-            codes, first, _ = _group_codes(rows)
+            codes, first, _ = group_codes(rows)
             maps = rows["group"].take(arrow_of(first)).to_pylist()
             ok = np.array([all(dict(m or []).get(k) == v for k, v in sel.groups.items())
                            for m in maps], dtype=bool)
@@ -303,20 +301,6 @@ class DeltaSource:
                             ["group_key", *(["group"] if by_group else []), *columns],
                             tiling=True)
         return combine(rows, columns, by_group=by_group)
-
-
-def _group_codes(rows: Any) -> tuple[Any, Any, int]:
-    """(code per row, first row of each code, number of codes) by ``group_key``."""
-    import numpy as np
-
-    from streaming.query.read import numpy_of
-
-    enc = rows["group_key"].combine_chunks().dictionary_encode()
-    codes = numpy_of(enc.indices)[0].astype(np.int64)
-    n = len(enc.dictionary)
-    first = np.full(n, codes.size, dtype=np.int64)
-    np.minimum.at(first, codes, np.arange(codes.size))
-    return codes, first, n
 
 
 def _source(source: Any, spec: Spec) -> Any:

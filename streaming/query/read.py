@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from streaming.errors import ConfigError
+from streaming.units import sql_str
 
-US = 1_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -181,7 +181,7 @@ class TableReader:
 
 
 def _select(columns: Sequence[str], where: RowFilter) -> str:
-    cond = [f"{_ident(c)} = {_sql_str(v)}" for c, v in where.equal]
+    cond = [f"{_ident(c)} = {sql_str(v)}" for c, v in where.equal]
     if where.start_us is not None:
         cond.append(f"window_start >= {_sql_time(where.start_us)}")
     if where.end_us is not None:
@@ -203,9 +203,6 @@ def _arrow(stream: Any) -> Any:
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _sql_time(us: int) -> str:

@@ -18,7 +18,8 @@ from kafka.errors import KafkaConnectionError
 from kafka.future import Future
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from streaming.kafka.batch_producer import BatchProducer, encode_batch
+from streaming.kafka.batch_producer import BatchProducer
+from streaming.kafka.record_batch import encode_batch
 
 T0 = 1_795_428_000_000
 
