@@ -40,7 +40,7 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:
     sys.path.append(str(_REPO_ROOT))
 
-from benchmarks.bench_produce import _machine  # noqa: E402
+from benchmarks.bench_produce import machine  # noqa: E402
 from benchmarks.bench_replay import ensure_log  # noqa: E402
 
 RESULTS = _HERE / "results"
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "log": {"name": path.name,
                                                            "bytes": path.stat().st_size},
-                              "machine": _machine()}
+                              "machine": machine()}
     rows = [bench_read(path, args.records_per_batch)]
     print(f"read:     {rows[0]['events_per_s']:>12,.0f} events/s", flush=True)
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-backfill-"))

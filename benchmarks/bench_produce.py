@@ -71,7 +71,7 @@ def bench_generate(count: int, seed: int) -> dict[str, Any]:
             "cpu_us_per_event": cpu / n * 1e6, "note": "generate_batches(batch_size=4096)"}
 
 
-def _end_offsets(bootstrap: str, topic: str) -> int:
+def end_offsets(bootstrap: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -89,7 +89,7 @@ def bench_produce(bootstrap: str, count: int, seed: int, compression: str) -> di
     stats = produce(bootstrap, topic, _config(seed), count=count, partitions=2,
                     compression=compression)  # type: ignore[arg-type]
     cpu = time.process_time() - c0
-    stored = _end_offsets(bootstrap, topic)
+    stored = end_offsets(bootstrap, topic)
     wall = stats.elapsed_seconds
     return {"key": f"produce.{compression}", "events": stats.sent, "bytes": stats.bytes,
             "seconds": wall, "cpu_seconds": cpu, "events_per_s": stats.sent / wall,
@@ -100,7 +100,7 @@ def bench_produce(bootstrap: str, count: int, seed: int, compression: str) -> di
             "note": f"as fast as possible, compression {stats.compression}"}
 
 
-def _machine() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
     from kafka.codec import has_lz4
     from kafka.record import util
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"benchmark": "produce", "schema_version": 1,
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "compare_count": args.compare_count,
-                              "seed": args.seed, "machine": _machine()}
+                              "seed": args.seed, "machine": machine()}
     rows = [bench_generate(args.count, args.seed)]
     print(_table(rows), flush=True)
 

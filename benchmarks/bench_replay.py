@@ -52,7 +52,7 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from benchmarks.bench_produce import _end_offsets, _machine  # noqa: E402
+from benchmarks.bench_produce import end_offsets, machine  # noqa: E402
 from streaming.kafka.admin import producer_settings  # noqa: E402
 from streaming.kafka.generator import GeneratorConfig, generate  # noqa: E402
 from streaming.logs.reader import LogReader, ReadOptions  # noqa: E402
@@ -183,7 +183,7 @@ def bench_replay(bootstrap: str, path: Path, state_dir: Path) -> dict[str, Any]:
     c0 = time.process_time()
     stats = replay([path], config)
     cpu = time.process_time() - c0
-    stored = _end_offsets(bootstrap, topic)
+    stored = end_offsets(bootstrap, topic)
     return _row("replay", stats.records, stats.bytes, stats.elapsed_seconds, cpu,
                 "replay as fast as possible, 2 partitions, checkpoints every 2 s",
                 failed=stats.failed, stored=stored, all_stored=stored == stats.records,
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "seed": args.seed,
                               "log": {"name": path.name, "bytes": path.stat().st_size},
-                              "machine": _machine()}
+                              "machine": machine()}
     rows = [bench_read(path)]
     print(_table(rows), flush=True)
 
