@@ -8,7 +8,8 @@ are the best ``capacity`` of (old candidates | new items). Functions of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from sketches._columns import Column
 
 if TYPE_CHECKING:
     from sketches.cms import CountMinSketch
+
+S = TypeVar("S", bound="CountMinSketch")
 
 _EXACT_STEP = 1 << 14  # rows per exact-mode step (at least the exact limit + 1)
 
@@ -113,14 +116,14 @@ def refresh(sk: CountMinSketch, hashes: np.ndarray, column: Column | None,
     sk._cand_hashes = pool[chosen]
 
 
-def merge(sk: CountMinSketch, other: CountMinSketch) -> CountMinSketch:
+def merge(sk: CountMinSketch, other: CountMinSketch) -> None:
     """Add the other's counts to ``sk``, then re-rank the union of both candidate lists."""
     if sk._counters is None and other._counters is None:
         merged = _exact.merge(sk._table(), other._table())
         if merged[0].size <= sk.exact_limit:
             sk._ex_hashes, sk._ex_counts, sk._ex_items = merged
             sk._total += other._total
-            return sk
+            return
     if sk._counters is None:
         sk._to_counters()
     assert sk._counters is not None
@@ -136,7 +139,6 @@ def merge(sk: CountMinSketch, other: CountMinSketch) -> CountMinSketch:
     if sk._top_k:
         assert pool_items is not None
         rank_candidates(sk, pool_hashes, pool_items)
-    return sk
 
 
 def rank_candidates(sk: CountMinSketch, hashes: np.ndarray, items: list[Any]) -> None:
@@ -151,7 +153,7 @@ def rank_candidates(sk: CountMinSketch, hashes: np.ndarray, items: list[Any]) ->
     sk._cand_items = [every[i] for i in chosen.tolist()]
 
 
-def union_many(cls: type[CountMinSketch], sketches: list[CountMinSketch]) -> CountMinSketch:
+def union_many(cls: type[S], sketches: Sequence[S]) -> S:
     """One pass: every exact table at once, then counters and one ranking if needed."""
     first = sketches[0]
     for other in sketches[1:]:

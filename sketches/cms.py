@@ -429,7 +429,8 @@ class CountMinSketch(Sketch):
         table) are added, its candidates (or all its items) joining the pool.
         """
         self._check_mergeable(other)
-        return _cms_state.merge(self, other)
+        _cms_state.merge(self, other)
+        return self
 
     def _rank_candidates(self, hashes: np.ndarray, items: list[Any]) -> None:
         _cms_state.rank_candidates(self, hashes, items)
@@ -437,8 +438,7 @@ class CountMinSketch(Sketch):
     @classmethod
     def _union_many(cls, sketches: list[Self]) -> Self:
         """One pass: every exact table at once, then counters and one ranking if needed."""
-        out: Self = _cms_state.union_many(cls, sketches)
-        return out
+        return _cms_state.union_many(cls, sketches)
 
     # ------------------------------------------------------------ bytes
 
