@@ -118,15 +118,17 @@ def machine() -> dict[str, Any]:
             "kafka_python_has_lz4": bool(has_lz4())}
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'row':<18} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
+def table(rows: list[dict[str, Any]], key_width: int = 18) -> str:
+    """The rows as a text table: events, seconds, rates and CPU per event (also bench_replay's)."""
+    w = key_width
+    head = f"{'row':<{w}} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
            f"{'CPU us/ev':>9}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['key']:<18} error: {r['error']}")
+            lines.append(f"{r['key']:<{w}} error: {r['error']}")
             continue
-        lines.append(f"{r['key']:<18} {r['events']:>10,} {r['seconds']:>8.1f} "
+        lines.append(f"{r['key']:<{w}} {r['events']:>10,} {r['seconds']:>8.1f} "
                      f"{r['events_per_s']:>10,.0f} {r['mb_per_s']:>7.2f} "
                      f"{r['cpu_us_per_event']:>9.1f}  {r['note']}"
                      + ("" if r.get("all_stored", True) else "  NOT ALL STORED"))
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                               "count": args.count, "compare_count": args.compare_count,
                               "seed": args.seed, "machine": machine()}
     rows = [bench_generate(args.count, args.seed)]
-    print(_table(rows), flush=True)
+    print(table(rows), flush=True)
 
     broker = None
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-kafka-"))
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - a failed row is reported, not fatal
                 rows.append({"key": f"produce.{compression}", "error": f"{type(exc).__name__}: "
                                                                        f"{exc}"})
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         if broker is not None:
             broker.stop()
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print()
-    print(_table(rows))
+    print(table(rows))
     print(f"\nload average at start {report['machine']['loadavg_at_start']}, "
           f"crc32c in C: {report['machine']['kafka_python_crc32c_in_c']}, "
           f"lz4: {report['machine']['kafka_python_has_lz4']}")

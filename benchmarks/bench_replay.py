@@ -52,7 +52,7 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from benchmarks.bench_produce import end_offsets, machine  # noqa: E402
+from benchmarks.bench_produce import end_offsets, machine, table  # noqa: E402
 from streaming.kafka.admin import producer_settings  # noqa: E402
 from streaming.kafka.generator import GeneratorConfig, generate  # noqa: E402
 from streaming.logs.reader import LogReader, ReadOptions  # noqa: E402
@@ -190,18 +190,6 @@ def bench_replay(bootstrap: str, path: Path, state_dir: Path) -> dict[str, Any]:
                 topic=topic, bad={k: v["count"] for k, v in stats.logs[0]["bad"].items()})
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'row':<8} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
-           f"{'CPU us/ev':>9}  note"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['key']:<8} {r['events']:>10,} {r['seconds']:>8.1f} "
-                     f"{r['events_per_s']:>10,.0f} {r['mb_per_s']:>7.2f} "
-                     f"{r['cpu_us_per_event']:>9.1f}  {r['note']}"
-                     + ("" if r.get("all_stored", True) else "  NOT ALL STORED"))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=5_000_000, help="events (default: %(default)s)")
@@ -223,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                               "log": {"name": path.name, "bytes": path.stat().st_size},
                               "machine": machine()}
     rows = [bench_read(path)]
-    print(_table(rows), flush=True)
+    print(table(rows, key_width=8), flush=True)
 
     broker = None
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-replay-"))
@@ -242,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: bench_batch(bootstrap, path, in_memory),
                     lambda: bench_replay(bootstrap, path, home)):
             rows.append(run())
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table(rows[-1:], key_width=8).splitlines()[-1], flush=True)
     finally:
         if broker is not None:
             broker.stop()
@@ -260,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print()
-    print(_table(rows))
+    print(table(rows, key_width=8))
     t = report["target"]
     print(f"\n{t['target']}: {t['status']} ({t['events_per_s']:,.0f} events/s, "
           f"{t['replay_over_read']:.2f}x the reader alone)")

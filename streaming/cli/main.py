@@ -19,7 +19,6 @@ from streaming.errors import ConfigError, StreamsketchError
 from streaming.runtime.home import default_home
 
 EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 # -- jars ------------------------------------------------------------------
