@@ -40,18 +40,18 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:
     sys.path.append(str(_REPO_ROOT))
 
-from benchmarks.bench_produce import _machine  # noqa: E402
+from benchmarks.bench_produce import machine  # noqa: E402
 from benchmarks.bench_replay import ensure_log  # noqa: E402
 
 RESULTS = _HERE / "results"
 
 
 def bench_read(path: Path, per_batch: int) -> dict[str, Any]:
-    from streaming.backfill import Position, _Records
-    from streaming.logs import ReadOptions
+    from streaming.logs.backfill import LogRecords, Position
+    from streaming.logs.reader import ReadOptions
 
     t0, c0 = time.perf_counter(), time.process_time()
-    records = _Records([path], ReadOptions(raw=True, keep_lost=True), Position())
+    records = LogRecords([path], ReadOptions(raw=True, keep_lost=True), Position())
     n = 0
     while True:
         _, _, count = records.take(per_batch)
@@ -64,8 +64,8 @@ def bench_read(path: Path, per_batch: int) -> dict[str, Any]:
 
 
 def bench_backfill(path: Path, per_batch: int, home: Path) -> dict[str, Any]:
-    from streaming.backfill import backfill, backfill_spec
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.logs.backfill import backfill, backfill_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     spec = replace(spec, sink=replace(spec.sink, path=str(home / "delta"),
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "log": {"name": path.name,
                                                            "bytes": path.stat().st_size},
-                              "machine": _machine()}
+                              "machine": machine()}
     rows = [bench_read(path, args.records_per_batch)]
     print(f"read:     {rows[0]['events_per_s']:>12,.0f} events/s", flush=True)
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-backfill-"))

@@ -179,8 +179,8 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def check(root: Path, truth: Counter) -> dict[str, Any]:
-    from streaming.tables import read_table
-    from streaming.window_state import epoch_us
+    from streaming.engine.tables import read_table
+    from streaming.engine.window_state import epoch_us
 
     rows = read_table(str(root / "delta" / "aggregates")).to_pylist()
     got = {(epoch_us(r["window_start"]) // 1_000_000, json.loads(r["group_key"])[0]): r["count"]
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             root.mkdir()
             bootstrap, topic = "127.0.0.1:9", "year"
             if mode == "kafka":
-                from streaming.kafka_broker import LocalKafka, free_port
+                from streaming.kafka.broker import LocalKafka, free_port
 
                 if broker is None:
                     broker = LocalKafka(work / "kafka", port=free_port())

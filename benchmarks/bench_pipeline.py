@@ -31,11 +31,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from streaming.generator import GeneratorConfig, produce
-from streaming.kafka_broker import LocalKafka, free_port
-from streaming.pipeline import Pipeline
-from streaming.session import SparkOptions, build_session
-from streaming.spec import default_spec_path, load_spec
+from streaming.engine.pipeline import Pipeline
+from streaming.kafka.broker import LocalKafka, free_port
+from streaming.kafka.generator import GeneratorConfig
+from streaming.kafka.producer import produce
+from streaming.runtime.session import SparkOptions, build_session
+from streaming.spec.model import default_spec_path, load_spec
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -113,7 +114,7 @@ def run_jvm_only(spark, spec) -> dict:
     the driver. It does less than ours: no quarantine, no late test, no Bloom (Spark
     has no public Bloom aggregate), no merge across batches and no Delta writes.
     """
-    from streaming.source import kafka_stream
+    from streaming.engine.source import kafka_stream
 
     ck = tempfile.mkdtemp(prefix="streamsketch-bench-jvm-")
     try:
@@ -134,7 +135,7 @@ def run_jvm_only(spark, spec) -> dict:
 
 def run_source_only(spark, spec) -> dict:
     """Spark's Kafka source alone (each batch counted): the physical bound here."""
-    from streaming.source import kafka_stream
+    from streaming.engine.source import kafka_stream
 
     ck = tempfile.mkdtemp(prefix="streamsketch-bench-source-")
     try:

@@ -8,9 +8,9 @@ Run from the repository root::
 
 Rows:
 
-* ``generate``: :func:`streaming.generator.generate_batches` alone (events/s,
+* ``generate``: :func:`streaming.kafka.generator.generate_batches` alone (events/s,
   MB/s of key + value bytes), the ceiling for producing.
-* ``produce.<compression>``: :func:`streaming.generator.produce` as fast as
+* ``produce.<compression>``: :func:`streaming.kafka.generator.produce` as fast as
   possible (no rate limit) with the producer settings it uses, into a fresh
   topic with 2 partitions; the time includes the final flush, and the topic's
   end offsets are checked to hold every record. ``auto`` runs on ``--count``
@@ -45,12 +45,9 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_produce.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from streaming.generator import (  # noqa: E402
-    GeneratorConfig,
-    generate_batches,
-    produce,
-    producer_settings,
-)
+from streaming.kafka.admin import producer_settings  # noqa: E402
+from streaming.kafka.generator import GeneratorConfig, generate_batches  # noqa: E402
+from streaming.kafka.producer import produce  # noqa: E402
 
 DEFAULT_OUT = _HERE / "results" / "produce.json"
 START = _dt.datetime(2026, 11, 23, 10, 0, tzinfo=_dt.UTC)
@@ -74,7 +71,7 @@ def bench_generate(count: int, seed: int) -> dict[str, Any]:
             "cpu_us_per_event": cpu / n * 1e6, "note": "generate_batches(batch_size=4096)"}
 
 
-def _end_offsets(bootstrap: str, topic: str) -> int:
+def end_offsets(bootstrap: str, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -92,7 +89,7 @@ def bench_produce(bootstrap: str, count: int, seed: int, compression: str) -> di
     stats = produce(bootstrap, topic, _config(seed), count=count, partitions=2,
                     compression=compression)  # type: ignore[arg-type]
     cpu = time.process_time() - c0
-    stored = _end_offsets(bootstrap, topic)
+    stored = end_offsets(bootstrap, topic)
     wall = stats.elapsed_seconds
     return {"key": f"produce.{compression}", "events": stats.sent, "bytes": stats.bytes,
             "seconds": wall, "cpu_seconds": cpu, "events_per_s": stats.sent / wall,
@@ -103,7 +100,7 @@ def bench_produce(bootstrap: str, count: int, seed: int, compression: str) -> di
             "note": f"as fast as possible, compression {stats.compression}"}
 
 
-def _machine() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
     from kafka.codec import has_lz4
     from kafka.record import util
 
@@ -121,15 +118,17 @@ def _machine() -> dict[str, Any]:
             "kafka_python_has_lz4": bool(has_lz4())}
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'row':<18} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
+def table(rows: list[dict[str, Any]], key_width: int = 18) -> str:
+    """The rows as a text table: events, seconds, rates and CPU per event (also bench_replay's)."""
+    w = key_width
+    head = f"{'row':<{w}} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
            f"{'CPU us/ev':>9}  note"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['key']:<18} error: {r['error']}")
+            lines.append(f"{r['key']:<{w}} error: {r['error']}")
             continue
-        lines.append(f"{r['key']:<18} {r['events']:>10,} {r['seconds']:>8.1f} "
+        lines.append(f"{r['key']:<{w}} {r['events']:>10,} {r['seconds']:>8.1f} "
                      f"{r['events_per_s']:>10,.0f} {r['mb_per_s']:>7.2f} "
                      f"{r['cpu_us_per_event']:>9.1f}  {r['note']}"
                      + ("" if r.get("all_stored", True) else "  NOT ALL STORED"))
@@ -152,15 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"benchmark": "produce", "schema_version": 1,
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "compare_count": args.compare_count,
-                              "seed": args.seed, "machine": _machine()}
+                              "seed": args.seed, "machine": machine()}
     rows = [bench_generate(args.count, args.seed)]
-    print(_table(rows), flush=True)
+    print(table(rows), flush=True)
 
     broker = None
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-kafka-"))
     bootstrap = args.bootstrap_servers
     if bootstrap is None:
-        from streaming.kafka_broker import LocalKafka, free_port
+        from streaming.kafka.broker import LocalKafka, free_port
 
         broker = LocalKafka(home, port=free_port(), heap="1g")
         print(f"starting a local broker on {broker.bootstrap_servers} ...", flush=True)
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - a failed row is reported, not fatal
                 rows.append({"key": f"produce.{compression}", "error": f"{type(exc).__name__}: "
                                                                        f"{exc}"})
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         if broker is not None:
             broker.stop()
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print()
-    print(_table(rows))
+    print(table(rows))
     print(f"\nload average at start {report['machine']['loadavg_at_start']}, "
           f"crc32c in C: {report['machine']['kafka_python_crc32c_in_c']}, "
           f"lz4: {report['machine']['kafka_python_has_lz4']}")

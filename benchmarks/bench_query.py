@@ -110,7 +110,7 @@ QUERIES = {
 
 def build(folder: Path, files: int, row_group_rows: int | None) -> dict[str, Any]:
     """The layout's tables under ``folder`` (reused when complete)."""
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
     from tests.streaming.query_tables import make_events, write_tables
 
     marker = folder / "complete.json"

@@ -8,23 +8,23 @@ Run from the repository root::
 
 Rows:
 
-* ``read``: :class:`streaming.logs.LogReader` alone over the log (split, JSON
+* ``read``: :class:`streaming.logs.reader.LogReader` alone over the log (split, JSON
   decode, key field), the ceiling for a replay.
 * ``send``: kafka-python's ``KafkaProducer.send()`` alone, with the replay's
   producer settings and explicit partitions, on ``--send-count`` records held in
   memory, then ``flush()``: the ceiling of the per-record producer API, which
   replay no longer uses (kept as the baseline the batch producer replaced).
-* ``batch``: :class:`streaming.batch_producer.BatchProducer` alone, the producer
+* ``batch``: :class:`streaming.kafka.batch_producer.BatchProducer` alone, the producer
   replay uses, with the replay's settings, on the same records in memory, then
   ``flush()``: its ceiling in this process.
-* ``replay``: :func:`streaming.replay_cmd.replay` (what ``streamsketch replay``
+* ``replay``: :func:`streaming.logs.replay.replay` (what ``streamsketch replay``
   runs) of the whole log as fast as possible into a fresh topic (2 partitions),
   state checkpoints included; the time includes the final flush, and the
   topic's end offsets are checked to hold every record.
 
 The target line compares the ``replay`` row with 100,000 events/s.
 
-The log (plain events from :func:`streaming.generator.generate`, one per line,
+The log (plain events from :func:`streaming.kafka.generator.generate`, one per line,
 the demo's mix of defects) is written once to
 ``benchmarks/results/replay-<count>-seed<seed>.jsonl`` and reused. Without
 ``--bootstrap-servers`` a local KRaft broker is started in a temporary folder
@@ -52,10 +52,11 @@ _REPO_ROOT = _HERE.parent
 if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_replay.py`` without an install
     sys.path.append(str(_REPO_ROOT))
 
-from benchmarks.bench_produce import _end_offsets, _machine  # noqa: E402
-from streaming.generator import GeneratorConfig, generate, producer_settings  # noqa: E402
-from streaming.logs import LogReader, ReadOptions  # noqa: E402
-from streaming.replay_cmd import ReplayConfig, replay  # noqa: E402
+from benchmarks.bench_produce import end_offsets, machine, table  # noqa: E402
+from streaming.kafka.admin import producer_settings  # noqa: E402
+from streaming.kafka.generator import GeneratorConfig, generate  # noqa: E402
+from streaming.logs.reader import LogReader, ReadOptions  # noqa: E402
+from streaming.logs.replay import ReplayConfig, replay  # noqa: E402
 
 RESULTS = _HERE / "results"
 START = _dt.datetime(2026, 11, 23, 10, 0, tzinfo=_dt.UTC)
@@ -118,12 +119,12 @@ def _records(path: Path, count: int) -> list[tuple[bytes | None, bytes | None, i
 def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient, KafkaProducer
 
-    from streaming.generator import _ensure_topic
-    from streaming.replay_cmd import _Partitioner
+    from streaming.kafka.admin import ensure_topic
+    from streaming.logs.pacing import Partitioner
 
     records = _records(path, count)
     topic = f"bench-send-{int(time.time() * 1000)}"
-    part = _Partitioner(_ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0))
+    part = Partitioner(ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0))
     producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_settings())
     try:
         producer.partitions_for(topic)
@@ -144,14 +145,14 @@ def bench_send(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
 def bench_batch(bootstrap: str, path: Path, count: int) -> dict[str, Any]:
     from kafka import KafkaAdminClient
 
-    from streaming.batch_producer import BatchProducer
-    from streaming.generator import _ensure_topic
-    from streaming.replay_cmd import _Partitioner
+    from streaming.kafka.admin import ensure_topic
+    from streaming.kafka.batch_producer import BatchProducer
+    from streaming.logs.pacing import Partitioner
 
     records = _records(path, count)
     topic = f"bench-batch-{int(time.time() * 1000)}"
-    n_parts = _ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0)
-    part = _Partitioner(n_parts)
+    n_parts = ensure_topic(KafkaAdminClient, bootstrap, topic, 2, 30.0)
+    part = Partitioner(n_parts)
     settings = producer_settings()
     producer = BatchProducer.connect(bootstrap, topic, n_parts,
                                      batch_size=settings["batch_size"],
@@ -182,23 +183,11 @@ def bench_replay(bootstrap: str, path: Path, state_dir: Path) -> dict[str, Any]:
     c0 = time.process_time()
     stats = replay([path], config)
     cpu = time.process_time() - c0
-    stored = _end_offsets(bootstrap, topic)
+    stored = end_offsets(bootstrap, topic)
     return _row("replay", stats.records, stats.bytes, stats.elapsed_seconds, cpu,
                 "replay as fast as possible, 2 partitions, checkpoints every 2 s",
                 failed=stats.failed, stored=stored, all_stored=stored == stats.records,
                 topic=topic, bad={k: v["count"] for k, v in stats.logs[0]["bad"].items()})
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'row':<8} {'events':>10} {'seconds':>8} {'events/s':>10} {'MB/s':>7} " \
-           f"{'CPU us/ev':>9}  note"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['key']:<8} {r['events']:>10,} {r['seconds']:>8.1f} "
-                     f"{r['events_per_s']:>10,.0f} {r['mb_per_s']:>7.2f} "
-                     f"{r['cpu_us_per_event']:>9.1f}  {r['note']}"
-                     + ("" if r.get("all_stored", True) else "  NOT ALL STORED"))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,15 +209,15 @@ def main(argv: list[str] | None = None) -> int:
                               "created_utc": _dt.datetime.now(_dt.UTC).isoformat(),
                               "count": args.count, "seed": args.seed,
                               "log": {"name": path.name, "bytes": path.stat().st_size},
-                              "machine": _machine()}
+                              "machine": machine()}
     rows = [bench_read(path)]
-    print(_table(rows), flush=True)
+    print(table(rows, key_width=8), flush=True)
 
     broker = None
     home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-replay-"))
     bootstrap = args.bootstrap_servers
     if bootstrap is None:
-        from streaming.kafka_broker import LocalKafka, free_port
+        from streaming.kafka.broker import LocalKafka, free_port
 
         broker = LocalKafka(home / "kafka", port=free_port(), heap="1g")
         print(f"starting a local broker on {broker.bootstrap_servers} ...", flush=True)
@@ -241,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: bench_batch(bootstrap, path, in_memory),
                     lambda: bench_replay(bootstrap, path, home)):
             rows.append(run())
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
+            print(table(rows[-1:], key_width=8).splitlines()[-1], flush=True)
     finally:
         if broker is not None:
             broker.stop()
@@ -259,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print()
-    print(_table(rows))
+    print(table(rows, key_width=8))
     t = report["target"]
     print(f"\n{t['target']}: {t['status']} ({t['events_per_s']:,.0f} events/s, "
           f"{t['replay_over_read']:.2f}x the reader alone)")

@@ -9,7 +9,7 @@ provisions them as-is (docker/grafana/provisioning). Edit this file, then::
 Panels are built with the Grafana Foundation SDK (PyPI ``grafana-foundation-sdk``,
 the builders Grafana generates from its own schemas). Every query filters on the
 ``$query`` template variable; sketch panels also on ``$window``. The metric
-names come from ``streaming/metrics.py``; tests/dashboards checks that every
+names come from ``streaming/observability/metrics.py``; tests/dashboards checks that every
 name a panel uses is one the service exports.
 """
 

@@ -11,7 +11,8 @@ module turns each of those, chunk by chunk, into one of five plain containers th
 * :class:`MixedColumn` (object arrays mixing types: one sub-column per type).
 
 pyarrow is optional and imported only when an Arrow object (or a list of strings that
-Arrow can pack quickly) is met.
+Arrow can pack quickly) is met. :mod:`sketches._column_items` reads rows back as
+Python values.
 
 Example:
     >>> import numpy as np
@@ -41,7 +42,6 @@ __all__ = [
     "input_length",
     "prepare",
     "Pieces",
-    "column_items",
 ]
 
 CHUNK_ROWS = 1 << 20
@@ -460,49 +460,3 @@ def _from_arrow(arr: Any) -> Column:
             return IntColumn(np.zeros(n, dtype=np.uint64), False, np.zeros(n, dtype=bool))
         return DictColumn(indices, dictionary, valid)
     raise UnsupportedInputError(f"unsupported Arrow type {t}")
-
-
-# ---------------------------------------------------------------- items
-
-
-def _int_item(bits: int, unsigned: bool) -> int:
-    return bits if unsigned or bits < 1 << 63 else bits - (1 << 64)
-
-
-def _float_item(x: float) -> int | float:
-    """Canonical item for a float: an integral value in range becomes an int."""
-    if math.isfinite(x) and x == math.trunc(x) and -(2.0**63) <= x < 2.0**64:
-        return int(x)
-    return x
-
-
-def column_items(column: Column, rows: np.ndarray) -> list[Any]:
-    """Python values (int, float, str or bytes) of the given non-null rows.
-
-    Numbers come back canonical (``True`` -> ``1``, ``2.0`` -> ``2``) because they hash
-    by value.
-
-    Example:
-        >>> [column_items(col, np.array([0, 1])) for _, col in iter_columns([2.0, 2.5])]
-        [[2, 2.5]]
-    """
-    if isinstance(column, IntColumn):
-        return [_int_item(v, column.unsigned) for v in column.bits[rows].tolist()]
-    if isinstance(column, FloatColumn):
-        return [_float_item(v) for v in column.values[rows].tolist()]
-    if isinstance(column, BytesColumn):
-        data = np.ascontiguousarray(column.data).data
-        starts = column.starts[rows].tolist()
-        ends = (column.starts[rows] + column.lengths[rows]).tolist()
-        blobs = [bytes(data[a:b]) for a, b in zip(starts, ends, strict=True)]
-        return [b.decode("utf-8") for b in blobs] if column.is_str else blobs
-    if isinstance(column, DictColumn):
-        return column_items(column.dictionary, column.indices[rows])
-    out: list[Any] = [None] * rows.size
-    for i, (_, part) in enumerate(column.parts):
-        sel = np.flatnonzero(column.part_of[rows] == i)
-        if sel.size:
-            values = column_items(part, column.index_in_part[rows[sel]])
-            for j, v in zip(sel.tolist(), values, strict=True):
-                out[j] = v
-    return out

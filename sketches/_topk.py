@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from sketches._columns import Column, column_items
+from sketches._column_items import column_items
+from sketches._columns import Column
 from sketches.hashing import mix64
 
 __all__ = [

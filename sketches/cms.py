@@ -57,9 +57,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches import _cms_bytes, _cms_groups, _exact, _topk
+from sketches import _cms_bytes, _cms_groups, _cms_state, _exact, _topk
 from sketches._base import Sketch, check_int
-from sketches._columns import Column, column_items, input_length, iter_columns, prepare
+from sketches._columns import Column, input_length, iter_columns, prepare
 from sketches._format import KIND_CMS
 from sketches.errors import InvalidParameterError
 from sketches.hashing import check_seed, hash_column, row_multipliers
@@ -71,7 +71,6 @@ MAX_DEPTH = 64
 MAX_TOP_K = 1 << 16
 _ROW_TAG = b"ssk:cms "
 _CHUNK = 1 << 18
-_EXACT_STEP = 1 << 14  # rows per exact-mode step (at least the exact limit + 1)
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 _NO_HASHES.flags.writeable = False
 _NO_COUNTS = np.empty(0, dtype=np.int64)
@@ -316,57 +315,7 @@ class CountMinSketch(Sketch):
         column: Column | None,
         rows: np.ndarray,
     ) -> None:
-        """Count ``hashes`` (of ``column[rows]``) with optional positive weights.
-
-        In exact mode the rows go in steps of a little more than the exact limit, so a
-        batch of many distinct items turns into counters after one small sort; the
-        rest of the batch then goes to the counters, and the candidates are the best
-        of every item seen either way.
-        """
-        start = 0
-        step = max(self.exact_limit + 1, _EXACT_STEP)
-        while self._counters is None and start < hashes.size:
-            end = start + step
-            w = None if weights is None else weights[start:end]
-            if not self._count_exact(hashes[start:end], w, column, rows[start:end]):
-                self._to_counters()
-                break
-            start = end
-        if self._counters is None or start >= hashes.size:
-            return
-        if start:
-            hashes, rows = hashes[start:], rows[start:]
-            weights = None if weights is None else weights[start:]
-        self._add(hashes, weights)
-        if self._top_k:
-            self._refresh(hashes, column, rows)
-
-    def _count_exact(
-        self,
-        hashes: np.ndarray,
-        weights: np.ndarray | None,
-        column: Column | None,
-        rows: np.ndarray,
-    ) -> bool:
-        """Add to the exact table, or return False (changing nothing) past the limit."""
-        distinct, counts, first = _topk.count_distinct(hashes, weights)
-        table_hashes, _, _ = self._table()
-        new = ~np.isin(distinct, table_hashes) if table_hashes.size else None
-        n_new = distinct.size if new is None else int(np.count_nonzero(new))
-        if table_hashes.size + n_new > self.exact_limit:
-            return False
-        items = None
-        if self._top_k:  # the items of hashes not held yet
-            assert column is not None
-            fresh = np.arange(distinct.size) if new is None else np.flatnonzero(new)
-            items = [None] * distinct.size
-            found = column_items(column, rows[first[fresh]])
-            for j, item in zip(fresh.tolist(), found, strict=True):
-                items[j] = item
-        merged = _exact.merge(self._table(), (distinct, counts, items))
-        self._ex_hashes, self._ex_counts, self._ex_items = merged
-        self._total += int(counts.sum())
-        return True
+        _cms_state.count(self, hashes, weights, column, rows)
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
         if self._top_k:
@@ -470,32 +419,7 @@ class CountMinSketch(Sketch):
         return self
 
     def _refresh(self, hashes: np.ndarray, column: Column | None, rows: np.ndarray) -> None:
-        """Re-rank candidates | distinct(hashes); new items come from ``column[rows]``."""
-        cap = self.capacity
-        cand_est = self._estimate_hashes(self._cand_hashes)
-        if self._cand_hashes.size >= cap and hashes.size:
-            # Only values at least as heavy as the cap-th candidate can get in.
-            threshold = np.partition(cand_est, cand_est.size - cap)[cand_est.size - cap]
-            heavy = np.flatnonzero(self._estimate_hashes(hashes) >= threshold)
-            hashes, rows = hashes[heavy], rows[heavy]
-        new = _topk.sorted_unique(hashes)
-        if self._cand_hashes.size and new.size:
-            new = new[~np.isin(new, self._cand_hashes)]
-        pool = np.concatenate((self._cand_hashes, new))
-        pool_est = np.concatenate((cand_est, self._estimate_hashes(new)))
-        chosen = _topk.rank_top(pool, pool_est, cap)
-        old = self._cand_hashes.size
-        from_new = chosen[chosen >= old] - old
-        new_items: dict[int, Any] = {}
-        if from_new.size:
-            assert column is not None
-            found = _topk.first_rows(hashes, new[from_new])
-            items = column_items(column, rows[found])
-            new_items = dict(zip(from_new.tolist(), items, strict=True))
-        self._cand_items = [
-            self._cand_items[i] if i < old else new_items[i - old] for i in chosen.tolist()
-        ]
-        self._cand_hashes = pool[chosen]
+        _cms_state.refresh(self, hashes, column, rows)
 
     def merge(self, other: Self) -> Self:
         """Add the other's counts, then re-rank the union of both candidate lists.
@@ -505,66 +429,16 @@ class CountMinSketch(Sketch):
         table) are added, its candidates (or all its items) joining the pool.
         """
         self._check_mergeable(other)
-        if self._counters is None and other._counters is None:
-            merged = _exact.merge(self._table(), other._table())
-            if merged[0].size <= self.exact_limit:
-                self._ex_hashes, self._ex_counts, self._ex_items = merged
-                self._total += other._total
-                return self
-        if self._counters is None:
-            self._to_counters()
-        assert self._counters is not None
-        if other._counters is None:
-            pool_hashes, counts, pool_items = other._table()
-            flat = self._counters.reshape(-1)
-            idx = self._flat_indices(pool_hashes).reshape(-1)
-            np.add.at(flat, idx, np.tile(counts, self._depth))
-        else:
-            self._counters += other._counters
-            pool_hashes, pool_items = other._cand_hashes, other._cand_items
-        self._total += other._total
-        if self._top_k:
-            assert pool_items is not None
-            self._rank_candidates(pool_hashes, pool_items)
+        _cms_state.merge(self, other)
         return self
 
     def _rank_candidates(self, hashes: np.ndarray, items: list[Any]) -> None:
-        """Candidates: the best ``capacity`` of the current ones and ``hashes``/``items``."""
-        extra = np.flatnonzero(~np.isin(hashes, self._cand_hashes))
-        _, first = np.unique(hashes[extra], return_index=True)  # one of each hash
-        extra = extra[first]
-        pool = np.concatenate((self._cand_hashes, hashes[extra]))
-        every = self._cand_items + [items[i] for i in extra.tolist()]
-        chosen = _topk.rank_top(pool, self._estimate_hashes(pool), self.capacity)
-        self._cand_hashes = pool[chosen]
-        self._cand_items = [every[i] for i in chosen.tolist()]
+        _cms_state.rank_candidates(self, hashes, items)
 
     @classmethod
     def _union_many(cls, sketches: list[Self]) -> Self:
         """One pass: every exact table at once, then counters and one ranking if needed."""
-        first = sketches[0]
-        for other in sketches[1:]:
-            first._check_mergeable(other)
-        out = cls(**first.params())
-        tables = [s._table() for s in sketches if s._counters is None]
-        table = _exact.merge_many(tables or [out._table()])
-        total = sum(s._total for s in sketches)
-        dense = [s for s in sketches if s._counters is not None]
-        if not dense and table[0].size <= out.exact_limit:
-            out._ex_hashes, out._ex_counts, out._ex_items = table
-            out._total = total
-            return out
-        out._ex_hashes, out._ex_counts, out._ex_items = table
-        out._to_counters()
-        assert out._counters is not None
-        for s in dense:
-            out._counters += s._counters
-        out._total = total
-        if out._top_k:
-            hashes = [s._cand_hashes for s in dense]
-            items = [x for s in dense for x in s._cand_items]
-            out._rank_candidates(np.concatenate(hashes) if hashes else _NO_HASHES, items)
-        return out
+        return _cms_state.union_many(cls, sketches)
 
     # ------------------------------------------------------------ bytes
 

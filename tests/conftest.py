@@ -64,7 +64,7 @@ def kafka() -> Iterator[KafkaEndpoint]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield KafkaEndpoint(container.get_bootstrap_server(), "testcontainers")
         return
-    from streaming.kafka_broker import LocalKafka, free_port
+    from streaming.kafka.broker import LocalKafka, free_port
 
     home = Path(tempfile.mkdtemp(prefix="streamsketch-test-kafka-"))
     broker = LocalKafka(home, port=free_port())
@@ -79,7 +79,7 @@ def kafka() -> Iterator[KafkaEndpoint]:
 @pytest.fixture(scope="session")
 def spark():
     """One real local Spark session (Delta + Kafka connector) for the test session."""
-    from streaming.session import SparkOptions, build_session
+    from streaming.runtime.session import SparkOptions, build_session
 
     session = build_session(SparkOptions(master="local[2]", app_name="streamsketch-tests",
                                          shuffle_partitions=2, driver_memory="2g"))

@@ -58,7 +58,7 @@ def exported(tmp_path_factory) -> dict[str, set[str]]:
     assert spec is not None and spec.loader is not None
     feed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(feed)
-    from streaming.metrics import PipelineMetrics
+    from streaming.observability.metrics import PipelineMetrics
 
     m = PipelineMetrics(CollectorRegistry())
     feed.feed(m, tmp_path_factory.mktemp("feed"))

@@ -120,7 +120,7 @@ def test_app_image_tag_is_the_package_version():
 
 
 def test_kafka_image_is_the_embedded_broker_version():
-    from streaming.jvm import KAFKA_VERSION
+    from streaming.runtime.jvm import KAFKA_VERSION
 
     kafka_images = {s["image"] for s in SERVICES.values() if s["image"].startswith("apache/kafka:")}
     assert kafka_images == {f"apache/kafka:{KAFKA_VERSION}"}
@@ -370,7 +370,7 @@ def _cli_calls() -> list[tuple[str, list[str]]]:
 
 
 def _subcommands() -> set[str]:
-    from streaming.cli import build_parser
+    from streaming.cli.main import build_parser
 
     parser = build_parser()
     return set(next(a for a in parser._actions if a.dest == "command").choices)
@@ -388,7 +388,7 @@ def test_streamsketch_subcommand_has_help(name, argv):
 @pytest.mark.parametrize(("name", "argv"), _cli_calls(), ids=[n for n, _ in _cli_calls()])
 def test_streamsketch_command_line_parses(name, argv, capsys):
     """The whole argv, options and values, through the real parser (nothing runs)."""
-    from streaming.cli import build_parser
+    from streaming.cli.main import build_parser
 
     try:
         build_parser().parse_args(argv)
@@ -398,7 +398,7 @@ def test_streamsketch_command_line_parses(name, argv, capsys):
 
 
 def test_image_default_command_parses():
-    from streaming.cli import build_parser
+    from streaming.cli.main import build_parser
 
     cmd = next(i for i in reversed(dockerfile_instructions()) if i.keyword == "CMD")
     build_parser().parse_args(json.loads(cmd.args))
@@ -425,7 +425,7 @@ def test_kafka_init_creates_the_topic_the_apps_use():
     for name, argv in _cli_calls():
         if "--topic" in argv:
             assert argv[argv.index("--topic") + 1] == topic, name
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
 
     assert load_spec(ROOT / "docker" / "spec.toml").source.topic == topic
 
@@ -439,7 +439,7 @@ def _documented_commands() -> list[list[str]]:
 
 
 def test_commands_in_the_docs_parse(capsys):
-    from streaming.cli import build_parser
+    from streaming.cli.main import build_parser
 
     commands = _documented_commands()
     assert commands, "docs/docker.md shows no streamsketch command"
@@ -461,7 +461,7 @@ def test_urls_in_the_docs_are_published_ports():
 # -- the spec the image runs ------------------------------------------------------
 def test_container_spec_is_the_bundled_spec_but_for_address_and_paths(monkeypatch):
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     ours = load_spec(ROOT / "docker" / "spec.toml")
     bundled = load_spec(default_spec_path())
@@ -479,7 +479,7 @@ def test_container_spec_is_the_bundled_spec_but_for_address_and_paths(monkeypatc
 
 def test_pipeline_services_see_the_spec_volume_and_metrics_port(monkeypatch):
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
 
     spec = load_spec(ROOT / "docker" / "spec.toml")
     copied = [i.args.split() for i in dockerfile_stages()[-1] if i.keyword == "COPY"]

@@ -1,6 +1,6 @@
 """Build ``aggregates`` and ``sketches`` tables with delta-rs, no JVM, from known events.
 
-The tables follow the schemas of :mod:`streaming.tables` (window keys, the
+The tables follow the schemas of :mod:`streaming.engine.tables` (window keys, the
 canonical ``group_key`` JSON array, the ``group`` map, metric columns, sketch
 bytes from the ``sketches`` package). The events are kept, so a test can compute
 the true answer of any query directly from them.
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from streaming.spec import Spec, WindowSpec
+from streaming.spec.model import Spec
+from streaming.spec.windows import WindowSpec
 
 US = 1_000_000
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -32,7 +32,7 @@ PER_BATCH = 600
 
 
 def _spec(root: Path, topic: str = "unused", bootstrap: str = "127.0.0.1:1"):
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     return replace(spec,
@@ -44,7 +44,7 @@ def _spec(root: Path, topic: str = "unused", bootstrap: str = "127.0.0.1:1"):
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory) -> tuple[Path, list[bytes]]:
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     config = GeneratorConfig(seed=23, rate=15.0,
                              start_time=dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC),
@@ -58,8 +58,8 @@ def log(tmp_path_factory) -> tuple[Path, list[bytes]]:
 
 @pytest.fixture(scope="module")
 def backfilled(spark, log, tmp_path_factory):
-    from streaming.backfill import backfill, backfill_spec
-    from streaming.digest import digest, table_rows
+    from streaming.logs.backfill import backfill, backfill_spec
+    from streaming.query.digest import digest, table_rows
 
     path, _ = log
     spec = backfill_spec(_spec(tmp_path_factory.mktemp("backfill")), [path])
@@ -90,10 +90,10 @@ def test_backfill_reads_every_line_and_accounts_for_each(backfilled, log):
 
 def test_backfill_equals_a_run_over_kafka(kafka, spark, log, backfilled, topic_name,
                                           tmp_path):
-    from streaming.digest import digest, table_rows
-    from streaming.logs import ReadOptions
-    from streaming.pipeline import Pipeline
-    from streaming.replay_cmd import ReplayConfig, replay
+    from streaming.engine.pipeline import Pipeline
+    from streaming.logs.reader import ReadOptions
+    from streaming.logs.replay import ReplayConfig, replay
+    from streaming.query.digest import digest, table_rows
 
     path, lines = log
     stats = replay([path], ReplayConfig(topic=topic_name, bootstrap_servers=kafka.bootstrap_servers,
@@ -110,8 +110,8 @@ def test_backfill_equals_a_run_over_kafka(kafka, spark, log, backfilled, topic_n
 
 
 def test_a_second_backfill_on_the_same_checkpoint_changes_nothing(spark, log, backfilled):
-    from streaming.backfill import backfill
-    from streaming.digest import digest
+    from streaming.logs.backfill import backfill
+    from streaming.query.digest import digest
 
     path, _ = log
     stats = backfill(spark, backfilled["spec"], [path], records_per_batch=PER_BATCH)
@@ -120,7 +120,7 @@ def test_a_second_backfill_on_the_same_checkpoint_changes_nothing(spark, log, ba
 
 
 def _spec_file(root: Path) -> Path:
-    from streaming.spec import default_spec_path
+    from streaming.spec.model import default_spec_path
 
     text = default_spec_path().read_text()
     text = text.replace("max_offsets_per_trigger = 200000",
@@ -153,9 +153,9 @@ def _backfill_cli(spec_file: Path, log: Path, crash_at: str | None) -> int:
 
 def test_a_backfill_killed_mid_batch_resumes_to_the_same_tables(spark, log, backfilled,
                                                                 tmp_path):
-    from streaming.backfill import backfill_spec
-    from streaming.digest import digest
-    from streaming.spec import load_spec
+    from streaming.logs.backfill import backfill_spec
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     path, _ = log
     spec_file = _spec_file(tmp_path)
@@ -166,8 +166,8 @@ def test_a_backfill_killed_mid_batch_resumes_to_the_same_tables(spark, log, back
 
 
 def test_bad_lines_and_a_cut_gzip_are_quarantined_at_their_lines(spark, tmp_path):
-    from streaming.backfill import backfill, backfill_spec
-    from streaming.digest import table_rows
+    from streaming.logs.backfill import backfill, backfill_spec
+    from streaming.query.digest import table_rows
 
     base = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=3)
 
@@ -197,9 +197,9 @@ def test_bad_lines_and_a_cut_gzip_are_quarantined_at_their_lines(spark, tmp_path
 def test_run_of_a_files_spec_is_the_same_backfill(spark, log, backfilled, tmp_path, capsys):
     import argparse
 
-    from streaming.backfill import run_files_spec
-    from streaming.digest import digest
-    from streaming.spec import load_spec
+    from streaming.cli.backfill import run_files_spec
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     path, lines = log
     text = _spec_file(tmp_path).read_text().replace(
@@ -216,12 +216,12 @@ def test_run_of_a_files_spec_is_the_same_backfill(spark, log, backfilled, tmp_pa
 
 def test_under_late_update_backfill_and_kafka_agree_and_absorb_the_late_rows(
         kafka, spark, log, topic_name, tmp_path):
-    from streaming.backfill import backfill, backfill_spec
-    from streaming.digest import digest, table_rows
-    from streaming.logs import ReadOptions
-    from streaming.pipeline import Pipeline
-    from streaming.replay_cmd import ReplayConfig, replay
-    from streaming.tables import read_table
+    from streaming.engine.pipeline import Pipeline
+    from streaming.engine.tables import read_table
+    from streaming.logs.backfill import backfill, backfill_spec
+    from streaming.logs.reader import ReadOptions
+    from streaming.logs.replay import ReplayConfig, replay
+    from streaming.query.digest import digest, table_rows
 
     def update(spec):
         return replace(spec, events=replace(spec.events, late="update"))

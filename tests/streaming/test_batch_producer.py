@@ -1,4 +1,4 @@
-"""streaming.batch_producer: the record-batch encoder and the idempotent batch producer.
+"""streaming.kafka.batch_producer: the record-batch encoder and the idempotent batch producer.
 
 Unit tests run the producer against a fake broker that keeps each partition's
 log and idempotence state the way Kafka does (sequence numbers, the last five
@@ -18,7 +18,8 @@ from kafka.errors import KafkaConnectionError
 from kafka.future import Future
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from streaming.batch_producer import BatchProducer, encode_batch
+from streaming.kafka.batch_producer import BatchProducer
+from streaming.kafka.record_batch import encode_batch
 
 T0 = 1_795_428_000_000
 
@@ -392,7 +393,7 @@ def test_a_record_over_the_topic_limit_fails_loudly_and_the_rest_is_split_and_la
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
-    from streaming.kafka_broker import LocalKafka, free_port
+    from streaming.kafka.broker import LocalKafka, free_port
 
     broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
     broker.start(timeout=120)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from streaming.checkpoint import CheckpointLock, batch_meta, open_checkpoint
+from streaming.engine.checkpoint import CheckpointLock, batch_meta, open_checkpoint
 from streaming.errors import CheckpointError
-from streaming.spec import FieldType, default_spec_path, load_spec
+from streaming.spec.model import FieldType, default_spec_path, load_spec
 
 #: ``streamsketch.json`` as the version before ``[events]`` and the isolation level were
 #: bound wrote it for the bundled spec (verbatim but for the id)
@@ -214,7 +214,7 @@ START = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
 
 def _log(folder: Path, name: str, seed: int, start: dt.datetime, n: int = 400) -> Counter:
     """A log of ``n`` in-order events (2 a second) in ``folder``; their count per minute."""
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     records = list(generate(GeneratorConfig(seed=seed, rate=2.0, start_time=start, users=50,
                                             pages=20), n))
@@ -240,7 +240,7 @@ def _files_spec(root: Path, *, delta: str = "delta", swaps: dict[str, str] | Non
 
 
 def _run(spec_file: Path, capsys) -> tuple[int, str]:
-    from streaming.cli import main
+    from streaming.cli.main import main
 
     capsys.readouterr()
     code = main(["run", "--spec", str(spec_file)])
@@ -254,7 +254,7 @@ def _refused(spec_file: Path, capsys, needle: str) -> None:
 
 
 def _minutes(delta: Path) -> Counter:
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
 
     rows = read_table(str(delta / "aggregates"), "window_name = 'minutely'").to_pylist()
     return Counter({r["window_start"]: r["count"] for r in rows})

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 def _minute_total(spec_file: Path) -> int:
-    from streaming.spec import load_spec
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
+    from streaming.spec.model import load_spec
 
     spec = load_spec(spec_file)
     rows = read_table(f"{spec.sink.path}/aggregates", "window_name = 'minutely'")
@@ -29,7 +29,8 @@ def _minute_total(spec_file: Path) -> int:
 
 @pytest.fixture
 def first_run(kafka, topic_name, tmp_path):
-    from streaming.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     config = GeneratorConfig(seed=3, rate=50.0)
     produce(kafka.bootstrap_servers, topic_name, config, count=2_000, partitions=2)
@@ -74,13 +75,13 @@ def test_a_changed_sink_path_is_refused(first_run):
 
 
 def test_a_backfill_whose_journal_was_deleted_is_refused(tmp_path):
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     log = tmp_path / "events.jsonl"
     log.write_bytes(b"".join(r.value + b"\n" for r in generate(GeneratorConfig(seed=9), 3_000)
                              if r.value and b"\n" not in r.value))
     spec = tmp_path / "spec.toml"
-    from streaming.spec import default_spec_path
+    from streaming.spec.model import default_spec_path
 
     spec.write_text(default_spec_path().read_text())
     argv = ["replay", str(log), "--spec", str(spec), "--backfill", "--sink", str(tmp_path / "s"),
@@ -102,7 +103,8 @@ def test_a_second_process_on_the_same_checkpoint_is_refused(kafka, topic_name, t
 
     from test_faults_process import REPO, _env
 
-    from streaming.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     produce(kafka.bootstrap_servers, topic_name, GeneratorConfig(seed=3, rate=50.0),
             count=500, partitions=2)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streaming.cli import build_parser, main
+from streaming.cli.main import build_parser, main
 
 CLI = [sys.executable, "-m", "streaming.cli"]
 
@@ -41,8 +41,8 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_user_error_is_one_line(monkeypatch, capsys):
-    from streaming import jvm
     from streaming.errors import JavaNotFoundError
+    from streaming.runtime import jvm
 
     def no_java():
         raise JavaNotFoundError("no Java runtime found: install Java 17+")

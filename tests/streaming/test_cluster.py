@@ -49,7 +49,7 @@ def standalone(tmp_path):
     """A Spark standalone master and two one-core workers; yields (master URL, UI port)."""
     from pyspark.find_spark_home import _find_spark_home
 
-    from streaming.jvm import find_java
+    from streaming.runtime.jvm import find_java
 
     find_java()
     spark_class = str(Path(_find_spark_home()) / "bin" / "spark-class")
@@ -102,7 +102,7 @@ def standalone(tmp_path):
 
 
 def _spec_file(root: Path, topic: str, bootstrap: str) -> Path:
-    from streaming.spec import default_spec_path
+    from streaming.spec.model import default_spec_path
 
     text = default_spec_path().read_text()
     text = text.replace('topic = "clickstream"', f'topic = "{topic}"')
@@ -129,7 +129,7 @@ def _run(spec: Path, master: str) -> str:
 
 def _content(root: Path) -> dict:
     """The tables without bookkeeping columns, in a canonical order."""
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
 
     out = {}
     for name, drop in (("aggregates", {"last_batch", "updated_at"}),
@@ -143,7 +143,8 @@ def _content(root: Path) -> dict:
 
 def test_a_standalone_cluster_writes_what_local_mode_writes(kafka, topic_name, tmp_path,
                                                             standalone):
-    from streaming.generator import GeneratorConfig, produce
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     url, ui = standalone
     produce(kafka.bootstrap_servers, topic_name,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming.spec import default_spec_path
+from streaming.spec.model import default_spec_path
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +61,11 @@ def _run_cli(spec_file: Path, crash_at: str | None, timeout: float = 600) -> int
 @pytest.fixture(scope="module")
 def source(kafka, spark, tmp_path_factory):
     """A produced topic and the digest of a clean, crash-free run over it."""
-    from streaming.digest import digest
-    from streaming.generator import GeneratorConfig, produce
-    from streaming.pipeline import Pipeline
-    from streaming.spec import load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     topic = f"crash-{os.getpid()}"
     config = GeneratorConfig(seed=11, rate=15.0,
@@ -84,8 +85,8 @@ def source(kafka, spark, tmp_path_factory):
 
 
 def _crash_and_resume(spark, source, tmp_path, crash_at: str) -> None:
-    from streaming.digest import digest
-    from streaming.spec import load_spec
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(_spec_text(source["topic"], source["bootstrap"], tmp_path))

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from streaming.decode import Decoder, _iso_block, _iso_us, timestamp_text
-from streaming.spec import EventsSpec
+from streaming.engine.decode import Decoder, _iso_block, _iso_us, timestamp_text
+from streaming.spec.model import EventsSpec
 
 NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp() * 1000)
 EVENTS = EventsSpec("ts", (("user", "string"), ("amount", "double"), ("n", "long"),

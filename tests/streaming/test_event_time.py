@@ -53,7 +53,8 @@ def _produce(bootstrap: str, topic: str, partitions: int,
 
 def _spec(topic: str, bootstrap: str, root: Path, *, per_trigger: int, watermark_s: float,
           late: str = "quarantine", idle_s: float = 3600.0, max_future_s: float | None = None):
-    from streaming.spec import MetricSpec, SketchSpec, WindowSpec, default_spec_path, load_spec
+    from streaming.spec.model import default_spec_path, load_spec
+    from streaming.spec.windows import MetricSpec, SketchSpec, WindowSpec
 
     base = load_spec(default_spec_path())
     pages = SketchSpec("pages", "cms", "page", (("width", 512), ("depth", 4), ("top_k", 4)))
@@ -68,8 +69,8 @@ def _spec(topic: str, bootstrap: str, root: Path, *, per_trigger: int, watermark
 
 
 def _tables(spec):
-    from streaming.tables import read_table
-    from streaming.window_state import epoch_us
+    from streaming.engine.tables import read_table
+    from streaming.engine.window_state import epoch_us
 
     aggs = {epoch_us(r["window_start"]): r
             for r in read_table(f"{spec.sink.path}/aggregates").to_pylist()}
@@ -80,7 +81,7 @@ def _tables(spec):
 
 
 def _run(spark, spec):
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     batches: list = []
     pipeline = Pipeline(spark, spec, on_batch=batches.append)
@@ -251,7 +252,7 @@ enabled = false
     # batch 2 holds the late event: killed after its aggregates commit, before sketches
     assert _cli_run(spec_file, "after_aggregates@2") == -9
     assert _cli_run(spec_file, None) == 0
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
 
     aggs, sks, quarantine = _tables(load_spec(spec_file))
     assert not quarantine

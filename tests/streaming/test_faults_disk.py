@@ -101,7 +101,7 @@ def write_spec(root: Path, source: dict, sink: Path | None = None) -> Path:
 def load(spec_file: Path, source: dict):
     from dataclasses import replace
 
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
 
     spec = load_spec(spec_file)  # KAFKA_BOOTSTRAP_SERVERS may override; the test's broker wins
     return replace(spec, source=replace(spec.source, bootstrap_servers=source["bootstrap"]))
@@ -131,7 +131,7 @@ def source(kafka):
     """One topic of known records over 2 partitions, and its truth."""
     from test_faults_kafka import create_topic, send
 
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     topic = f"disk-faults-{os.getpid()}"
     records = list(generate(GeneratorConfig(seed=18, rate=4.0, start_time=START, users=400,
@@ -147,7 +147,7 @@ def source(kafka):
 def assert_exact(spec, expected: dict) -> None:
     """Every record counted once: aggregates, Count-Min counters and quarantine vs truth."""
     import sketches
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
 
     windows = expected["windows"]
     got: dict = {}
@@ -261,7 +261,7 @@ def restart_is_exact(spark, spec_file: Path, source: dict, capsys) -> None:
 
 
 def max_batch(path: Path, column: str) -> int | None:
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
 
     values = [r[column] for r in read_table(str(path)).select([column]).to_pylist()]
     return max(values, default=None)
@@ -363,7 +363,7 @@ def _fingerprint(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_job(spark, source, tmp_path_factory):
     """A job that consumed the whole topic: tables and checkpoint to copy and damage."""
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     root = tmp_path_factory.mktemp("finished")
     spec_file = write_spec(root, source)
@@ -408,8 +408,8 @@ def test_check_log_refuses_what_delta_rs_would_read_silently(tmp_path):
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
+    from streaming.engine.tables import check_log
     from streaming.errors import CheckpointError
-    from streaming.tables import check_log
 
     path = tmp_path / "t"
     write_deltalake(str(path), pa.table({"x": [1, 2]}))
@@ -525,7 +525,12 @@ def test_python_worker_killed_mid_batch_is_retried_and_exact(source, tmp_path):
 
 
 def test_local_masters_retry_failed_tasks():
-    from streaming.session import LOCAL_TASK_ATTEMPTS, SparkOptions, local_master, spark_conf
+    from streaming.runtime.session import (
+        LOCAL_TASK_ATTEMPTS,
+        SparkOptions,
+        local_master,
+        spark_conf,
+    )
 
     attempts = LOCAL_TASK_ATTEMPTS
     assert attempts > 1
@@ -541,7 +546,7 @@ def test_local_masters_retry_failed_tasks():
 
 # -- helpers of this file -----------------------------------------------------------------
 def test_truth_counts_every_record_once():
-    from streaming.generator import Record
+    from streaming.kafka.generator import Record
 
     records = [Record(b"k", json.dumps({"ts": "2026-11-24T09:00:30Z", "page": "/a",
                                         "amount": 1.5}).encode(), "valid",

@@ -83,7 +83,7 @@ def write_spec(root: Path, topic: str, bootstrap: str, *, fail_on_data_loss: boo
 
 
 def load(path: Path, bootstrap: str, **source):
-    from streaming.spec import load_spec
+    from streaming.spec.model import load_spec
 
     spec = load_spec(path)  # KAFKA_BOOTSTRAP_SERVERS may override; the test's broker wins
     return replace(spec, source=replace(spec.source, bootstrap_servers=bootstrap, **source))
@@ -134,7 +134,7 @@ def send(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes |
 
 
 def generated(seed: int, count: int, start: dt.datetime) -> list:
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     cfg = GeneratorConfig(seed=seed, rate=10.0, start_time=start, users=500, pages=50)
     records = list(generate(cfg, count))
@@ -198,7 +198,7 @@ def settle(query, seconds: float = 4.0) -> None:
 
 
 def run_available_now(spark, spec, *, metrics=None, timeout: float = 300):
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     summaries: list = []
     pipeline = Pipeline(spark, spec, on_batch=summaries.append)
@@ -236,7 +236,7 @@ def keyed(records) -> list[tuple[bytes, bytes, None]]:
 def test_partitions_added_while_live_are_counted_exactly(kafka, spark, topic_name, tmp_path):
     from kafka.admin import NewPartitions
 
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     boot = kafka.bootstrap_servers
     create_topic(boot, topic_name, 2)
@@ -313,8 +313,8 @@ def test_records_deleted_while_stopped_fail_then_are_counted_as_a_gap(kafka, spa
                                                                      tmp_path):
     from pyspark.errors import StreamingQueryException
 
-    from streaming.commands import query_failure
-    from streaming.metrics import PipelineMetrics
+    from streaming.cli.commands import query_failure
+    from streaming.observability.metrics import PipelineMetrics
 
     boot = kafka.bootstrap_servers
     job = age_out(spark, boot, topic_name, tmp_path)
@@ -369,8 +369,8 @@ def recreate_topic(bootstrap: str, topic: str, partitions: int, timeout: float =
 def test_topic_recreated_fails_then_is_counted_as_a_reset(kafka, spark, topic_name, tmp_path):
     from pyspark.errors import StreamingQueryException
 
-    from streaming.commands import query_failure
-    from streaming.metrics import PipelineMetrics
+    from streaming.cli.commands import query_failure
+    from streaming.observability.metrics import PipelineMetrics
 
     boot = kafka.bootstrap_servers
     create_topic(boot, topic_name, 2)
@@ -420,7 +420,7 @@ def test_topic_recreated_fails_then_is_counted_as_a_reset(kafka, spark, topic_na
 # -- 5. a burst of ten times max_offsets_per_trigger -----------------------------------
 @pytest.mark.slow
 def test_burst_is_bounded_per_batch_and_caught_up_exactly(kafka, spark, topic_name, tmp_path):
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     per_trigger = 300
     boot = kafka.bootstrap_servers
@@ -452,8 +452,8 @@ def test_burst_is_bounded_per_batch_and_caught_up_exactly(kafka, spark, topic_na
 
 # -- 6. broker restart under a live query ---------------------------------------------
 def test_broker_restart_under_a_live_query(spark, topic_name, tmp_path):
-    from streaming.kafka_broker import LocalKafka, free_port
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.broker import LocalKafka, free_port
 
     broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
     broker.start(timeout=120)
@@ -507,7 +507,7 @@ def _pills(ts: str) -> list[tuple[str, bytes | None]]:
 
 
 def test_poison_pills_are_quarantined_at_their_offsets(kafka, spark, topic_name, tmp_path):
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
 
     boot = kafka.bootstrap_servers
     create_topic(boot, topic_name, 2, config={"max.message.bytes": str(8 * MiB)})

@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 from lateness import Runs, event_ms
 
-from streaming.spec import default_spec_path
+from streaming.spec.model import default_spec_path
 
 pytestmark = pytest.mark.integration
 
@@ -117,10 +117,11 @@ def counted_once(spark, spec) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def source(kafka, spark, tmp_path_factory):
     """A produced topic (late and malformed records included) and a clean run's digest."""
-    from streaming.digest import digest
-    from streaming.generator import GeneratorConfig, produce
-    from streaming.pipeline import Pipeline
-    from streaming.spec import load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     topic = f"faults-{os.getpid()}"
     config = GeneratorConfig(seed=23, rate=10.0, start_time=START, users=1_500, pages=200,
@@ -148,7 +149,7 @@ def kill_plan(seed: int, kills: int, batches: int) -> list[str]:
     The last batch is left out so an ``in_*`` kill, which lands after a delay,
     cannot miss a process that already finished.
     """
-    from streaming.pipeline import CRASH_POINTS
+    from streaming.engine.pipeline import CRASH_POINTS
 
     rng = random.Random(seed)
     chosen = sorted(rng.sample(range(batches - 1), kills))
@@ -156,8 +157,8 @@ def kill_plan(seed: int, kills: int, batches: int) -> list[str]:
 
 
 def kill_repeatedly_then_finish(spark, source, root: Path, plan: list[str]) -> None:
-    from streaming.digest import digest
-    from streaming.spec import load_spec
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     spec_file = write_spec(root, source["topic"], source["bootstrap"])
     print(f"\nkill plan: {', '.join(plan)}")
@@ -173,7 +174,7 @@ def kill_repeatedly_then_finish(spark, source, root: Path, plan: list[str]) -> N
 
 
 def test_kill_plan_is_seeded_and_reachable():
-    from streaming.pipeline import CRASH_POINTS
+    from streaming.engine.pipeline import CRASH_POINTS
 
     plan = kill_plan(5, 10, 12)
     assert plan == kill_plan(5, 10, 12) and plan != kill_plan(6, 10, 12)
@@ -325,8 +326,8 @@ def check_against_truth(spark, spec, events: list[dict], late: list[dict], malfo
 def stop_start_cycles(kafka, spark, topic: str, root: Path, cycles: int, seed: int) -> None:
     from dataclasses import replace
 
-    from streaming.pipeline import Pipeline
-    from streaming.spec import load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.spec.model import load_spec
 
     create_topic(kafka.bootstrap_servers, topic)
     spec = load_spec(write_spec(root, topic, kafka.bootstrap_servers, per_trigger=40))
@@ -390,10 +391,11 @@ DAMAGE_TARGETS = {
 @pytest.fixture(scope="module")
 def damage_base(kafka, spark, tmp_path_factory):
     """A small topic and a pipeline's tables + checkpoint over it, to copy and damage."""
-    from streaming.digest import digest
-    from streaming.generator import GeneratorConfig, produce
-    from streaming.pipeline import Pipeline
-    from streaming.spec import load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     topic = f"damage-{os.getpid()}"
     config = GeneratorConfig(seed=31, rate=10.0, start_time=START, users=300, pages=50,
@@ -408,7 +410,7 @@ def damage_base(kafka, spark, tmp_path_factory):
 
 def run_in_process(spark, spec_file: Path, capsys) -> tuple[int, str]:
     """``streamsketch run --available-now`` on the test's Spark session: (exit, stderr)."""
-    from streaming.cli import main
+    from streaming.cli.main import main
 
     kept = spark.conf.get("spark.sql.shuffle.partitions")
     capsys.readouterr()
@@ -439,9 +441,9 @@ def test_damaged_checkpoint_file_fails_loudly_or_resumes_exactly(
         kafka, spark, damage_base, tmp_path, capsys, target, how, expect):
     from dataclasses import replace
 
-    from streaming.digest import digest
-    from streaming.generator import produce
-    from streaming.spec import load_spec
+    from streaming.kafka.producer import produce
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     root = tmp_path / "copy"
     shutil.copytree(damage_base["root"], root)
@@ -486,9 +488,9 @@ MAINTAIN_LINE = re.compile(r"^(aggregates|sketches|quarantine): (\d+) files -> (
 
 @pytest.mark.slow
 def test_maintain_while_the_stream_appends_changes_nothing(spark, source, tmp_path):
-    from streaming.digest import digest
-    from streaming.pipeline import Pipeline
-    from streaming.spec import load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
 
     spec_file = write_spec(tmp_path, source["topic"], source["bootstrap"], trigger="1 second")
     spec = load_spec(spec_file)
@@ -553,8 +555,9 @@ def test_metrics_answer_within_a_second_under_a_scrape_storm(kafka, topic_name, 
     prints the rows/s of each side with its standard error. The structural part is
     asserted: however many scrapes, the driver renders at most once per 0.5 s.
     """
-    from streaming.generator import GeneratorConfig, produce
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
 
     produce(kafka.bootstrap_servers, topic_name,
             GeneratorConfig(seed=3, rate=200.0, start_time=START, users=20_000, pages=500,
@@ -665,7 +668,7 @@ def test_metrics_answer_within_a_second_under_a_scrape_storm(kafka, topic_name, 
           f"standard errors ({(sm / qm - 1) * 100:+.1f} %)")
     # the last scrape's counter is from a snapshot rendered at most SCRAPE_CACHE_S (plus
     # the render wait) before it: every scrape that completed before then is counted
-    from streaming.metrics import SCRAPE_CACHE_S
+    from streaming.observability.metrics import SCRAPE_CACHE_S
 
     settled = sum(1 for t in finished if t <= last_at[0] - 2 * SCRAPE_CACHE_S - 0.1)
     assert answered >= settled > 0, (answered, settled, len(every))

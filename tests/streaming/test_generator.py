@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streaming.cli import _Parser
+from streaming.cli.common import Parser
 from streaming.errors import ConfigError
-from streaming.generator import (
+from streaming.kafka.generator import (
     ACTIONS,
     COUNTRIES,
     DEVICES,
@@ -35,8 +35,8 @@ from streaming.generator import (
     GeneratorConfig,
     generate,
     generate_batches,
-    produce,
 )
+from streaming.kafka.producer import produce
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -258,7 +258,7 @@ def test_bad_count_is_a_config_error():
 
 
 def test_unreachable_broker_is_a_config_error_not_a_hang():
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match="cannot reach Kafka") as exc:
@@ -267,10 +267,10 @@ def test_unreachable_broker_is_a_config_error_not_a_hang():
 
 
 def _throwaway_parser() -> argparse.ArgumentParser:
-    from streaming.produce_cmd import register
+    from streaming.cli.produce import register
 
-    parser = _Parser(prog="streamsketch")
-    register(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="streamsketch")
+    register(parser.add_subparsers(dest="command", parser_class=Parser))
     return parser
 
 

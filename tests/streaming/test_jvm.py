@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming import jvm
 from streaming.errors import ArtifactError, JavaNotFoundError
+from streaming.runtime import jvm
 
 
 def _jar_bytes(name: str) -> bytes:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from streaming.errors import BrokerError
-from streaming.kafka_broker import LocalKafka, broker_ready, free_port, port_in_use
+from streaming.kafka.broker import LocalKafka, broker_ready, free_port, port_in_use
 
 
 def test_port_in_use_is_refused_before_any_jvm(tmp_path, monkeypatch):
-    import streaming.jvm as jvm
+    import streaming.runtime.jvm as jvm
 
     monkeypatch.setattr(jvm, "resolve", lambda *a, **k: pytest.fail("must not resolve jars"))
     with socket.socket() as s:

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 from lateness import Runs, event_ms
 
-from streaming.spec import default_spec_path, load_spec
-from streaming.watermarks import WatermarkLog
+from streaming.engine.watermarks import WatermarkLog
+from streaming.spec.model import default_spec_path, load_spec
 
 DELAY_S = 120
 NOW_MS = 1_900_000_000_000  # batch times: after every event time

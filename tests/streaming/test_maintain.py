@@ -14,20 +14,20 @@ from dataclasses import replace
 
 import pytest
 
-from streaming.cli import main
-from streaming.errors import ConfigError
-from streaming.maintain import (
+from streaming.cli.main import main
+from streaming.cli.maintain import (
     SAFE_RETENTION_HOURS,
     TableReport,
     check_retention,
     conflict_exceptions,
     with_retries,
 )
+from streaming.errors import ConfigError
 
 
 @pytest.fixture
 def spec_file(tmp_path):
-    from streaming.spec import default_spec_path
+    from streaming.spec.model import default_spec_path
 
     text = default_spec_path().read_text()
     text = text.replace('path = "./data/delta"', f'path = "{tmp_path / "delta"}"')
@@ -194,7 +194,7 @@ def test_a_real_compaction_race_is_retried(tmp_path):
 
     _, attempts = with_retries(compact, attempts=3, pause_s=0)
     assert attempts == 2
-    from streaming.tables import read_table
+    from streaming.engine.tables import read_table
 
     assert sorted(read_table(path).column("x").to_pylist()) == [8, 9]
 

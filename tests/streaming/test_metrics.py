@@ -1,4 +1,5 @@
-"""streaming.metrics without a JVM: fake query events, real sketches, a fake Delta log.
+"""streaming.observability.metrics without a JVM: fake query events, real sketches,
+a fake Delta log.
 
 :func:`feed` drives every code path of :class:`PipelineMetrics`; the naming test
 proves it leaves no metric without a sample, so tests/dashboards uses it to learn
@@ -26,10 +27,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sketches
-from streaming.metrics import DeltaLogCounter, PipelineMetrics
-from streaming.pipeline import BatchSummary
-from streaming.sketch_state import MergedSketch
-from streaming.spec import SketchSpec, WindowSpec
+from streaming.engine.pipeline import BatchSummary
+from streaming.engine.sketch_state import MergedSketch
+from streaming.observability.delta_log import DeltaLogCounter
+from streaming.observability.metrics import PipelineMetrics
+from streaming.spec.windows import SketchSpec, WindowSpec
 
 QUERY = "streamsketch_test"
 QID = "8b6b9b39-2f5c-4a7e-9f1c-1b2b3c4d5e6f"
@@ -223,10 +225,10 @@ def test_every_metric_follows_the_naming_conventions(tmp_path):
 def test_importing_registers_and_starts_nothing():
     code = ("import threading, prometheus_client as p\n"
             "names = set(p.REGISTRY._names_to_collectors); n = threading.active_count()\n"
-            "import streaming.metrics\n"
+            "import streaming.observability.metrics\n"
             "assert set(p.REGISTRY._names_to_collectors) == names\n"
             "assert threading.active_count() == n\n"
-            "m = streaming.metrics.PipelineMetrics()\n"
+            "m = streaming.observability.metrics.PipelineMetrics()\n"
             "assert set(p.REGISTRY._names_to_collectors) == names\n"
             "assert threading.active_count() == n\n"
             "print('ok')\n")

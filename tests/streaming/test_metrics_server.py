@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streaming.errors import ConfigError
-from streaming.metrics_server import SnapshotServer
+from streaming.observability.server import SnapshotServer
 
 REPO = Path(__file__).resolve().parents[2]
 CT = "text/plain; version=0.0.4; charset=utf-8"
@@ -146,7 +146,7 @@ def test_the_serving_process_dying_is_counted():
 
 DRIVER = textwrap.dedent(f"""
     import sys, time
-    from streaming.metrics_server import SnapshotServer
+    from streaming.observability.server import SnapshotServer
     s = SnapshotServer(lambda: b"x 1\\n", "127.0.0.1", 0, content_type={CT!r},
                        max_age=0.5)
     print(s.server_port, s._proc.pid, flush=True)
@@ -189,4 +189,4 @@ def test_the_serving_process_ends_with_its_driver(sig):
             driver.wait(10)
     err = driver.stderr.read() if driver.stderr else ""
     # the child never prints a traceback of its own (the driver's KeyboardInterrupt may)
-    assert "streaming/metrics_server.py" not in err, err
+    assert "streaming/observability/server.py" not in err, err

@@ -84,7 +84,7 @@ class Prometheus:
 @pytest.fixture
 def prometheus_at(tmp_path):
     """Start Prometheus scraping a target each second; killed at teardown."""
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     started: list[subprocess.Popen] = []
 
@@ -187,10 +187,12 @@ def run_all(prom: Prometheus, query_name: str) -> list[tuple[str, str, str, int,
 
 @pytest.mark.integration
 def test_every_dashboard_panel_has_data(kafka, spark, topic_name, tmp_path, prometheus_at):
-    from streaming.generator import GeneratorConfig, produce
-    from streaming.metrics import DeltaLogCounter, PipelineMetrics
-    from streaming.pipeline import Pipeline
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import GeneratorConfig
+    from streaming.kafka.producer import produce
+    from streaming.observability.delta_log import DeltaLogCounter
+    from streaming.observability.metrics import PipelineMetrics
+    from streaming.spec.model import default_spec_path, load_spec
 
     assert len(DASHBOARDS) == 2
     began = time.monotonic()

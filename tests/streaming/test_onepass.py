@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streaming.aggregates import AggregateState
-from streaming.onepass import PassContext, run_pass, scaled_decimal
-from streaming.sketch_state import merge_partials
-from streaming.spec import default_spec_path, load_spec
+from streaming.engine.aggregates import AggregateState
+from streaming.engine.onepass import PassContext, run_pass, scaled_decimal
+from streaming.engine.sketch_state import merge_partials
+from streaming.spec.model import default_spec_path, load_spec
 
 START = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
 
@@ -27,7 +27,7 @@ START = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
 def spec():
     from dataclasses import replace
 
-    from streaming.spec import SketchSpec
+    from streaming.spec.windows import SketchSpec
 
     base = load_spec(default_spec_path())
     # plus a Count-Min over a near-uniform field with few candidates, where merging
@@ -41,7 +41,7 @@ def spec():
 
 @pytest.fixture(scope="module")
 def raw():
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     # few pages and users, so a Count-Min's candidates are far fewer than the distinct
     # items in some windows only if the split mattered
@@ -142,7 +142,7 @@ def test_an_item_heavy_only_across_partitions_makes_the_candidates(spec):
     # of their 64 candidates) but first in the whole batch, as a one-pass build finds.
     from dataclasses import replace
 
-    from streaming.spec import SketchSpec, WindowSpec
+    from streaming.spec.windows import SketchSpec, WindowSpec
 
     cms = SketchSpec("pages", "cms", "page", (("width", 4096), ("depth", 4), ("top_k", 16)))
     window = WindowSpec("w", 60, 60, (), spec.windows[0].metrics, (cms,))

@@ -39,7 +39,7 @@ REASON_CODE = {"invalid_json": "invalid_json", "invalid_utf8": "invalid_utf8",
 
 
 def generator_config():
-    from streaming.generator import GeneratorConfig
+    from streaming.kafka.generator import GeneratorConfig
 
     # 80 s of events, out of order by up to 30 s: within the bundled spec's 2-minute delay
     return GeneratorConfig(seed=7, rate=50.0, start_time=START, users=3_000, pages=400,
@@ -47,14 +47,14 @@ def generator_config():
 
 
 def lead_in_config():
-    from streaming.generator import GeneratorConfig
+    from streaming.kafka.generator import GeneratorConfig
 
     return GeneratorConfig(seed=8, rate=20.0, start_time=START - dt.timedelta(minutes=30),
                            users=3_000, pages=400)
 
 
 def pipeline_spec(topic, bootstrap, root, *, per_trigger=700):
-    from streaming.spec import default_spec_path, load_spec
+    from streaming.spec.model import default_spec_path, load_spec
 
     spec = load_spec(default_spec_path())
     return replace(spec,
@@ -96,8 +96,9 @@ def derive_late(spec, consumed, by_value, lead_in: set) -> tuple[set, tuple[int,
 @pytest.fixture(scope="module")
 def run(kafka, spark, tmp_path_factory):
     """Produce the stream, run the pipeline over it (available-now), gather ground truth."""
-    from streaming.generator import generate, produce
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.kafka.generator import generate
+    from streaming.kafka.producer import produce
 
     topic = f"pipeline-truth-{id(spark) % 100000}"
     root = tmp_path_factory.mktemp("pipeline")
@@ -299,7 +300,7 @@ def test_sketch_bytes_equal_sketches_built_from_ground_truth(spark, run):
 
 
 def test_query_answers_from_stored_windows(spark, run):
-    from streaming import query as q
+    from streaming.query import questions as q
 
     spec = run["spec"]
     truth = _truth_frame(run)
@@ -327,8 +328,8 @@ def test_query_answers_from_stored_windows(spark, run):
 
 
 def test_rerun_on_the_same_checkpoint_changes_nothing(spark, run):
-    from streaming.digest import digest
-    from streaming.pipeline import Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.query.digest import digest
 
     spec = run["spec"]
     before = digest(spark, spec)

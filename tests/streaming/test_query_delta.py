@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from query_tables import US, Events, make_events, window_starts, write_tables
 
-from streaming import query as q
-from streaming.spec import Spec, parse_spec
+from streaming.query import questions as q
+from streaming.spec.model import Spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -248,7 +248,7 @@ def test_aggregate_of_one_group_and_of_an_ungrouped_window(tables):
 
 # -- the command line, as a user runs it -------------------------------------------
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    code = ("import sys; from streaming.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from streaming.cli.main import main; rc = main(sys.argv[1:]); "
             "bad = [m for m in ('pyspark', 'py4j') if m in sys.modules]; "
             "assert not bad, f'imported {bad}'; sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
@@ -328,7 +328,7 @@ def test_missing_tables_point_at_the_demo_tables(tables, tmp_path):
 
 
 def test_demo_tables_are_where_the_demo_writes(tmp_path, monkeypatch):
-    from streaming.demo import demo_spec
+    from streaming.cli.demo import demo_spec
 
     monkeypatch.setenv("STREAMSKETCH_HOME", str(tmp_path / "home"))
     spec = demo_spec((tmp_path / "home").resolve(), "127.0.0.1:9092")
@@ -338,7 +338,7 @@ def test_demo_tables_are_where_the_demo_writes(tmp_path, monkeypatch):
 def test_the_demo_prints_a_query_command_that_answers(tmp_path):
     import shlex
 
-    from streaming.demo import demo_spec, query_hint
+    from streaming.cli.demo import demo_spec, query_hint
 
     spec = demo_spec((tmp_path / ".streamsketch").absolute(), "127.0.0.1:9092")
     events = make_events(start=T0, hours=1, per_hour=600, countries=3, users=300, pages=20)

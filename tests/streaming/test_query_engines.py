@@ -16,8 +16,8 @@ import pytest
 from query_tables import aggregates_schema, make_events, window_batches
 from test_query_delta import SPEC, T0
 
-from streaming import query as q
-from streaming.spec import parse_spec
+from streaming.query import questions as q
+from streaming.spec.model import parse_spec
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import sketches
-from streaming.sketch_merge import merge_blobs, merge_each
-from streaming.spec import SketchSpec
+from streaming.query.sketch_merge import merge_blobs, merge_each
+from streaming.spec.windows import SketchSpec
 
 SPECS = {
     "hll": SketchSpec("users", "hll", "user_id", (("precision", 8),)),

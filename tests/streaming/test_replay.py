@@ -1,4 +1,4 @@
-"""Event logs (streaming.logs) and ``streamsketch replay`` / ``record`` (streaming.replay_cmd).
+"""Event logs (streaming.logs) and ``streamsketch replay`` / ``record``.
 
 Unit tests read logs written here, in every format, good and bad. The
 integration tests publish to a real broker and read the topic back.
@@ -21,27 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from streaming.cli import _Parser
+from streaming.cli.common import Parser
+from streaming.cli.replay import register
 from streaming.errors import ConfigError, LogFormatError
-from streaming.generator import GeneratorConfig, generate, produce
-from streaming.logs import (
-    KEEP_LINES,
-    LogReader,
-    LogWriter,
-    ReadOptions,
-    detect_format,
-    parse_time_ms,
-)
-from streaming.replay_cmd import (
-    Landed,
-    Pacer,
-    ReplayConfig,
-    ReplayState,
-    pace_schedule,
-    record,
-    register,
-    replay,
-)
+from streaming.kafka.generator import GeneratorConfig, generate
+from streaming.kafka.producer import produce
+from streaming.logs.formats import detect_format, parse_time_ms
+from streaming.logs.pacing import Pacer, pace_schedule
+from streaming.logs.reader import KEEP_LINES, LogReader, ReadOptions
+from streaming.logs.record import record
+from streaming.logs.replay import Landed, ReplayConfig, ReplayState, replay
+from streaming.logs.writer import LogWriter
 
 START = datetime(2026, 11, 23, 10, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)
@@ -376,8 +366,8 @@ def test_a_background_save_lands_in_order_and_its_error_is_raised(tmp_path):
 
 # -- command line ----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="streamsketch")
-    register(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="streamsketch")
+    register(parser.add_subparsers(dest="command", parser_class=Parser))
     return parser
 
 
@@ -405,7 +395,7 @@ def test_a_missing_log_or_unknown_format_is_one_line_exit_2(tmp_path):
                  ["replay", str(tmp_path / "x.txt"), "--backfill", "--spec", "s.toml",
                   "--topic", "t"]):
         (tmp_path / "x.txt").write_text("{}")
-        proc = subprocess.run([sys.executable, "-m", "streaming.replay_cmd", *argv],
+        proc = subprocess.run([sys.executable, "-m", "streaming.cli", *argv],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
 
@@ -487,7 +477,7 @@ def test_paced_replay_keeps_the_scaled_gaps(kafka, topic_name, tmp_path):
 
 
 def _replay_cmd(kafka, topic: str, log: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "streaming.replay_cmd", "replay", str(log), "--topic", topic,
+    return [sys.executable, "-m", "streaming.cli", "replay", str(log), "--topic", topic,
             "--bootstrap-servers", kafka.bootstrap_servers, "--json", "--quiet", *extra]
 
 
@@ -543,7 +533,7 @@ def test_record_then_replay_reproduces_keys_and_values(kafka, topic_name, tmp_pa
     n = 2000
     produce(kafka.bootstrap_servers, source, cfg, count=n, partitions=3)
     out = tmp_path / "rec.jsonl.gz"
-    proc = subprocess.run([sys.executable, "-m", "streaming.replay_cmd", "record", "--topic",
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "record", "--topic",
                            source, "--out", str(out), "--bootstrap-servers",
                            kafka.bootstrap_servers, "--json", "--timeout", "20"],
                           capture_output=True, text=True, timeout=120)

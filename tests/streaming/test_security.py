@@ -104,7 +104,7 @@ def make_tls(folder: Path) -> Tls:
 
     The broker certificate names 127.0.0.1 and localhost, so clients verify host names.
     """
-    from streaming.jvm import find_java
+    from streaming.runtime.jvm import find_java
 
     folder.mkdir(parents=True, exist_ok=True)
     exe = Path(os.path.realpath(find_java())).with_name("keytool")
@@ -156,7 +156,7 @@ class Secured:
 
 
 def start_broker(home: Path, tls: Tls | None) -> Secured:
-    from streaming.kafka_broker import BrokerTls, LocalKafka, free_port
+    from streaming.kafka.broker import BrokerTls, LocalKafka, free_port
 
     password = "pw-" + secrets.token_hex(12)
     broker_tls = (BrokerTls(tls.keystore, tls.passwords["keystore"], tls.ca_pem)
@@ -191,7 +191,7 @@ def produce(broker, topic: str) -> list:
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streaming.generator import GeneratorConfig, generate
+    from streaming.kafka.generator import GeneratorConfig, generate
 
     client = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers,
                               request_timeout_ms=30_000, **broker.client_config())
@@ -310,7 +310,7 @@ def minute_counts_stored(delta: Path) -> dict[dt.datetime, int]:
 
 def run_and_scan(secured: Secured, topic: str, root: Path) -> None:
     """One run that must count every record and leak none of the setup's passwords."""
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     records = produce(secured.broker, topic)
     port = free_port()
@@ -352,7 +352,7 @@ def run_and_scan(secured: Secured, topic: str, root: Path) -> None:
 def run_fails_in_one_line(secured: Secured, topic: str, root: Path, env: dict[str, str],
                           truststore: Path | None = None) -> tuple[str, str]:
     """A run that must fail with one ``streamsketch:`` line; returns it and all of stderr."""
-    from streaming.kafka_broker import free_port
+    from streaming.kafka.broker import free_port
 
     produce(secured.broker, topic)
     spec_file = write_spec(root / "job", topic, secured, free_port(), truststore)

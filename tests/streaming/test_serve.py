@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_query_delta import REPO, T0, in_windows, sel, tables  # noqa: F401 - fixture
 
-from streaming import serve
+from streaming.cli import serve
 
 
 @pytest.fixture(scope="module")

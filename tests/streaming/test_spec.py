@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from streaming.errors import SpecError
-from streaming.spec import default_spec_path, load_spec, parse_duration, parse_spec
+from streaming.spec.model import default_spec_path, load_spec, parse_duration, parse_spec
 
 ISSUE_EXAMPLE = '''
 [source]

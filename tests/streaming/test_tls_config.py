@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streaming.errors import BrokerError
-from streaming.kafka_broker import BrokerTls, LocalKafka
+from streaming.kafka.broker import BrokerTls, LocalKafka
 
 KEYSTORE_PASSWORD = "ks-3f9a1c"
 SASL_PASSWORD = "sasl-77b0e2"

@@ -21,9 +21,9 @@ def test_aborted_transactions_are_never_counted(kafka, spark, topic_name, tmp_pa
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streaming.pipeline import Pipeline
-    from streaming.spec import default_spec_path, load_spec
-    from streaming.tables import read_table
+    from streaming.engine.pipeline import Pipeline
+    from streaming.engine.tables import read_table
+    from streaming.spec.model import default_spec_path, load_spec
 
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     admin.create_topics([NewTopic(topic_name, 1, 1)])

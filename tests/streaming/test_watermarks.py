@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from streaming.engine.watermarks import WatermarkLog
 from streaming.errors import CheckpointError
-from streaming.spec import default_spec_path, load_spec
-from streaming.watermarks import WatermarkLog
+from streaming.spec.model import default_spec_path, load_spec
 
 DELAY_MS = 120_000  # the bundled spec's 2 minutes
 IDLE_MS = 30_000

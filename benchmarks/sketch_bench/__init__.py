@@ -1,0 +1,1 @@
+"""The groups of ``benchmarks/bench_sketches.py``, one module each, and their harness."""

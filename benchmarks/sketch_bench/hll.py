@@ -1,0 +1,197 @@
+"""Group ``hll``: HyperLogLog updates against datasketch and Apache DataSketches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.sketch_bench.harness import (
+    DATASKETCH_ERR,
+    DS_ERR,
+    HLL_P,
+    OURS_ERR,
+    Data,
+    Results,
+    consume,
+    datasketch,
+    ds,
+    form_desc,
+    measure_throughput,
+    ours,
+    pick_string_form,
+    skipped,
+)
+from benchmarks.sketch_bench.ours import ds_hll_batch_supported, our_hll
+
+
+def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> None:
+    g = "hll"
+    name = f"HLL p{HLL_P} update"
+    # ours
+    if ours is None:
+        for d in ("int64", "strings"):
+            skipped(
+                res,
+                key=f"hll.{d}.ours",
+                group=g,
+                name=name,
+                impl="sketches",
+                data=d,
+                reason=OURS_ERR,
+            )
+    else:
+        our_hll().update(data.ints[:1000])
+        measure_throughput(
+            res,
+            key="hll.int64.ours",
+            group=g,
+            name=name,
+            impl="sketches",
+            data="int64",
+            input_desc="numpy int64 array",
+            items=data.n,
+            fn=lambda sk: sk.update(data.ints),
+            setup=our_hll,
+            repeat=repeat,
+        )
+        form = pick_string_form(data, lambda s: our_hll().update(s), probes, "hll update strings")
+        s = data.strings(form)
+        measure_throughput(
+            res,
+            key="hll.strings.ours",
+            group=g,
+            name=name,
+            impl="sketches",
+            data="strings",
+            input_desc=form_desc(form, probes, "hll update strings"),
+            items=data.n,
+            fn=lambda sk: sk.update(s),
+            setup=our_hll,
+            repeat=repeat,
+        )
+
+    # datasketch (pure Python, per-item bytes): subset
+    m = data.slow_n
+    if datasketch is None:
+        for d in ("int64", "strings"):
+            skipped(
+                res,
+                key=f"hll.{d}.datasketch",
+                group=g,
+                name=name,
+                impl="datasketch",
+                data=d,
+                reason=DATASKETCH_ERR,
+            )
+    else:
+        raw = data.ints[:m].astype("<i8").tobytes()
+        int_bytes = [raw[i : i + 8] for i in range(0, len(raw), 8)]
+        str_bytes = [x.encode() for x in data.str_obj[:m].tolist()]
+        note = f"timed on a {m:,}-item subset (pure Python); rate scaled to items/s"
+        for d, items in (("int64", int_bytes), ("strings", str_bytes)):
+            measure_throughput(
+                res,
+                key=f"hll.{d}.datasketch",
+                group=g,
+                name=name,
+                impl="datasketch",
+                data=d,
+                input_desc="per-item update(bytes) via map; bytes pre-built",
+                items=m,
+                fn=lambda sk, items=items: consume(map(sk.update, items)),
+                setup=lambda: datasketch.HyperLogLog(p=HLL_P),
+                repeat=repeat,
+                note=note,
+                extra={"subset": True},
+            )
+        del int_bytes, str_bytes
+
+    # Apache DataSketches
+    if ds is None:
+        for d in ("int64", "strings"):
+            skipped(
+                res,
+                key=f"hll.{d}.datasketches",
+                group=g,
+                name=name,
+                impl="datasketches",
+                data=d,
+                reason=DS_ERR,
+            )
+            skipped(
+                res,
+                key=f"cpc.{d}.datasketches",
+                group=g,
+                name=f"CPC lg_k={HLL_P} update",
+                impl="datasketches",
+                data=d,
+                reason=DS_ERR,
+            )
+        return
+    batch = ds_hll_batch_supported()
+    probes["datasketches hll batch update"] = batch or "not available: per-item update only"
+
+    def hll_setup() -> Any:
+        return ds.hll_sketch(HLL_P, ds.tgt_hll_type.HLL_8)
+
+    if batch == "numpy int64 array":
+        measure_throughput(
+            res,
+            key="hll.int64.datasketches",
+            group=g,
+            name=name,
+            impl="datasketches",
+            data="int64",
+            input_desc="batch update(numpy int64 array)",
+            items=data.n,
+            fn=lambda sk: sk.update(data.ints),
+            setup=hll_setup,
+            repeat=repeat,
+            note="hll_sketch HLL_8",
+        )
+    else:
+        ints = data.int_list()
+        measure_throughput(
+            res,
+            key="hll.int64.datasketches",
+            group=g,
+            name=name,
+            impl="datasketches",
+            data="int64",
+            input_desc="per-item update(int) via map (no batch API)",
+            items=data.n,
+            fn=lambda sk: consume(map(sk.update, ints)),
+            setup=hll_setup,
+            repeat=repeat,
+            note="hll_sketch HLL_8",
+        )
+    strs = data.str_list()
+    measure_throughput(
+        res,
+        key="hll.strings.datasketches",
+        group=g,
+        name=name,
+        impl="datasketches",
+        data="strings",
+        input_desc="per-item update(str) via map (no batch API)",
+        items=data.n,
+        fn=lambda sk: consume(map(sk.update, strs)),
+        setup=hll_setup,
+        repeat=repeat,
+        note="hll_sketch HLL_8",
+    )
+    ints = data.int_list()
+    for d, items in (("int64", ints), ("strings", strs)):
+        measure_throughput(
+            res,
+            key=f"cpc.{d}.datasketches",
+            group=g,
+            name=f"CPC lg_k={HLL_P} update",
+            impl="datasketches",
+            data=d,
+            input_desc="per-item update via map (no batch API)",
+            items=data.n,
+            fn=lambda sk, items=items: consume(map(sk.update, items)),
+            setup=lambda: ds.cpc_sketch(HLL_P),
+            repeat=repeat,
+            note="cpc_sketch",
+        )

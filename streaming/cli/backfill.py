@@ -1,0 +1,56 @@
+"""``streamsketch run`` of a files spec and ``streamsketch replay --backfill``: a backfill.
+
+The work is :func:`streaming.logs.backfill.backfill`; this module turns the
+command's options into its arguments and prints its batches and totals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from streaming.cli.common import batch_line
+from streaming.logs.backfill import (
+    DEFAULT_RECORDS_PER_BATCH,
+    backfill,
+    backfill_spec,
+    log_files,
+)
+from streaming.spec.model import load_spec
+
+
+def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
+    """``streamsketch run`` of a spec whose source is files: a backfill of them."""
+    spec = load_spec(args.spec)
+    logs = log_files(spec)
+    stats = backfill(None, spec, logs,
+                     records_per_batch=spec.source.max_offsets_per_trigger
+                     or DEFAULT_RECORDS_PER_BATCH,
+                     log_format=spec.source.format, on_batch=lambda s: log(batch_line(s)))
+    print("\n".join(stats.lines()))
+    return 0
+
+
+def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
+    """``streamsketch replay LOG... --spec S --backfill``."""
+    spec = load_spec(args.spec)
+    if args.sink is not None:
+        sink = Path(args.sink)
+        spec = replace(spec, sink=replace(spec.sink, path=str(sink / "delta"),
+                                          checkpoint=str(sink / "checkpoints")))
+    spec = backfill_spec(spec, args.logs)
+    per_batch = args.records_per_batch or spec.source.max_offsets_per_trigger \
+        or DEFAULT_RECORDS_PER_BATCH
+    log(f"backfill of {len(args.logs)} log(s) into {spec.sink.path} (checkpoint "
+        f"{spec.sink.checkpoint}), {per_batch:,} records per batch")
+    stats = backfill(None, spec, args.logs, records_per_batch=per_batch,
+                     log_format=args.format,
+                     on_batch=None if args.quiet else (lambda s: log(batch_line(s))))
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2))
+    else:
+        print("\n".join(stats.lines()))
+    return 0

@@ -1,0 +1,338 @@
+"""Pipeline subcommands: ``run``, ``query``, ``demo`` (and ``produce`` from its module)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from streaming.cli.common import batch_line, serve_metrics
+from streaming.cli.common import info as _info
+from streaming.cli.common import port as _port
+from streaming.errors import ConfigError
+from streaming.runtime.home import default_home
+
+
+def _spec_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    from streaming.spec.model import default_spec_path
+
+    p.add_argument("--spec", type=Path, default=None if required else default_spec_path(),
+                   required=required,
+                   help="pipeline spec (TOML); default: the bundled clickstream spec")
+
+
+def _session(args: argparse.Namespace):
+    from streaming.runtime.session import SparkOptions, build_session
+
+    return build_session(SparkOptions(master=getattr(args, "master", "local[*]"),
+                                      ui=getattr(args, "ui", False)), log=_info)
+
+
+#: exit status of ``run`` stopped by SIGTERM (128 + the signal, as a shell reports a
+#: process the signal ended; Ctrl-C gives 130 likewise)
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Termination:
+    """SIGTERM asks ``run`` to stop: the running micro-batch finishes, then the query stops.
+
+    The handler only sets :attr:`event`; the main thread sees it within a second. A
+    second SIGTERM ends the process at once (the batch in progress then re-runs from
+    the checkpoint on restart, as after a crash).
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._saved: object = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.event.set()
+
+    def __enter__(self) -> _Termination:
+        if _main_thread():  # only there can Python handle signals
+            self._saved = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            signal.signal(signal.SIGTERM, self._saved)  # type: ignore[arg-type]
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _jvm_ignores_sigterm():
+    """Start the JVM with SIGTERM ignored, a setting it inherits and keeps.
+
+    A SIGTERM sent to the whole process group (a supervisor stopping the job) then
+    reaches the driver's handler only, and Spark keeps running until the batch in
+    progress has committed, instead of shutting down under it. The JVM still ends
+    with the driver: it exits when its stdin, a pipe from this process, closes.
+    """
+    if not _main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+# -- run -------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streaming.engine.pipeline import Pipeline
+    from streaming.spec.model import load_spec
+
+    spec = load_spec(args.spec)
+    if spec.source.kind == "files":
+        from streaming.cli.backfill import run_files_spec
+
+        return run_files_spec(args, _info)
+    with _jvm_ignores_sigterm():
+        spark = _session(args)
+    committed: list[int] = []
+
+    def on_batch(s: Any) -> None:
+        committed.append(s.batch_id)
+        _info(batch_line(s))
+
+    pipeline = Pipeline(spark, spec, on_batch=on_batch)
+    server = serve_metrics(spark, pipeline, spec)
+    from pyspark.errors import PySparkException, StreamingQueryException
+
+    try:
+        with _Termination() as term:
+            pipeline.prepare()
+            _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+            terminated = term.event.is_set()
+            try:
+                if not terminated:
+                    query = pipeline.start(available_now=args.available_now)
+                    # wake up each second to see a SIGTERM (its handler only sets a flag)
+                    while not (terminated := term.event.is_set()):
+                        if query.awaitTermination(1.0):
+                            break
+            finally:
+                if terminated:
+                    _info("streamsketch: SIGTERM: stopping once the running batch has "
+                          "committed ...")
+                pipeline.stop()
+        if terminated:
+            last = f"batch {committed[-1]}" if committed else "no batch"
+            _info(f"streamsketch: stopped on SIGTERM ({last} committed by this run); "
+                  "a restart resumes from the checkpoint")
+            return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        _info("stopping ...")
+        pipeline.stop()
+        return 130
+    except (StreamingQueryException, PySparkException) as exc:
+        _info(f"streamsketch: the query failed: {query_failure(exc)}")
+        return 1
+    finally:
+        if server is not None:
+            server.shutdown()
+    return 0
+
+
+#: a JVM exception line, as py4j quotes it inside a foreachBatch failure
+_JVM_EXCEPTION = re.compile(r"^(?::\s*|Caused by:\s*)?(?:[A-Za-z_$][\w$]*\.)+"
+                            r"([A-Z][\w$]*(?:Exception|Error)): (.*)$")
+
+
+#: messages of JVM exceptions that only wrap the real cause
+_WRAPPERS = ("Exception thrown in awaitResult",)
+
+
+def _jvm_cause(text: str) -> str | None:
+    """The first JVM exception (not py4j's wrapper) of a failure raised in foreachBatch.
+
+    An error while the batch function reads its DataFrame (e.g. Kafka data loss)
+    reaches the query as "An exception was raised by the Python Proxy" followed by
+    a Python traceback and the JVM exception it wraps; that exception, with its
+    message lines joined, is the useful line.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _JVM_EXCEPTION.match(line.strip())
+        if m is None or line.strip().lstrip(": ").startswith(("py4j.", "org.apache.spark.api.")):
+            continue
+        if m.group(2).strip().startswith(_WRAPPERS):
+            continue  # a wrapper whose cause follows ("Caused by: ...")
+        message = [m.group(2).strip()]
+        for more in lines[i + 1:]:
+            more = more.strip()
+            if not more or more.startswith(("at ", "...", "Caused by:")):
+                break
+            message.append(more)
+        return f"{m.group(1)}: {' '.join(message)}"
+    return None
+
+
+def query_failure(exc: BaseException) -> str:
+    """The first meaningful line of a Spark streaming failure (the plan dump is left out)."""
+    text = str(exc)
+    if "Python Proxy" in text:
+        cause = _jvm_cause(text)
+        if cause is not None:
+            return cause[:500]
+    for marker in ("Reason: ", "terminated with exception: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    tail = [ln for ln in lines if not ln.startswith(("File ", "at ", "^", "Traceback"))]
+    return (tail[-1] if tail and "Error" in tail[-1] else lines[0] if lines else text)[:500]
+
+
+# -- query -----------------------------------------------------------------------
+def _cmd_query(args: argparse.Namespace) -> int:
+    from streaming.query import questions as q
+
+    spec = q.load_query_spec(args.spec, args.tables,
+                             table="aggregates" if args.what == "aggregate" else "sketches")
+    question = q.question(spec, args.what, window=args.window, start=args.start, end=args.end,
+                          groups=args.group, sketch=args.sketch, k=args.k, value=args.value,
+                          vs_start=args.vs_from, vs_end=args.vs_to, qs=args.qs)
+    if args.engine == "spark":
+        source: Any = q.SparkSource(_session(args), spec)
+    else:
+        source = q.DeltaSource(spec)
+    result = q.ask(source, spec, question)
+    result = {"query": args.what, "window": question.sel.window.name, "from": args.start,
+              "to": args.end, "group": question.sel.groups, **result}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(_render(result))
+    return 0
+
+
+def _render(r: dict[str, Any]) -> str:
+    what = r["query"]
+    if what == "distinct":
+        return (f"distinct ≈ {r['estimate']:,.0f}  (95%: {r['lower_bound']:,.0f} .. "
+                f"{r['upper_bound']:,.0f}; {r['windows_merged']} sketches merged)")
+    if what == "topk":
+        lines = [f"top {len(r['top'])} of {r['total']:,} (each count may be over by at most "
+                 f"{r['error_bound']:,.1f}):"]
+        lines += [f"  {i + 1:>3}. {t['item']}  {t['count']:,}" for i, t in enumerate(r["top"])]
+        return "\n".join(lines)
+    if what == "contains":
+        verdict = "probably present" if r["probably_present"] else "definitely absent"
+        return f"{r['value']}: {verdict} (false-positive rate {r['expected_fpr']:.4%})"
+    if what == "similarity":
+        return f"jaccard ≈ {r['jaccard']:.4f}"
+    if what == "quantile":
+        lines = [f"{r['count']:,} values (each quantile within {r['relative_error']:.2%} of the "
+                 f"exact one; {r['windows_merged']} sketches merged):"]
+        lines += [f"  p{q['q'] * 100:g}: {q['value']:,.6g}  ({q['lower_bound']:,.6g} .. "
+                  f"{q['upper_bound']:,.6g})" if q["value"] is not None else
+                  f"  p{q['q'] * 100:g}: no values" for q in r["quantiles"]]
+        return "\n".join(lines)
+    lines = []
+    for row in r["rows"]:
+        head = ", ".join(f"{k}={v}" for k, v in row["group"].items()) or "all"
+        body = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("group",))
+        lines.append(f"{head}: {body}")
+    return "\n".join(lines) or "no windows in range"
+
+
+# -- digest ----------------------------------------------------------------------
+def _cmd_digest(args: argparse.Namespace) -> int:
+    from streaming.engine.tables import table_paths
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
+
+    spec = load_spec(args.spec)
+    missing = [name for name, path in table_paths(spec).all().items()
+               if not (Path(path) / "_delta_log").exists()]
+    if missing:
+        raise ConfigError(f"no {', '.join(missing)} table under {spec.sink.path}; "
+                          "run the pipeline first")
+    result = digest(_session(args), spec)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        tables = ", ".join(f"{n} {t['rows']} rows" for n, t in result["tables"].items())
+        print(f"{result['digest']}  ({tables})")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streaming.cli.demo import run_demo
+
+    return run_demo(home=args.home, port=args.port, rate=args.rate, duration=args.duration)
+
+
+def _register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the pipeline of a spec (Kafka -> Delta)")
+    _spec_arg(p, required=True)
+    p.add_argument("--available-now", action="store_true",
+                   help="process what the source holds now, then exit")
+    p.add_argument("--master", default="local[*]", help="Spark master URL")
+    p.add_argument("--ui", action="store_true", help="start Spark's web UI")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("query", help="answer from the stored windows (any time range)")
+    p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity",
+                                    "quantile"])
+    _spec_arg(p)
+    p.add_argument("--tables", type=Path, default=None, metavar="DIR",
+                   help="folder holding the tables (default: the spec's [sink] path), "
+                        "e.g. .streamsketch/demo/delta for the demo's")
+    p.add_argument("--window", help="window name from the spec")
+    p.add_argument("--sketch", help="sketch name (default: the window's sketch of that kind)")
+    p.add_argument("--from", dest="start", help="range start, ISO-8601 (UTC if no zone)")
+    p.add_argument("--to", dest="end", help="range end, ISO-8601, exclusive")
+    p.add_argument("--group", action="append", metavar="KEY=VALUE",
+                   help="only this group (repeatable); default: all groups merged")
+    p.add_argument("--k", type=int, default=10, help="how many heavy hitters (topk)")
+    p.add_argument("--value", help="the value to test (contains)")
+    p.add_argument("--q", dest="qs", metavar="Q[,Q...]",
+                   help="quantiles to answer, in [0, 1] (quantile; default 0.5,0.95,0.99)")
+    p.add_argument("--vs-from", help="second range start (similarity)")
+    p.add_argument("--vs-to", help="second range end (similarity)")
+    p.add_argument("--engine", choices=["delta", "spark"], default="delta",
+                   help="delta: read the tables with delta-rs, no JVM (default); "
+                        "spark: through Spark SQL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("digest", help="one stable digest of a spec's output tables")
+    _spec_arg(p, required=True)
+    p.add_argument("--json", action="store_true", help="per-table digests and row counts")
+    p.set_defaults(func=_cmd_digest)
+
+    p = sub.add_parser("demo", help="embedded broker + generator + pipeline, live summary")
+    p.add_argument("--home", type=Path, default=default_home(),
+                   help="state folder (broker, tables, checkpoints); default %(default)s")
+    p.add_argument("--port", type=_port, default=9092, help="broker port on 127.0.0.1")
+    p.add_argument("--rate", type=float, default=2000.0, help="generated events per second")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _registrars() -> list:
+    regs = [_register]
+    from streaming.cli import maintain
+    from streaming.cli import produce as produce_cmd
+    from streaming.cli import replay as replay_cmd
+
+    regs.append(produce_cmd.register)
+    regs.append(replay_cmd.register)
+    regs.append(maintain.register)
+    return regs
+
+
+REGISTRARS = _registrars()

@@ -1,0 +1,94 @@
+"""What the command modules share: the one-line-error parser, argument types, output.
+
+Every user error is one line on stderr and exit code 2 (:class:`Parser` for
+usage errors; :class:`~streaming.errors.StreamsketchError` for the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (and exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def info(message: str) -> None:
+    """A progress line on stderr (stdout is for results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1..65535: {value}")
+    return value
+
+
+def number(kind: type, *, low: float, inclusive: bool = True, high: float = math.inf):
+    """An argparse type: an int or float in [low, high] (or (low, high] if not inclusive)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        ok = (value >= low if inclusive else value > low) and value <= high
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            bound = f"{'>=' if inclusive else '>'} {low:g}" + (
+                f" and <= {high:g}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def iso_time(text: str) -> dt.datetime:
+    """An argparse type: an ISO-8601 time, UTC if it names no zone."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 time: {text!r} (e.g. 2026-11-23T10:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _fmt_ms(ms: int) -> str:
+    if ms <= 0:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def batch_line(s: Any) -> str:
+    """One line about a finished batch (a :class:`~streaming.engine.pipeline.BatchSummary`)."""
+    q = ", ".join(f"{k}={v}" for k, v in sorted(s.quarantined.items())) or "none"
+    rate = s.rows / s.duration_s if s.duration_s else 0.0
+    tasks = getattr(s, "tasks", 0)
+    return (f"batch {s.batch_id}: {s.rows} rows ({s.valid} aggregated; quarantined: {q}) "
+            f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s, {tasks} "
+            f"task{'s' if tasks != 1 else ''}), watermark {_fmt_ms(s.watermark_ms)}")
+
+
+def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
+    """Attach Prometheus metrics to the pipeline and serve them, if the spec asks to."""
+    if not spec.metrics.enabled:
+        return None
+    from streaming.observability.metrics import PipelineMetrics
+
+    metrics = PipelineMetrics().attach(spark, pipeline)
+    server = metrics.serve(spec.metrics.host, spec.metrics.port)
+    info(f"metrics on http://{spec.metrics.host}:{server.server_port}/metrics")
+    return server

@@ -1,0 +1,318 @@
+"""Decode and validate raw records against the spec's event schema, in Python, per batch.
+
+Input: the raw values of a batch (bytes or None, one per record). Output: the
+valid records as typed Arrow columns with their event time, and every other record
+with the reason it is quarantined. The reasons are stable text; the part before
+``:`` is the code (the label of the quarantine metric), checked in this order:
+
+``null_value``   the record has no value
+``too_large``    the value is longer than ``max_record_bytes``
+``invalid_utf8`` the value is not UTF-8
+``invalid_json`` the value is not a JSON object
+``wrong_type``   a declared field holds a value of another type
+``missing_time`` no (or a null) time field
+``bad_time``     the time field does not parse as the spec's ``time_format``
+``future_time``  the event time is more than ``max_future`` ahead of the batch time
+
+What a field accepts: a ``string`` field a JSON string (a number, boolean, object
+or array is kept as its JSON text); ``double`` a JSON number or a string holding
+one; ``long``/``int`` a JSON integer in range, or a string holding one; ``boolean``
+``true``/``false`` (or those words as a string). ``null`` or an absent field is
+null. Unknown fields are ignored. Times: ``iso8601`` (``2026-11-23T10:00:00.042Z``,
+an offset such as ``+01:00``, or no offset for UTC; a date alone is midnight UTC),
+``epoch_ms`` or ``epoch_s`` (a number or a numeric string).
+
+Fast path: one ``msgspec`` decode per record into a typed struct (C speed); a
+record it refuses is decoded again with ``orjson`` and checked field by field,
+which also finds the reason. Event times of ISO strings are parsed by Arrow in
+blocks, record by record only in a block Arrow cannot parse whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streaming.spec.model import EventsSpec
+from streaming.units import US
+
+#: reason codes (label values of the quarantine metric)
+REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_type",
+           "missing_time", "bad_time", "future_time", "late",
+           # a backfill's log lost data (a cut gzip stream, a corrupt file)
+           "truncated", "corrupt", "unsendable")
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+_ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(),
+                "double": pa.float64(), "boolean": pa.bool_()}
+_INT_RANGE = {"long": (-(1 << 63), (1 << 63) - 1), "int": (-(1 << 31), (1 << 31) - 1)}
+_TRUE = frozenset(("t", "true", "y", "yes", "1"))
+_FALSE = frozenset(("f", "false", "n", "no", "0"))
+_BLOCK = 4096
+#: the usual ISO 8601 shape (seconds within 00-59; a fraction of at most 6 digits; an
+#: offset): where Arrow's parser and ``datetime.fromisoformat`` give the same instant
+_COMMON_ISO = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+               r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+
+
+class _Wrong(Exception):
+    """A field value that does not convert to its declared type."""
+
+
+@dataclass
+class Decoded:
+    """One batch, decoded.
+
+    ``ok`` are the positions of the valid records, ``event_us`` their event times
+    (epoch microseconds) and ``columns`` their declared fields, all aligned.
+    ``bad`` maps the position of every other record to its reason, and
+    ``bad_event_us`` holds the event time of those that had one (``future_time``).
+    """
+
+    ok: np.ndarray
+    event_us: np.ndarray
+    columns: dict[str, pa.Array]
+    bad: dict[int, str]
+    bad_event_us: dict[int, int]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return orjson.dumps(value).decode()
+
+
+def _convert(value: Any, typ: str) -> Any:
+    """A JSON value as the field type (see the module docstring); raises :class:`_Wrong`."""
+    if value is None:
+        return None
+    if typ == "string":
+        return _as_text(value)
+    if typ == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in _TRUE:
+                return True
+            if word in _FALSE:
+                return False
+        raise _Wrong
+    if isinstance(value, bool):
+        raise _Wrong
+    if typ == "double":
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _Wrong from None
+        raise _Wrong
+    # long / int
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise _Wrong from None
+    if not isinstance(value, int):
+        raise _Wrong
+    low, high = _INT_RANGE[typ]
+    if not low <= value <= high:
+        raise _Wrong
+    return value
+
+
+def _epoch_us(raw: Any, scale: int) -> int | None:
+    """An epoch number (or numeric string) in seconds or milliseconds, as microseconds."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = float(raw.strip())
+        except ValueError:
+            return None
+    if not isinstance(raw, int | float) or not math.isfinite(raw):
+        return None
+    us = raw * scale if isinstance(raw, int) else int(raw * scale)
+    return us if -(1 << 62) < us < (1 << 62) else None
+
+
+def _iso_us(text: Any) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - _EPOCH) // _ONE_US
+
+
+def _iso_block(texts: list[Any]) -> list[int | None]:
+    """Event times of one block of time-field values.
+
+    Python's ``datetime.fromisoformat`` is the rule; Arrow parses, much faster, the
+    strings of one common shape on which both agree, so the answer for a string
+    never depends on the block it came in.
+    """
+    strings = pa.array([t if type(t) is str else None for t in texts], pa.string())
+    common = pc.fill_null(pc.match_substring_regex(strings, _COMMON_ISO), False)
+    n_common = pc.sum(common).as_py() or 0
+    out: list[int | None]
+    if n_common:
+        try:
+            parsed = pc.cast(strings.filter(common), pa.timestamp("us", tz="UTC"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return [_iso_us(t) for t in texts]
+        if n_common == len(texts):
+            return parsed.cast(pa.int64()).to_pylist()
+        fast = iter(parsed.cast(pa.int64()).to_pylist())
+        out = [next(fast) if c else _iso_us(t)
+               for t, c in zip(texts, common.to_pylist(), strict=True)]
+        return out
+    return [_iso_us(t) for t in texts]
+
+
+def timestamp_text(us: int) -> str:
+    """A timestamp as Spark SQL prints it: ``2026-11-23 10:03:00`` (fraction if any)."""
+    moment = _EPOCH + dt.timedelta(microseconds=us)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text
+
+
+class Decoder:
+    """Decodes batches of raw values for one :class:`~streaming.spec.EventsSpec`."""
+
+    def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
+        """``columns``: the fields to return as columns (default all); every declared
+        field is validated either way."""
+        self.events = events
+        self.wanted = columns
+        self.fields = list(events.fields)
+        self.names = [n for n, _ in self.fields]
+        self.time_field = events.time_field
+        self.max_bytes = events.max_record_bytes
+        self.max_future_us = int(events.max_future_s * US)
+        self._wrong = {n: f"wrong_type: field {n} is not {t}" for n, t in self.fields}
+        self._missing = f"missing_time: no {events.time_field} field"
+        self._bad_time = f"bad_time: {events.time_field} is not {events.time_format}"
+        # Fast path: a struct of the declared fields with strict types; the time field
+        # (never a declared field: the spec refuses that) is taken raw. Attribute names
+        # are positional so any field name works.
+        strict = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
+        spec_fields = [(f"f{i}", strict[t] | None, None) for i, (_, t) in enumerate(self.fields)]
+        spec_fields.append(("t", str | int | float | None, None))
+        rename = {f"f{i}": n for i, n in enumerate(self.names)}
+        rename["t"] = self.time_field
+        self._struct = msgspec.defstruct("Event", spec_fields, rename=rename)
+        self._decoder = msgspec.json.Decoder(self._struct)
+        self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
+                            if t in _INT_RANGE]
+
+    def _early_reason(self, value: bytes | None, reader_reason: str | None) -> str:
+        if reader_reason is not None:
+            return reader_reason
+        if value is None:
+            return "null_value: the record has no value"
+        return f"too_large: {len(value)} bytes > max_record_bytes {self.max_bytes}"
+
+    # -- one record, the careful way -------------------------------------------------
+    def _slow(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
+        """(reason, typed field values, raw time) of a record the fast path refused."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return "invalid_utf8: the value is not UTF-8", None, None
+            return "invalid_json: the value is not a JSON object", None, None
+        if not isinstance(doc, dict):
+            return "invalid_json: the value is not a JSON object", None, None
+        out = []
+        for name, typ in self.fields:
+            try:
+                out.append(_convert(doc.get(name), typ))
+            except _Wrong:
+                return self._wrong[name], None, None
+        return None, tuple(out), doc.get(self.time_field)
+
+    def decode(self, values: list[bytes | None], *, now_ms: int,
+               reader_reasons: list[str | None] | None = None) -> Decoded:
+        """Decode one batch; ``now_ms`` is the batch time ``future_time`` is judged against."""
+        bad: dict[int, str] = {}
+        rows: list[Any] = []  # Event structs, in record order
+        ok: list[int] = []
+        decode = self._decoder.decode
+        event = self._struct
+        ints = self._int_fields
+        max_bytes = self.max_bytes
+        errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+        for i, value in enumerate(values):
+            if value is None or len(value) > max_bytes or (
+                    reader_reasons is not None and reader_reasons[i] is not None):
+                bad[i] = self._early_reason(value, None if reader_reasons is None
+                                            else reader_reasons[i])
+                continue
+            try:
+                ev = decode(value)
+                if ints and any(not low <= v <= high for v, low, high in
+                                ((getattr(ev, f), lo, hi) for f, lo, hi in ints)
+                                if v is not None):
+                    raise msgspec.ValidationError
+            except errors:
+                reason, typed, raw_time = self._slow(value)
+                if reason is not None:
+                    bad[i] = reason
+                    continue
+                ev = event(*typed, raw_time)
+            rows.append(ev)
+            ok.append(i)
+        times = list(map(attrgetter("t"), rows))
+        event_us = self._event_times(times)
+        keep = np.ones(len(ok), dtype=bool)
+        bad_event_us: dict[int, int] = {}
+        limit = now_ms * 1000 + self.max_future_us
+        for j, (i, raw, us) in enumerate(zip(ok, times, event_us, strict=True)):
+            if us is None:
+                bad[i] = self._missing if raw is None else self._bad_time
+                keep[j] = False
+            elif us > limit:
+                bad[i] = "future_time: event time is more than max_future ahead of now"
+                bad_event_us[i] = us
+                keep[j] = False
+        ok_arr = np.asarray(ok, dtype=np.int64)[keep]
+        us_arr = np.asarray([u if u is not None else 0 for u in event_us], dtype=np.int64)[keep]
+        kept = rows if keep.all() else [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        columns = {name: pa.array(list(map(attrgetter(f"f{n}"), kept)), _ARROW_TYPES[typ])
+                   for n, (name, typ) in enumerate(self.fields)
+                   if self.wanted is None or name in self.wanted}
+        return Decoded(ok_arr, us_arr, columns, bad, bad_event_us)
+
+    def _event_times(self, raw: list[Any]) -> list[int | None]:
+        fmt = self.events.time_format
+        if fmt == "iso8601":
+            out: list[int | None] = []
+            for a in range(0, len(raw), _BLOCK):
+                out += _iso_block(raw[a:a + _BLOCK])
+            return out
+        scale = 1000 if fmt == "epoch_ms" else US
+        return [None if r is None else _epoch_us(r, scale) for r in raw]

@@ -1,0 +1,425 @@
+"""The streaming job: raw records -> one pass per input partition -> per-batch writes to Delta.
+
+One Spark query reads the source once. Each micro-batch (``foreachBatch``):
+
+1. fixes the batch's watermark (:mod:`streaming.engine.watermarks`) and takes its timestamp
+   from Spark's offset log, both recorded before the batch ran, so a re-run decides
+   identically;
+2. runs the engine's one pass (:mod:`streaming.engine.onepass`) over every input partition
+   in parallel (``mapInArrow`` over the raw Kafka records): decode, validate, the late
+   test, exact metric and sketch partials, quarantined records; only those small rows
+   reach the driver;
+3. appends the quarantined records to ``quarantine``;
+4. merges the partials into the open windows kept in driver memory (a row that
+   already holds this batch id is skipped) and flags as ``final`` the windows that
+   every later batch's watermark has passed (:meth:`WatermarkLog.closing`: known once
+   the batch has run, so a batch spanning months writes its windows once, final, and
+   keeps none of them);
+5. rewrites the windows it changed in ``aggregates`` and in ``sketches``.
+
+Each write is one delta-rs commit that records (table and checkpoint, batch id), and
+none is made for a table the batch did not change. A crash at any point and a restart
+from the checkpoint re-runs the unfinished batch with the same offsets and produces
+the same tables as a run without the crash. A backfill feeds its batches to
+:meth:`Pipeline.process` with the same pass, run in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+
+from streaming.engine import aggregates as agg
+from streaming.engine import faults, sketch_state
+from streaming.engine.checkpoint import (
+    CheckpointInfo,
+    CheckpointLock,
+    batch_meta,
+    last_batches,
+    offset_gap,
+    open_checkpoint,
+)
+from streaming.engine.onepass import PASS_DDL, PassContext, make_pass
+from streaming.engine.source import raw_stream
+from streaming.engine.tables import (
+    QUARANTINE_SCHEMA,
+    TablePaths,
+    commit,
+    committed_batch,
+    ensure_tables,
+)
+from streaming.engine.watermarks import WatermarkLog
+from streaming.errors import CheckpointError
+from streaming.spec.model import Spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+# kept importable from here for the fault tests
+CRASH_ENV, CRASH_POINTS = faults.CRASH_ENV, faults.CRASH_POINTS
+
+
+@dataclass
+class BatchSummary:
+    batch_id: int
+    watermark_ms: int
+    batch_timestamp_ms: int
+    rows: int = 0
+    valid: int = 0
+    late: int = 0
+    #: late rows folded into their (closed) windows under ``late = "update"``; also
+    #: counted in ``valid``
+    late_absorbed: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    sketches: dict[tuple, Any] = field(default_factory=dict)
+    phase_s: dict[str, float] = field(default_factory=dict)
+    #: source (Kafka) timestamps of the batch's records, in 100 ms buckets:
+    #: {bucket start in ms: records}; filled when the pipeline tracks latency
+    source_ts_hist: dict[int, int] = field(default_factory=dict)
+    committed_at: float = 0.0
+    #: the latest event time of the batch's parsed records (late ones included), in ms
+    max_event_ms: int | None = None
+    #: per input partition, the latest event time of its parsed records, in ms
+    partition_event_ms: dict[str, int] = field(default_factory=dict)
+    #: the input partitions the batch read
+    partitions: list[str] = field(default_factory=list)
+    #: passes that ran (one per input partition with records), and the distinct
+    #: processes (host:pid) that ran them
+    tasks: int = 0
+    workers: list[str] = field(default_factory=list)
+    #: Kafka offsets in the batch's range that delivered no record (data aged out by
+    #: retention or deleted, with failOnDataLoss off; also transaction markers or
+    #: compaction, which lose nothing), and partitions whose offsets went backwards
+    offset_gap: int = 0
+    offset_resets: int = 0
+    #: the watermark every later batch will have at least: windows ending by then
+    #: are final after this batch (see :meth:`WatermarkLog.closing`)
+    closing_ms: int = 0
+
+
+#: a function that runs the one pass for a batch and returns its partial rows
+Partials = Callable[[PassContext], pa.Table]
+
+
+class Pipeline:
+    """Build and run the streaming query for a spec.
+
+    Args:
+        spark: the session (see :func:`streaming.session.build_session`); ``None`` for a
+            backfill, which needs no JVM.
+        spec: the validated spec.
+        on_batch: called with a :class:`BatchSummary` after each batch commits its writes.
+    """
+
+    def __init__(self, spark: SparkSession | None, spec: Spec, *,
+                 on_batch: Callable[[BatchSummary], None] | None = None,
+                 track_latency: bool = False) -> None:
+        self.spark = spark
+        self.spec = spec
+        self.on_batch = on_batch
+        self.lock = CheckpointLock(Path(spec.sink.checkpoint))
+        self.checkpoint: CheckpointInfo | None = None
+        self.tables: TablePaths | None = None
+        self.query: StreamingQuery | None = None
+        self.aggregates = agg.AggregateState(spec)
+        self.sketches = sketch_state.SketchState(spec)
+        self.watermarks: WatermarkLog | None = None
+        self._batches_done = 0
+        self._offsets_expected = (-1, 0)
+        self.track_latency = track_latency
+
+    @property
+    def query_name(self) -> str:
+        return f"streamsketch_{self.spec.digest()}"
+
+    def app_id(self, table: str) -> str:
+        """The Delta transaction id this checkpoint's writes to ``table`` carry."""
+        assert self.checkpoint is not None
+        return f"streamsketch-{table}-{self.checkpoint.checkpoint_id}"
+
+    def prepare(self, *, planned: tuple[int, int] | None = None) -> None:
+        """Lock the checkpoint, check it matches the spec and the tables, load open rows.
+
+        ``planned`` is (last batch committed, last batch planned) of the checkpoint when
+        the caller keeps its own log (a backfill); by default Spark's offset and commit
+        logs say.
+        """
+        self.lock.acquire()
+        try:
+            self.checkpoint = open_checkpoint(self.spec)
+            if planned is None:
+                planned = last_batches(self.checkpoint.query_dir)
+            self._check_tables_exist(planned)
+            self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
+            self._check_tables_agree(planned)
+            self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
+            self.aggregates.load(self.tables.aggregates)
+            self.sketches.load(self.tables.sketches)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _check_tables_exist(self, planned: tuple[int, int]) -> None:
+        """Refuse to recreate tables under a checkpoint that has committed batches."""
+        from streaming.engine.tables import is_delta, table_paths
+
+        committed, _ = planned
+        if committed < 0:
+            return
+        missing = [name for name, path in table_paths(self.spec).all().items()
+                   if not is_delta(path)]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {self.spec.sink.checkpoint} has committed batches up to "
+                f"{committed}, but no {', '.join(missing)} table under {self.spec.sink.path} "
+                "(deleted, or [sink] path changed): starting over there would lose what the "
+                "checkpoint already consumed. Restore the tables or the old path, or delete "
+                "the checkpoint too to start fresh")
+
+    def _check_tables_agree(self, planned: tuple[int, int]) -> None:
+        """Refuse tables that hold batches the checkpoint never planned."""
+        assert self.tables is not None
+        _, last_planned = planned
+        for name, path in self.tables.all().items():
+            done = committed_batch(path, self.app_id(name))
+            if done is not None and done > last_planned:
+                where = ("holds no batch" if last_planned < 0
+                         else f"ends at batch {last_planned}")
+                raise CheckpointError(
+                    f"table {path} holds batch {done} of checkpoint "
+                    f"{self.spec.sink.checkpoint}, but the checkpoint {where}: its query "
+                    "state was deleted or restored from an older copy, and going on would "
+                    "skip or double-count events. Restore the checkpoint and the tables "
+                    "together, or delete both (tables and checkpoint) to start fresh")
+
+    def stream(self) -> DataFrame:
+        assert self.spark is not None
+        return raw_stream(self.spark, self.spec)
+
+    def start(self, *, available_now: bool = False) -> StreamingQuery:
+        if self.checkpoint is None:
+            self.prepare()
+        assert self.checkpoint is not None
+        writer = (self.stream().writeStream.queryName(self.query_name)
+                  .foreachBatch(self._process_batch)
+                  .option("checkpointLocation", str(self.checkpoint.query_dir)))
+        if available_now:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=f"{int(self.spec.sink.trigger_s * 1000)} "
+                                                   "milliseconds")
+        self.query = writer.start()
+        return self.query
+
+    def run(self, *, available_now: bool = False, timeout: float | None = None) -> None:
+        """Start and block until the query ends (available-now) or is interrupted."""
+        query = self.start(available_now=available_now)
+        try:
+            query.awaitTermination(timeout)
+        finally:
+            self.stop()
+
+    def stop(self, *, grace_s: float = 60.0) -> None:
+        """Stop the query, letting a running micro-batch finish first (up to ``grace_s``).
+
+        Interrupting a batch is safe (it re-runs from the checkpoint) but wastes it.
+        """
+        query = self.query
+        if query is not None and query.isActive:
+            done_before = self._batches_done
+            deadline = time.monotonic() + grace_s
+            # Stop between batches: when no trigger runs, or right after the running
+            # batch has committed (with a backlog, batches run back to back).
+            while time.monotonic() < deadline and query.isActive:
+                if self._batches_done > done_before:
+                    break
+                try:
+                    if not query.status.get("isTriggerActive"):
+                        break
+                except Exception:  # noqa: BLE001 - the query may end while we look
+                    break
+                time.sleep(0.05)
+            query.stop()
+        self.lock.release()
+
+    # -- the micro-batch ---------------------------------------------------------
+    def _process_batch(self, df: DataFrame, batch_id: int) -> None:
+        assert self.checkpoint is not None and self.watermarks is not None
+        meta = batch_meta(self.checkpoint.query_dir, batch_id)
+        previous = None
+        if batch_id > 0:
+            with contextlib.suppress(CheckpointError):  # an offset log may be cleaned up
+                previous = batch_meta(self.checkpoint.query_dir, batch_id - 1)
+        expected, resets = offset_gap(previous, meta)
+        self._offsets_expected = (expected, resets)
+        watermark_ms = self.watermarks.for_batch(batch_id, meta.timestamp_ms)
+
+        def partials(ctx: PassContext) -> pa.Table:
+            # one subscribed topic: its name comes from the spec, not with every record
+            return df.drop("_topic").mapInArrow(make_pass(ctx), PASS_DDL).toArrow()
+
+        self.process(partials, batch_id, watermark_ms, meta.timestamp_ms)
+
+    def process(self, partials: Partials, batch_id: int, watermark_ms: int,
+                timestamp_ms: int) -> BatchSummary:
+        """Run and write one batch (see the module docstring).
+
+        ``watermark_ms`` and ``timestamp_ms`` must be the values fixed for this
+        batch before it first ran, so that a re-run decides identically.
+        """
+        assert self.checkpoint is not None and self.tables is not None
+        started = time.monotonic()
+        phases: dict[str, float] = {}
+        faults.maybe_crash("batch_start", batch_id)
+        ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
+        t = time.monotonic()
+        table = partials(ctx)
+        phases["read"] = time.monotonic() - t
+        t = time.monotonic()
+        rows = _rows_by_kind(table)
+        summary = self._summary(rows["p"], batch_id, watermark_ms, timestamp_ms)
+        summary.closing_ms = (watermark_ms if self.watermarks is None
+                              else self.watermarks.closing(batch_id, summary))
+        phases["merge"] = time.monotonic() - t
+        sk_updates = self._write_tables(table, rows, summary, phases)
+        summary.sketches = {k: row.value for k, row in sk_updates.items()}
+        summary.duration_s = time.monotonic() - started
+        summary.phase_s = phases
+        summary.committed_at = time.time()
+        if self.watermarks is not None:
+            self.watermarks.record(batch_id, summary)
+        self._batches_done += 1
+        if self.on_batch is not None:
+            self.on_batch(summary)
+        return summary
+
+    def _summary(self, stats_rows: list[dict[str, Any]], batch_id: int, watermark_ms: int,
+                 timestamp_ms: int) -> BatchSummary:
+        summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
+        codes: dict[str, int] = {}
+        latest: dict[str, int] = {}
+        seen: set[str] = set()
+        workers: set[str] = set()
+        for r in stats_rows:
+            st = orjson.loads(r["b"])
+            summary.tasks += 1
+            workers.add(st.get("worker", "?"))
+            summary.rows += int(st["rows"])
+            summary.valid += int(st["valid"])
+            summary.late_absorbed += int(st.get("late_absorbed", 0))
+            for k, v in st["codes"].items():
+                codes[k] = codes.get(k, 0) + int(v)
+            for p, us in st["latest"].items():
+                latest[p] = max(latest.get(p, us), us)
+            seen.update(st["partitions"])
+            for b, n in st.get("hist", {}).items():
+                summary.source_ts_hist[int(b)] = summary.source_ts_hist.get(int(b), 0) + n
+        summary.quarantined = dict(sorted(codes.items()))
+        summary.late = codes.get("late", 0) + summary.late_absorbed
+        summary.partition_event_ms = {p: us // 1000 for p, us in sorted(latest.items())}
+        summary.partitions = sorted(seen)
+        summary.workers = sorted(workers)
+        summary.max_event_ms = max(summary.partition_event_ms.values(), default=None)
+        expected, summary.offset_resets = self._offsets_expected
+        self._offsets_expected = (-1, 0)
+        if expected >= 0:
+            summary.offset_gap = max(0, expected - summary.rows)
+        return summary
+
+    def _write_tables(self, table: pa.Table, rows: dict[str, list[dict[str, Any]]],
+                      summary: BatchSummary, phases: dict[str, float]) -> dict:
+        """The batch's writes; returns the sketch rows it changed.
+
+        Each write is idempotent on its own (see the module docstring), so after a
+        crash any prefix of them may have committed and the re-run completes the
+        rest.
+        """
+        assert self.checkpoint is not None and self.tables is not None
+        tables = self.tables
+        batch_id, wm_ms, ts_ms = summary.batch_id, summary.watermark_ms, summary.batch_timestamp_ms
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            t = time.monotonic()
+            try:
+                return fn()
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.monotonic() - t
+
+        def written(name: str, path: str) -> bool:
+            """Whether this batch's commit to ``name`` is in the table (a re-run)."""
+            return committed_batch(path, self.app_id(name)) == batch_id
+
+        if summary.quarantined and not written("quarantine", tables.quarantine):
+            faults.maybe_crash("in_quarantine", batch_id)
+            timed("write_quarantine", lambda: commit(
+                tables.quarantine, _quarantine_table(table, batch_id),
+                app_id=self.app_id("quarantine"), batch_id=batch_id))
+        faults.maybe_crash("after_quarantine", batch_id)
+
+        def table_write(name: str, state: Any, path: str, updates: dict,
+                        closed: dict) -> None:
+            write = state.open.plan(updates, summary.closing_ms, closed)
+            if write:
+                if written(name, path):
+                    raise CheckpointError(
+                        f"table {path} already holds batch {batch_id}, yet the batch still "
+                        f"changes {len(write.rows)} of its rows: the open rows loaded at "
+                        "start do not match the table; refusing to skip or repeat the write")
+                faults.maybe_crash(f"in_{name}", batch_id)
+                timed(f"write_{name}",
+                      lambda: state.write(path, write, self.app_id(name), batch_id))
+            faults.maybe_crash(f"after_{name}", batch_id)
+
+        def fold(state: Any, path: str, partials: dict) -> tuple[dict, dict]:
+            # windows closed before this batch are reached only by late rows folded in
+            # (late = "update"): read their rows back to update them
+            closed = state.load_closed(path, state.open.closed(partials, wm_ms))
+            return state.fold(partials, batch_id, ts_ms, closed), closed
+
+        agg_updates, agg_closed = timed("aggregates", lambda: fold(
+            self.aggregates, tables.aggregates, self.aggregates.window_partials(rows.pop("m"))))
+        table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
+        sk_updates, sk_closed = timed("sketches", lambda: fold(
+            self.sketches, tables.sketches,
+            sketch_state.merge_partials(rows.pop("s"), self.spec)))
+        table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
+        return sk_updates
+
+
+def _rows_by_kind(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """The pass's small rows by kind (quarantined records stay in Arrow)."""
+    import pyarrow.compute as pc
+
+    out: dict[str, list[dict[str, Any]]] = {"m": [], "s": [], "p": []}
+    small = table.filter(pc.not_equal(table.column("kind"), "q"))
+    for r in small.select(["kind", "w", "pane", "g", "s", "b", "items"]).to_pylist():
+        out[r["kind"]].append(r)
+    return out
+
+
+def _quarantine_table(table: pa.Table, batch_id: int) -> pa.Table:
+    """The quarantined records of a batch as rows of the ``quarantine`` table."""
+    import pyarrow.compute as pc
+
+    q = table.filter(pc.equal(table.column("kind"), "q"))
+    n = q.num_rows
+    reason = q.column("reason")
+    code = pc.list_element(pc.split_pattern(reason, ":", max_splits=1), 0)
+    now_us = int(time.time() * 1_000_000)
+    return pa.table({
+        "key": q.column("key"), "value": q.column("b"), "topic": q.column("topic"),
+        "partition": q.column("part"), "offset": q.column("off"),
+        "source_timestamp": q.column("src_ts"), "reason_code": code, "reason": reason,
+        "event_time": q.column("et").cast(pa.timestamp("us", tz="UTC")),
+        "batch_id": pa.array([batch_id] * n, pa.int64()),
+        "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=QUARANTINE_SCHEMA)

@@ -1,0 +1,180 @@
+"""Sketches per window x group: partials from the one pass, merged into Delta ``sketches``.
+
+Per micro-batch:
+
+1. the engine's one pass (:mod:`streaming.engine.onepass`) builds, in every input
+   partition, one partial sketch per (window, pane, group, sketch) with the
+   vectorised grouped builders of the ``sketches`` package. Raw rows never leave
+   the partition; only these small partials reach the driver;
+2. the driver merges the partials of each pane (for a Count-Min with top-k, then
+   offers it every distinct item the partitions saw, so its candidates are those of
+   a one-pass build over the whole batch: the bytes do not depend on how the batch
+   was split), then merges panes into every window containing them, in a fixed
+   order, then into a copy of the open row's sketch (:mod:`streaming.engine.window_state`),
+   unless that row already holds this batch id (a re-run after a crash);
+3. one Delta overwrite of the changed windows writes absolute bytes.
+
+Merging is exact for HLL registers, Count-Min counters and Bloom bits, so the
+stored bytes do not depend on how events were split into batches or partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streaming.engine.aggregates import group_map
+from streaming.engine.tables import SKETCHES_SCHEMA, commit, read_table
+from streaming.engine.window_state import (
+    BatchWrite,
+    Key,
+    OpenRow,
+    OpenWindows,
+    closed_predicate,
+    epoch_us,
+    record_of,
+    rows_table,
+    windows_predicate,
+)
+from streaming.spec.model import Spec
+from streaming.spec.windows import SketchSpec, WindowSpec
+from streaming.units import US
+
+#: the percentiles a quantiles sketch's row carries in ``stats`` (p50, p95, p99)
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+@dataclass
+class MergedSketch:
+    window: WindowSpec
+    sketch_spec: SketchSpec
+    window_start_us: int
+    group_key: str
+    sketch: Any
+
+
+def merge_partials(rows: list[dict[str, Any]], spec: Spec) -> dict[tuple, MergedSketch]:
+    """Sketch partials of the one pass (``kind = "s"``) -> this batch's sketch per window."""
+    import sketches
+
+    panes: dict[tuple[int, int, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        panes.setdefault((r["w"], r["pane"], r["g"], r["s"]), []).append(r)
+    merged: dict[tuple, MergedSketch] = {}
+    for (wi, pane, g, si), parts in sorted(panes.items()):
+        w = spec.windows[wi]
+        sk = w.sketches[si]
+        sketch = sketches.from_bytes(parts[0]["b"])
+        for p in parts[1:]:
+            sketch.merge(sketches.from_bytes(p["b"]))
+        if parts[0]["items"] is not None and len(parts) > 1:
+            items: list[Any] = []
+            for p in parts:
+                items += orjson.loads(p["items"])
+            sketch.rerank(items)
+        n = w.size_s // w.slide_s
+        for i in range(n):
+            ws = pane - i * w.slide_s * US
+            key = (w.name, ws, g, sk.name)
+            entry = merged.get(key)
+            if entry is None:
+                # a tumbling window's pane is the window: the sketch is its own, no copy
+                merged[key] = MergedSketch(w, sk, ws, g, sketch if n == 1 else sketch.copy())
+            else:
+                entry.sketch.merge(sketch)
+    return merged
+
+
+def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float | None,
+                                              list | None, dict[str, float]]:
+    """(estimate, lower bound, upper bound, top-k, stats) of a sketch, as stored."""
+    if kind == "hll":
+        return (float(sketch.estimate()), float(sketch.lower_bound(2)),
+                float(sketch.upper_bound(2)), None,
+                {"relative_error": float(sketch.relative_error())})
+    if kind == "cms":
+        top = [(str(item), int(count)) for item, count in sketch.top()]
+        return (float(sketch.total), None, None, top,
+                {"total": float(sketch.total), "error_bound": float(sketch.error_bound())})
+    if kind == "bloom":
+        return (float(sketch.estimate()), None, None, None,
+                {"fill_ratio": float(sketch.fill_ratio()),
+                 "expected_fpr": float(sketch.expected_fpr())})
+    if kind == "quantiles":
+        # estimate: the median, with its certain bounds; stats: the usual percentiles
+        qs = sketch.quantiles(QUANTILES)
+        stats = {f"p{round(q * 100):d}": float(v) for q, v in zip(QUANTILES, qs, strict=True)}
+        stats.update(count=float(sketch.count), relative_error=float(sketch.relative_error()))
+        return (float(sketch.quantile(0.5)), float(sketch.lower_bound(0.5)),
+                float(sketch.upper_bound(0.5)), None, stats)
+    return (float(sketch.estimate()), float(sketch.lower_bound(2)),
+            float(sketch.upper_bound(2)), None, {})
+
+
+def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
+    est, lo, hi, top, stats = describe(m.sketch_spec.kind, m.sketch)
+    return record_of({"window_name": m.window.name, "window_start": m.window_start_us,
+            "window_end": m.window_start_us + m.window.size_s * US, "group_key": m.group_key,
+            "group": group_map(m.window.group_by, m.group_key),
+            "sketch_name": m.sketch_spec.name, "kind": m.sketch_spec.kind,
+            "field": m.sketch_spec.field, "bytes": m.sketch.to_bytes(), "estimate": est,
+            "lower_bound": lo, "upper_bound": hi,
+            "top_k": None if top is None else [{"item": i, "count": c} for i, c in top],
+            "stats": list(stats.items()), "last_batch": last_batch, "updated_at": updated_us},
+        SKETCHES_SCHEMA)
+
+
+class SketchState:
+    """The open rows of ``sketches`` and how a batch's partial sketches fold into them."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.open = OpenWindows(spec)
+
+    def _rows(self, path: str, where: str) -> dict[Key, OpenRow]:
+        import sketches
+
+        windows = {w.name: w for w in self.spec.windows}
+        out = {}
+        for r in read_table(path, where).to_pylist():
+            w = windows[r["window_name"]]
+            sk = next(s for s in w.sketches if s.name == r["sketch_name"])
+            ws = epoch_us(r["window_start"])
+            key = (r["window_name"], ws, r["group_key"], r["sketch_name"])
+            m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
+            out[key] = OpenRow(m, int(r["last_batch"]), record_of(r, SKETCHES_SCHEMA))
+        return out
+
+    def load(self, path: str) -> None:
+        self.open.rows = self._rows(path, "NOT final")
+
+    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[Key, OpenRow]:
+        """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
+        return self._rows(path, closed_predicate(windows)) if windows else {}
+
+    def fold(self, partials: dict[tuple, MergedSketch], batch_id: int, batch_ts_ms: int,
+             closed: dict[Key, OpenRow] | None = None) -> dict[Key, OpenRow]:
+        """New rows for the keys this batch touches (the memory copy is not changed).
+
+        ``closed`` holds rows of closed windows read back for late rows.
+        """
+        updates: dict[Key, OpenRow] = {}
+        for key, part in partials.items():
+            current = self.open.get(key) or (closed or {}).get(key)
+            if current is not None and current.last_batch >= batch_id:
+                continue  # already holds this batch: a re-run after a crash
+            if current is not None:
+                sketch = current.value.sketch.copy()
+                sketch.merge(part.sketch)
+                part = MergedSketch(part.window, part.sketch_spec, part.window_start_us,
+                                    part.group_key, sketch)
+            updates[key] = OpenRow(part, batch_id, _record(part, batch_id, batch_ts_ms * 1000))
+        return updates
+
+    def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
+        table = rows_table(write, SKETCHES_SCHEMA)
+        commit(path, table, app_id=app_id, batch_id=batch_id,
+               predicate=windows_predicate(write.windows))
+        self.open.commit(write)

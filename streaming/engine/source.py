@@ -1,0 +1,58 @@
+"""The raw record stream of a Kafka source, with provenance columns.
+
+``_key, _value, _topic, _partition, _offset, _source_ts``: the same columns a
+backfill builds from log files (:mod:`streaming.logs.backfill`), so the same one pass
+(:mod:`streaming.engine.onepass`) serves a live topic and a backfill.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streaming.errors import ConfigError
+from streaming.spec.model import Secret, Spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def kafka_options(spec: Spec) -> dict[str, str]:
+    """Options for Spark's Kafka source (secrets revealed only here, never logged)."""
+    src = spec.source
+    opts = {
+        "kafka.bootstrap.servers": src.bootstrap_servers,
+        "subscribe": str(src.topic),
+        "startingOffsets": src.starting_offsets,
+        "failOnDataLoss": "true" if src.fail_on_data_loss else "false",
+        "includeHeaders": "false",
+        # records of aborted transactions are never counted (and open ones wait)
+        "kafka.isolation.level": src.isolation_level,
+    }
+    if src.max_offsets_per_trigger:
+        opts["maxOffsetsPerTrigger"] = str(src.max_offsets_per_trigger)
+    if src.min_partitions:
+        opts["minPartitions"] = str(src.min_partitions)
+    for key, value in src.kafka_options:
+        opts[f"kafka.{key}"] = value.reveal() if isinstance(value, Secret) else value
+    return opts
+
+
+def kafka_stream(spark: SparkSession, spec: Spec) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    reader = spark.readStream.format("kafka")
+    for k, v in kafka_options(spec).items():
+        reader = reader.option(k, v)
+    df = reader.load()
+    return df.select(
+        F.col("key").alias("_key"), F.col("value").alias("_value"),
+        F.col("topic").alias("_topic"), F.col("partition").alias("_partition"),
+        F.col("offset").alias("_offset"), F.col("timestamp").alias("_source_ts"))
+
+
+def raw_stream(spark: SparkSession, spec: Spec) -> DataFrame:
+    """The streaming source of a Kafka spec (a files source runs as a backfill instead)."""
+    if spec.source.kind != "kafka":
+        raise ConfigError("a files source is not a stream: run it as a backfill "
+                          "(streaming.logs.backfill, or `streamsketch run` / `replay --backfill`)")
+    return kafka_stream(spark, spec)

@@ -1,0 +1,1 @@
+"""Kafka tools: the embedded broker, the event generator and the batch producer."""

@@ -1,0 +1,171 @@
+"""Send the generated clickstream (:mod:`streaming.kafka.generator`) to a Kafka topic."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from streaming.errors import ConfigError
+from streaming.kafka.admin import (
+    TOPIC_NAME,
+    Compression,
+    connect_error,
+    ensure_topic,
+    kafka_clients,
+    producer_settings,
+)
+from streaming.kafka.generator import (
+    KINDS,
+    LATE,
+    OUT_OF_ORDER,
+    GeneratorConfig,
+    generate_batches,
+)
+
+
+@dataclass(frozen=True)
+class ProduceStats:
+    """What :func:`produce` sent. ``counts`` has one entry per record kind."""
+
+    topic: str
+    partitions: int
+    sent: int
+    bytes: int
+    failed: int
+    counts: dict[str, int] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0
+    interrupted: bool = False
+    first_error: str | None = None
+    compression: str = "none"
+    start_time: str | None = None
+
+    @property
+    def events_per_second(self) -> float:
+        return self.sent / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["events_per_second"] = round(self.events_per_second, 1)
+        return out
+
+    def line(self) -> str:
+        bad = sum(v for k, v in self.counts.items() if k.startswith("malformed:"))
+        return (f"{self.sent} events ({self.bytes / 1e6:.1f} MB) to {self.topic} in "
+                f"{self.elapsed_seconds:.1f} s, {self.events_per_second:,.0f}/s; "
+                f"out_of_order {self.counts.get(OUT_OF_ORDER, 0)}, "
+                f"late {self.counts.get(LATE, 0)}, "
+                f"malformed {bad}, failed {self.failed}"
+                + (" (interrupted)" if self.interrupted else ""))
+
+
+def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
+            count: int | None = None, duration: float | None = None,
+            rate_limit: float | None = None, partitions: int = 2,
+            compression: Compression = "auto", connect_timeout: float = 15.0,
+            progress: Callable[[ProduceStats], None] | None = None,
+            progress_interval: float = 2.0) -> ProduceStats:
+    """Send generated records to ``topic``, creating it if missing.
+
+    Stops after ``count`` records or ``duration`` seconds (whichever is first;
+    endless when neither), or on Ctrl-C; then flushes and returns the stats
+    (``interrupted=True`` after Ctrl-C). With ``rate_limit`` (events/s of wall
+    time) records go out at that steady rate, and when ``config.start_time`` is
+    None the event-time clock starts now and runs at the same rate, so event
+    time tracks the wall clock. Without it records go out as fast as possible.
+
+    Raises:
+        ConfigError: bad arguments, or no broker answers within ``connect_timeout``.
+    """
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ConfigError(f"count must be a non-negative integer, got {count!r}")
+    if duration is not None and not 0 < duration < math.inf:
+        raise ConfigError(f"duration must be positive seconds, got {duration!r}")
+    if rate_limit is not None and not 0 < rate_limit < math.inf:
+        raise ConfigError(f"rate limit must be positive events/s, got {rate_limit!r}")
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise ConfigError(f"partitions must be a positive integer, got {partitions!r}")
+    if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ConfigError(f"not a valid Kafka topic name: {topic!r} (1-249 of a-z A-Z 0-9 . _ -)")
+    if rate_limit is not None and config.start_time is None:
+        config = replace(config, rate=float(rate_limit))
+    admin_cls, producer_cls, partitioner_cls = kafka_clients()
+    from kafka.errors import KafkaError
+
+    n_partitions = ensure_topic(admin_cls, bootstrap_servers, topic, partitions,
+                                 connect_timeout)
+    settings = producer_settings(compression)
+    try:
+        producer = producer_cls(bootstrap_servers=bootstrap_servers,
+                                client_id="streamsketch-produce",
+                                bootstrap_timeout_ms=int(connect_timeout * 1000),
+                                partitioner=partitioner_cls(), **settings)
+    except (KafkaError, OSError) as exc:
+        raise connect_error(bootstrap_servers, connect_timeout, exc) from None
+    except (RuntimeError, ValueError) as exc:  # e.g. a codec whose package is not installed
+        raise ConfigError(f"cannot create the producer: {exc}") from None
+
+    config = config.with_start()  # now that the broker answered: event time tracks wall time
+    counts = dict.fromkeys(KINDS, 0)
+    failures: list[str] = []  # the first error message, then "" per further failure
+
+    def failed(exc: BaseException) -> None:  # called on the producer's I/O thread
+        failures.append("" if failures else f"{type(exc).__name__}: {exc}")
+
+    sent = nbytes = 0
+    interrupted = False
+    step = max(1, min(500, int(rate_limit / 50))) if rate_limit else 1000
+    t0 = time.monotonic()
+    deadline = t0 + duration if duration is not None else math.inf
+    next_report = t0 + progress_interval
+
+    def stats(elapsed: float) -> ProduceStats:
+        return ProduceStats(topic=topic, partitions=n_partitions, sent=sum(counts.values()),
+                            bytes=nbytes,
+                            failed=len(failures), counts={k: v for k, v in counts.items() if v},
+                            elapsed_seconds=elapsed, interrupted=interrupted,
+                            first_error=failures[0] if failures else None,
+                            compression=settings["compression_type"] or "none",
+                            start_time=_iso(config.start_time))
+
+    send = producer.send
+    pace_from = t0
+    try:
+        for batch in generate_batches(config, count, step):
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if rate_limit:
+                due = pace_from + sent / rate_limit
+                if due > now:
+                    if due >= deadline:
+                        break
+                    time.sleep(due - now)
+                elif now - due > 1.0:  # fell behind: don't burst to catch up
+                    pace_from = now - sent / rate_limit
+            for key, value, kind, _ in batch:
+                counts[kind] += 1
+                send(topic, key=key, value=value).add_errback(failed)
+                nbytes += len(key) + (len(value) if value is not None else 0)
+            sent += len(batch)
+            if progress is not None and now >= next_report:
+                next_report = now + progress_interval
+                progress(stats(now - t0))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        try:
+            producer.flush(timeout=settings["delivery_timeout_ms"] / 1000)
+        finally:
+            producer.close(timeout=5)
+    return stats(time.monotonic() - t0)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")

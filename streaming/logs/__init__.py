@@ -1,0 +1,1 @@
+"""Recorded event logs: reading and writing them, replay into Kafka, backfill."""

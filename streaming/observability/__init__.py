@@ -1,0 +1,1 @@
+"""Prometheus metrics of a running pipeline and the server that exposes them."""

@@ -1,0 +1,1 @@
+"""Answers from the stored windows: questions, table reads, sketch merges, HTTP API."""

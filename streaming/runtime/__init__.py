@@ -1,0 +1,1 @@
+"""What the service runs on: the JVM jars and the Spark session."""

@@ -1,0 +1,188 @@
+"""The Spark session factory.
+
+One place decides how Spark runs: ``local[*]`` unless a master is given (a local
+master retries a failed task as a cluster does, see :func:`local_master`), Delta
+Lake's SQL extension and catalog, Spark's Kafka connector and delta-spark on the
+class path from the verified jar cache (no download at session start), the
+RocksDB state store, few shuffle partitions (small machines), UTC session time,
+the UI off unless asked for, and quiet logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streaming.runtime import jvm
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_CONSOLE = """\
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+"""
+_FILE = """\
+appender.console.type = File
+appender.console.name = console
+appender.console.fileName = {file}
+appender.console.append = true
+"""
+_LOG4J2 = """\
+status = error
+{appender}appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+rootLogger.level = {level}
+rootLogger.appenderRef.stdout.ref = console
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = ERROR
+logger.parquet.name = org.apache.parquet
+logger.parquet.level = ERROR
+logger.hadoop.name = org.apache.hadoop
+logger.hadoop.level = ERROR
+logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
+logger.nativecode.level = ERROR
+logger.delta.name = org.apache.spark.sql.delta
+logger.delta.level = {level}
+logger.admin.name = org.apache.spark.sql.kafka010.KafkaOffsetReaderAdmin
+logger.admin.level = ERROR
+logger.microbatch.name = org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution
+logger.microbatch.level = ERROR
+logger.sslog.name = org.apache.spark.sql.execution.streaming.state
+logger.sslog.level = ERROR
+"""
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    """How to build the session.
+
+    Attributes:
+        master: Spark master URL; ``local[*]`` runs in this process.
+        app_name: application name shown in Spark's UI and logs.
+        shuffle_partitions: partitions after a shuffle; small machines want few.
+        driver_memory: JVM heap of the driver (local mode: of everything).
+        ui: start Spark's web UI.
+        log_level: JVM log level (WARN keeps the console quiet).
+        log_file: send the JVM's log lines to this file instead of stderr.
+        conf: extra Spark settings, applied last.
+    """
+
+    master: str = "local[*]"
+    app_name: str = "streamsketch"
+    shuffle_partitions: int = max(2, os.cpu_count() or 2)
+    driver_memory: str = "3g"
+    ui: bool = False
+    log_level: str = "WARN"
+    log_file: Path | None = None
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+def _log_config(level: str, log_file: Path | None = None) -> Path:
+    folder = Path(tempfile.gettempdir()) / "streamsketch"
+    folder.mkdir(parents=True, exist_ok=True)
+    appender = _CONSOLE
+    name = f"log4j2-{level.lower()}"
+    if log_file is not None:
+        target = Path(log_file).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        appender = _FILE.replace("{file}", str(target))
+        name += f"-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
+    path = folder / f"{name}.properties"
+    text = _LOG4J2.replace("{appender}", appender).replace("{level}", level.upper())
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+#: attempts of one task before its job fails, in local mode: Spark's default on a cluster
+#: (``spark.task.maxFailures``, which local mode ignores)
+LOCAL_TASK_ATTEMPTS = 4
+_LOCAL = re.compile(r"^local(?:\[\s*(\*|[0-9]+)\s*\])?$")
+
+
+def local_master(master: str) -> str:
+    """``master``, with task retries if it is a plain local master.
+
+    ``local`` and ``local[N]`` give each task one attempt: a Python worker that dies
+    (killed for memory, say) fails the batch, where a cluster would run the task
+    again. They become ``local[N,4]``; a master that names its own retries
+    (``local[N,F]``) and every other master are kept as given.
+
+    Example:
+        >>> local_master("local[*]"), local_master("local[2,1]"), local_master("spark://h:7077")
+        ('local[*,4]', 'local[2,1]', 'spark://h:7077')
+    """
+    m = _LOCAL.match(master.strip())
+    if m is None:
+        return master
+    return f"local[{m.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]"
+
+
+def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
+    """The settings :func:`build_session` applies, as a plain mapping (testable without a JVM)."""
+    log_config = _log_config(options.log_level, options.log_file)
+    java_opts = f"-Dlog4j2.configurationFile=file:{log_config} -Duser.timezone=UTC"
+    conf = {
+        "spark.master": local_master(options.master),
+        "spark.app.name": options.app_name,
+        "spark.jars": ",".join(str(j) for j in jars),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        "spark.sql.shuffle.partitions": str(options.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "true" if options.ui else "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": options.driver_memory,
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.executor.extraJavaOptions": java_opts,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Python workers run the interpreter (and packages) of the driver, unless
+        # PYSPARK_PYTHON names the workers' own (a cluster whose machines differ).
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        # mapInArrow hands a whole partition's rows over in few, large batches.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.streaming.numRecentProgressUpdates": "20",
+        # The Kafka source sees our own topics only; no metadata-loss surprises.
+        "spark.sql.streaming.kafka.useDeprecatedOffsetFetching": "false",
+    }
+    conf.update(options.conf)
+    return conf
+
+
+def build_session(options: SparkOptions | None = None, *, log=None) -> SparkSession:
+    """Create (or return the active) Spark session configured for streamsketch.
+
+    The JVM jars come from the verified cache (resolved once if missing).
+    """
+    options = options or SparkOptions()
+    if options.master.startswith("local"):
+        # Keep a local driver on loopback: no interface guessing, nothing exposed.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run this interpreter, with this environment's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    jvm.find_java()
+    jars = list(jvm.resolve("spark", log=log).jars)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in spark_conf(options, jars).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(options.log_level.upper())
+    return spark

@@ -1,0 +1,1 @@
+"""The pipeline spec: the TOML file parsed and validated into frozen dataclasses."""
