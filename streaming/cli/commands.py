@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,18 @@ def _spec_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
 def _session(args: argparse.Namespace):
     from streaming.runtime.session import SparkOptions, build_session
 
-    return build_session(SparkOptions(master=getattr(args, "master", "local[*]"),
-                                      ui=getattr(args, "ui", False)), log=_info)
+    options = SparkOptions(master=getattr(args, "master", "local[*]"),
+                           ui=getattr(args, "ui", False))
+    if getattr(args, "driver_memory", None):
+        options = replace(options, driver_memory=args.driver_memory)
+    return build_session(options, log=_info)
+
+
+def jvm_size(text: str) -> str:
+    """A JVM memory size as Spark takes it: ``512m``, ``1g``, ``2G``."""
+    if not re.fullmatch(r"[1-9][0-9]*[kKmMgGtT]", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JVM memory size such as 512m or 2g")
+    return text.strip().lower()
 
 
 #: exit status of ``run`` stopped by SIGTERM (128 + the signal, as a shell reports a
@@ -281,6 +292,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
                    help="process what the source holds now, then exit")
     p.add_argument("--master", default="local[*]", help="Spark master URL")
     p.add_argument("--ui", action="store_true", help="start Spark's web UI")
+    p.add_argument("--driver-memory", type=jvm_size, metavar="SIZE",
+                   help="JVM heap of the Spark driver, e.g. 2g (default: 1g; the windows "
+                        "live in Python, not in the JVM)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("query", help="answer from the stored windows (any time range)")

@@ -23,12 +23,13 @@ from typing import Any
 
 import orjson
 
+from streaming.engine.onepass import MetricPartial
 from streaming.engine.tables import aggregates_schema, commit, read_table
 from streaming.engine.window_state import (
     BatchWrite,
-    Key,
     OpenRow,
     OpenWindows,
+    WindowKey,
     closed_predicate,
     epoch_us,
     record_of,
@@ -80,12 +81,12 @@ class AggregateState:
         self.windows = {w.name: w for w in spec.windows}
         self.schema = aggregates_schema(spec)
 
-    def _record(self, key: Key, values: dict[str, Any], last_batch: int,
+    def _record(self, key: WindowKey, values: dict[str, Any], last_batch: int,
                 updated_us: int) -> tuple:
-        w = self.windows[key[0]]
-        rec: dict[str, Any] = {"window_name": key[0], "window_start": key[1],
-                               "window_end": key[1] + w.size_s * US, "group_key": key[2],
-                               "group": group_map(w.group_by, key[2])}
+        w = self.windows[key.window]
+        rec: dict[str, Any] = {"window_name": key.window, "window_start": key.start_us,
+                               "window_end": key.start_us + w.size_s * US,
+                               "group_key": key.group, "group": group_map(w.group_by, key.group)}
         for c, _ in self.spec.metric_columns():
             if c.startswith("avg_"):
                 fld = c[4:]
@@ -98,11 +99,11 @@ class AggregateState:
         rec["updated_at"] = updated_us
         return record_of(rec, self.schema)
 
-    def _rows(self, path: str, where: str) -> dict[Key, OpenRow]:
+    def _rows(self, path: str, where: str) -> dict[WindowKey, OpenRow]:
         out = {}
         for r in read_table(path, where).to_pylist():
             ws = epoch_us(r["window_start"])
-            key = (r["window_name"], ws, r["group_key"])
+            key = WindowKey(r["window_name"], ws, r["group_key"])
             values = {c: r[c] for c, _ in self.cols}
             values["late_rows"] = r.get("late_rows") or 0
             updated = epoch_us(r["updated_at"]) if r["updated_at"] is not None else 0
@@ -113,27 +114,27 @@ class AggregateState:
     def load(self, path: str) -> None:
         self.open.rows = self._rows(path, "NOT final")
 
-    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[Key, OpenRow]:
+    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[WindowKey, OpenRow]:
         """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
         return self._rows(path, closed_predicate(windows)) if windows else {}
 
-    def window_partials(self, rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    def window_partials(self, rows: Iterable[MetricPartial]) -> dict[WindowKey, dict[str, Any]]:
         """Pane partials of the one pass (``kind = "m"``) -> this batch's values per window."""
         panes: dict[tuple[int, int, str], dict[str, Any]] = {}
         for r in rows:
-            key = (r["w"], r["pane"], r["g"])
-            part = orjson.loads(r["b"])
+            key = (r.window, r.pane, r.group)
+            part = orjson.loads(r.values)
             for c in list(part):
                 if c.startswith("sum_") and part[c] is not None:
                     part[c] = int(part[c])
             have = panes.get(key)
             panes[key] = part if have is None else {
                 c: _combine(self.kinds.get(c, "add"), have.get(c), v) for c, v in part.items()}
-        out: dict[Key, dict[str, Any]] = {}
+        out: dict[WindowKey, dict[str, Any]] = {}
         for (wi, pane, g), part in sorted(panes.items()):
             w = self.spec.windows[wi]
             for i in range(w.size_s // w.slide_s):
-                key = (w.name, pane - i * w.slide_s * US, g)
+                key = WindowKey(w.name, pane - i * w.slide_s * US, g)
                 have = out.get(key)
                 out[key] = dict(part) if have is None else {
                     c: _combine(self.kinds.get(c, "add"), have.get(c), part.get(c))
@@ -144,13 +145,13 @@ class AggregateState:
                     values[c] = _DECIMAL.scaleb(decimal.Decimal(values[c]), -9)
         return out
 
-    def fold(self, partials: dict[Key, dict[str, Any]], batch_id: int, batch_ts_ms: int,
-             closed: dict[Key, OpenRow] | None = None) -> dict[Key, OpenRow]:
+    def fold(self, partials: dict[WindowKey, dict[str, Any]], batch_id: int, batch_ts_ms: int,
+             closed: dict[WindowKey, OpenRow] | None = None) -> dict[WindowKey, OpenRow]:
         """New rows for the keys this batch touches (the memory copy is not changed).
 
         ``closed`` holds rows of closed windows read back for late rows.
         """
-        updates: dict[Key, OpenRow] = {}
+        updates: dict[WindowKey, OpenRow] = {}
         for key, part in partials.items():
             current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:

@@ -32,8 +32,8 @@ import decimal
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from streaming.engine import faults
 from streaming.engine.decode import Decoder, timestamp_text
+from streaming.engine.memory import release_freed_memory
 from streaming.spec.model import Spec
 from streaming.spec.windows import WindowSpec
 from streaming.units import US
@@ -60,6 +61,57 @@ PASS_SCHEMA = pa.schema([
 PASS_DDL = ("kind STRING, w INT, pane BIGINT, g STRING, s INT, b BINARY, items BINARY, "
             "key BINARY, topic STRING, part INT, off BIGINT, src_ts TIMESTAMP, "
             "reason STRING, et BIGINT")
+
+
+
+class MetricPartial(NamedTuple):
+    """A ``kind = "m"`` row: the exact metrics of one pane of one group, as JSON."""
+
+    window: int  #: index of the window in the spec
+    pane: int  #: pane start, epoch microseconds
+    group: str
+    values: bytes
+
+
+class SketchPartial(NamedTuple):
+    """A ``kind = "s"`` row: one sketch of one pane of one group."""
+
+    window: int
+    pane: int
+    group: str
+    sketch: int  #: index of the sketch in its window
+    data: bytes  #: the sketch's bytes
+    items: bytes | None  #: a Count-Min with top-k: the distinct items seen, as JSON
+
+
+@dataclass
+class PassRows:
+    """The pass's small rows by kind; quarantined records stay in the Arrow table."""
+
+    metrics: list[MetricPartial] = field(default_factory=list)
+    sketches: list[SketchPartial] = field(default_factory=list)
+    stats: list[bytes] = field(default_factory=list)
+
+
+def pass_rows(table: pa.Table) -> PassRows:
+    """Split the partial rows of a batch by kind (tuples: a batch can hold 100,000s)."""
+    import pyarrow.compute as pc
+
+    kind = table.column("kind")
+
+    def columns(k: str, names: list[str]) -> list[list[Any]]:
+        sub = table.filter(pc.equal(kind, k)).select(names)
+        return [sub.column(n).to_pylist() for n in names]
+
+    out = PassRows()
+    out.metrics = list(map(MetricPartial._make,
+                           zip(*columns("m", ["w", "pane", "g", "b"]), strict=True)))
+    out.sketches = list(map(SketchPartial._make,
+                            zip(*columns("s", ["w", "pane", "g", "s", "b", "items"]),
+                                strict=True)))
+    out.stats = columns("p", ["b"])[0]
+    return out
+
 
 _SCALE = 10 ** 9
 _DEC = decimal.Context(prec=60)
@@ -387,6 +439,9 @@ def make_pass(ctx: PassContext):
         table = pa.Table.from_batches(collected)
         faults.maybe_kill_worker(table)
         if table.num_rows:
-            yield run_pass(table, ctx)
+            out = run_pass(table, ctx)
+            del table, collected
+            release_freed_memory()  # this worker's pass is done: its peak goes back
+            yield out
 
     return one_pass

@@ -46,7 +46,8 @@ from streaming.engine.checkpoint import (
     offset_gap,
     open_checkpoint,
 )
-from streaming.engine.onepass import PASS_DDL, PassContext, make_pass
+from streaming.engine.memory import release_freed_memory
+from streaming.engine.onepass import PASS_DDL, PassContext, PassRows, make_pass, pass_rows
 from streaming.engine.source import raw_stream
 from streaming.engine.tables import (
     QUARANTINE_SCHEMA,
@@ -285,13 +286,15 @@ class Pipeline:
         table = partials(ctx)
         phases["read"] = time.monotonic() - t
         t = time.monotonic()
-        rows = _rows_by_kind(table)
-        summary = self._summary(rows["p"], batch_id, watermark_ms, timestamp_ms)
+        rows = pass_rows(table)
+        summary = self._summary(rows.stats, batch_id, watermark_ms, timestamp_ms)
         summary.closing_ms = (watermark_ms if self.watermarks is None
                               else self.watermarks.closing(batch_id, summary))
         phases["merge"] = time.monotonic() - t
         sk_updates = self._write_tables(table, rows, summary, phases)
-        summary.sketches = {k: row.value for k, row in sk_updates.items()}
+        # rows made final keep no live sketch, but the newest window's (see fold)
+        summary.sketches = {k: row.value for k, row in sk_updates.items()
+                            if row.value is not None}
         summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
         summary.committed_at = time.time()
@@ -300,9 +303,10 @@ class Pipeline:
         self._batches_done += 1
         if self.on_batch is not None:
             self.on_batch(summary)
+        release_freed_memory()
         return summary
 
-    def _summary(self, stats_rows: list[dict[str, Any]], batch_id: int, watermark_ms: int,
+    def _summary(self, stats_rows: list[bytes], batch_id: int, watermark_ms: int,
                  timestamp_ms: int) -> BatchSummary:
         summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
         codes: dict[str, int] = {}
@@ -310,7 +314,7 @@ class Pipeline:
         seen: set[str] = set()
         workers: set[str] = set()
         for r in stats_rows:
-            st = orjson.loads(r["b"])
+            st = orjson.loads(r)
             summary.tasks += 1
             workers.add(st.get("worker", "?"))
             summary.rows += int(st["rows"])
@@ -335,7 +339,7 @@ class Pipeline:
             summary.offset_gap = max(0, expected - summary.rows)
         return summary
 
-    def _write_tables(self, table: pa.Table, rows: dict[str, list[dict[str, Any]]],
+    def _write_tables(self, table: pa.Table, rows: PassRows,
                       summary: BatchSummary, phases: dict[str, float]) -> dict:
         """The batch's writes; returns the sketch rows it changed.
 
@@ -379,31 +383,30 @@ class Pipeline:
                       lambda: state.write(path, write, self.app_id(name), batch_id))
             faults.maybe_crash(f"after_{name}", batch_id)
 
-        def fold(state: Any, path: str, partials: dict) -> tuple[dict, dict]:
+        def fold(state: Any, name: str, path: str, partials: dict,
+                 **kw: Any) -> tuple[dict, dict]:
             # windows closed before this batch are reached only by late rows folded in
-            # (late = "update"): read their rows back to update them
-            closed = state.load_closed(path, state.open.closed(partials, wm_ms))
-            return state.fold(partials, batch_id, ts_ms, closed), closed
+            # (late = "update"): read their rows back to update them. A re-run of a batch
+            # the table already holds also reads back the rows that batch finalised (they
+            # left memory, not the table), so that it finds nothing left to change.
+            cutoff = summary.closing_ms if written(name, path) else wm_ms
+            closed = state.load_closed(path, state.open.closed(partials, cutoff))
+            return state.fold(partials, batch_id, ts_ms, closed, **kw), closed
 
+        # the pass's rows are dropped once merged: a batch spanning months has many
+        agg_partials = timed("aggregates", lambda: self.aggregates.window_partials(rows.metrics))
+        rows.metrics = []
         agg_updates, agg_closed = timed("aggregates", lambda: fold(
-            self.aggregates, tables.aggregates, self.aggregates.window_partials(rows.pop("m"))))
+            self.aggregates, "aggregates", tables.aggregates, agg_partials))
         table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
+        sk_partials = timed("sketches", lambda: sketch_state.merge_partials(rows.sketches,
+                                                                          self.spec))
+        rows.sketches = []
         sk_updates, sk_closed = timed("sketches", lambda: fold(
-            self.sketches, tables.sketches,
-            sketch_state.merge_partials(rows.pop("s"), self.spec)))
+            self.sketches, "sketches", tables.sketches, sk_partials,
+            closing_ms=summary.closing_ms))
         table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
         return sk_updates
-
-
-def _rows_by_kind(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
-    """The pass's small rows by kind (quarantined records stay in Arrow)."""
-    import pyarrow.compute as pc
-
-    out: dict[str, list[dict[str, Any]]] = {"m": [], "s": [], "p": []}
-    small = table.filter(pc.not_equal(table.column("kind"), "q"))
-    for r in small.select(["kind", "w", "pane", "g", "s", "b", "items"]).to_pylist():
-        out[r["kind"]].append(r)
-    return out
 
 
 def _quarantine_table(table: pa.Table, batch_id: int) -> pa.Table:

@@ -20,18 +20,21 @@ stored bytes do not depend on how events were split into batches or partitions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from streaming.engine.aggregates import group_map
+from streaming.engine.onepass import SketchPartial
 from streaming.engine.tables import SKETCHES_SCHEMA, commit, read_table
 from streaming.engine.window_state import (
     BatchWrite,
     Key,
     OpenRow,
     OpenWindows,
+    SketchKey,
     closed_predicate,
     epoch_us,
     record_of,
@@ -55,29 +58,29 @@ class MergedSketch:
     sketch: Any
 
 
-def merge_partials(rows: list[dict[str, Any]], spec: Spec) -> dict[tuple, MergedSketch]:
+def merge_partials(rows: Iterable[SketchPartial], spec: Spec) -> dict[SketchKey, MergedSketch]:
     """Sketch partials of the one pass (``kind = "s"``) -> this batch's sketch per window."""
     import sketches
 
-    panes: dict[tuple[int, int, str, int], list[dict[str, Any]]] = {}
+    panes: dict[tuple[int, int, str, int], list[SketchPartial]] = {}
     for r in rows:
-        panes.setdefault((r["w"], r["pane"], r["g"], r["s"]), []).append(r)
-    merged: dict[tuple, MergedSketch] = {}
+        panes.setdefault((r.window, r.pane, r.group, r.sketch), []).append(r)
+    merged: dict[SketchKey, MergedSketch] = {}
     for (wi, pane, g, si), parts in sorted(panes.items()):
         w = spec.windows[wi]
         sk = w.sketches[si]
-        sketch = sketches.from_bytes(parts[0]["b"])
+        sketch = sketches.from_bytes(parts[0].data)
         for p in parts[1:]:
-            sketch.merge(sketches.from_bytes(p["b"]))
-        if parts[0]["items"] is not None and len(parts) > 1:
+            sketch.merge(sketches.from_bytes(p.data))
+        if parts[0].items is not None and len(parts) > 1:
             items: list[Any] = []
             for p in parts:
-                items += orjson.loads(p["items"])
+                items += orjson.loads(p.items)
             sketch.rerank(items)
         n = w.size_s // w.slide_s
         for i in range(n):
             ws = pane - i * w.slide_s * US
-            key = (w.name, ws, g, sk.name)
+            key = SketchKey(w.name, ws, g, sk.name)
             entry = merged.get(key)
             if entry is None:
                 # a tumbling window's pane is the window: the sketch is its own, no copy
@@ -142,7 +145,7 @@ class SketchState:
             w = windows[r["window_name"]]
             sk = next(s for s in w.sketches if s.name == r["sketch_name"])
             ws = epoch_us(r["window_start"])
-            key = (r["window_name"], ws, r["group_key"], r["sketch_name"])
+            key = SketchKey(r["window_name"], ws, r["group_key"], r["sketch_name"])
             m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
             out[key] = OpenRow(m, int(r["last_batch"]), record_of(r, SKETCHES_SCHEMA))
         return out
@@ -154,14 +157,27 @@ class SketchState:
         """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
         return self._rows(path, closed_predicate(windows)) if windows else {}
 
-    def fold(self, partials: dict[tuple, MergedSketch], batch_id: int, batch_ts_ms: int,
-             closed: dict[Key, OpenRow] | None = None) -> dict[Key, OpenRow]:
+    def fold(self, partials: dict[SketchKey, MergedSketch], batch_id: int, batch_ts_ms: int,
+             closed: dict[Key, OpenRow] | None = None, *,
+             closing_ms: int | None = None) -> dict[Key, OpenRow]:
         """New rows for the keys this batch touches (the memory copy is not changed).
 
-        ``closed`` holds rows of closed windows read back for late rows.
+        ``closed`` holds rows of closed windows read back for late rows. With
+        ``closing_ms``, ``partials`` is consumed as it goes, and a row the batch makes
+        final keeps only its stored record, not the live sketch (a batch spanning months
+        holds one sketch at a time), except in the newest window up to the batch time
+        of each sketch, which the metrics show.
         """
+        newest: dict[tuple[str, str], int] = {}
+        if closing_ms is not None:
+            now_us = batch_ts_ms * 1000
+            for key in partials:
+                if key.start_us <= now_us and key.start_us > newest.get(
+                        (key.window, key.sketch), -(1 << 62)):
+                    newest[(key.window, key.sketch)] = key.start_us
         updates: dict[Key, OpenRow] = {}
-        for key, part in partials.items():
+        for key in list(partials):
+            part = partials.pop(key) if closing_ms is not None else partials[key]
             current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
                 continue  # already holds this batch: a re-run after a crash
@@ -170,7 +186,12 @@ class SketchState:
                 sketch.merge(part.sketch)
                 part = MergedSketch(part.window, part.sketch_spec, part.window_start_us,
                                     part.group_key, sketch)
-            updates[key] = OpenRow(part, batch_id, _record(part, batch_id, batch_ts_ms * 1000))
+            record = _record(part, batch_id, batch_ts_ms * 1000)
+            if (closing_ms is not None
+                    and key.start_us + part.window.size_s * US <= closing_ms * 1000
+                    and newest.get((key.window, key.sketch)) != key.start_us):
+                part = None  # final after this batch: the record is all that is written
+            updates[key] = OpenRow(part, batch_id, record)
         return updates
 
     def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:

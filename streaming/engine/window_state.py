@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -40,8 +40,25 @@ from streaming.spec.model import Spec
 from streaming.units import US
 from streaming.units import sql_str as _sql_str
 
-#: (window name, window start in epoch microseconds, group key[, sketch name])
-Key = tuple
+
+class WindowKey(NamedTuple):
+    """A row of ``aggregates``: one window of one group."""
+
+    window: str  #: the window's name in the spec
+    start_us: int  #: window start, epoch microseconds
+    group: str  #: the group key (canonical JSON of the group-by values)
+
+
+class SketchKey(NamedTuple):
+    """A row of ``sketches``: one sketch of one window of one group."""
+
+    window: str
+    start_us: int
+    group: str
+    sketch: str  #: the sketch's name in the spec
+
+
+Key = WindowKey | SketchKey
 
 
 @dataclass
@@ -92,8 +109,8 @@ class OpenWindows:
         read back from the table to be updated.
         """
         cutoff = watermark_ms * 1000
-        return {(k[0], k[1]) for k in keys
-                if k[1] + self.sizes_us[k[0]] <= cutoff and k not in self.rows}
+        return {(k.window, k.start_us) for k in keys
+                if k.start_us + self.sizes_us[k.window] <= cutoff and k not in self.rows}
 
     def plan(self, updates: dict[Key, OpenRow], watermark_ms: int,
              closed: dict[Key, OpenRow] | None = None) -> BatchWrite:
@@ -103,12 +120,13 @@ class OpenWindows:
         rewritten (still final) with the rest of their window.
         """
         cutoff = watermark_ms * 1000
-        final = {k for k in self.rows if k[1] + self.sizes_us[k[0]] <= cutoff}
-        final |= {k for k in updates if k[1] + self.sizes_us[k[0]] <= cutoff}
-        windows = {(k[0], k[1]) for k in updates} | {(k[0], k[1]) for k in final}
-        rows = {k: v for k, v in self.rows.items() if (k[0], k[1]) in windows}
+        final = {k for k in self.rows if k.start_us + self.sizes_us[k.window] <= cutoff}
+        final |= {k for k in updates if k.start_us + self.sizes_us[k.window] <= cutoff}
+        windows = {(k.window, k.start_us) for k in updates}
+        windows |= {(k.window, k.start_us) for k in final}
+        rows = {k: v for k, v in self.rows.items() if (k.window, k.start_us) in windows}
         for k, v in (closed or {}).items():
-            if (k[0], k[1]) in windows:
+            if (k.window, k.start_us) in windows:
                 rows[k] = v
                 final.add(k)
         rows.update(updates)

@@ -321,7 +321,8 @@ class PipelineMetrics:
             end_us = m.window_start_us + m.window.size_s * US
             st.open_entries[key] = (end_us, _sketch_nbytes(m.sketch))
             st.windows_seen.add(m.window.name)
-        cutoff = s.watermark_ms * 1000
+        # rows the batch made final left memory (see WatermarkLog.closing)
+        cutoff = max(s.watermark_ms, getattr(s, "closing_ms", 0)) * 1000
         st.open_entries = {k: v for k, v in st.open_entries.items() if v[0] > cutoff}
         totals = {w: [0, 0] for w in st.windows_seen}
         for (wname, *_), (_, nbytes) in st.open_entries.items():

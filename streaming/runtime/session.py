@@ -68,7 +68,9 @@ class SparkOptions:
         master: Spark master URL; ``local[*]`` runs in this process.
         app_name: application name shown in Spark's UI and logs.
         shuffle_partitions: partitions after a shuffle; small machines want few.
-        driver_memory: JVM heap of the driver (local mode: of everything).
+        driver_memory: JVM heap of the driver (local mode: of everything). The JVM holds
+            no window state (the pass and the open windows live in Python), so 1 GiB
+            carries 1M offsets per trigger; a cluster's driver needs no more.
         ui: start Spark's web UI.
         log_level: JVM log level (WARN keeps the console quiet).
         log_file: send the JVM's log lines to this file instead of stderr.
@@ -78,7 +80,7 @@ class SparkOptions:
     master: str = "local[*]"
     app_name: str = "streamsketch"
     shuffle_partitions: int = max(2, os.cpu_count() or 2)
-    driver_memory: str = "3g"
+    driver_memory: str = "1g"
     ui: bool = False
     log_level: str = "WARN"
     log_file: Path | None = None

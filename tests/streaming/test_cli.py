@@ -18,6 +18,8 @@ CLI = [sys.executable, "-m", "streaming.cli"]
     ["kafka", "start", "--port", "abc"],
     ["nosuchcommand"],
     [],
+    ["run", "--spec", "streaming/specs/clickstream.toml", "--driver-memory", "2x"],
+    ["run", "--spec", "streaming/specs/clickstream.toml", "--driver-memory", "0g"],
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv):
     proc = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=60)
@@ -51,3 +53,9 @@ def test_user_error_is_one_line(monkeypatch, capsys):
     assert main(["jars", "--set", "kafka"]) == 2
     err = capsys.readouterr().err
     assert err == "streamsketch: error: no Java runtime found: install Java 17+\n"
+
+
+@pytest.mark.parametrize("text,size", [("512m", "512m"), ("2G", "2g"), (" 1g ", "1g")])
+def test_driver_memory_takes_jvm_sizes(text, size):
+    args = build_parser().parse_args(["run", "--spec", "s.toml", "--driver-memory", text])
+    assert args.driver_memory == size

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from streaming.engine.aggregates import AggregateState
-from streaming.engine.onepass import PassContext, run_pass, scaled_decimal
+from streaming.engine.onepass import PassContext, pass_rows, run_pass, scaled_decimal
 from streaming.engine.sketch_state import merge_partials
 from streaming.spec.model import default_spec_path, load_spec
 
@@ -60,9 +60,9 @@ def raw():
 
 def _merged(spec, tables, ctx):
     parts = pa.concat_tables([pa.Table.from_batches([run_pass(t, ctx)]) for t in tables])
-    rows = parts.filter(pa.compute.not_equal(parts.column("kind"), "q")).to_pylist()
-    aggs = AggregateState(spec).window_partials([r for r in rows if r["kind"] == "m"])
-    sks = merge_partials([r for r in rows if r["kind"] == "s"], spec)
+    rows = pass_rows(parts)
+    aggs = AggregateState(spec).window_partials(rows.metrics)
+    sks = merge_partials(rows.sketches, spec)
     quarantine = parts.filter(pa.compute.equal(parts.column("kind"), "q"))
     return aggs, {k: m.sketch.to_bytes() for k, m in sks.items()}, quarantine
 
@@ -169,3 +169,29 @@ def test_an_item_heavy_only_across_partitions_makes_the_candidates(spec):
 
     [(_, data)] = whole.items()
     assert sketches.from_bytes(data).top(1) == [("X", 4)]
+
+
+def test_freed_memory_goes_back_to_the_system():
+    """A pass frees what it built; on glibc the process's resident size falls back."""
+    import sys
+
+    from streaming.engine.memory import release_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("malloc_trim is glibc's (Linux)")
+
+    def rss_mb() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:")) // 1024
+
+    before = rss_mb()
+    # blocks above pymalloc's 512 bytes and below the mmap threshold: glibc's heap
+    junk = [bytes(1000) for _ in range(330_000)]
+    junk.append(bytes(1000))  # the last block stays: the heap cannot shrink from its top
+    high = rss_mb()
+    del junk[:-1]
+    if not release_freed_memory():
+        pytest.skip("this C library has no malloc_trim")
+    after = rss_mb()
+    assert high - before > 250
+    assert after - before < (high - before) / 2, (before, high, after)
