@@ -16,7 +16,9 @@ destinations and a Bloom filter (100k at 1 %) of tail numbers, a 2-hour watermar
   ``streamsketch run --spec S --available-now`` in a child process.
 
 For each: wall seconds, the peak resident memory of the whole process tree (the
-child, its JVM and Python workers; sampled every 50 ms from /proc), the records
+child, its JVM and Python workers; sampled every 50 ms from /proc): the peak of the
+summed RSS (the target's measure), each part's own peak, and the peak of the summed
+PSS (shared pages counted once: what the tree really holds), the records
 quarantined as late (none is late in the log), and whether every (hour x carrier)
 count equals the log's own, computed here independently. Results go to
 ``benchmarks/results/memory.json``; nothing fails on a number.
@@ -133,9 +135,12 @@ def _role(pid: int) -> str:
     return "driver"
 
 
-def _tree_rss(pid: int) -> dict[str, int]:
-    """Resident bytes of ``pid`` and all its descendants, by role."""
+def _tree_rss(pid: int) -> tuple[dict[str, int], int]:
+    """Resident bytes of ``pid`` and all its descendants, by role; and their summed
+    proportional set size (PSS: a page shared by n processes counts 1/n in each, so the
+    sum is what the tree really holds; RSS counts shared pages in every process)."""
     total: dict[str, int] = {}
+    pss = 0
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -146,24 +151,30 @@ def _tree_rss(pid: int) -> dict[str, int]:
                         role = _role(p)
                         total[role] = total.get(role, 0) + int(line.split()[1]) * 1024
                         break
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                        break
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo += [int(c) for c in fh.read().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return total, pss
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    peak = [0]
+    peak = [0, 0]
     peak_by_role: dict[str, int] = {}
     proc = subprocess.Popen(cmd, cwd=_REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
     def sample() -> None:
         while proc.poll() is None:
-            now = _tree_rss(proc.pid)
+            now, pss = _tree_rss(proc.pid)
             peak[0] = max(peak[0], sum(now.values()))
+            peak[1] = max(peak[1], pss)
             for role, rss in now.items():
                 peak_by_role[role] = max(peak_by_role.get(role, 0), rss)
             time.sleep(0.05)
@@ -175,6 +186,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     wall = time.monotonic() - t0
     th.join(1)
     return {"returncode": proc.returncode, "seconds": wall, "peak_tree_rss_bytes": peak[0],
+            "peak_tree_pss_bytes": peak[1],
             "peak_rss_bytes_by_role": peak_by_role, "output_tail": out.splitlines()[-5:]}
 
 
@@ -200,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=337_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--modes", default="backfill,kafka")
+    ap.add_argument("--driver-memory", help="run --driver-memory for the kafka mode "
+                    "(default: the CLI's)")
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="streamsketch-bench-memory-"))
@@ -234,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             if mode == "backfill":
                 cmd = [*cli, "replay", str(log), "--spec", str(spec), "--backfill", "--quiet"]
             else:
-                cmd = [*cli, "run", "--spec", str(spec), "--available-now"]
+                cmd = [*cli, "run", "--spec", str(spec), "--available-now",
+                       *([f"--driver-memory={args.driver_memory}"] if args.driver_memory else [])]
             row = {"mode": mode, **run_measured(cmd, env)}
             row.update(check(root, truth))
             row["events_per_s"] = args.events / row["seconds"]
@@ -243,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                               sorted(row["peak_rss_bytes_by_role"].items()))
             print(f"{mode:9} {row['seconds']:7.1f} s  {row['events_per_s']:>9,.0f} events/s  "
                   f"peak tree RSS {row['peak_tree_rss_bytes'] / 2**30:5.2f} GiB (target <= 2; "
+                  f"PSS {row['peak_tree_pss_bytes'] / 2**30:.2f} GiB; "
                   f"peaks by part: {roles})  late {row['late_quarantined']:,}  "
                   f"wrong cells {row['cells_wrong']:,}  rc {row['returncode']}", flush=True)
     finally:

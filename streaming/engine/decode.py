@@ -59,6 +59,9 @@ _INT_RANGE = {"long": (-(1 << 63), (1 << 63) - 1), "int": (-(1 << 31), (1 << 31)
 _TRUE = frozenset(("t", "true", "y", "yes", "1"))
 _FALSE = frozenset(("f", "false", "n", "no", "0"))
 _BLOCK = 4096
+#: records per ``map`` of the fast decode (a block with a refused record is redone
+#: record by record: small enough that one bad record costs little)
+_FAST_BLOCK = 256
 #: the usual ISO 8601 shape (seconds within 00-59; a fraction of at most 6 digits; an
 #: offset): where Arrow's parser and ``datetime.fromisoformat`` give the same instant
 _COMMON_ISO = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
@@ -224,6 +227,7 @@ class Decoder:
         rename["t"] = self.time_field
         self._struct = msgspec.defstruct("Event", spec_fields, rename=rename)
         self._decoder = msgspec.json.Decoder(self._struct)
+        self._empty = self._struct(*[None] * (len(self.fields) + 1))
         self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
                             if t in _INT_RANGE]
 
@@ -255,57 +259,113 @@ class Decoder:
                 return self._wrong[name], None, None
         return None, tuple(out), doc.get(self.time_field)
 
-    def decode(self, values: list[bytes | None], *, now_ms: int,
+    def decode(self, values: list[bytes | None] | pa.Array, *, now_ms: int,
                reader_reasons: list[str | None] | None = None) -> Decoded:
-        """Decode one batch; ``now_ms`` is the batch time ``future_time`` is judged against."""
+        """Decode one batch; ``now_ms`` is the batch time ``future_time`` is judged against.
+
+        ``values``: the raw values, as a list or as an Arrow binary array (then the
+        null and size tests run vectorised).
+        """
         bad: dict[int, str] = {}
-        rows: list[Any] = []  # Event structs, in record order
-        ok: list[int] = []
-        decode = self._decoder.decode
-        event = self._struct
-        ints = self._int_fields
-        max_bytes = self.max_bytes
-        errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
-        for i, value in enumerate(values):
-            if value is None or len(value) > max_bytes or (
-                    reader_reasons is not None and reader_reasons[i] is not None):
-                bad[i] = self._early_reason(value, None if reader_reasons is None
+        early = self._early(values, reader_reasons)
+        if isinstance(values, pa.Array):
+            values = values.to_pylist()
+        n = len(values)
+        if early.size:
+            for i in early.tolist():
+                bad[i] = self._early_reason(values[i], None if reader_reasons is None
                                             else reader_reasons[i])
-                continue
-            try:
-                ev = decode(value)
-                if ints and any(not low <= v <= high for v, low, high in
-                                ((getattr(ev, f), lo, hi) for f, lo, hi in ints)
-                                if v is not None):
-                    raise msgspec.ValidationError
-            except errors:
-                reason, typed, raw_time = self._slow(value)
-                if reason is not None:
-                    bad[i] = reason
-                    continue
-                ev = event(*typed, raw_time)
-            rows.append(ev)
-            ok.append(i)
+            mask = np.ones(n, dtype=bool)
+            mask[early] = False
+            ok = np.flatnonzero(mask)
+            todo = [values[i] for i in ok.tolist()]
+        else:
+            ok = np.arange(n, dtype=np.int64)
+            todo = values
+        rows, refused = self._structs(todo)
+        # records the fast path refused, or with an integer out of its type's range:
+        # field by field, which also finds the reason
+        refused += self._out_of_range(rows)
+        dropped = np.zeros(len(rows), dtype=bool)
+        for j in sorted(set(refused)):
+            reason, typed, raw_time = self._slow(todo[j])
+            if reason is not None:
+                bad[int(ok[j])] = reason
+                dropped[j] = True
+                rows[j] = self._empty
+            else:
+                rows[j] = self._struct(*typed, raw_time)
         times = list(map(attrgetter("t"), rows))
-        event_us = self._event_times(times)
-        keep = np.ones(len(ok), dtype=bool)
+        event_us = pa.array(self._event_times(times), pa.int64())
+        us = event_us.fill_null(0).to_numpy()
+        missing = event_us.is_null().to_numpy(zero_copy_only=False) & ~dropped
+        future = (us > now_ms * 1000 + self.max_future_us) & ~missing & ~dropped
+        keep = ~(dropped | missing | future)
         bad_event_us: dict[int, int] = {}
-        limit = now_ms * 1000 + self.max_future_us
-        for j, (i, raw, us) in enumerate(zip(ok, times, event_us, strict=True)):
-            if us is None:
-                bad[i] = self._missing if raw is None else self._bad_time
-                keep[j] = False
-            elif us > limit:
-                bad[i] = "future_time: event time is more than max_future ahead of now"
-                bad_event_us[i] = us
-                keep[j] = False
-        ok_arr = np.asarray(ok, dtype=np.int64)[keep]
-        us_arr = np.asarray([u if u is not None else 0 for u in event_us], dtype=np.int64)[keep]
-        kept = rows if keep.all() else [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        for j in np.flatnonzero(missing).tolist():
+            bad[int(ok[j])] = self._missing if times[j] is None else self._bad_time
+        for j in np.flatnonzero(future).tolist():
+            bad[int(ok[j])] = "future_time: event time is more than max_future ahead of now"
+            bad_event_us[int(ok[j])] = int(us[j])
+        everything = bool(keep.all())
+        kept = rows if everything else [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
         columns = {name: pa.array(list(map(attrgetter(f"f{n}"), kept)), _ARROW_TYPES[typ])
                    for n, (name, typ) in enumerate(self.fields)
                    if self.wanted is None or name in self.wanted}
-        return Decoded(ok_arr, us_arr, columns, bad, bad_event_us)
+        return Decoded(ok if everything else ok[keep], us if everything else us[keep],
+                       columns, bad, bad_event_us)
+
+    def _early(self, values: list[bytes | None] | pa.Array,
+               reader_reasons: list[str | None] | None) -> np.ndarray:
+        """Positions refused before decoding: no value, too large, or a reader's reason."""
+        if isinstance(values, pa.Array):
+            size = pc.binary_length(values)
+            refused = pc.fill_null(pc.greater(size, self.max_bytes), True).to_numpy(
+                zero_copy_only=False)
+        else:
+            refused = np.fromiter((v is None or len(v) > self.max_bytes for v in values),
+                                  dtype=bool, count=len(values))
+        if reader_reasons is not None:
+            refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,
+                                   count=len(reader_reasons))
+        return np.flatnonzero(refused)
+
+    def _structs(self, values: list[bytes]) -> tuple[list[Any], list[int]]:
+        """The fast path: blocks of records decoded by ``msgspec`` in one ``map``; a block
+        with a record it refuses is decoded record by record. Returns the structs (a
+        placeholder where refused) and the refused positions."""
+        decode = self._decoder.decode
+        errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+        out: list[Any] = []
+        refused: list[int] = []
+        for a in range(0, len(values), _FAST_BLOCK):
+            block = values[a:a + _FAST_BLOCK]
+            try:
+                done = list(map(decode, block))  # all or nothing: += would keep a prefix
+            except errors:
+                for j, v in enumerate(block, a):
+                    try:
+                        out.append(decode(v))
+                    except errors:
+                        out.append(self._empty)
+                        refused.append(j)
+            else:
+                out += done
+        return out, refused
+
+    def _out_of_range(self, rows: list[Any]) -> list[int]:
+        """Positions whose integer fields are outside their type's range."""
+        found: list[int] = []
+        for f, low, high in self._int_fields:
+            vals = [None if ev is None else getattr(ev, f) for ev in rows]
+            try:
+                arr = np.asarray(pa.array(vals, pa.int64()).fill_null(0).to_numpy())
+            except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: test one by one
+                found += [j for j, v in enumerate(vals)
+                          if v is not None and not low <= v <= high]
+                continue
+            found += np.flatnonzero((arr < low) | (arr > high)).tolist()
+        return found
 
     def _event_times(self, raw: list[Any]) -> list[int | None]:
         fmt = self.events.time_format

@@ -321,7 +321,7 @@ def run_pass(raw: pa.Table, ctx: PassContext) -> pa.RecordBatch:
     """The partial rows of one input partition's raw records (see the module docstring)."""
     spec = ctx.spec
     n_rows = raw.num_rows
-    values = raw.column("_value").to_pylist()
+    values = raw.column("_value").combine_chunks()
     reader = (raw.column(READER_REASON).to_pylist()
               if READER_REASON in raw.column_names else None)
     decoded = Decoder(spec.events, columns=used_fields(spec)).decode(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ from streaming.engine.tables import (
     ensure_tables,
 )
 from streaming.engine.watermarks import WatermarkLog
+from streaming.engine.window_state import Key
 from streaming.errors import CheckpointError
 from streaming.spec.model import Spec
 
@@ -383,28 +384,35 @@ class Pipeline:
                       lambda: state.write(path, write, self.app_id(name), batch_id))
             faults.maybe_crash(f"after_{name}", batch_id)
 
-        def fold(state: Any, name: str, path: str, partials: dict,
-                 **kw: Any) -> tuple[dict, dict]:
+        def closed_rows(state: Any, name: str, path: str, keys: Iterable[Key]) -> dict:
             # windows closed before this batch are reached only by late rows folded in
             # (late = "update"): read their rows back to update them. A re-run of a batch
             # the table already holds also reads back the rows that batch finalised (they
             # left memory, not the table), so that it finds nothing left to change.
             cutoff = summary.closing_ms if written(name, path) else wm_ms
-            closed = state.load_closed(path, state.open.closed(partials, cutoff))
-            return state.fold(partials, batch_id, ts_ms, closed, **kw), closed
+            return state.load_closed(path, state.open.closed(keys, cutoff))
 
         # the pass's rows are dropped once merged: a batch spanning months has many
         agg_partials = timed("aggregates", lambda: self.aggregates.window_partials(rows.metrics))
         rows.metrics = []
-        agg_updates, agg_closed = timed("aggregates", lambda: fold(
+        agg_closed = timed("aggregates", lambda: closed_rows(
             self.aggregates, "aggregates", tables.aggregates, agg_partials))
+        agg_updates = timed("aggregates", lambda: self.aggregates.fold(
+            agg_partials, batch_id, ts_ms, agg_closed))
+        agg_partials.clear()
         table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
-        sk_partials = timed("sketches", lambda: sketch_state.merge_partials(rows.sketches,
-                                                                          self.spec))
-        rows.sketches = []
-        sk_updates, sk_closed = timed("sketches", lambda: fold(
-            self.sketches, "sketches", tables.sketches, sk_partials,
-            closing_ms=summary.closing_ms))
+
+        def fold_sketches() -> tuple[dict, dict]:
+            keys = sketch_state.partial_keys(rows.sketches, self.spec)
+            closed = closed_rows(self.sketches, "sketches", tables.sketches, keys)
+            keep = sketch_state.newest_windows(keys, ts_ms * 1000)
+            del keys
+            merged = sketch_state.iter_merged(rows.sketches, self.spec)
+            rows.sketches = []  # the merge holds them, and lets them go pane by pane
+            return self.sketches.fold(merged, batch_id, ts_ms, closed,
+                                      closing_ms=summary.closing_ms, keep_live=keep), closed
+
+        sk_updates, sk_closed = timed("sketches", fold_sketches)
         table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
         return sk_updates
 

@@ -20,7 +20,7 @@ stored bytes do not depend on how events were split into batches or partitions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,15 +58,23 @@ class MergedSketch:
     sketch: Any
 
 
-def merge_partials(rows: Iterable[SketchPartial], spec: Spec) -> dict[SketchKey, MergedSketch]:
-    """Sketch partials of the one pass (``kind = "s"``) -> this batch's sketch per window."""
+def iter_merged(rows: Iterable[SketchPartial],
+                spec: Spec) -> Iterator[tuple[SketchKey, MergedSketch]]:
+    """Sketch partials of the one pass (``kind = "s"``) -> this batch's sketch per window.
+
+    A tumbling window's sketch is yielded as soon as its partials are merged (its pane
+    is the window), a sliding window's once all its panes are: a batch spanning months
+    holds the live sketches of one window at a time, not of all.
+    """
     import sketches
 
     panes: dict[tuple[int, int, str, int], list[SketchPartial]] = {}
     for r in rows:
         panes.setdefault((r.window, r.pane, r.group, r.sketch), []).append(r)
-    merged: dict[SketchKey, MergedSketch] = {}
-    for (wi, pane, g, si), parts in sorted(panes.items()):
+    sliding: dict[SketchKey, MergedSketch] = {}
+    for pane_key in sorted(panes):
+        wi, pane, g, si = pane_key
+        parts = panes.pop(pane_key)
         w = spec.windows[wi]
         sk = w.sketches[si]
         sketch = sketches.from_bytes(parts[0].data)
@@ -78,16 +86,44 @@ def merge_partials(rows: Iterable[SketchPartial], spec: Spec) -> dict[SketchKey,
                 items += orjson.loads(p.items)
             sketch.rerank(items)
         n = w.size_s // w.slide_s
+        if n == 1:
+            yield SketchKey(w.name, pane, g, sk.name), MergedSketch(w, sk, pane, g, sketch)
+            continue
         for i in range(n):
             ws = pane - i * w.slide_s * US
             key = SketchKey(w.name, ws, g, sk.name)
-            entry = merged.get(key)
+            entry = sliding.get(key)
             if entry is None:
-                # a tumbling window's pane is the window: the sketch is its own, no copy
-                merged[key] = MergedSketch(w, sk, ws, g, sketch if n == 1 else sketch.copy())
+                sliding[key] = MergedSketch(w, sk, ws, g, sketch.copy())
             else:
                 entry.sketch.merge(sketch)
-    return merged
+    yield from sliding.items()
+
+
+def merge_partials(rows: Iterable[SketchPartial], spec: Spec) -> dict[SketchKey, MergedSketch]:
+    """:func:`iter_merged`, all at once."""
+    return dict(iter_merged(rows, spec))
+
+
+def partial_keys(rows: Iterable[SketchPartial], spec: Spec) -> set[SketchKey]:
+    """The keys :func:`iter_merged` yields for ``rows``, without merging anything."""
+    keys = set()
+    for r in rows:
+        w = spec.windows[r.window]
+        name = w.sketches[r.sketch].name
+        for i in range(w.size_s // w.slide_s):
+            keys.add(SketchKey(w.name, r.pane - i * w.slide_s * US, r.group, name))
+    return keys
+
+
+def newest_windows(keys: Iterable[SketchKey], now_us: int) -> set[SketchKey]:
+    """Of each (window, sketch), the keys of the newest window starting by ``now_us``:
+    the ones the metrics show."""
+    newest: dict[tuple[str, str], int] = {}
+    for k in keys:
+        if k.start_us <= now_us and k.start_us > newest.get((k.window, k.sketch), -(1 << 62)):
+            newest[(k.window, k.sketch)] = k.start_us
+    return {k for k in keys if newest.get((k.window, k.sketch)) == k.start_us}
 
 
 def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float | None,
@@ -157,27 +193,19 @@ class SketchState:
         """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
         return self._rows(path, closed_predicate(windows)) if windows else {}
 
-    def fold(self, partials: dict[SketchKey, MergedSketch], batch_id: int, batch_ts_ms: int,
-             closed: dict[Key, OpenRow] | None = None, *,
-             closing_ms: int | None = None) -> dict[Key, OpenRow]:
+    def fold(self, partials: Iterable[tuple[SketchKey, MergedSketch]], batch_id: int,
+             batch_ts_ms: int, closed: dict[Key, OpenRow] | None = None, *,
+             closing_ms: int | None = None,
+             keep_live: set[SketchKey] | None = None) -> dict[Key, OpenRow]:
         """New rows for the keys this batch touches (the memory copy is not changed).
 
-        ``closed`` holds rows of closed windows read back for late rows. With
-        ``closing_ms``, ``partials`` is consumed as it goes, and a row the batch makes
-        final keeps only its stored record, not the live sketch (a batch spanning months
-        holds one sketch at a time), except in the newest window up to the batch time
-        of each sketch, which the metrics show.
+        ``partials``: (key, merged sketch) pairs, taken one at a time (see
+        :func:`iter_merged`). ``closed`` holds rows of closed windows read back for late
+        rows. With ``closing_ms``, a row the batch makes final keeps only its stored
+        record, not the live sketch, unless its key is in ``keep_live``.
         """
-        newest: dict[tuple[str, str], int] = {}
-        if closing_ms is not None:
-            now_us = batch_ts_ms * 1000
-            for key in partials:
-                if key.start_us <= now_us and key.start_us > newest.get(
-                        (key.window, key.sketch), -(1 << 62)):
-                    newest[(key.window, key.sketch)] = key.start_us
         updates: dict[Key, OpenRow] = {}
-        for key in list(partials):
-            part = partials.pop(key) if closing_ms is not None else partials[key]
+        for key, part in partials:
             current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
                 continue  # already holds this batch: a re-run after a crash
@@ -187,11 +215,10 @@ class SketchState:
                 part = MergedSketch(part.window, part.sketch_spec, part.window_start_us,
                                     part.group_key, sketch)
             record = _record(part, batch_id, batch_ts_ms * 1000)
-            if (closing_ms is not None
-                    and key.start_us + part.window.size_s * US <= closing_ms * 1000
-                    and newest.get((key.window, key.sketch)) != key.start_us):
-                part = None  # final after this batch: the record is all that is written
-            updates[key] = OpenRow(part, batch_id, record)
+            final = (closing_ms is not None
+                     and key.start_us + part.window.size_s * US <= closing_ms * 1000)
+            updates[key] = OpenRow(None if final and key not in (keep_live or ()) else part,
+                                   batch_id, record)
         return updates
 
     def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
