@@ -211,37 +211,60 @@ class Reader:
 
     def items(self, count: int) -> list[Any]:
         """Decode ``count`` type-tagged items written by :func:`encode_items`."""
+        view, pos, end = self._view, self._pos, len(self._view)
+        unpack_from = struct.unpack_from
         out: list[Any] = []
+        append = out.append
+
+        def need(n: int, what: str) -> None:
+            if n > end - pos:
+                self._pos = pos
+                raise SketchFormatError(
+                    f"truncated sketch: {what} needs {n} bytes, {end - pos} remain")
+
         for _ in range(count):
-            (tag,) = self.unpack("<B", "item tag")
-            if tag == _TAG_INT:
-                out.append(self.unpack("<q", "int item")[0])
+            need(1, "item tag")
+            tag = view[pos]
+            pos += 1
+            if tag == _TAG_STR or tag == _TAG_BYTES:
+                need(4, "item length")
+                (length,) = unpack_from("<I", view, pos)
+                pos += 4
+                need(length, "item")
+                raw = bytes(view[pos:pos + length])
+                pos += length
+                if tag == _TAG_STR:
+                    try:
+                        append(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        raise SketchFormatError("string item is not valid UTF-8") from None
+                else:
+                    append(raw)
+            elif tag == _TAG_INT:
+                need(8, "int item")
+                append(unpack_from("<q", view, pos)[0])
+                pos += 8
             elif tag == _TAG_UINT:
-                value = self.unpack("<Q", "uint item")[0]
+                need(8, "uint item")
+                value = unpack_from("<Q", view, pos)[0]
+                pos += 8
                 if value < 1 << 63:
                     raise SketchFormatError("non-canonical uint item below 2**63")
-                out.append(value)
+                append(value)
             elif tag == _TAG_FLOAT:
-                value = self.unpack("<d", "float item")[0]
+                need(8, "float item")
+                value = unpack_from("<d", view, pos)[0]
+                pos += 8
                 if math.isnan(value) or (
                     math.isfinite(value)
                     and value == math.trunc(value)
                     and -(2.0**63) <= value < 2.0**64
                 ):
                     raise SketchFormatError(f"non-canonical float item {value!r}")
-                out.append(value)
-            elif tag in (_TAG_STR, _TAG_BYTES):
-                (length,) = self.unpack("<I", "item length")
-                raw = bytes(self.take(length, "item"))
-                if tag == _TAG_STR:
-                    try:
-                        out.append(raw.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        raise SketchFormatError("string item is not valid UTF-8") from None
-                else:
-                    out.append(raw)
+                append(value)
             else:
                 raise SketchFormatError(f"unknown item type tag {tag}")
+        self._pos = pos
         return out
 
 

@@ -167,8 +167,9 @@ def _iso_us(text: Any) -> int | None:
     return (moment - _EPOCH) // _ONE_US
 
 
-def _iso_block(texts: list[Any]) -> list[int | None]:
-    """Event times of one block of time-field values.
+def _iso_block(texts: list[Any]) -> pa.Array:
+    """Event times (int64 epoch microseconds, null where none) of one block of
+    time-field values.
 
     Python's ``datetime.fromisoformat`` is the rule; Arrow parses, much faster, the
     strings of one common shape on which both agree, so the answer for a string
@@ -177,19 +178,17 @@ def _iso_block(texts: list[Any]) -> list[int | None]:
     strings = pa.array([t if type(t) is str else None for t in texts], pa.string())
     common = pc.fill_null(pc.match_substring_regex(strings, _COMMON_ISO), False)
     n_common = pc.sum(common).as_py() or 0
-    out: list[int | None]
     if n_common:
         try:
             parsed = pc.cast(strings.filter(common), pa.timestamp("us", tz="UTC"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return [_iso_us(t) for t in texts]
+            return pa.array([_iso_us(t) for t in texts], pa.int64())
         if n_common == len(texts):
-            return parsed.cast(pa.int64()).to_pylist()
+            return parsed.cast(pa.int64())
         fast = iter(parsed.cast(pa.int64()).to_pylist())
-        out = [next(fast) if c else _iso_us(t)
-               for t, c in zip(texts, common.to_pylist(), strict=True)]
-        return out
-    return [_iso_us(t) for t in texts]
+        return pa.array([next(fast) if c else _iso_us(t)
+                         for t, c in zip(texts, common.to_pylist(), strict=True)], pa.int64())
+    return pa.array([_iso_us(t) for t in texts], pa.int64())
 
 
 def timestamp_text(us: int) -> str:
@@ -296,7 +295,7 @@ class Decoder:
             else:
                 rows[j] = self._struct(*typed, raw_time)
         times = list(map(attrgetter("t"), rows))
-        event_us = pa.array(self._event_times(times), pa.int64())
+        event_us = self._event_times(times)
         us = event_us.fill_null(0).to_numpy()
         missing = event_us.is_null().to_numpy(zero_copy_only=False) & ~dropped
         future = (us > now_ms * 1000 + self.max_future_us) & ~missing & ~dropped
@@ -367,12 +366,11 @@ class Decoder:
             found += np.flatnonzero((arr < low) | (arr > high)).tolist()
         return found
 
-    def _event_times(self, raw: list[Any]) -> list[int | None]:
+    def _event_times(self, raw: list[Any]) -> pa.Array:
+        """Event times (int64 epoch microseconds, null where none or unparsable)."""
         fmt = self.events.time_format
         if fmt == "iso8601":
-            out: list[int | None] = []
-            for a in range(0, len(raw), _BLOCK):
-                out += _iso_block(raw[a:a + _BLOCK])
-            return out
+            blocks = [_iso_block(raw[a:a + _BLOCK]) for a in range(0, len(raw), _BLOCK)]
+            return pa.concat_arrays(blocks) if blocks else pa.array([], pa.int64())
         scale = 1000 if fmt == "epoch_ms" else US
-        return [None if r is None else _epoch_us(r, scale) for r in raw]
+        return pa.array([None if r is None else _epoch_us(r, scale) for r in raw], pa.int64())

@@ -359,9 +359,14 @@ class Pipeline:
             finally:
                 phases[name] = phases.get(name, 0.0) + time.monotonic() - t
 
+        found: dict[str, bool] = {}
+
         def written(name: str, path: str) -> bool:
-            """Whether this batch's commit to ``name`` is in the table (a re-run)."""
-            return committed_batch(path, self.app_id(name)) == batch_id
+            """Whether this batch's commit to ``name`` is in the table (a re-run); asked
+            before this batch writes the table, so the answer is read once."""
+            if name not in found:
+                found[name] = committed_batch(path, self.app_id(name)) == batch_id
+            return found[name]
 
         if summary.quarantined and not written("quarantine", tables.quarantine):
             faults.maybe_crash("in_quarantine", batch_id)

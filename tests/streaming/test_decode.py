@@ -108,9 +108,9 @@ def test_a_time_parses_the_same_alone_or_among_others(text):
     # Arrow parses common strings in blocks, Python the rest: the answer must not
     # depend on which did it
     alone = _iso_us(text)
-    assert _iso_block([text]) == [alone]
-    assert _iso_block([text, "2026-11-23T10:00:00Z", "not a time"])[0] == alone
-    assert _iso_block(["2026-11-23T10:00:00Z"] * 3 + [text])[-1] == alone
+    assert _iso_block([text]).to_pylist() == [alone]
+    assert _iso_block([text, "2026-11-23T10:00:00Z", "not a time"])[0].as_py() == alone
+    assert _iso_block(["2026-11-23T10:00:00Z"] * 3 + [text])[-1].as_py() == alone
 
 
 def test_timestamp_text_matches_spark():
