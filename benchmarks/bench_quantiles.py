@@ -37,7 +37,9 @@ chunks, reused buffers):
 * ``ceiling.*``: the least any log-bucket histogram does per value: read each value
   (``np.max``), one elementwise pass writing an int64 per value (the prototype's
   shift), counting precomputed small indices (``np.bincount``; ``np.add.at`` into a
-  histogram allocated once), and the pass with each count.
+  histogram allocated once), the pass with each count, and the pass with a table
+  lookup per value and ``np.add.at`` (the least for buckets that are not whole cells
+  of a power-of-two grid, as in ``sketches/``).
 * ``alt.*``: what else was tried: ``np.log`` and DDSketch's logarithmic mapping, a
   float32 copy; counting with int32 indices, ``np.unique`` and
   ``pyarrow.compute.value_counts``.
@@ -94,6 +96,7 @@ RATIO_ROWS = (
     "update.ours.arrow",
     "update.prototype.bits",
     "ceiling.one_pass+add_at",
+    "ceiling.one_pass+lookup+add_at",
     "ceiling.one_pass+bincount",
     "ceiling.add_at",
     "ceiling.bincount",
@@ -487,8 +490,11 @@ def bench_ceilings(x: np.ndarray, args: argparse.Namespace, rep: Report) -> None
     pass writing one int64 per value (the prototype's shift); counting precomputed small
     int64 indices (the prototype's cells minus their minimum) with ``np.bincount`` and
     with ``np.add.at`` into a histogram allocated once; the pass and each count
-    together (the pass and ``np.add.at`` is the prototype's per-value work). ``alt.*``:
-    other mappings and other ways to count the same indices.
+    together (the pass and ``np.add.at`` is the prototype's per-value work); the pass, a
+    table lookup and ``np.add.at``: the least a layout needs whose buckets are not whole
+    cells of a power-of-two grid, like ``sketches/``' (which also compares each value
+    with the boundary in its cell). ``alt.*``: other mappings and other ways to count
+    the same indices.
     """
     n, r, size = x.size, args.repeat_fast, args.chunk
     shift = np.uint64(52 - args.proto_bits)
@@ -523,6 +529,16 @@ def bench_ceilings(x: np.ndarray, args: argparse.Namespace, rep: Report) -> None
             out = buf[: p.size]
             np.right_shift(p, shift, out=out)
             np.add.at(dense, out.view(np.int64), 1)
+
+    lookup = np.arange(dense.size, dtype=np.int64) // 3  # any cell -> bucket table
+    looked = np.empty(min(size, n), dtype=np.int64)
+
+    def pass_lookup_add_at() -> None:
+        for p in parts:
+            out, key = buf[: p.size], looked[: p.size]
+            np.right_shift(p, shift, out=out)
+            np.take(lookup, out.view(np.int64), out=key)
+            np.add.at(dense, key, 1)
 
     def log_pass() -> None:
         for p in xparts:
@@ -570,6 +586,11 @@ def bench_ceilings(x: np.ndarray, args: argparse.Namespace, rep: Report) -> None
             "ceiling.one_pass+add_at",
             "the shift, then np.add.at into all cells (the prototype's per-value work)",
             pass_and_add_at,
+        ),
+        (
+            "ceiling.one_pass+lookup+add_at",
+            "the shift, one table lookup per value (np.take), np.add.at",
+            pass_lookup_add_at,
         ),
         ("alt.map.np_log", "np.log into a reused buffer (one pass)", log_pass),
         ("alt.map.log_keys", "ceil(log(x) / log(gamma)) as int64: DDSketch's mapping", log_keys),
