@@ -55,6 +55,7 @@ __all__ = [
 FRAC_BITS = 40  # boundaries are multiples of 2**-FRAC_BITS of the significand
 MANT_BITS = 52
 _MANT_MASK = np.uint64((1 << MANT_BITS) - 1)
+_BLOCK = 1 << 14  # values per block of combined_keys: its temporaries stay in the L2 cache
 _EXP_BIAS = 1023
 _MIN_EXP = -1074  # the smallest subnormal is 2**-1074
 _MAX_EXP = 1023
@@ -187,9 +188,26 @@ def combined_keys(layout: Layout, x: np.ndarray) -> np.ndarray:
     """
     shift, base, nxt = layout._table
     raw = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
-    mant = raw & _MANT_MASK
-    cell = (mant >> np.uint64(shift)).view(np.int64)
-    out = (raw >> np.uint64(MANT_BITS)).view(np.int64) * layout.per_octave
-    out += base[cell]
-    out += mant >= nxt[cell]
+    if raw.size <= _BLOCK:
+        mant = raw & _MANT_MASK
+        cell = (mant >> np.uint64(shift)).view(np.int64)
+        out = (raw >> np.uint64(MANT_BITS)).view(np.int64) * layout.per_octave
+        out += base[cell]
+        out += mant >= nxt[cell]
+        return out
+    # larger inputs: the same steps block by block, into buffers that stay in the cache
+    out = np.empty(raw.size, dtype=np.int64)
+    mant, cell = np.empty(_BLOCK, np.uint64), np.empty(_BLOCK, np.int64)
+    part, above = np.empty(_BLOCK, np.uint64), np.empty(_BLOCK, np.bool_)
+    for a in range(0, raw.size, _BLOCK):
+        bits = raw[a : a + _BLOCK]
+        n = bits.size
+        keys, m, c, p, ge = out[a : a + n], mant[:n], cell[:n], part[:n], above[:n]
+        np.bitwise_and(bits, _MANT_MASK, out=m)
+        np.right_shift(m, np.uint64(shift), out=c.view(np.uint64))
+        np.right_shift(bits, np.uint64(MANT_BITS), out=keys.view(np.uint64))
+        keys *= layout.per_octave
+        keys += np.take(base, c, out=p.view(np.int64))
+        np.greater_equal(m, np.take(nxt, c, out=p), out=ge)
+        keys += ge
     return out
