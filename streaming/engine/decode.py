@@ -201,7 +201,7 @@ def timestamp_text(us: int) -> str:
 
 
 class Decoder:
-    """Decodes batches of raw values for one :class:`~streaming.spec.EventsSpec`."""
+    """Decodes batches of raw values for one :class:`~streaming.spec.model.EventsSpec`."""
 
     def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
         """``columns``: the fields to return as columns (default all); every declared

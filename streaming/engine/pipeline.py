@@ -116,7 +116,7 @@ class Pipeline:
     """Build and run the streaming query for a spec.
 
     Args:
-        spark: the session (see :func:`streaming.session.build_session`); ``None`` for a
+        spark: the session (see :func:`streaming.runtime.session.build_session`); ``None`` for a
             backfill, which needs no JVM.
         spec: the validated spec.
         on_batch: called with a :class:`BatchSummary` after each batch commits its writes.

@@ -24,7 +24,8 @@ Why this is exactly once:
 * before writing, the pipeline asks the table for the last batch this checkpoint
   committed to it: the re-run of a batch that had committed writes nothing, and a
   table that is *ahead* of the batch (its checkpoint was deleted or restored) stops
-  the job with an error instead of being silently skipped (:func:`streaming.engine.tables.commit`).
+  the job with an error instead of being silently skipped
+  (:func:`streaming.engine.tables.commit`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which events are late, decided from the events alone, whatever the batch boundaries.
 
 The ground truth of the tests that check late decisions. The pipeline's watermark of a
-batch (:mod:`streaming.watermarks`, ``docs/spec.md``) is
+batch (:mod:`streaming.engine.watermarks`, ``docs/spec.md``) is
 
     max(previous watermark, min over active input partitions of their latest event time - delay)
 
