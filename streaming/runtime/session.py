@@ -10,11 +10,13 @@ the UI off unless asked for, and quiet logs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,6 +187,35 @@ def build_session(options: SparkOptions | None = None, *, log=None) -> SparkSess
     builder = SparkSession.builder
     for key, value in spark_conf(options, jars).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_stderr(options.log_file):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(options.log_level.upper())
     return spark
+
+
+@contextlib.contextmanager
+def _jvm_stderr(log_file: Path | None) -> Iterator[None]:
+    """With a log file, the JVM starts with its standard error there too.
+
+    Its logger already writes to the file; this catches what the JVM prints before or
+    beside it (Spark 4's "WARNING: Using incubator modules" line at start, a Python
+    worker's traceback). The JVM inherits file descriptor 2 when it is launched, so it
+    points at the file only while the session starts; this process's own standard
+    error is back in place afterwards.
+    """
+    if log_file is None:
+        yield
+        return
+    path = Path(log_file).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(target, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
