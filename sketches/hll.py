@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import check_int, iter_grouped
+from sketches._base import check_int, iter_grouped, read_only
 from sketches._format import KIND_HLL, Reader, seal
 from sketches._hll_sparse import (
     RHO_BITS,
@@ -168,9 +168,7 @@ class HyperLogLog(TwoModeSketch):
     @property
     def registers(self) -> np.ndarray:
         """A read-only view of the registers (built from the entries while sparse)."""
-        view = self._dense_registers().view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._dense_registers())
 
     def params(self) -> dict[str, Any]:
         """``{"precision": p, "seed": s}``."""

@@ -39,7 +39,7 @@ from typing import Any, Self
 import numpy as np
 
 from sketches import _topk
-from sketches._base import check_int, iter_grouped
+from sketches._base import check_int, iter_grouped, read_only
 from sketches._format import KIND_MINHASH, Reader, seal
 from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_hashes
 from sketches.errors import InvalidParameterError, SketchFormatError
@@ -111,9 +111,7 @@ class MinHashSketch(TwoModeSketch):
     @property
     def hashvalues(self) -> np.ndarray:
         """A read-only view of the signature (``2**64 - 1`` where nothing was seen)."""
-        view = self._signature().view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._signature())
 
     def _signature(self) -> np.ndarray:
         if self._hashvalues is not None:
