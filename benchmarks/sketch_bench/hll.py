@@ -14,11 +14,10 @@ from benchmarks.sketch_bench.harness import (
     consume,
     datasketch,
     ds,
-    form_desc,
+    measure_ours_update,
     measure_throughput,
     ours,
-    pick_string_form,
-    skipped,
+    skipped_each,
 )
 from benchmarks.sketch_bench.ours import ds_hll_batch_supported, our_hll
 
@@ -28,60 +27,31 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
     name = f"HLL p{HLL_P} update"
     # ours
     if ours is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.ours",
-                group=g,
-                name=name,
-                impl="sketches",
-                data=d,
-                reason=OURS_ERR,
-            )
+        skipped_each(res, key="hll.{d}.ours", group=g, name=name, impl="sketches", reason=OURS_ERR)
     else:
-        our_hll().update(data.ints[:1000])
-        measure_throughput(
+        measure_ours_update(
+            data,
             res,
-            key="hll.int64.ours",
+            probes,
+            key="hll.{d}.ours",
             group=g,
             name=name,
-            impl="sketches",
-            data="int64",
-            input_desc="numpy int64 array",
-            items=data.n,
-            fn=lambda sk: sk.update(data.ints),
             setup=our_hll,
             repeat=repeat,
-        )
-        form = pick_string_form(data, lambda s: our_hll().update(s), probes, "hll update strings")
-        s = data.strings(form)
-        measure_throughput(
-            res,
-            key="hll.strings.ours",
-            group=g,
-            name=name,
-            impl="sketches",
-            data="strings",
-            input_desc=form_desc(form, probes, "hll update strings"),
-            items=data.n,
-            fn=lambda sk: sk.update(s),
-            setup=our_hll,
-            repeat=repeat,
+            label="hll update strings",
         )
 
     # datasketch (pure Python, per-item bytes): subset
     m = data.slow_n
     if datasketch is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.datasketch",
-                group=g,
-                name=name,
-                impl="datasketch",
-                data=d,
-                reason=DATASKETCH_ERR,
-            )
+        skipped_each(
+            res,
+            key="hll.{d}.datasketch",
+            group=g,
+            name=name,
+            impl="datasketch",
+            reason=DATASKETCH_ERR,
+        )
     else:
         raw = data.ints[:m].astype("<i8").tobytes()
         int_bytes = [raw[i : i + 8] for i in range(0, len(raw), 8)]
@@ -107,25 +77,17 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
 
     # Apache DataSketches
     if ds is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.datasketches",
-                group=g,
-                name=name,
-                impl="datasketches",
-                data=d,
-                reason=DS_ERR,
-            )
-            skipped(
-                res,
-                key=f"cpc.{d}.datasketches",
-                group=g,
-                name=f"CPC lg_k={HLL_P} update",
-                impl="datasketches",
-                data=d,
-                reason=DS_ERR,
-            )
+        skipped_each(
+            res, key="hll.{d}.datasketches", group=g, name=name, impl="datasketches", reason=DS_ERR
+        )
+        skipped_each(
+            res,
+            key="cpc.{d}.datasketches",
+            group=g,
+            name=f"CPC lg_k={HLL_P} update",
+            impl="datasketches",
+            reason=DS_ERR,
+        )
         return
     batch = ds_hll_batch_supported()
     probes["datasketches hll batch update"] = batch or "not available: per-item update only"
