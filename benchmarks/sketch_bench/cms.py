@@ -14,11 +14,11 @@ from benchmarks.sketch_bench.harness import (
     OURS_ERR,
     Data,
     Results,
-    consume,
     ds,
     measure_ours_update,
     measure_throughput,
     ours,
+    per_item_update,
     skipped_each,
 )
 from benchmarks.sketch_bench.ours import our_cms, our_cms_dims
@@ -74,36 +74,26 @@ def group_cms(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
             data=d,
             input_desc="per-item update via map (no batch API)",
             items=data.n,
-            fn=lambda sk, items=items: consume(map(sk.update, items)),
+            fn=per_item_update(items),
             setup=lambda: ds.count_min_sketch(depth, width),
             repeat=repeat,
             note=f"count_min_sketch(num_hashes={depth}, num_buckets={width})",
         )
-    measure_throughput(
-        res,
-        key="freq.strings.datasketches",
-        group=g,
-        name="frequent items update",
-        impl="datasketches",
-        data="strings",
-        input_desc="per-item update(str) via map",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, strs)),
-        setup=lambda: ds.frequent_strings_sketch(FREQ_LG_MAX_K),
-        repeat=repeat,
-        note=f"frequent_strings_sketch(lg_max_k={FREQ_LG_MAX_K})",
-    )
-    measure_throughput(
-        res,
-        key="freq.int64.datasketches",
-        group=g,
-        name="frequent items update",
-        impl="datasketches",
-        data="int64",
-        input_desc="per-item update(int) via map",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, ints)),
-        setup=lambda: ds.frequent_items_sketch(FREQ_LG_MAX_K),
-        repeat=repeat,
-        note=f"frequent_items_sketch(lg_max_k={FREQ_LG_MAX_K})",
-    )
+    for d, kind, items, sketch in (
+        ("strings", "str", strs, "frequent_strings_sketch"),
+        ("int64", "int", ints, "frequent_items_sketch"),
+    ):
+        measure_throughput(
+            res,
+            key=f"freq.{d}.datasketches",
+            group=g,
+            name="frequent items update",
+            impl="datasketches",
+            data=d,
+            input_desc=f"per-item update({kind}) via map",
+            items=data.n,
+            fn=per_item_update(items),
+            setup=lambda sketch=sketch: getattr(ds, sketch)(FREQ_LG_MAX_K),
+            repeat=repeat,
+            note=f"{sketch}(lg_max_k={FREQ_LG_MAX_K})",
+        )

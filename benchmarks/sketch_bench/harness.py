@@ -122,6 +122,11 @@ def consume(iterator: Any) -> None:
     collections.deque(iterator, maxlen=0)
 
 
+def per_item_update(items: list[Any]) -> Callable[[Any], None]:
+    """The timed call of a baseline with no batch API: ``update`` item by item."""
+    return lambda sk: consume(map(sk.update, items))
+
+
 def measure_throughput(
     results: Results,
     *,

@@ -11,12 +11,12 @@ from benchmarks.sketch_bench.harness import (
     OURS_ERR,
     Data,
     Results,
-    consume,
     datasketch,
     ds,
     measure_ours_update,
     measure_throughput,
     ours,
+    per_item_update,
     skipped_each,
 )
 from benchmarks.sketch_bench.ours import ds_hll_batch_supported, our_hll
@@ -67,7 +67,7 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
                 data=d,
                 input_desc="per-item update(bytes) via map; bytes pre-built",
                 items=m,
-                fn=lambda sk, items=items: consume(map(sk.update, items)),
+                fn=per_item_update(items),
                 setup=lambda: datasketch.HyperLogLog(p=HLL_P),
                 repeat=repeat,
                 note=note,
@@ -95,53 +95,28 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
     def hll_setup() -> Any:
         return ds.hll_sketch(HLL_P, ds.tgt_hll_type.HLL_8)
 
-    if batch == "numpy int64 array":
-        measure_throughput(
-            res,
-            key="hll.int64.datasketches",
-            group=g,
-            name=name,
-            impl="datasketches",
-            data="int64",
-            input_desc="batch update(numpy int64 array)",
-            items=data.n,
-            fn=lambda sk: sk.update(data.ints),
-            setup=hll_setup,
-            repeat=repeat,
-            note="hll_sketch HLL_8",
-        )
-    else:
-        ints = data.int_list()
-        measure_throughput(
-            res,
-            key="hll.int64.datasketches",
-            group=g,
-            name=name,
-            impl="datasketches",
-            data="int64",
-            input_desc="per-item update(int) via map (no batch API)",
-            items=data.n,
-            fn=lambda sk: consume(map(sk.update, ints)),
-            setup=hll_setup,
-            repeat=repeat,
-            note="hll_sketch HLL_8",
-        )
-    strs = data.str_list()
-    measure_throughput(
-        res,
-        key="hll.strings.datasketches",
-        group=g,
-        name=name,
-        impl="datasketches",
-        data="strings",
-        input_desc="per-item update(str) via map (no batch API)",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, strs)),
-        setup=hll_setup,
-        repeat=repeat,
-        note="hll_sketch HLL_8",
+    ints, strs = data.int_list(), data.str_list()
+    int_row = (
+        ("batch update(numpy int64 array)", lambda sk: sk.update(data.ints))
+        if batch == "numpy int64 array"
+        else ("per-item update(int) via map (no batch API)", per_item_update(ints))
     )
-    ints = data.int_list()
+    str_row = ("per-item update(str) via map (no batch API)", per_item_update(strs))
+    for d, (desc, update) in (("int64", int_row), ("strings", str_row)):
+        measure_throughput(
+            res,
+            key=f"hll.{d}.datasketches",
+            group=g,
+            name=name,
+            impl="datasketches",
+            data=d,
+            input_desc=desc,
+            items=data.n,
+            fn=update,
+            setup=hll_setup,
+            repeat=repeat,
+            note="hll_sketch HLL_8",
+        )
     for d, items in (("int64", ints), ("strings", strs)):
         measure_throughput(
             res,
@@ -152,7 +127,7 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
             data=d,
             input_desc="per-item update via map (no batch API)",
             items=data.n,
-            fn=lambda sk, items=items: consume(map(sk.update, items)),
+            fn=per_item_update(items),
             setup=lambda: ds.cpc_sketch(HLL_P),
             repeat=repeat,
             note="cpc_sketch",
