@@ -24,7 +24,7 @@ from sketches._columns import Column, input_length, iter_columns, prepare
 from sketches.errors import IncompatibleSketchError, InvalidParameterError
 from sketches.hashing import hash_column
 
-__all__ = ["Sketch", "check_int", "check_codes", "iter_grouped"]
+__all__ = ["Sketch", "check_int", "check_codes", "iter_grouped", "read_only"]
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -39,6 +39,18 @@ def check_int(name: str, value: Any, low: int, high: int) -> int:
     if not low <= int(value) <= high:
         raise InvalidParameterError(f"{name} must be in [{low}, {high}], got {value}")
     return int(value)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A view of ``array`` that cannot be written through.
+
+    Example:
+        >>> read_only(np.zeros(2)).flags.writeable
+        False
+    """
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 class Sketch(ABC):

@@ -39,9 +39,10 @@ from typing import Any, Self
 import numpy as np
 
 from sketches import _topk
-from sketches._base import Sketch, check_int, iter_grouped
+from sketches._base import check_int, iter_grouped
 from sketches._columns import iter_columns
 from sketches._format import KIND_BLOOM, Reader, seal
+from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_hashes
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 from sketches.hashing import check_seed, hash_column, row_multipliers
 
@@ -93,7 +94,7 @@ def _popcount(words: np.ndarray) -> int:
     return int(np.unpackbits(words.view(np.uint8)).sum())  # pragma: no cover - NumPy 1.x
 
 
-class BloomFilter(Sketch):
+class BloomFilter(TwoModeSketch):
     """Membership sketch sized for ``capacity`` values at ``error_rate`` false positives.
 
     Args:
@@ -107,6 +108,7 @@ class BloomFilter(Sketch):
     """
 
     KIND = KIND_BLOOM
+    _SMALL, _DENSE, _COMBINE = "_hashes", "_words", np.bitwise_or
 
     def __init__(
         self, capacity: int = 1_000_000, error_rate: float = 0.01, *, seed: int = 0
@@ -149,22 +151,6 @@ class BloomFilter(Sketch):
         """``{"capacity", "error_rate", "seed"}``."""
         return {"capacity": self._capacity, "error_rate": self._error_rate, "seed": self._seed}
 
-    def _state_equal(self, other: Self) -> bool:
-        if self._words is None or other._words is None:
-            return (
-                self._hashes is not None
-                and other._hashes is not None
-                and bool(np.array_equal(self._hashes, other._hashes))
-            )
-        return bool(np.array_equal(self._words, other._words))
-
-    def is_empty(self) -> bool:
-        """Whether nothing was added."""
-        if self._words is None:
-            assert self._hashes is not None
-            return self._hashes.size == 0
-        return not self._words.any()
-
     def _set_positions(self) -> np.ndarray:
         """Sorted distinct bit positions set by the held hashes (hash mode)."""
         assert self._hashes is not None
@@ -176,7 +162,7 @@ class BloomFilter(Sketch):
         self._set_bits(words, self._hashes, None)
         self._words, self._hashes = words, None
 
-    def _add_hashes(self, hashes: np.ndarray) -> None:
+    def _add_items(self, hashes: np.ndarray) -> None:
         """Add hashes in either mode (hash mode: ``hashes`` need not be distinct)."""
         if self._words is None:
             assert self._hashes is not None
@@ -234,7 +220,7 @@ class BloomFilter(Sketch):
     def _update_hashes(self, hashes: np.ndarray) -> None:
         start, step = 0, hash_limit(self._num_bits) + 1
         while self._words is None and start < hashes.size:
-            self._add_hashes(hashes[start : start + step])
+            self._add_items(hashes[start : start + step])
             start += step
         if start < hashes.size:
             assert self._words is not None
@@ -247,36 +233,7 @@ class BloomFilter(Sketch):
             IncompatibleSketchError: if ``other`` is not a BloomFilter with equal
                 capacity, error rate and seed.
         """
-        self._check_mergeable(other)
-        if other._words is None:
-            assert other._hashes is not None
-            if other._hashes.size:
-                self._add_hashes(other._hashes)
-        elif self._words is None:
-            mine = self._hashes
-            self._words, self._hashes = other._words.copy(), None
-            assert mine is not None
-            self._add_hashes(mine)
-        else:
-            np.bitwise_or(self._words, other._words, out=self._words)
-        return self
-
-    @classmethod
-    def _union_many(cls, sketches: list[Self]) -> Self:
-        first = sketches[0]
-        for other in sketches[1:]:
-            first._check_mergeable(other)
-        out = cls(first._capacity, first._error_rate, seed=first._seed)
-        for s in sketches:
-            if s._words is not None:
-                if out._words is None:
-                    out._words, out._hashes = s._words.copy(), None
-                else:
-                    np.bitwise_or(out._words, s._words, out=out._words)
-        hashes = [s._hashes for s in sketches if s._hashes is not None and s._hashes.size]
-        if hashes:
-            out._add_hashes(np.concatenate(hashes))
-        return out
+        return self._merge_modes(other)
 
     # ------------------------------------------------------------ queries
 
@@ -391,14 +348,7 @@ class BloomFilter(Sketch):
             )
         n_words = num_bits // 64
         if encoding == 2 and reader.version >= 2:
-            (count,) = reader.unpack("<I", "hash count")
-            if count > hash_limit(num_bits):
-                raise SketchFormatError("non-canonical BloomFilter bytes: too many hashes")
-            hashes = reader.array("<u8", count, "hashes")
-            reader.finish()
-            if np.any(hashes[1:] <= hashes[:-1]):
-                raise SketchFormatError("BloomFilter hashes out of order or repeated")
-            out._hashes = hashes
+            out._hashes = read_sorted_hashes(reader, hash_limit(num_bits), "BloomFilter")
             return out
         if encoding == 0:
             words = reader.array("<u8", n_words, "bits")
@@ -442,34 +392,11 @@ class BloomFilter(Sketch):
         template = cls(**params)
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
         m = template._num_bits
-        group_parts, hash_parts = [], []
-        for group, hashes, _, _ in chunks:
-            group_parts.append(group)
-            hash_parts.append(hashes)
-        group = np.concatenate(group_parts) if group_parts else np.empty(0, np.int64)
-        hashes = np.concatenate(hash_parts) if hash_parts else _NO_HASHES
-        order = np.lexsort((hashes, group))
-        group, hashes = group[order], hashes[order]
-        if group.size:
-            keep = np.concatenate(([True], (group[1:] != group[:-1]) | (hashes[1:] != hashes[:-1])))
-            group, hashes = group[keep], hashes[keep]
-        bounds = np.searchsorted(group, np.arange(n_groups + 1)).tolist()
-        slot = np.full(n_groups, -1, dtype=np.int64)
-        big = np.flatnonzero(np.diff(bounds) > hash_limit(m))
-        slot[big] = np.arange(big.size)
+        group, hashes, bounds, slot, big = sorted_group_hashes(chunks, n_groups, hash_limit(m))
         state = np.zeros(big.size * (m // 64), dtype=np.uint64)
         rows = np.flatnonzero(slot[group] >= 0)
         if rows.size:
             offsets = slot[group[rows]].astype(np.uint64) * np.uint64(m)
             template._set_bits(state, hashes[rows], offsets)
         words = state.reshape(big.size, m // 64)
-        out = []
-        slots = slot.tolist()
-        for i in range(n_groups):
-            sketch = cls(template._capacity, template._error_rate, seed=template._seed)
-            if slots[i] >= 0:
-                sketch._words, sketch._hashes = words[slots[i]].copy(), None
-            elif bounds[i + 1] > bounds[i]:
-                sketch._hashes = hashes[bounds[i] : bounds[i + 1]].copy()
-            out.append(sketch)
-        return out
+        return cls._from_parts(template, slot.tolist(), words, bounds, hashes)

@@ -58,7 +58,7 @@ from typing import Any, Self
 import numpy as np
 
 from sketches import _cms_bytes, _cms_groups, _cms_state, _exact, _topk
-from sketches._base import Sketch, check_int
+from sketches._base import Sketch, check_int, read_only
 from sketches._columns import Column, input_length, iter_columns, prepare
 from sketches._format import KIND_CMS
 from sketches.errors import InvalidParameterError
@@ -208,9 +208,7 @@ class CountMinSketch(Sketch):
     @property
     def counters(self) -> np.ndarray:
         """A read-only view of the ``[depth, width]`` counters (built while exact)."""
-        view = self._dense_counters().view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._dense_counters())
 
     def params(self) -> dict[str, Any]:
         """``{"width", "depth", "seed", "top_k"}``."""

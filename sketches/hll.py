@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import Sketch, check_int, iter_grouped
+from sketches._base import check_int, iter_grouped, read_only
 from sketches._format import KIND_HLL, Reader, seal
 from sketches._hll_sparse import (
     RHO_BITS,
@@ -63,6 +63,7 @@ from sketches._hll_sparse import (
     sparse_limit,
     split,
 )
+from sketches._twomode import TwoModeSketch
 from sketches.errors import SketchFormatError
 from sketches.hashing import check_seed
 
@@ -124,7 +125,7 @@ def _estimate_histogram(counts: np.ndarray, precision: int) -> float:
     return float(_ALPHA_INF * m * m / z)
 
 
-class HyperLogLog(Sketch):
+class HyperLogLog(TwoModeSketch):
     """Distinct-count sketch with ``2**precision`` one-byte registers, sparse while small.
 
     Args:
@@ -144,6 +145,7 @@ class HyperLogLog(Sketch):
     """
 
     KIND = KIND_HLL
+    _SMALL, _DENSE, _COMBINE = "_sparse", "_registers", np.maximum
 
     def __init__(self, precision: int = 14, *, seed: int = 0) -> None:
         self._precision = check_int("precision", precision, MIN_PRECISION, MAX_PRECISION)
@@ -166,9 +168,7 @@ class HyperLogLog(Sketch):
     @property
     def registers(self) -> np.ndarray:
         """A read-only view of the registers (built from the entries while sparse)."""
-        view = self._dense_registers().view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._dense_registers())
 
     def params(self) -> dict[str, Any]:
         """``{"precision": p, "seed": s}``."""
@@ -184,10 +184,9 @@ class HyperLogLog(Sketch):
         return registers
 
     def _densify(self) -> None:
-        self._registers = self._dense_registers()
-        self._sparse = None
+        self._set_dense(self._dense_registers())
 
-    def _addentries_of(self, entries: np.ndarray) -> None:
+    def _add_items(self, entries: np.ndarray) -> None:
         """Add sparse entries to this sketch, in either mode."""
         if self._registers is None:
             assert self._sparse is not None
@@ -202,29 +201,13 @@ class HyperLogLog(Sketch):
         start = 0
         step = max(sparse_limit(self._precision) + 1, 1 << 12)
         while self._registers is None and start < hashes.size:
-            self._addentries_of(entries_of(hashes[start : start + step]))
+            self._add_items(entries_of(hashes[start : start + step]))
             start += step
         if self._registers is None:
             return
         for a in range(start, hashes.size, _CHUNK):
             index, rho = split(hashes[a : a + _CHUNK], self._precision)
             np.maximum.at(self._registers, index, rho)
-
-    def _state_equal(self, other: Self) -> bool:
-        if self._registers is None or other._registers is None:
-            return (
-                self._sparse is not None
-                and other._sparse is not None
-                and bool(np.array_equal(self._sparse, other._sparse))
-            )
-        return bool(np.array_equal(self._registers, other._registers))
-
-    def is_empty(self) -> bool:
-        """Whether nothing was added."""
-        if self._registers is None:
-            assert self._sparse is not None
-            return self._sparse.size == 0
-        return not self._registers.any()
 
     def merge(self, other: Self) -> Self:
         """Union: entries merge while sparse, registers take the elementwise maximum.
@@ -233,38 +216,7 @@ class HyperLogLog(Sketch):
             IncompatibleSketchError: if ``other`` is not a HyperLogLog with equal
                 precision and seed.
         """
-        self._check_mergeable(other)
-        if other._registers is None:
-            assert other._sparse is not None
-            if other._sparse.size:
-                self._addentries_of(other._sparse)
-        elif self._registers is None:
-            mine = self._sparse
-            self._registers = other._registers.copy()
-            self._sparse = None
-            assert mine is not None
-            self._addentries_of(mine)
-        else:
-            np.maximum(self._registers, other._registers, out=self._registers)
-        return self
-
-    @classmethod
-    def _union_many(cls, sketches: list[Self]) -> Self:
-        first = sketches[0]
-        for other in sketches[1:]:
-            first._check_mergeable(other)
-        out = cls(first._precision, seed=first._seed)
-        entries = [s._sparse for s in sketches if s._sparse is not None and s._sparse.size]
-        for s in sketches:
-            if s._registers is not None:
-                if out._registers is None:
-                    out._registers = s._registers.copy()
-                    out._sparse = None
-                else:
-                    np.maximum(out._registers, s._registers, out=out._registers)
-        if entries:
-            out._addentries_of(np.concatenate(entries))
-        return out
+        return self._merge_modes(other)
 
     # ------------------------------------------------------------ estimates
 
@@ -414,7 +366,7 @@ class HyperLogLog(Sketch):
             [True, False, True]
         """
         template = cls(**params)
-        p, seed = template._precision, template._seed
+        p = template._precision
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
         build = GroupedBuild(p, n_groups)
         for group, hashes, _, _ in chunks:
@@ -425,13 +377,4 @@ class HyperLogLog(Sketch):
         entries = keys.astype(np.uint32)  # the low 32 bits
         group_of = (keys >> np.uint64(32)).astype(np.int64)
         bounds = np.searchsorted(group_of, np.arange(n_groups + 1)).tolist()
-        out = []
-        for i in range(n_groups):
-            sketch = cls(p, seed=seed)
-            if slot[i] >= 0:
-                sketch._registers = dense[slot[i]].copy()
-                sketch._sparse = None
-            elif bounds[i + 1] > bounds[i]:
-                sketch._sparse = entries[bounds[i] : bounds[i + 1]].copy()
-            out.append(sketch)
-        return out
+        return cls._from_parts(template, slot, dense, bounds, entries)

@@ -39,8 +39,9 @@ from typing import Any, Self
 import numpy as np
 
 from sketches import _topk
-from sketches._base import Sketch, check_int, iter_grouped
+from sketches._base import check_int, iter_grouped, read_only
 from sketches._format import KIND_MINHASH, Reader, seal
+from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_hashes
 from sketches.errors import InvalidParameterError, SketchFormatError
 
 __all__ = ["MinHashSketch"]
@@ -74,7 +75,7 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h
 
 
-class MinHashSketch(Sketch):
+class MinHashSketch(TwoModeSketch):
     """MinHash signature with ``num_perm`` permutations.
 
     Args:
@@ -89,6 +90,7 @@ class MinHashSketch(Sketch):
     """
 
     KIND = KIND_MINHASH
+    _SMALL, _DENSE, _COMBINE = "_hashes", "_hashvalues", np.minimum
 
     def __init__(self, num_perm: int = 128, *, seed: int = 1) -> None:
         self._num_perm = check_int("num_perm", num_perm, 1, MAX_PERM)
@@ -109,9 +111,7 @@ class MinHashSketch(Sketch):
     @property
     def hashvalues(self) -> np.ndarray:
         """A read-only view of the signature (``2**64 - 1`` where nothing was seen)."""
-        view = self._signature().view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._signature())
 
     def _signature(self) -> np.ndarray:
         if self._hashvalues is not None:
@@ -124,7 +124,7 @@ class MinHashSketch(Sketch):
             np.minimum(out, block.min(axis=0), out=out)
         return out
 
-    def _add_hashes(self, hashes: np.ndarray) -> None:
+    def _add_items(self, hashes: np.ndarray) -> None:
         """Add hashes in either mode (hash mode: ``hashes`` need not be distinct)."""
         if self._hashvalues is None:
             assert self._hashes is not None
@@ -141,21 +141,8 @@ class MinHashSketch(Sketch):
         """``{"num_perm", "seed"}``."""
         return {"num_perm": self._num_perm, "seed": self._seed}
 
-    def _state_equal(self, other: Self) -> bool:
-        if self._hashvalues is None or other._hashvalues is None:
-            return (
-                self._hashes is not None
-                and other._hashes is not None
-                and bool(np.array_equal(self._hashes, other._hashes))
-            )
-        return bool(np.array_equal(self._hashvalues, other._hashvalues))
-
-    def is_empty(self) -> bool:
-        """Whether no value was added."""
-        if self._hashvalues is None:
-            assert self._hashes is not None
-            return self._hashes.size == 0
-        return bool(np.all(self._hashvalues == _EMPTY))
+    def _dense_is_empty(self, dense: np.ndarray) -> bool:
+        return bool(np.all(dense == _EMPTY))
 
     def _summary(self) -> str:
         return f"estimate={self.estimate():.1f}"
@@ -170,10 +157,10 @@ class MinHashSketch(Sketch):
     def _update_hashes(self, hashes: np.ndarray) -> None:
         start, step = 0, self._num_perm + 1
         while self._hashvalues is None and start < hashes.size:
-            self._add_hashes(hashes[start : start + step])
+            self._add_items(hashes[start : start + step])
             start += step
         if start < hashes.size:
-            self._add_hashes(hashes[start:])
+            self._add_items(hashes[start:])
 
     def merge(self, other: Self) -> Self:
         """Union: hashes merge while few, signatures take the elementwise minimum.
@@ -182,36 +169,7 @@ class MinHashSketch(Sketch):
             IncompatibleSketchError: if ``other`` is not a MinHashSketch with equal
                 ``num_perm`` and seed.
         """
-        self._check_mergeable(other)
-        if other._hashvalues is None:
-            assert other._hashes is not None
-            if other._hashes.size:
-                self._add_hashes(other._hashes)
-        elif self._hashvalues is None:
-            mine = self._hashes
-            self._hashvalues, self._hashes = other._hashvalues.copy(), None
-            assert mine is not None
-            self._add_hashes(mine)
-        else:
-            np.minimum(self._hashvalues, other._hashvalues, out=self._hashvalues)
-        return self
-
-    @classmethod
-    def _union_many(cls, sketches: list[Self]) -> Self:
-        first = sketches[0]
-        for other in sketches[1:]:
-            first._check_mergeable(other)
-        out = cls(first._num_perm, seed=first._seed)
-        for s in sketches:
-            if s._hashvalues is not None:
-                if out._hashvalues is None:
-                    out._hashvalues, out._hashes = s._hashvalues.copy(), None
-                else:
-                    np.minimum(out._hashvalues, s._hashvalues, out=out._hashvalues)
-        hashes = [s._hashes for s in sketches if s._hashes is not None and s._hashes.size]
-        if hashes:
-            out._add_hashes(np.concatenate(hashes))
-        return out
+        return self._merge_modes(other)
 
     # ------------------------------------------------------------ estimates
 
@@ -284,14 +242,7 @@ class MinHashSketch(Sketch):
             raise SketchFormatError(f"bad MinHashSketch parameters: {exc}") from None
         encoding = 0 if reader.version < 2 else reader.unpack("<B", "encoding")[0]
         if encoding == 1:
-            (count,) = reader.unpack("<I", "hash count")
-            if count > num_perm:
-                raise SketchFormatError("non-canonical MinHashSketch bytes: too many hashes")
-            hashes = reader.array("<u8", count, "hashes")
-            reader.finish()
-            if np.any(hashes[1:] <= hashes[:-1]):
-                raise SketchFormatError("MinHashSketch hashes out of order or repeated")
-            out._hashes = hashes
+            out._hashes = read_sorted_hashes(reader, num_perm, "MinHashSketch")
             return out
         if encoding != 0:
             raise SketchFormatError(f"unknown MinHashSketch encoding {encoding}")
@@ -319,34 +270,11 @@ class MinHashSketch(Sketch):
         """
         template = cls(**params)
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        group_parts, hash_parts = [], []
-        for group, hashes, _, _ in chunks:
-            group_parts.append(group)
-            hash_parts.append(hashes)
-        group = np.concatenate(group_parts) if group_parts else np.empty(0, np.int64)
-        hashes = np.concatenate(hash_parts) if hash_parts else _NO_HASHES
-        order = np.lexsort((hashes, group))
-        group, hashes = group[order], hashes[order]
-        if group.size:
-            keep = np.concatenate(([True], (group[1:] != group[:-1]) | (hashes[1:] != hashes[:-1])))
-            group, hashes = group[keep], hashes[keep]
-        bounds = np.searchsorted(group, np.arange(n_groups + 1)).tolist()
-        slot = np.full(n_groups, -1, dtype=np.int64)
-        big = np.flatnonzero(np.diff(bounds) > template._num_perm)
-        slot[big] = np.arange(big.size)
+        group, hashes, bounds, slot, big = sorted_group_hashes(chunks, n_groups, template._num_perm)
         state = np.full((big.size, template._num_perm), _EMPTY, dtype=np.uint64)
         rows = np.flatnonzero(slot[group] >= 0)
         step = max(1, _CELLS // template._num_perm)
         for start in range(0, rows.size, step):
             sel = rows[start : start + step]
             np.minimum.at(state, slot[group[sel]], template._signatures(hashes[sel]))
-        out = []
-        slots = slot.tolist()
-        for i in range(n_groups):
-            sketch = cls(template._num_perm, seed=template._seed)
-            if slots[i] >= 0:
-                sketch._hashvalues, sketch._hashes = state[slots[i]].copy(), None
-            elif bounds[i + 1] > bounds[i]:
-                sketch._hashes = hashes[bounds[i] : bounds[i + 1]].copy()
-            out.append(sketch)
-        return out
+        return cls._from_parts(template, slot.tolist(), state, bounds, hashes)

@@ -15,11 +15,12 @@ from benchmarks.sketch_bench.harness import (
     Results,
     fmt_fpr,
     form_desc,
+    measure_ours_update,
     measure_throughput,
     ours,
     pick_string_form,
     rbloom,
-    skipped,
+    skipped_each,
 )
 from benchmarks.sketch_bench.ours import our_bloom
 
@@ -43,48 +44,25 @@ def group_bloom(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -
     ours_filters: dict[str, Any] = {}
     if ours is None:
         for op in ("update", "contains"):
-            for d in ("int64", "strings"):
-                skipped(
-                    res,
-                    key=f"bloom-{op}.{d}.ours",
-                    group=g,
-                    name=f"Bloom {op}",
-                    impl="sketches",
-                    data=d,
-                    reason=OURS_ERR,
-                )
+            skipped_each(
+                res,
+                key=f"bloom-{op}.{{d}}.ours",
+                group=g,
+                name=f"Bloom {op}",
+                impl="sketches",
+                reason=OURS_ERR,
+            )
     else:
-        our_bloom(1000).update(data.ints[:1000])
-        measure_throughput(
+        measure_ours_update(
+            data,
             res,
-            key="bloom-update.int64.ours",
+            probes,
+            key="bloom-update.{d}.ours",
             group=g,
             name="Bloom update",
-            impl="sketches",
-            data="int64",
-            input_desc="numpy int64 array",
-            items=data.n,
-            fn=lambda bf: bf.update(data.ints),
             setup=lambda: our_bloom(cap),
             repeat=repeat,
-            note=f"BloomFilter({cfg})",
-        )
-        form_u = pick_string_form(
-            data, lambda s: our_bloom(cap).update(s), probes, "bloom update strings"
-        )
-        su = data.strings(form_u)
-        measure_throughput(
-            res,
-            key="bloom-update.strings.ours",
-            group=g,
-            name="Bloom update",
-            impl="sketches",
-            data="strings",
-            input_desc=form_desc(form_u, probes, "bloom update strings"),
-            items=data.n,
-            fn=lambda bf: bf.update(su),
-            setup=lambda: our_bloom(cap),
-            repeat=repeat,
+            label="bloom update strings",
             note=f"BloomFilter({cfg})",
         )
         for d, values in (("int64", data.ints), ("strings", data.str_obj)):
@@ -132,16 +110,14 @@ def group_bloom(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -
 
     if rbloom is None:
         for op in ("update", "contains"):
-            for d in ("int64", "strings"):
-                skipped(
-                    res,
-                    key=f"bloom-{op}.{d}.rbloom",
-                    group=g,
-                    name=f"Bloom {op}",
-                    impl="rbloom",
-                    data=d,
-                    reason=RBLOOM_ERR,
-                )
+            skipped_each(
+                res,
+                key=f"bloom-{op}.{{d}}.rbloom",
+                group=g,
+                name=f"Bloom {op}",
+                impl="rbloom",
+                reason=RBLOOM_ERR,
+            )
         return
     ints, strs = data.int_list(), data.str_list()
     rcfg = f"Bloom(expected_items={cap:,}, false_positive_rate={BLOOM_FPR})"

@@ -14,13 +14,12 @@ from benchmarks.sketch_bench.harness import (
     OURS_ERR,
     Data,
     Results,
-    consume,
     ds,
-    form_desc,
+    measure_ours_update,
     measure_throughput,
     ours,
-    pick_string_form,
-    skipped,
+    per_item_update,
+    skipped_each,
 )
 from benchmarks.sketch_bench.ours import our_cms, our_cms_dims
 
@@ -31,64 +30,38 @@ def group_cms(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
     depth = math.ceil(math.log(1.0 / CMS_DELTA))
     if ours is None:
         for tk in (0, CMS_TOP_K):
-            for d in ("int64", "strings"):
-                skipped(
-                    res,
-                    key=f"cms{tk}.{d}.ours",
-                    group=g,
-                    name=f"CMS update top_k={tk}",
-                    impl="sketches",
-                    data=d,
-                    reason=OURS_ERR,
-                )
+            skipped_each(
+                res,
+                key=f"cms{tk}.{{d}}.ours",
+                group=g,
+                name=f"CMS update top_k={tk}",
+                impl="sketches",
+                reason=OURS_ERR,
+            )
     else:
         width, depth = our_cms_dims(our_cms(0))
         for tk in (0, CMS_TOP_K):
-            nm = f"CMS update top_k={tk}"
-            dims = f"eps={CMS_EPSILON}, delta={CMS_DELTA} -> width {width}, depth {depth}"
-            our_cms(tk).update(data.ints[:1000])
-            measure_throughput(
+            measure_ours_update(
+                data,
                 res,
-                key=f"cms{tk}.int64.ours",
+                probes,
+                key=f"cms{tk}.{{d}}.ours",
                 group=g,
-                name=nm,
-                impl="sketches",
-                data="int64",
-                input_desc="numpy int64 array",
-                items=data.n,
-                fn=lambda sk: sk.update(data.ints),
+                name=f"CMS update top_k={tk}",
                 setup=lambda tk=tk: our_cms(tk),
                 repeat=repeat,
-                note=dims,
-            )
-            label = f"cms top_k={tk} update strings"
-            form = pick_string_form(data, lambda s, tk=tk: our_cms(tk).update(s), probes, label)
-            s = data.strings(form)
-            measure_throughput(
-                res,
-                key=f"cms{tk}.strings.ours",
-                group=g,
-                name=nm,
-                impl="sketches",
-                data="strings",
-                input_desc=form_desc(form, probes, label),
-                items=data.n,
-                fn=lambda sk, s=s: sk.update(s),
-                setup=lambda tk=tk: our_cms(tk),
-                repeat=repeat,
-                note=dims,
+                label=f"cms top_k={tk} update strings",
+                note=f"eps={CMS_EPSILON}, delta={CMS_DELTA} -> width {width}, depth {depth}",
             )
     if ds is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"cms.{d}.datasketches",
-                group=g,
-                name="CMS update",
-                impl="datasketches",
-                data=d,
-                reason=DS_ERR,
-            )
+        skipped_each(
+            res,
+            key="cms.{d}.datasketches",
+            group=g,
+            name="CMS update",
+            impl="datasketches",
+            reason=DS_ERR,
+        )
         return
     ints, strs = data.int_list(), data.str_list()
     for d, items in (("int64", ints), ("strings", strs)):
@@ -101,36 +74,26 @@ def group_cms(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
             data=d,
             input_desc="per-item update via map (no batch API)",
             items=data.n,
-            fn=lambda sk, items=items: consume(map(sk.update, items)),
+            fn=per_item_update(items),
             setup=lambda: ds.count_min_sketch(depth, width),
             repeat=repeat,
             note=f"count_min_sketch(num_hashes={depth}, num_buckets={width})",
         )
-    measure_throughput(
-        res,
-        key="freq.strings.datasketches",
-        group=g,
-        name="frequent items update",
-        impl="datasketches",
-        data="strings",
-        input_desc="per-item update(str) via map",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, strs)),
-        setup=lambda: ds.frequent_strings_sketch(FREQ_LG_MAX_K),
-        repeat=repeat,
-        note=f"frequent_strings_sketch(lg_max_k={FREQ_LG_MAX_K})",
-    )
-    measure_throughput(
-        res,
-        key="freq.int64.datasketches",
-        group=g,
-        name="frequent items update",
-        impl="datasketches",
-        data="int64",
-        input_desc="per-item update(int) via map",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, ints)),
-        setup=lambda: ds.frequent_items_sketch(FREQ_LG_MAX_K),
-        repeat=repeat,
-        note=f"frequent_items_sketch(lg_max_k={FREQ_LG_MAX_K})",
-    )
+    for d, kind, items, sketch in (
+        ("strings", "str", strs, "frequent_strings_sketch"),
+        ("int64", "int", ints, "frequent_items_sketch"),
+    ):
+        measure_throughput(
+            res,
+            key=f"freq.{d}.datasketches",
+            group=g,
+            name="frequent items update",
+            impl="datasketches",
+            data=d,
+            input_desc=f"per-item update({kind}) via map",
+            items=data.n,
+            fn=per_item_update(items),
+            setup=lambda sketch=sketch: getattr(ds, sketch)(FREQ_LG_MAX_K),
+            repeat=repeat,
+            note=f"{sketch}(lg_max_k={FREQ_LG_MAX_K})",
+        )

@@ -23,6 +23,7 @@ from benchmarks.sketch_bench.harness import (
     ours,
     pick_string_form,
     skipped,
+    skipped_each,
 )
 from benchmarks.sketch_bench.ours import our_cms, our_copy, our_hll
 
@@ -44,16 +45,14 @@ def group_estimate(data: Data, res: Results, repeat: int, probes: dict[str, Any]
             reason=OURS_ERR,
             unit="us/call",
         )
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"cms-query.{d}.ours",
-                group=g,
-                name="CMS point query",
-                impl="sketches",
-                data=d,
-                reason=OURS_ERR,
-            )
+        skipped_each(
+            res,
+            key="cms-query.{d}.ours",
+            group=g,
+            name="CMS point query",
+            impl="sketches",
+            reason=OURS_ERR,
+        )
     else:
         base = our_hll()
         base.update(data.ints[:m])

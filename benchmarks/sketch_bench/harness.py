@@ -122,6 +122,11 @@ def consume(iterator: Any) -> None:
     collections.deque(iterator, maxlen=0)
 
 
+def per_item_update(items: list[Any]) -> Callable[[Any], None]:
+    """The timed call of a baseline with no batch API: ``update`` item by item."""
+    return lambda sk: consume(map(sk.update, items))
+
+
 def measure_throughput(
     results: Results,
     *,
@@ -150,11 +155,23 @@ def measure_throughput(
         note=note,
         extra=dict(extra or {}),
     )
+    return _timed(results, row, fn, setup, repeat, lambda t: items / t)
+
+
+def _timed(
+    results: Results,
+    row: Row,
+    fn: Callable[[Any], Any],
+    setup: Callable[[], Any] | None,
+    repeat: int,
+    value: Callable[[float], float],
+) -> Row:
+    """Time ``fn`` into ``row`` (``value`` turns seconds into the row's unit) and add it."""
     try:
         times = _time_calls(fn, setup, repeat)
         row.times_s = times
-        row.median = items / statistics.median(times)
-        row.best = items / min(times)
+        row.median = value(statistics.median(times))
+        row.best = value(min(times))
     except Exception as exc:  # noqa: BLE001 - record and go on
         row.error = f"{type(exc).__name__}: {exc}"
     return results.add(row)
@@ -184,6 +201,23 @@ def skipped(
             extra={"reason": reason},
         )
     )
+
+
+def skipped_each(
+    results: Results,
+    *,
+    key: str,
+    group: str,
+    name: str,
+    impl: str,
+    reason: str,
+    datas: tuple[str, ...] = ("int64", "strings"),
+) -> None:
+    """One :func:`skipped` row per data kind; ``key`` holds ``{d}`` for the kind."""
+    for d in datas:
+        skipped(
+            results, key=key.format(d=d), group=group, name=name, impl=impl, data=d, reason=reason
+        )
 
 
 class Data:
@@ -281,6 +315,54 @@ def form_desc(form: str, probes: dict[str, Any], label: str) -> str:
     return f"{FORM_LABEL[form]} (fastest; probe on {p.get('probe_items', 0):,}: {others})"
 
 
+def measure_ours_update(
+    data: Data,
+    res: Results,
+    probes: dict[str, Any],
+    *,
+    key: str,
+    group: str,
+    name: str,
+    setup: Callable[[], Any],
+    repeat: int,
+    label: str,
+    note: str = "",
+) -> None:
+    """Rows of our ``update`` on the int64 array and on the faster string form (picked
+    under ``label``); ``key`` holds ``{d}`` for the data kind."""
+    setup().update(data.ints[:1000])  # warm-up
+    measure_throughput(
+        res,
+        key=key.format(d="int64"),
+        group=group,
+        name=name,
+        impl="sketches",
+        data="int64",
+        input_desc="numpy int64 array",
+        items=data.n,
+        fn=lambda sk: sk.update(data.ints),
+        setup=setup,
+        repeat=repeat,
+        note=note,
+    )
+    form = pick_string_form(data, lambda s: setup().update(s), probes, label)
+    strings = data.strings(form)
+    measure_throughput(
+        res,
+        key=key.format(d="strings"),
+        group=group,
+        name=name,
+        impl="sketches",
+        data="strings",
+        input_desc=form_desc(form, probes, label),
+        items=data.n,
+        fn=lambda sk: sk.update(strings),
+        setup=setup,
+        repeat=repeat,
+        note=note,
+    )
+
+
 def measure_ms(
     res: Results,
     *,
@@ -310,15 +392,8 @@ def measure_ms(
         note=note,
         extra=dict(extra or {}),
     )
-    try:
-        times = _time_calls(fn, setup, repeat)
-        row.times_s = times
-        scale = 1e6 / per_call if per_call else 1e3
-        row.median = statistics.median(times) * scale
-        row.best = min(times) * scale
-    except Exception as exc:  # noqa: BLE001
-        row.error = f"{type(exc).__name__}: {exc}"
-    return res.add(row)
+    scale = 1e6 / per_call if per_call else 1e3
+    return _timed(res, row, fn, setup, repeat, lambda t: t * scale)
 
 
 def fmt_rate(v: float | None) -> str:

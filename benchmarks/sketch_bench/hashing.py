@@ -13,23 +13,16 @@ from benchmarks.sketch_bench.harness import (
     Row,
     measure_throughput,
     ours,
-    skipped,
+    skipped_each,
 )
 
 
 def group_hash(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> None:
     g = "hash"
     if ours is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hash.{d}.ours",
-                group=g,
-                name="hash64",
-                impl="sketches",
-                data=d,
-                reason=OURS_ERR,
-            )
+        skipped_each(
+            res, key="hash.{d}.ours", group=g, name="hash64", impl="sketches", reason=OURS_ERR
+        )
         return
     ours.hash64(data.ints[:1000])
     measure_throughput(

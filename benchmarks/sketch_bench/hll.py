@@ -11,14 +11,13 @@ from benchmarks.sketch_bench.harness import (
     OURS_ERR,
     Data,
     Results,
-    consume,
     datasketch,
     ds,
-    form_desc,
+    measure_ours_update,
     measure_throughput,
     ours,
-    pick_string_form,
-    skipped,
+    per_item_update,
+    skipped_each,
 )
 from benchmarks.sketch_bench.ours import ds_hll_batch_supported, our_hll
 
@@ -28,60 +27,31 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
     name = f"HLL p{HLL_P} update"
     # ours
     if ours is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.ours",
-                group=g,
-                name=name,
-                impl="sketches",
-                data=d,
-                reason=OURS_ERR,
-            )
+        skipped_each(res, key="hll.{d}.ours", group=g, name=name, impl="sketches", reason=OURS_ERR)
     else:
-        our_hll().update(data.ints[:1000])
-        measure_throughput(
+        measure_ours_update(
+            data,
             res,
-            key="hll.int64.ours",
+            probes,
+            key="hll.{d}.ours",
             group=g,
             name=name,
-            impl="sketches",
-            data="int64",
-            input_desc="numpy int64 array",
-            items=data.n,
-            fn=lambda sk: sk.update(data.ints),
             setup=our_hll,
             repeat=repeat,
-        )
-        form = pick_string_form(data, lambda s: our_hll().update(s), probes, "hll update strings")
-        s = data.strings(form)
-        measure_throughput(
-            res,
-            key="hll.strings.ours",
-            group=g,
-            name=name,
-            impl="sketches",
-            data="strings",
-            input_desc=form_desc(form, probes, "hll update strings"),
-            items=data.n,
-            fn=lambda sk: sk.update(s),
-            setup=our_hll,
-            repeat=repeat,
+            label="hll update strings",
         )
 
     # datasketch (pure Python, per-item bytes): subset
     m = data.slow_n
     if datasketch is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.datasketch",
-                group=g,
-                name=name,
-                impl="datasketch",
-                data=d,
-                reason=DATASKETCH_ERR,
-            )
+        skipped_each(
+            res,
+            key="hll.{d}.datasketch",
+            group=g,
+            name=name,
+            impl="datasketch",
+            reason=DATASKETCH_ERR,
+        )
     else:
         raw = data.ints[:m].astype("<i8").tobytes()
         int_bytes = [raw[i : i + 8] for i in range(0, len(raw), 8)]
@@ -97,7 +67,7 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
                 data=d,
                 input_desc="per-item update(bytes) via map; bytes pre-built",
                 items=m,
-                fn=lambda sk, items=items: consume(map(sk.update, items)),
+                fn=per_item_update(items),
                 setup=lambda: datasketch.HyperLogLog(p=HLL_P),
                 repeat=repeat,
                 note=note,
@@ -107,25 +77,17 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
 
     # Apache DataSketches
     if ds is None:
-        for d in ("int64", "strings"):
-            skipped(
-                res,
-                key=f"hll.{d}.datasketches",
-                group=g,
-                name=name,
-                impl="datasketches",
-                data=d,
-                reason=DS_ERR,
-            )
-            skipped(
-                res,
-                key=f"cpc.{d}.datasketches",
-                group=g,
-                name=f"CPC lg_k={HLL_P} update",
-                impl="datasketches",
-                data=d,
-                reason=DS_ERR,
-            )
+        skipped_each(
+            res, key="hll.{d}.datasketches", group=g, name=name, impl="datasketches", reason=DS_ERR
+        )
+        skipped_each(
+            res,
+            key="cpc.{d}.datasketches",
+            group=g,
+            name=f"CPC lg_k={HLL_P} update",
+            impl="datasketches",
+            reason=DS_ERR,
+        )
         return
     batch = ds_hll_batch_supported()
     probes["datasketches hll batch update"] = batch or "not available: per-item update only"
@@ -133,53 +95,28 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
     def hll_setup() -> Any:
         return ds.hll_sketch(HLL_P, ds.tgt_hll_type.HLL_8)
 
-    if batch == "numpy int64 array":
-        measure_throughput(
-            res,
-            key="hll.int64.datasketches",
-            group=g,
-            name=name,
-            impl="datasketches",
-            data="int64",
-            input_desc="batch update(numpy int64 array)",
-            items=data.n,
-            fn=lambda sk: sk.update(data.ints),
-            setup=hll_setup,
-            repeat=repeat,
-            note="hll_sketch HLL_8",
-        )
-    else:
-        ints = data.int_list()
-        measure_throughput(
-            res,
-            key="hll.int64.datasketches",
-            group=g,
-            name=name,
-            impl="datasketches",
-            data="int64",
-            input_desc="per-item update(int) via map (no batch API)",
-            items=data.n,
-            fn=lambda sk: consume(map(sk.update, ints)),
-            setup=hll_setup,
-            repeat=repeat,
-            note="hll_sketch HLL_8",
-        )
-    strs = data.str_list()
-    measure_throughput(
-        res,
-        key="hll.strings.datasketches",
-        group=g,
-        name=name,
-        impl="datasketches",
-        data="strings",
-        input_desc="per-item update(str) via map (no batch API)",
-        items=data.n,
-        fn=lambda sk: consume(map(sk.update, strs)),
-        setup=hll_setup,
-        repeat=repeat,
-        note="hll_sketch HLL_8",
+    ints, strs = data.int_list(), data.str_list()
+    int_row = (
+        ("batch update(numpy int64 array)", lambda sk: sk.update(data.ints))
+        if batch == "numpy int64 array"
+        else ("per-item update(int) via map (no batch API)", per_item_update(ints))
     )
-    ints = data.int_list()
+    str_row = ("per-item update(str) via map (no batch API)", per_item_update(strs))
+    for d, (desc, update) in (("int64", int_row), ("strings", str_row)):
+        measure_throughput(
+            res,
+            key=f"hll.{d}.datasketches",
+            group=g,
+            name=name,
+            impl="datasketches",
+            data=d,
+            input_desc=desc,
+            items=data.n,
+            fn=update,
+            setup=hll_setup,
+            repeat=repeat,
+            note="hll_sketch HLL_8",
+        )
     for d, items in (("int64", ints), ("strings", strs)):
         measure_throughput(
             res,
@@ -190,7 +127,7 @@ def group_hll(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> 
             data=d,
             input_desc="per-item update via map (no batch API)",
             items=data.n,
-            fn=lambda sk, items=items: consume(map(sk.update, items)),
+            fn=per_item_update(items),
             setup=lambda: ds.cpc_sketch(HLL_P),
             repeat=repeat,
             note="cpc_sketch",

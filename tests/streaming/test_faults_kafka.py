@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -34,12 +30,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cli_runs import run_available_now as run_available_now_cli
 
 pytestmark = pytest.mark.integration
 
 START = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 MiB = 1024 * 1024
-REPO = Path(__file__).resolve().parents[2]
 
 SPEC = """\
 [source]
@@ -197,31 +193,22 @@ def settle(query, seconds: float = 4.0) -> None:
     assert query.isActive and query.exception() is None
 
 
-def run_available_now(spark, spec, *, metrics=None, timeout: float = 300):
+def counting_pipeline(spark, spec) -> tuple:
+    """A pipeline keeping its batch summaries, the list, and the rows they count so far."""
     from streaming.engine.pipeline import Pipeline
 
     summaries: list = []
     pipeline = Pipeline(spark, spec, on_batch=summaries.append)
+    return pipeline, summaries, lambda: sum(s.rows for s in summaries)
+
+
+def run_available_now(spark, spec, *, metrics=None, timeout: float = 300):
+    pipeline, summaries, _ = counting_pipeline(spark, spec)
     if metrics is not None:
         metrics.attach(spark, pipeline)
     pipeline.run(available_now=True, timeout=timeout)
     assert not pipeline.query.isActive, "the available-now run did not finish in time"
     return pipeline, summaries
-
-
-def run_cli(spec_file: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec",
-                             str(spec_file), "--available-now", "--master", "local[2]"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"`streamsketch run` did not end within {timeout:.0f} s")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def counter(metrics, name: str, query: str) -> float | None:
@@ -236,16 +223,13 @@ def keyed(records) -> list[tuple[bytes, bytes, None]]:
 def test_partitions_added_while_live_are_counted_exactly(kafka, spark, topic_name, tmp_path):
     from kafka.admin import NewPartitions
 
-    from streaming.engine.pipeline import Pipeline
 
     boot = kafka.bootstrap_servers
     create_topic(boot, topic_name, 2)
     before = generated(31, 300, START)
     send(boot, topic_name, keyed(before))
     spec = load(write_spec(tmp_path, topic_name, boot), boot)
-    summaries: list = []
-    pipeline = Pipeline(spark, spec, on_batch=summaries.append)
-    rows = lambda: sum(s.rows for s in summaries)  # noqa: E731
+    pipeline, summaries, rows = counting_pipeline(spark, spec)
     try:
         query = pipeline.start()
         wait_for(lambda: rows() >= len(before), 180, "the first records", query)
@@ -344,7 +328,7 @@ def test_records_deleted_while_stopped_fail_then_are_counted_as_a_gap(kafka, spa
 def test_cli_reports_aged_out_records_in_one_line(kafka, spark, topic_name, tmp_path):
     boot = kafka.bootstrap_servers
     job = age_out(spark, boot, topic_name, tmp_path)
-    failed = run_cli(job["spec_file"])
+    failed = run_available_now_cli(job["spec_file"], 300)
     assert failed.returncode == 1, failed.stderr[-3000:]
     lines = [ln for ln in failed.stderr.splitlines()
              if ln.startswith("streamsketch: the query failed: ")]
@@ -420,7 +404,6 @@ def test_topic_recreated_fails_then_is_counted_as_a_reset(kafka, spark, topic_na
 # -- 5. a burst of ten times max_offsets_per_trigger -----------------------------------
 @pytest.mark.slow
 def test_burst_is_bounded_per_batch_and_caught_up_exactly(kafka, spark, topic_name, tmp_path):
-    from streaming.engine.pipeline import Pipeline
 
     per_trigger = 300
     boot = kafka.bootstrap_servers
@@ -428,9 +411,7 @@ def test_burst_is_bounded_per_batch_and_caught_up_exactly(kafka, spark, topic_na
     warmup = generated(61, 100, START)
     send(boot, topic_name, keyed(warmup))
     spec = load(write_spec(tmp_path, topic_name, boot, per_trigger=per_trigger), boot)
-    summaries: list = []
-    pipeline = Pipeline(spark, spec, on_batch=summaries.append)
-    rows = lambda: sum(s.rows for s in summaries)  # noqa: E731
+    pipeline, summaries, rows = counting_pipeline(spark, spec)
     try:
         query = pipeline.start()
         wait_for(lambda: rows() >= len(warmup), 180, "the first batch", query)
@@ -452,7 +433,6 @@ def test_burst_is_bounded_per_batch_and_caught_up_exactly(kafka, spark, topic_na
 
 # -- 6. broker restart under a live query ---------------------------------------------
 def test_broker_restart_under_a_live_query(spark, topic_name, tmp_path):
-    from streaming.engine.pipeline import Pipeline
     from streaming.kafka.broker import LocalKafka, free_port
 
     broker = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
@@ -464,9 +444,7 @@ def test_broker_restart_under_a_live_query(spark, topic_name, tmp_path):
         before = generated(71, 200, START)
         send(boot, topic_name, keyed(before))
         spec = load(write_spec(tmp_path / "job", topic_name, boot), boot)
-        summaries: list = []
-        pipeline = Pipeline(spark, spec, on_batch=summaries.append)
-        rows = lambda: sum(s.rows for s in summaries)  # noqa: E731
+        pipeline, summaries, rows = counting_pipeline(spark, spec)
         query = pipeline.start()
         wait_for(lambda: rows() >= len(before), 180, "the first records", query)
         assert broker.stop()
@@ -507,7 +485,6 @@ def _pills(ts: str) -> list[tuple[str, bytes | None]]:
 
 
 def test_poison_pills_are_quarantined_at_their_offsets(kafka, spark, topic_name, tmp_path):
-    from streaming.engine.pipeline import Pipeline
 
     boot = kafka.bootstrap_servers
     create_topic(boot, topic_name, 2, config={"max.message.bytes": str(8 * MiB)})
@@ -518,9 +495,7 @@ def test_poison_pills_are_quarantined_at_their_offsets(kafka, spark, topic_name,
     items += [(b"pill", value, 1) for _, value in pills]
     items += [(r.key, r.value, 1) for r in valid[100:]]
     spec = load(write_spec(tmp_path, topic_name, boot), boot)
-    summaries: list = []
-    pipeline = Pipeline(spark, spec, on_batch=summaries.append)
-    rows = lambda: sum(s.rows for s in summaries)  # noqa: E731
+    pipeline, summaries, rows = counting_pipeline(spark, spec)
     try:
         query = pipeline.start()
         positions = send(boot, topic_name, items)

@@ -23,11 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -36,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_runs import run_available_now as run_available_now_cli
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 START = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 N_EVENTS = 300
 USER = "streamsketch"
@@ -259,26 +257,15 @@ class Scraper(threading.Thread):
 
 def run_cli(spec_file: Path, extra_env: dict[str, str], event_log: Path | None,
             timeout: float) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(extra_env)
+    env = dict(extra_env)
     if event_log is not None:
         event_log.mkdir(parents=True, exist_ok=True)
         # uncompressed (Spark 4 compresses event logs by default), so bytes can be searched
         env["PYSPARK_SUBMIT_ARGS"] = (f"--conf spark.eventLog.enabled=true "
                                       f"--conf spark.eventLog.dir={event_log.as_uri()} "
                                       "--conf spark.eventLog.compress=false pyspark-shell")
-    proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec",
-                             str(spec_file), "--available-now", "--master", "local[2]"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"`streamsketch run` did not end within {timeout:.0f} s; stderr tail: "
-                    f"{err[-2000:]}")
-    return proc.returncode, out, err
+    done = run_available_now_cli(spec_file, timeout, env)
+    return done.returncode, done.stdout, done.stderr
 
 
 def files_under(*roots: Path) -> list[Path]:
