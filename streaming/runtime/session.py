@@ -132,9 +132,18 @@ def local_master(master: str) -> str:
     return f"local[{m.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]"
 
 
+#: the local-mode JVM's collector. It holds no window state (that lives in Python) and
+#: shares a few cores with the Python workers: G1's concurrent threads compete with them
+#: and its heap grows towards the maximum; the serial collector keeps the heap small.
+#: Measured (bench_memory, the year log through Kafka): the JVM's peak RSS 0.82-0.88 GiB
+#: with G1, 0.64-0.77 with the serial collector, at the same throughput.
+_LOCAL_GC = " -XX:+UseSerialGC"
+
+
 def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
     """The settings :func:`build_session` applies, as a plain mapping (testable without a JVM)."""
     log_config = _log_config(options.log_level, options.log_file)
+    is_local = _LOCAL.match(options.master.strip()) is not None
     java_opts = f"-Dlog4j2.configurationFile=file:{log_config} -Duser.timezone=UTC"
     conf = {
         "spark.master": local_master(options.master),
@@ -150,7 +159,7 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         "spark.ui.enabled": "true" if options.ui else "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": options.driver_memory,
-        "spark.driver.extraJavaOptions": java_opts,
+        "spark.driver.extraJavaOptions": java_opts + _LOCAL_GC * is_local,
         "spark.executor.extraJavaOptions": java_opts,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Python workers run the interpreter (and packages) of the driver, unless

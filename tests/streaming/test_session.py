@@ -25,3 +25,13 @@ def test_without_a_log_file_nothing_moves(capfd):
         subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('here\\n')"],
                        check=True)
     assert capfd.readouterr().err == "here\n"
+
+
+def test_the_serial_collector_runs_the_local_driver_only():
+    from streaming.runtime.session import SparkOptions, spark_conf
+
+    local = spark_conf(SparkOptions(master="local[2]"), [])
+    cluster = spark_conf(SparkOptions(master="spark://127.0.0.1:7077"), [])
+    assert "-XX:+UseSerialGC" in local["spark.driver.extraJavaOptions"]
+    assert "-XX:+UseSerialGC" not in cluster["spark.driver.extraJavaOptions"]
+    assert "-XX:+UseSerialGC" not in local["spark.executor.extraJavaOptions"]
