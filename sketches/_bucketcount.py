@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,19 +26,24 @@ from typing import Any
 import numpy as np
 
 from sketches._columns import (
+    CHUNK_ROWS,
     BytesColumn,
     Column,
     DictColumn,
     FloatColumn,
     IntColumn,
+    Pieces,
     iter_columns,
     prepare,
 )
+from sketches._format import Reader, uint_width
 from sketches._logbuckets import Layout, combined_keys, key_range
-from sketches.errors import UnsupportedInputError
+from sketches.errors import SketchFormatError, UnsupportedInputError
 
-__all__ = ["Store", "Tally", "sum_by_key", "check_numeric", "tally"]
+__all__ = ["Store", "Tally", "sum_by_key", "check_numeric", "numeric_chunks", "tally"]
 
+_STORE = struct.Struct("<QI")  # collapsed, bucket count
+_KEYS = struct.Struct("<iBB")  # first key, gap width, count width
 _SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 64 octaves
 
 
@@ -81,6 +87,52 @@ class Store:
             return self
         dropped = int(self.counts[:extra].sum())
         return Store(self.keys[extra:], self.counts[extra:], self.collapsed + dropped)
+
+    def encode(self) -> list[bytes]:
+        """``collapsed``, the bucket count, then (if any) first key, widths, gaps, counts."""
+        parts = [_STORE.pack(self.collapsed, self.keys.size)]
+        if self.keys.size:
+            gaps = np.diff(self.keys) - 1
+            gap_width = uint_width(int(gaps.max()) if gaps.size else 0)
+            count_width = uint_width(int(self.counts.max()))
+            parts.append(_KEYS.pack(int(self.keys[0]), gap_width, count_width))
+            parts.append(gaps.astype(f"<u{gap_width}").tobytes())
+            parts.append(self.counts.astype(f"<u{count_width}").tobytes())
+        return parts
+
+    @classmethod
+    def decode(
+        cls, reader: Reader, sign: str, max_buckets: int, min_key: int, max_key: int,
+        max_count: int,
+    ) -> Store:
+        """Read what :meth:`encode` wrote, checking every invariant."""
+        collapsed, size = reader.unpack(_STORE.format, f"{sign} store")
+        if size > max_buckets or (collapsed and size != max_buckets):
+            raise SketchFormatError(
+                f"corrupt QuantileSketch {sign} store: {size} buckets, {collapsed} "
+                f"collapsed values, max_buckets {max_buckets}"
+            )
+        if not size:
+            return cls(np.empty(0, np.int64), np.empty(0, np.int64), collapsed)
+        first, gap_width, count_width = reader.unpack(_KEYS.format, f"{sign} keys")
+        if gap_width not in (1, 2, 4, 8) or count_width not in (1, 2, 4, 8):
+            raise SketchFormatError(f"corrupt QuantileSketch {sign} store: bad widths")
+        gaps = reader.array(f"<u{gap_width}", size - 1, f"{sign} key gaps").astype(np.uint64)
+        counts = reader.array(f"<u{count_width}", size, f"{sign} counts").astype(np.uint64)
+        top_gap = int(gaps.max()) if gaps.size else 0
+        if gap_width != uint_width(top_gap) or count_width != uint_width(int(counts.max())):
+            raise SketchFormatError(f"non-canonical QuantileSketch {sign} store widths")
+        if not min_key <= first or top_gap > max_key - min_key or int(counts.min()) == 0:
+            raise SketchFormatError(f"corrupt QuantileSketch {sign} buckets")
+        keys = np.empty(size, dtype=np.int64)
+        keys[0] = first
+        np.cumsum(gaps.astype(np.int64) + 1, out=keys[1:])
+        keys[1:] += first
+        if int(keys[-1]) > max_key:
+            raise SketchFormatError(f"QuantileSketch {sign} bucket key out of range")
+        if float(counts.astype(np.float64).sum()) >= max_count:
+            raise SketchFormatError("QuantileSketch counts too large")
+        return cls(keys, counts.astype(np.int64), collapsed)
 
     @classmethod
     def combine(cls, stores: list[Store], max_buckets: int) -> Store:
@@ -153,11 +205,39 @@ def _as_float(column: Column) -> tuple[np.ndarray, np.ndarray | None]:
     return out, None if valid.all() else valid
 
 
-def _numeric_chunks(values: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """``(row offset, float64 values, validity or None)`` per chunk."""
-    for offset, column in iter_columns(check_numeric(values)):
-        floats, valid = _as_float(column)
-        yield offset, floats, valid
+def numeric_chunks(
+    values: Any, nan_test: bool = True
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """``(row offset, float64 values, validity or None)`` per chunk.
+
+    With ``nan_test=False``, float64 NumPy arrays and Arrow arrays without nulls come
+    as they are, NaN included, with validity None (for callers that tell NaN apart
+    from its bits anyway); anything else is converted and tested as usual.
+    """
+    offset = 0
+    for piece in check_numeric(values):
+        raw = None if nan_test else _plain_floats(piece)
+        if raw is None:
+            for at, column in iter_columns(Pieces([piece])):
+                floats, valid = _as_float(column)
+                yield offset + at, floats, valid
+        else:
+            for at in range(0, raw.size, CHUNK_ROWS):
+                yield offset + at, raw[at : at + CHUNK_ROWS], None
+        offset += len(piece)
+
+
+def _plain_floats(piece: Any) -> np.ndarray | None:
+    """The float64 values of a piece without nulls, as a NumPy view (or None)."""
+    if isinstance(piece, np.ndarray):
+        if piece.dtype == np.float64 and piece.dtype.isnative:
+            return piece
+        return None
+    import pyarrow as pa
+
+    if pa.types.is_float64(piece.type) and piece.null_count == 0 and len(piece):
+        return piece.to_numpy(zero_copy_only=True)
+    return None
 
 
 # ---------------------------------------------------------------- grouped counting
@@ -221,7 +301,7 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
 def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
     """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
     tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
-    for offset, x, valid in _numeric_chunks(values):
+    for offset, x, valid in numeric_chunks(values):
         chunk_codes = None if codes is None else codes[offset : offset + x.size]
         if valid is not None:  # nulls and NaN: count them, keep the rest
             if chunk_codes is None:

@@ -351,7 +351,9 @@ def test_update_returns_self_copy_is_independent_and_union_leaves_inputs() -> No
     assert s.update([1.0]) is s
     c = s.copy().update([2.0, 3.0])
     assert s == QuantileSketch().update([1.0]) and c != s
-    assert repr(s).startswith("QuantileSketch(relative_accuracy=0.01, max_buckets=2240;")
+    assert repr(s).startswith(
+        "QuantileSketch(relative_accuracy=0.01, max_buckets=2240, mapping='log';"
+    )
     with pytest.raises(TypeError):
         hash(s)
     before = s.to_bytes()
