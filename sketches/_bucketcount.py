@@ -102,7 +102,12 @@ class Store:
 
     @classmethod
     def decode(
-        cls, reader: Reader, sign: str, max_buckets: int, min_key: int, max_key: int,
+        cls,
+        reader: Reader,
+        sign: str,
+        max_buckets: int,
+        min_key: int,
+        max_key: int,
         max_count: int,
     ) -> Store:
         """Read what :meth:`encode` wrote, checking every invariant."""

@@ -56,7 +56,7 @@ _EXP_MASK = np.uint64(0x7FF << MANT_BITS)
 _SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 64 octaves
 _DENSE_BITS = 8  # np.add.at into all cells up to 2**(12 + 8) of them (8 MiB)
 _DENSE_MIN = 1 << 16  # values from which scanning all cells costs less than a range pass
-_BLOCK = 1 << 16  # values per shift + np.add.at step: the shifted block stays in the cache
+_BLOCK = 1 << 18  # values per shift + np.add.at step: the shifted block stays in the cache
 
 
 def cell_bits(relative_accuracy: float) -> int:
@@ -143,8 +143,9 @@ def _add_runs(tally: Tally, slots: np.ndarray, counts: np.ndarray) -> None:
         tally.counts.append(np.add.reduceat(counts, starts))
 
 
-def _decode(cells: Cells, ids: np.ndarray, counts: np.ndarray, group: np.ndarray | int,
-            tally: Tally) -> None:
+def _decode(
+    cells: Cells, ids: np.ndarray, counts: np.ndarray, group: np.ndarray | int, tally: Tally
+) -> None:
     """Count distinct normal and non-finite cells (increasing by group, then id)."""
     group = np.broadcast_to(np.asarray(group, dtype=np.int64), ids.shape)
     exponent = (ids >> cells.bits) & 2047

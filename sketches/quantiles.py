@@ -141,7 +141,10 @@ class QuantileSketch(Sketch):
     KIND = KIND_QUANTILES
 
     def __init__(
-        self, relative_accuracy: float = 0.01, *, max_buckets: int | None = None,
+        self,
+        relative_accuracy: float = 0.01,
+        *,
+        max_buckets: int | None = None,
         mapping: str = "log",
     ) -> None:
         self._accuracy = check_accuracy(relative_accuracy)
