@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,11 +258,16 @@ class Tally:
     skipped: np.ndarray
 
 
-def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally: Tally) -> None:
+KeysOf = Callable[[np.ndarray], np.ndarray]
+
+
+def _tally_chunk(
+    layout: Layout, keys_of: KeysOf, x: np.ndarray, codes: np.ndarray | None, tally: Tally
+) -> None:
     m = layout.per_octave
     min_key, max_key = key_range(m)
     span = max_key - min_key + 1
-    combined = combined_keys(layout, x)  # (sign, exponent, bucket), in [0, 4096 m)
+    combined = keys_of(x)  # (sign, exponent, bucket), in [0, 4096 m)
     low = int(combined.min())
     combined -= low
     width = int(combined.max()) + 1  # group stride: the keys this chunk spans
@@ -292,7 +297,7 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
         sub_codes = np.zeros(rows.size, np.int64) if codes is None else codes[rows]
         is_zero = sub == 0.0
         tally.zeros += np.bincount(sub_codes[is_zero], minlength=tally.zeros.size)
-        scaled = combined_keys(layout, sub[~is_zero] * 2.0**_SUBNORMAL_SCALE)
+        scaled = keys_of(sub[~is_zero] * 2.0**_SUBNORMAL_SCALE)
         top2, j2 = np.divmod(scaled, m)
         keys2 = ((top2 & 2047) - 1023 - _SUBNORMAL_SCALE) * m + j2
         slots2 = (sub_codes[~is_zero] * 2 + (top2 >> 11)) * span + (keys2 - min_key)
@@ -303,10 +308,29 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
     tally.counts.append(counts)
 
 
-def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
-    """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
+def tally(
+    layout: Layout,
+    values: Any,
+    codes: np.ndarray | None,
+    n_groups: int,
+    keys_of: KeysOf | None = None,
+) -> Tally:
+    """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None).
+
+    ``keys_of`` gives the combined keys of floats (the layout's
+    :func:`~sketches._logbuckets.combined_keys` by default); one that gives NaN and
+    infinities a biased exponent of 2047, as any function of the float's bits does,
+    may leave NaN untested: pass ``keys_of`` and the NaN test is skipped.
+    """
+    if keys_of is None:
+        nan_test = True
+
+        def keys_of(x: np.ndarray) -> np.ndarray:
+            return combined_keys(layout, x)
+    else:
+        nan_test = False
     tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
-    for offset, x, valid in numeric_chunks(values):
+    for offset, x, valid in numeric_chunks(values, nan_test):
         chunk_codes = None if codes is None else codes[offset : offset + x.size]
         if valid is not None:  # nulls and NaN: count them, keep the rest
             if chunk_codes is None:
@@ -316,5 +340,5 @@ def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) 
                 chunk_codes = chunk_codes[valid]
             x = x[valid]
         if x.size:
-            _tally_chunk(layout, x, chunk_codes, tally)
+            _tally_chunk(layout, keys_of, x, chunk_codes, tally)
     return tally

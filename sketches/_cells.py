@@ -28,8 +28,9 @@ Keys are those of the log mapping (``per_octave * e + j``, subnormals scaled by 
 first), so stores, merge, queries and bytes are shared; the buckets, and so the bytes,
 differ. The update counts cells with ``np.add.at`` into an array of every cell of
 both signs (``2**(12 + b)`` int64, 4 MiB for ``b = 7``; only the used part is
-touched) when the input is large and has no groups, otherwise with ``np.bincount`` or
-``np.unique`` over the cells' range, as the log mapping counts its keys.
+touched) when the input is large and has no groups; otherwise it turns each value into
+its bucket's key (one lookup in a ``2**b``-entry table) and counts the keys as the log
+mapping does (:func:`sketches._bucketcount.tally`).
 
 Example:
     >>> cells = get_cells(0.01)
@@ -46,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from sketches._bucketcount import Tally, check_numeric, numeric_chunks, sum_by_key
+from sketches._bucketcount import Tally, check_numeric, numeric_chunks, sum_by_key, tally
 from sketches._columns import input_length
 from sketches._logbuckets import FRAC_BITS, MANT_BITS, MARGIN, Layout, key_range, layout_from_bounds
 
-__all__ = ["Cells", "cell_bits", "get_cells", "cell_keys", "tally_cells"]
+__all__ = ["Cells", "cell_bits", "get_cells", "combined_keys", "cell_keys", "tally_cells"]
 
 _EXP_MASK = np.uint64(0x7FF << MANT_BITS)
 _SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 64 octaves
@@ -108,6 +109,18 @@ def get_cells(relative_accuracy: float) -> Cells:
     return Cells(b, layout, bucket_of_cell)
 
 
+def combined_keys(cells: Cells, x: np.ndarray) -> np.ndarray:
+    """``(sign * 2048 + biased exponent) * per_octave + j`` of each float64 (int64), as
+    :func:`sketches._logbuckets.combined_keys` gives for the log mapping (zeros and
+    subnormals have biased exponent 0, infinities and NaN 2047)."""
+    raw = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    out = (raw >> np.uint64(MANT_BITS)).view(np.int64) * cells.layout.per_octave
+    cell = (raw >> np.uint64(MANT_BITS - cells.bits)).view(np.int64)
+    cell &= (1 << cells.bits) - 1
+    out += np.take(cells.bucket_of_cell, cell, out=cell)
+    return out
+
+
 def cell_keys(cells: Cells, x: np.ndarray) -> np.ndarray:
     """Bucket keys of positive normal floats ``x`` (int64; for tests and tools).
 
@@ -115,24 +128,20 @@ def cell_keys(cells: Cells, x: np.ndarray) -> np.ndarray:
         >>> cell_keys(get_cells(0.01), np.array([1.0, 1.5, 3.0])).tolist()
         [0, 25, 67]
     """
-    raw = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
-    ids = (raw >> np.uint64(MANT_BITS - cells.bits)).view(np.int64)
-    exponent = ids >> cells.bits
-    return (exponent - 1023) * cells.layout.per_octave + cells.bucket_of_cell[
-        ids & ((1 << cells.bits) - 1)
-    ]
+    return combined_keys(cells, x) - 1023 * cells.layout.per_octave
 
 
 # ---------------------------------------------------------------- counting
 
 
-def _slots(cells: Cells, ids: np.ndarray, group: np.ndarray, offset: int) -> np.ndarray:
-    """Tally slots of normal cells ``ids`` (``(sign * 2048 + exponent) << bits | cell``)."""
+def _slots(cells: Cells, ids: np.ndarray, offset: int) -> np.ndarray:
+    """Tally slots (group 0) of normal cells ``ids`` (``(sign * 2048 + exponent) << bits
+    | cell``), the exponent of ``2**0`` being ``offset``."""
     b, m = cells.bits, cells.layout.per_octave
     min_key, max_key = key_range(m)
     top = ids >> b
     keys = ((top & 2047) - offset) * m + cells.bucket_of_cell[ids & ((1 << b) - 1)]
-    return (group * 2 + (top >> 11)) * (max_key - min_key + 1) + (keys - min_key)
+    return (top >> 11) * (max_key - min_key + 1) + (keys - min_key)
 
 
 def _add_runs(tally: Tally, slots: np.ndarray, counts: np.ndarray) -> None:
@@ -143,30 +152,23 @@ def _add_runs(tally: Tally, slots: np.ndarray, counts: np.ndarray) -> None:
         tally.counts.append(np.add.reduceat(counts, starts))
 
 
-def _decode(
-    cells: Cells, ids: np.ndarray, counts: np.ndarray, group: np.ndarray | int, tally: Tally
-) -> None:
-    """Count distinct normal and non-finite cells (increasing by group, then id)."""
-    group = np.broadcast_to(np.asarray(group, dtype=np.int64), ids.shape)
-    exponent = (ids >> cells.bits) & 2047
-    nonfinite = exponent == 2047  # infinities and NaN
+def _decode(cells: Cells, ids: np.ndarray, counts: np.ndarray, tally: Tally) -> None:
+    """Count distinct normal and non-finite cells (increasing ids, group 0)."""
+    nonfinite = ((ids >> cells.bits) & 2047) == 2047  # infinities and NaN
     if nonfinite.any():
-        np.add.at(tally.skipped, group[nonfinite], counts[nonfinite])
-        keep = ~nonfinite
-        ids, counts, group = ids[keep], counts[keep], group[keep]
-    _add_runs(tally, _slots(cells, ids, group, 1023), counts)
+        tally.skipped[0] += int(counts[nonfinite].sum())
+        ids, counts = ids[~nonfinite], counts[~nonfinite]
+    _add_runs(tally, _slots(cells, ids, 1023), counts)
 
 
-def _tiny(cells: Cells, x: np.ndarray, codes: np.ndarray | None, tally: Tally) -> None:
+def _tiny(cells: Cells, x: np.ndarray, tally: Tally) -> None:
     """Count the zeros and subnormals of ``x`` (found again: they are rare)."""
-    rows = np.flatnonzero((x.view(np.uint64) & _EXP_MASK) == 0)
-    sub = x[rows]
-    sub_codes = np.zeros(rows.size, np.int64) if codes is None else codes[rows]
+    sub = x[(x.view(np.uint64) & _EXP_MASK) == 0]
     is_zero = sub == 0.0
-    tally.zeros += np.bincount(sub_codes[is_zero], minlength=tally.zeros.size)
+    tally.zeros[0] += int(np.count_nonzero(is_zero))
     scaled = (sub[~is_zero] * 2.0**_SUBNORMAL_SCALE).view(np.uint64)
     ids = (scaled >> np.uint64(MANT_BITS - cells.bits)).view(np.int64)
-    slots = _slots(cells, ids, sub_codes[~is_zero], 1023 + _SUBNORMAL_SCALE)
+    slots = _slots(cells, ids, 1023 + _SUBNORMAL_SCALE)
     if slots.size:  # the tally's arrays are summed by key when assembled
         slots, counts = sum_by_key(slots, np.ones(slots.size, np.int64))
         tally.slots.append(slots)
@@ -188,57 +190,24 @@ def _count_dense(cells: Cells, x: np.ndarray, grid: np.ndarray, tally: Tally) ->
     if tiny[0].any() or tiny[1].any():
         tiny[0][:] = 0
         tiny[1][:] = 0
-        _tiny(cells, x, None, tally)
-
-
-def _count_range(cells: Cells, x: np.ndarray, codes: np.ndarray | None, tally: Tally) -> None:
-    """Count ``(group, cell)`` pairs over the cells' range, as the log mapping counts keys."""
-    ids = (x.view(np.uint64) >> np.uint64(MANT_BITS - cells.bits)).view(np.int64)
-    low = int(ids.min())
-    ids -= low
-    width = int(ids.max()) + 1
-    if codes is not None:
-        ids += codes * width
-    if int(ids.max()) <= 4 * ids.size + (1 << 16):
-        hist = np.bincount(ids)
-        unique = np.flatnonzero(hist)
-        counts = hist[unique]
-    else:
-        unique, counts = np.unique(ids, return_counts=True)
-    group, unique = np.divmod(unique, width)
-    unique += low
-    tiny = ((unique >> cells.bits) & 2047) == 0
-    if tiny.any():
-        keep = ~tiny
-        unique, counts, group = unique[keep], counts[keep], group[keep]
-        _tiny(cells, x, codes, tally)
-    _decode(cells, unique, counts, group, tally)
+        _tiny(cells, x, tally)
 
 
 def tally_cells(cells: Cells, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
     """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
-    tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
     pieces = check_numeric(values)
-    grid = None
-    if codes is None and cells.bits <= _DENSE_BITS and input_length(pieces) >= _DENSE_MIN:
-        grid = np.zeros(1 << (12 + cells.bits), dtype=np.int64)  # by (sign, exponent, cell)
+    if codes is not None or cells.bits > _DENSE_BITS or input_length(pieces) < _DENSE_MIN:
+        keys_of = functools.partial(combined_keys, cells)
+        return tally(cells.layout, pieces, codes, n_groups, keys_of)
+    out = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
+    grid = np.zeros(1 << (12 + cells.bits), dtype=np.int64)  # by (sign, exponent, cell)
     # NaN need no test: their cells (exponent 2047) are counted as skipped with inf
-    for offset, x, valid in numeric_chunks(pieces, nan_test=False):
-        chunk_codes = None if codes is None else codes[offset : offset + x.size]
+    for _, x, valid in numeric_chunks(pieces, nan_test=False):
         if valid is not None:  # nulls (and NaN, found by the test): count them, keep the rest
-            if chunk_codes is None:
-                tally.skipped[0] += x.size - np.count_nonzero(valid)
-            else:
-                tally.skipped += np.bincount(chunk_codes[~valid], minlength=n_groups)
-                chunk_codes = chunk_codes[valid]
+            out.skipped[0] += x.size - np.count_nonzero(valid)
             x = x[valid]
-        if not x.size:
-            continue
-        if grid is not None:
-            _count_dense(cells, x, grid, tally)
-        else:
-            _count_range(cells, x, chunk_codes, tally)
-    if grid is not None:
-        used = np.flatnonzero(grid != 0)  # on booleans: several times faster than on int64
-        _decode(cells, used, grid[used], 0, tally)
-    return tally
+        if x.size:
+            _count_dense(cells, x, grid, out)
+    used = np.flatnonzero(grid != 0)  # on booleans: several times faster than on int64
+    _decode(cells, used, grid[used], out)
+    return out
