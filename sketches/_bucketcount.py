@@ -18,26 +18,32 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sketches._columns import (
+    CHUNK_ROWS,
     BytesColumn,
     Column,
     DictColumn,
     FloatColumn,
     IntColumn,
+    Pieces,
     iter_columns,
     prepare,
 )
+from sketches._format import Reader, uint_width
 from sketches._logbuckets import Layout, combined_keys, key_range
-from sketches.errors import UnsupportedInputError
+from sketches.errors import SketchFormatError, UnsupportedInputError
 
-__all__ = ["Store", "Tally", "sum_by_key", "check_numeric", "tally"]
+__all__ = ["Store", "Tally", "sum_by_key", "check_numeric", "numeric_chunks", "tally"]
 
+_STORE = struct.Struct("<QI")  # collapsed, bucket count
+_KEYS = struct.Struct("<iBB")  # first key, gap width, count width
 _SUBNORMAL_SCALE = 64  # subnormals times 2**64 are normal; their keys shift by 64 octaves
 
 
@@ -81,6 +87,57 @@ class Store:
             return self
         dropped = int(self.counts[:extra].sum())
         return Store(self.keys[extra:], self.counts[extra:], self.collapsed + dropped)
+
+    def encode(self) -> list[bytes]:
+        """``collapsed``, the bucket count, then (if any) first key, widths, gaps, counts."""
+        parts = [_STORE.pack(self.collapsed, self.keys.size)]
+        if self.keys.size:
+            gaps = np.diff(self.keys) - 1
+            gap_width = uint_width(int(gaps.max()) if gaps.size else 0)
+            count_width = uint_width(int(self.counts.max()))
+            parts.append(_KEYS.pack(int(self.keys[0]), gap_width, count_width))
+            parts.append(gaps.astype(f"<u{gap_width}").tobytes())
+            parts.append(self.counts.astype(f"<u{count_width}").tobytes())
+        return parts
+
+    @classmethod
+    def decode(
+        cls,
+        reader: Reader,
+        sign: str,
+        max_buckets: int,
+        min_key: int,
+        max_key: int,
+        max_count: int,
+    ) -> Store:
+        """Read what :meth:`encode` wrote, checking every invariant."""
+        collapsed, size = reader.unpack(_STORE.format, f"{sign} store")
+        if size > max_buckets or (collapsed and size != max_buckets):
+            raise SketchFormatError(
+                f"corrupt QuantileSketch {sign} store: {size} buckets, {collapsed} "
+                f"collapsed values, max_buckets {max_buckets}"
+            )
+        if not size:
+            return cls(np.empty(0, np.int64), np.empty(0, np.int64), collapsed)
+        first, gap_width, count_width = reader.unpack(_KEYS.format, f"{sign} keys")
+        if gap_width not in (1, 2, 4, 8) or count_width not in (1, 2, 4, 8):
+            raise SketchFormatError(f"corrupt QuantileSketch {sign} store: bad widths")
+        gaps = reader.array(f"<u{gap_width}", size - 1, f"{sign} key gaps").astype(np.uint64)
+        counts = reader.array(f"<u{count_width}", size, f"{sign} counts").astype(np.uint64)
+        top_gap = int(gaps.max()) if gaps.size else 0
+        if gap_width != uint_width(top_gap) or count_width != uint_width(int(counts.max())):
+            raise SketchFormatError(f"non-canonical QuantileSketch {sign} store widths")
+        if not min_key <= first or top_gap > max_key - min_key or int(counts.min()) == 0:
+            raise SketchFormatError(f"corrupt QuantileSketch {sign} buckets")
+        keys = np.empty(size, dtype=np.int64)
+        keys[0] = first
+        np.cumsum(gaps.astype(np.int64) + 1, out=keys[1:])
+        keys[1:] += first
+        if int(keys[-1]) > max_key:
+            raise SketchFormatError(f"QuantileSketch {sign} bucket key out of range")
+        if float(counts.astype(np.float64).sum()) >= max_count:
+            raise SketchFormatError("QuantileSketch counts too large")
+        return cls(keys, counts.astype(np.int64), collapsed)
 
     @classmethod
     def combine(cls, stores: list[Store], max_buckets: int) -> Store:
@@ -153,11 +210,39 @@ def _as_float(column: Column) -> tuple[np.ndarray, np.ndarray | None]:
     return out, None if valid.all() else valid
 
 
-def _numeric_chunks(values: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    """``(row offset, float64 values, validity or None)`` per chunk."""
-    for offset, column in iter_columns(check_numeric(values)):
-        floats, valid = _as_float(column)
-        yield offset, floats, valid
+def numeric_chunks(
+    values: Any, nan_test: bool = True
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """``(row offset, float64 values, validity or None)`` per chunk.
+
+    With ``nan_test=False``, float64 NumPy arrays and Arrow arrays without nulls come
+    as they are, NaN included, with validity None (for callers that tell NaN apart
+    from its bits anyway); anything else is converted and tested as usual.
+    """
+    offset = 0
+    for piece in check_numeric(values):
+        raw = None if nan_test else _plain_floats(piece)
+        if raw is None:
+            for at, column in iter_columns(Pieces([piece])):
+                floats, valid = _as_float(column)
+                yield offset + at, floats, valid
+        else:
+            for at in range(0, raw.size, CHUNK_ROWS):
+                yield offset + at, raw[at : at + CHUNK_ROWS], None
+        offset += len(piece)
+
+
+def _plain_floats(piece: Any) -> np.ndarray | None:
+    """The float64 values of a piece without nulls, as a NumPy view (or None)."""
+    if isinstance(piece, np.ndarray):
+        if piece.dtype == np.float64 and piece.dtype.isnative:
+            return piece
+        return None
+    import pyarrow as pa
+
+    if pa.types.is_float64(piece.type) and piece.null_count == 0 and len(piece):
+        return piece.to_numpy(zero_copy_only=True)
+    return None
 
 
 # ---------------------------------------------------------------- grouped counting
@@ -173,11 +258,16 @@ class Tally:
     skipped: np.ndarray
 
 
-def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally: Tally) -> None:
+KeysOf = Callable[[np.ndarray], np.ndarray]
+
+
+def _tally_chunk(
+    layout: Layout, keys_of: KeysOf, x: np.ndarray, codes: np.ndarray | None, tally: Tally
+) -> None:
     m = layout.per_octave
     min_key, max_key = key_range(m)
     span = max_key - min_key + 1
-    combined = combined_keys(layout, x)  # (sign, exponent, bucket), in [0, 4096 m)
+    combined = keys_of(x)  # (sign, exponent, bucket), in [0, 4096 m)
     low = int(combined.min())
     combined -= low
     width = int(combined.max()) + 1  # group stride: the keys this chunk spans
@@ -207,7 +297,7 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
         sub_codes = np.zeros(rows.size, np.int64) if codes is None else codes[rows]
         is_zero = sub == 0.0
         tally.zeros += np.bincount(sub_codes[is_zero], minlength=tally.zeros.size)
-        scaled = combined_keys(layout, sub[~is_zero] * 2.0**_SUBNORMAL_SCALE)
+        scaled = keys_of(sub[~is_zero] * 2.0**_SUBNORMAL_SCALE)
         top2, j2 = np.divmod(scaled, m)
         keys2 = ((top2 & 2047) - 1023 - _SUBNORMAL_SCALE) * m + j2
         slots2 = (sub_codes[~is_zero] * 2 + (top2 >> 11)) * span + (keys2 - min_key)
@@ -218,10 +308,29 @@ def _tally_chunk(layout: Layout, x: np.ndarray, codes: np.ndarray | None, tally:
     tally.counts.append(counts)
 
 
-def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
-    """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None)."""
+def tally(
+    layout: Layout,
+    values: Any,
+    codes: np.ndarray | None,
+    n_groups: int,
+    keys_of: KeysOf | None = None,
+) -> Tally:
+    """Count every value of ``values`` into group ``codes[row]`` (all in group 0 if None).
+
+    ``keys_of`` gives the combined keys of floats (the layout's
+    :func:`~sketches._logbuckets.combined_keys` by default); one that gives NaN and
+    infinities a biased exponent of 2047, as any function of the float's bits does,
+    may leave NaN untested: pass ``keys_of`` and the NaN test is skipped.
+    """
+    if keys_of is None:
+        nan_test = True
+
+        def keys_of(x: np.ndarray) -> np.ndarray:
+            return combined_keys(layout, x)
+    else:
+        nan_test = False
     tally = Tally([], [], np.zeros(n_groups, np.int64), np.zeros(n_groups, np.int64))
-    for offset, x, valid in _numeric_chunks(values):
+    for offset, x, valid in numeric_chunks(values, nan_test):
         chunk_codes = None if codes is None else codes[offset : offset + x.size]
         if valid is not None:  # nulls and NaN: count them, keep the rest
             if chunk_codes is None:
@@ -231,5 +340,5 @@ def tally(layout: Layout, values: Any, codes: np.ndarray | None, n_groups: int) 
                 chunk_codes = chunk_codes[valid]
             x = x[valid]
         if x.size:
-            _tally_chunk(layout, x, chunk_codes, tally)
+            _tally_chunk(layout, keys_of, x, chunk_codes, tally)
     return tally

@@ -4,7 +4,8 @@ Layout (little-endian, no padding)::
 
     offset  size  field
     0       3     magic b"SSK"
-    3       1     format version (uint8, currently 2; version 1 is still read)
+    3       1     format version (uint8: 2, or 3 for a QuantileSketch with a bucket
+                  mapping field; version 1 is still read)
     4       1     kind code (uint8: 1 HyperLogLog, 2 CountMinSketch, 3 BloomFilter,
                   4 MinHashSketch, 5 QuantileSketch)
     5       8     hash seed (uint64)
@@ -13,7 +14,9 @@ Layout (little-endian, no padding)::
 
 Version 2 added the compact encodings of small sketches (HyperLogLog sparse entries,
 Count-Min exact counts, Bloom filter hashes); version 1 bytes load as the register,
-counter or bit form they hold, and are written back as version 2.
+counter or bit form they hold, and are written back as version 2. Version 3 exists for
+QuantileSketch only: it adds the bucket mapping of the sketches that do not use the
+original logarithmic one (whose bytes stay version 2, unchanged); other kinds refuse it.
 
 Readers are strict: a wrong magic, an unknown version, another kind, a checksum
 mismatch (any corruption of up to 32 consecutive bits is caught), a length that does
@@ -51,6 +54,7 @@ __all__ = [
     "KIND_MINHASH",
     "KIND_QUANTILES",
     "KIND_NAMES",
+    "NEWEST_VERSION",
     "write_header",
     "seal",
     "peek_kind",
@@ -60,8 +64,8 @@ __all__ = [
 ]
 
 MAGIC = b"SSK"
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # written by every kind (QuantileSketch: unless it needs version 3)
+READ_VERSIONS = (1, 2, 3)
 KIND_HLL = 1
 KIND_CMS = 2
 KIND_BLOOM = 3
@@ -74,6 +78,8 @@ KIND_NAMES = {
     KIND_MINHASH: "MinHashSketch",
     KIND_QUANTILES: "QuantileSketch",
 }
+#: the newest version each kind reads, when above FORMAT_VERSION
+NEWEST_VERSION = {KIND_QUANTILES: 3}
 _HEADER = struct.Struct("<3sBBQ")
 _CRC = struct.Struct("<I")
 
@@ -85,24 +91,24 @@ _TAG_STR = 4  # uint32 length + UTF-8
 _TAG_BYTES = 5  # uint32 length + bytes
 
 
-def write_header(kind: int, seed: int) -> bytes:
+def write_header(kind: int, seed: int, version: int = FORMAT_VERSION) -> bytes:
     """The 13-byte envelope header.
 
     Example:
         >>> write_header(KIND_CMS, 0)[:5]
         b'SSK\\x02\\x02'
     """
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, kind, seed)
+    return _HEADER.pack(MAGIC, version, kind, seed)
 
 
-def seal(kind: int, seed: int, *parts: bytes) -> bytes:
+def seal(kind: int, seed: int, *parts: bytes, version: int = FORMAT_VERSION) -> bytes:
     """Header + parts + CRC-32 trailer: a complete serialised sketch.
 
     Example:
         >>> len(seal(KIND_MINHASH, 1, b"abc"))
         20
     """
-    body = write_header(kind, seed) + b"".join(parts)
+    body = write_header(kind, seed, version) + b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -137,6 +143,11 @@ def peek_kind(data: Any) -> int:
         )
     if kind not in KIND_NAMES:
         raise SketchFormatError(f"unknown sketch kind code {kind}")
+    if version > NEWEST_VERSION.get(kind, FORMAT_VERSION):
+        raise SketchFormatError(
+            f"unsupported sketch format version {version} for a {KIND_NAMES[kind]} (this "
+            f"library reads it up to version {NEWEST_VERSION.get(kind, FORMAT_VERSION)})"
+        )
     return int(kind)
 
 

@@ -46,10 +46,12 @@ import numpy as np
 __all__ = [
     "Layout",
     "get_layout",
+    "layout_from_bounds",
     "combined_keys",
     "key_range",
     "FRAC_BITS",
     "MANT_BITS",
+    "MARGIN",
 ]
 
 FRAC_BITS = 40  # boundaries are multiples of 2**-FRAC_BITS of the significand
@@ -61,7 +63,7 @@ _MIN_EXP = -1074  # the smallest subnormal is 2**-1074
 _MAX_EXP = 1023
 # margin so that float rounding in queries (~1e-16) never takes an estimate past the
 # stated accuracy
-_MARGIN = 1e-9
+MARGIN = 1e-9
 
 
 def _cubic_at_least(t: int, j: int, m: int) -> bool:
@@ -166,15 +168,21 @@ def get_layout(relative_accuracy: float) -> Layout:
     while True:
         bounds = _boundaries(m)
         accuracy = _accuracy(bounds)
-        if accuracy <= relative_accuracy * (1.0 - _MARGIN):
+        if accuracy <= relative_accuracy * (1.0 - MARGIN):
             break
         m += 1
+    return layout_from_bounds(bounds, accuracy)
+
+
+def layout_from_bounds(bounds: list[int], accuracy: float) -> Layout:
+    """The layout of one octave's boundaries ``t_0 = 0 < ... < t_m = 2**40`` (units of
+    ``2**-40`` of the significand), whose representatives are within ``accuracy``."""
     one = float(1 << FRAC_BITS)
     lower = 1.0 + np.array(bounds, dtype=np.float64) / one
     representative = 2.0 * lower[:-1] * lower[1:] / (lower[:-1] + lower[1:])
     lower.flags.writeable = False
     representative.flags.writeable = False
-    return Layout(m, accuracy, lower, representative, tuple(bounds))
+    return Layout(len(bounds) - 1, accuracy, lower, representative, tuple(bounds))
 
 
 def combined_keys(layout: Layout, x: np.ndarray) -> np.ndarray:

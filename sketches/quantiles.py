@@ -11,6 +11,17 @@ the sorted values (NumPy's ``method="lower"``, which rounds ``q * (n - 1)`` its 
 way). The bound holds for every normal float; among subnormals (below 2.2e-308) the
 representative is rounded to the subnormal grid, and only the bucket bounds stay exact.
 
+Two bucket mappings (the ``mapping`` parameter), each with the bound above:
+
+* ``"log"`` (the default): logarithmic buckets found with a table lookup per value
+  (:mod:`sketches._logbuckets`; 35 buckets per octave for ``a = 0.01``).
+* ``"cells"``: buckets made of whole cells of the float's top bits (sign, exponent
+  and the top ``b`` bits of the significand, ``2**-b <= a``), found with one shift
+  per value and no table (:mod:`sketches._cells`): several times faster to update,
+  for about 20 % more buckets (42 per octave for ``a = 0.01``, bound 0.994 %).
+
+Sketches of different mappings never merge (:class:`~sketches.IncompatibleSketchError`).
+
 Merge adds bucket counts, so it is exact, associative and commutative. The state is
 a function of the multiset of values alone: any split and order of the input gives
 the same bytes.
@@ -36,7 +47,9 @@ hashed): ``relative_accuracy`` float64, ``max_buckets`` uint32, ``skipped`` uint
 by the first key (int32), the delta width and the count width (uint8 each: 1, 2, 4 or
 8 bytes, the smallest that holds the largest value), the ``count - 1`` key gaps minus
 one and the counts, keys in increasing order. Empty: 69 bytes; each bucket then costs
-typically 2 to 3 bytes.
+typically 2 to 3 bytes. That is format version 2, the ``"log"`` mapping's. The
+``"cells"`` mapping writes format version 3: the same, with a mapping code (uint8, 1
+for cells) and the cell bits (uint8) after ``zero_count``; 71 bytes empty.
 
 Example:
     >>> import numpy as np
@@ -59,12 +72,13 @@ import numpy as np
 
 from sketches._base import Sketch, check_codes, check_int
 from sketches._bucketcount import Store, Tally, check_numeric, sum_by_key, tally
+from sketches._cells import get_cells, tally_cells
 from sketches._columns import input_length
-from sketches._format import KIND_QUANTILES, Reader, seal, uint_width
+from sketches._format import KIND_QUANTILES, Reader, seal
 from sketches._logbuckets import Layout, get_layout, key_range
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 
-__all__ = ["QuantileSketch", "MIN_ACCURACY", "MAX_ACCURACY", "MAX_BUCKETS"]
+__all__ = ["QuantileSketch", "MIN_ACCURACY", "MAX_ACCURACY", "MAX_BUCKETS", "MAPPINGS"]
 
 MIN_ACCURACY = 1e-4
 MAX_ACCURACY = 0.5
@@ -72,8 +86,10 @@ MAX_BUCKETS = 1 << 24
 DEFAULT_OCTAVES = 64  # the default max_buckets covers a range of 2**64 per sign
 MAX_COUNT = 1 << 62  # bytes holding more values in total are refused
 _PARAMS = struct.Struct("<dIQQ")
-_STORE = struct.Struct("<QI")
-_KEYS = struct.Struct("<iBB")
+_MAPPING = struct.Struct("<BB")  # format version 3: mapping code, cell bits
+MAPPINGS = ("log", "cells")
+_MAPPING_CODES = {"cells": 1}  # "log" is format version 2, which has no code
+_CELLS_VERSION = 3
 
 
 def check_accuracy(value: Any) -> float:
@@ -93,6 +109,13 @@ def check_accuracy(value: Any) -> float:
     return out
 
 
+def check_mapping(value: Any) -> str:
+    """Validate ``mapping``: ``"log"`` or ``"cells"``."""
+    if not isinstance(value, str) or value not in MAPPINGS:
+        raise InvalidParameterError(f"mapping must be 'log' or 'cells', got {value!r}")
+    return value
+
+
 class QuantileSketch(Sketch):
     """Quantiles within a relative error, from log-spaced buckets; exact merge.
 
@@ -102,7 +125,9 @@ class QuantileSketch(Sketch):
             per order of magnitude covered (``a = 0.01``: 35 buckets per power of two).
         max_buckets: Buckets kept per sign, in ``[1, 2**24]``; beyond that the values
             nearest zero are only counted (see the module doc). Default: 64 octaves'
-            worth (``64 * buckets per octave``; 2,240 for ``a = 0.01``).
+            worth (``64 * buckets per octave``; 2,240 for ``a = 0.01``, 2,688 with cells).
+        mapping: ``"log"`` (logarithmic buckets) or ``"cells"`` (buckets of the float's
+            top bits: faster updates, about 20 % more buckets); see the module doc.
 
     Raises:
         InvalidParameterError: (a ``ValueError``) for a parameter out of range.
@@ -115,10 +140,17 @@ class QuantileSketch(Sketch):
 
     KIND = KIND_QUANTILES
 
-    def __init__(self, relative_accuracy: float = 0.01, *, max_buckets: int | None = None) -> None:
+    def __init__(
+        self,
+        relative_accuracy: float = 0.01,
+        *,
+        max_buckets: int | None = None,
+        mapping: str = "log",
+    ) -> None:
         self._accuracy = check_accuracy(relative_accuracy)
+        self._mapping = check_mapping(mapping)
         if max_buckets is None:
-            max_buckets = DEFAULT_OCTAVES * get_layout(self._accuracy).per_octave
+            max_buckets = DEFAULT_OCTAVES * self._layout.per_octave
         self._max_buckets = check_int("max_buckets", max_buckets, 1, MAX_BUCKETS)
         self._seed = 0
         self._negative = Store.empty()
@@ -132,6 +164,17 @@ class QuantileSketch(Sketch):
     def relative_accuracy(self) -> float:
         """The guaranteed relative error of a quantile estimate."""
         return self._accuracy
+
+    @property
+    def mapping(self) -> str:
+        """The bucket mapping: ``"log"`` or ``"cells"``."""
+        return self._mapping
+
+    @property
+    def bucket_accuracy(self) -> float:
+        """The bound the buckets guarantee (``<= relative_accuracy``; 0.00994 for cells at
+        0.01): every value is within it of its bucket's representative."""
+        return self._layout.accuracy
 
     @property
     def max_buckets(self) -> int:
@@ -165,11 +208,22 @@ class QuantileSketch(Sketch):
 
     @property
     def _layout(self) -> Layout:
+        if self._mapping == "cells":
+            return get_cells(self._accuracy).layout
         return get_layout(self._accuracy)
 
     def params(self) -> dict[str, Any]:
-        """``{"relative_accuracy": a, "max_buckets": n}``."""
-        return {"relative_accuracy": self._accuracy, "max_buckets": self._max_buckets}
+        """``{"relative_accuracy": a, "max_buckets": n, "mapping": m}``."""
+        return {
+            "relative_accuracy": self._accuracy,
+            "max_buckets": self._max_buckets,
+            "mapping": self._mapping,
+        }
+
+    def _tally(self, values: Any, codes: np.ndarray | None, n_groups: int) -> Tally:
+        if self._mapping == "cells":
+            return tally_cells(get_cells(self._accuracy), values, codes, n_groups)
+        return tally(self._layout, values, codes, n_groups)
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
         raise UnsupportedInputError("QuantileSketch summarises numbers, not hashes")
@@ -204,7 +258,7 @@ class QuantileSketch(Sketch):
         Returns:
             ``self``, so calls chain.
         """
-        counted = tally(self._layout, values, None, 1)
+        counted = self._tally(values, None, 1)
         return self.merge(self._assemble(counted, 1, self.params())[0])
 
     def merge(self, other: Self) -> Self:
@@ -212,7 +266,7 @@ class QuantileSketch(Sketch):
 
         Raises:
             IncompatibleSketchError: if ``other`` is not a QuantileSketch with equal
-                ``relative_accuracy`` and ``max_buckets``.
+                ``relative_accuracy``, ``max_buckets`` and ``mapping``.
         """
         self._check_mergeable(other)
         return self._absorb([self, other])
@@ -323,16 +377,16 @@ class QuantileSketch(Sketch):
     def to_bytes(self) -> bytes:
         """Serialise (layout in the module doc); equal states give equal bytes."""
         parts = [_PARAMS.pack(self._accuracy, self._max_buckets, self._skipped, self._zero)]
+        version = 2
+        if self._mapping != "log":
+            version = _CELLS_VERSION
+            parts.append(_MAPPING.pack(_MAPPING_CODES[self._mapping], self._cell_bits()))
         for store in (self._negative, self._positive):
-            parts.append(_STORE.pack(store.collapsed, store.keys.size))
-            if store.keys.size:
-                gaps = np.diff(store.keys) - 1
-                gap_width = uint_width(int(gaps.max()) if gaps.size else 0)
-                count_width = uint_width(int(store.counts.max()))
-                parts.append(_KEYS.pack(int(store.keys[0]), gap_width, count_width))
-                parts.append(gaps.astype(f"<u{gap_width}").tobytes())
-                parts.append(store.counts.astype(f"<u{count_width}").tobytes())
-        return seal(KIND_QUANTILES, 0, *parts)
+            parts += store.encode()
+        return seal(KIND_QUANTILES, 0, *parts, version=version)
+
+    def _cell_bits(self) -> int:
+        return get_cells(self._accuracy).bits
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
@@ -345,41 +399,27 @@ class QuantileSketch(Sketch):
         if seed != 0:
             raise SketchFormatError(f"QuantileSketch hashes nothing: seed must be 0, got {seed}")
         accuracy, max_buckets, skipped, zero = reader.unpack(_PARAMS.format)
+        mapping = "log"
+        if reader.version >= _CELLS_VERSION:
+            code, bits = reader.unpack(_MAPPING.format, "mapping")
+            names = {c: name for name, c in _MAPPING_CODES.items()}
+            if code not in names:
+                raise SketchFormatError(f"unknown QuantileSketch bucket mapping code {code}")
+            mapping = names[code]
         try:
-            out = cls(accuracy, max_buckets=max_buckets)
+            out = cls(accuracy, max_buckets=max_buckets, mapping=mapping)
         except InvalidParameterError as exc:
             raise SketchFormatError(f"bad QuantileSketch parameters: {exc}") from None
+        if mapping == "cells" and bits != out._cell_bits():
+            raise SketchFormatError(
+                f"QuantileSketch cells of {bits} bits, this library uses {out._cell_bits()} "
+                f"for relative_accuracy {accuracy!r}"
+            )
         min_key, max_key = key_range(out._layout.per_octave)
-        stores = []
-        for sign in ("negative", "positive"):
-            collapsed, size = reader.unpack(_STORE.format, f"{sign} store")
-            if size > max_buckets or (collapsed and size != max_buckets):
-                raise SketchFormatError(
-                    f"corrupt QuantileSketch {sign} store: {size} buckets, {collapsed} "
-                    f"collapsed values, max_buckets {max_buckets}"
-                )
-            if not size:
-                stores.append(Store(np.empty(0, np.int64), np.empty(0, np.int64), collapsed))
-                continue
-            first, gap_width, count_width = reader.unpack(_KEYS.format, f"{sign} keys")
-            if gap_width not in (1, 2, 4, 8) or count_width not in (1, 2, 4, 8):
-                raise SketchFormatError(f"corrupt QuantileSketch {sign} store: bad widths")
-            gaps = reader.array(f"<u{gap_width}", size - 1, f"{sign} key gaps").astype(np.uint64)
-            counts = reader.array(f"<u{count_width}", size, f"{sign} counts").astype(np.uint64)
-            top_gap = int(gaps.max()) if gaps.size else 0
-            if gap_width != uint_width(top_gap) or count_width != uint_width(int(counts.max())):
-                raise SketchFormatError(f"non-canonical QuantileSketch {sign} store widths")
-            if not min_key <= first or top_gap > max_key - min_key or int(counts.min()) == 0:
-                raise SketchFormatError(f"corrupt QuantileSketch {sign} buckets")
-            keys = np.empty(size, dtype=np.int64)
-            keys[0] = first
-            np.cumsum(gaps.astype(np.int64) + 1, out=keys[1:])
-            keys[1:] += first
-            if int(keys[-1]) > max_key:
-                raise SketchFormatError(f"QuantileSketch {sign} bucket key out of range")
-            if float(counts.astype(np.float64).sum()) >= MAX_COUNT:
-                raise SketchFormatError("QuantileSketch counts too large")
-            stores.append(Store(keys, counts.astype(np.int64), collapsed))
+        stores = [
+            Store.decode(reader, sign, max_buckets, min_key, max_key, MAX_COUNT)
+            for sign in ("negative", "positive")
+        ]
         reader.finish()
         out._negative, out._positive = stores
         out._zero, out._skipped = zero, skipped
@@ -433,5 +473,5 @@ class QuantileSketch(Sketch):
         template = cls(**params)
         values = check_numeric(values)
         codes_arr, n = check_codes(codes, input_length(values), n_groups)
-        counted = tally(template._layout, values, codes_arr, n)
+        counted = template._tally(values, codes_arr, n)
         return cls._assemble(counted, n, template.params())

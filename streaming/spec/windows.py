@@ -149,7 +149,7 @@ class WindowChecks:
         common = ("name", "kind", "field", "seed")
         per_kind = {"hll": ("precision",), "cms": ("epsilon", "delta", "width", "depth", "top_k"),
                     "bloom": ("capacity", "error_rate"), "minhash": ("num_perm",),
-                    "quantiles": ("relative_accuracy",)}
+                    "quantiles": ("relative_accuracy", "mapping")}
         if not isinstance(raw, dict):
             raise self.fail(key, "must be a table")
         kind = self.get(raw, "kind", f"{key}.kind", str,
@@ -171,7 +171,13 @@ class WindowChecks:
             acc = self.get(t, "relative_accuracy", f"{key}.relative_accuracy", (int, float),
                            0.01, check=lambda v: None if 1e-4 <= v <= 0.5
                            else "must be in [0.0001, 0.5]")
-            return SketchSpec(name, kind, fld, (("relative_accuracy", float(acc)),))
+            mapping = self.get(t, "mapping", f"{key}.mapping", str, "log",
+                               check=lambda v: None if v in ("log", "cells")
+                               else 'must be "log" or "cells"')
+            params = (("relative_accuracy", float(acc)),)
+            if mapping != "log":  # the default stays out: fingerprints of existing specs hold
+                params += (("mapping", mapping),)
+            return SketchSpec(name, kind, fld, params)
         seed = self.get(t, "seed", f"{key}.seed", int, 0,
                         check=lambda v: None if 0 <= v < 2**32 else "must be in 0..2^32-1")
         params: dict[str, Any] = {"seed": seed}

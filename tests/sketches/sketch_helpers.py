@@ -11,7 +11,23 @@ import numpy as np
 from hypothesis import strategies as st
 
 import sketches
-from sketches import BloomFilter, CountMinSketch, HyperLogLog, MinHashSketch
+from sketches import BloomFilter, CountMinSketch, HyperLogLog, MinHashSketch, QuantileSketch
+
+# An alphabet of 60 values (fewer than the Count-Min candidate capacity of 64, so
+# the candidate list is order-independent too), mixing strings and integers.
+WORDS = [f"w{i}" for i in range(30)]
+ALPHABET = st.one_of(st.integers(0, 29), st.sampled_from(WORDS))
+STREAMS = st.lists(ALPHABET, max_size=80)
+
+# Numbers for the quantile sketches: every float (NaN, infinities, subnormals, both
+# zeros), values on and next to bucket edges, integers and nulls.
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, 1.0078125, 1.02, -3.5, 1e-9, 2.5e6, 5e-324, -1e-310]),
+    st.integers(-(10**9), 10**9),
+    st.none(),
+)
+NUMBER_STREAMS = st.lists(NUMBERS, max_size=80)
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,8 @@ class KindSpec:
     params: dict[str, Any]
     # parameter sets that must refuse to merge with ``params``
     mismatched: list[dict[str, Any]] = field(default_factory=list)
+    # the streams the shared laws draw (quantile sketches take numbers only)
+    stream: st.SearchStrategy[list[Any]] = STREAMS
 
     def make(self, **overrides: Any) -> Any:
         return self.cls(**{**self.params, **overrides})
@@ -66,11 +84,33 @@ KINDS = [
 ]
 
 
-# An alphabet of 60 values (fewer than the Count-Min candidate capacity of 64, so
-# the candidate list is order-independent too), mixing strings and integers.
-WORDS = [f"w{i}" for i in range(30)]
-ALPHABET = st.one_of(st.integers(0, 29), st.sampled_from(WORDS))
-STREAMS = st.lists(ALPHABET, max_size=80)
+# Quantile sketches, for the laws that hold for every kind (the rest of
+# ``test_laws.py`` feeds strings); small max_buckets, so that collapsed stores are
+# merged too, and the cells mapping once with its defaults.
+QUANTILE_KINDS = [
+    KindSpec(
+        "quantiles-log",
+        QuantileSketch,
+        {"relative_accuracy": 0.05, "max_buckets": 6},
+        [{"relative_accuracy": 0.04}, {"max_buckets": 7}, {"mapping": "cells"}],
+        NUMBER_STREAMS,
+    ),
+    KindSpec(
+        "quantiles-cells",
+        QuantileSketch,
+        {"relative_accuracy": 0.05, "max_buckets": 6, "mapping": "cells"},
+        [{"relative_accuracy": 0.04}, {"max_buckets": 7}, {"mapping": "log"}],
+        NUMBER_STREAMS,
+    ),
+    KindSpec(
+        "quantiles-cells-default",
+        QuantileSketch,
+        {"mapping": "cells"},
+        [{"mapping": "log"}, {"relative_accuracy": 0.02}],
+        NUMBER_STREAMS,
+    ),
+]
+LAW_KINDS = KINDS + QUANTILE_KINDS
 
 
 def as_objects(values: list[Any]) -> np.ndarray:

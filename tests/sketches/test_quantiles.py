@@ -1,6 +1,7 @@
 """QuantileSketch: accuracy against exact quantiles over many seeds, the shared laws
 (merge monoid, bytes identical under any split and order, round trip) and hostile
-bytes. The bucket layout itself is checked in ``test_logbuckets.py``.
+bytes, for both bucket mappings where they differ. The bucket layouts themselves are
+checked in ``test_logbuckets.py`` and ``test_cells.py``.
 
 The exact ``q``-quantile of ``n`` values is the value at 0-based rank
 ``floor(q * (n - 1))`` of ``np.sort(values)`` (NumPy's ``method="lower"``). Expected
@@ -34,6 +35,7 @@ from sketches import (
     UnsupportedInputError,
     union,
 )
+from sketches._cells import cell_keys, get_cells
 from sketches._format import FORMAT_VERSION, KIND_QUANTILES, MAGIC
 from sketches._logbuckets import combined_keys, get_layout
 
@@ -48,6 +50,8 @@ SPEC = KindSpec(
     [{"relative_accuracy": 0.04}, {"max_buckets": 7}],
 )
 QS = [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0]
+MAPPINGS = ["log", "cells"]
+TINY = 2.2250738585072014e-308  # the smallest normal float
 
 
 def exact_quantiles(values: np.ndarray, qs: list[float]) -> np.ndarray:
@@ -67,21 +71,28 @@ DISTRIBUTIONS = {
     "mixed_signs": lambda rng, n: rng.normal(0.0, 1.0, n) * 10.0 ** rng.integers(-5, 6, n),
     "with_zeros": lambda rng, n: np.where(rng.random(n) < 0.3, 0.0, rng.standard_cauchy(n)),
     "integers": lambda rng, n: rng.integers(-(10**12), 10**12, n),
+    # both signs, from the smallest subnormal to above the smallest normal (62 octaves)
+    "subnormals": lambda rng, n: rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-1074, -1012, n),
 }
 
 
+@pytest.mark.parametrize("mapping", MAPPINGS)
 @pytest.mark.parametrize("accuracy", [0.001, 0.01, 0.05])
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
-def test_every_quantile_is_within_the_relative_error(name: str, accuracy: float) -> None:
+def test_every_quantile_is_within_the_relative_error(
+    name: str, accuracy: float, mapping: str
+) -> None:
     for seed in range(40):
         rng = np.random.default_rng([seed, int(accuracy * 1e4)])
         n = int(rng.choice([1, 2, 3, 10, 1000, 20_000]))
         values = DISTRIBUTIONS[name](rng, n)
-        sketch = QuantileSketch(accuracy).update(values)
+        sketch = QuantileSketch(accuracy, mapping=mapping).update(values)
         exact = exact_quantiles(values.astype(np.float64), QS)
         estimate = sketch.quantiles(QS)
-        assert sketch.relative_error() == accuracy
-        assert np.all(np.abs(estimate - exact) <= accuracy * np.abs(exact)), (seed, n)
+        assert sketch.relative_error() == accuracy and sketch.bucket_accuracy <= accuracy
+        # a subnormal estimate is rounded to the subnormal grid: half its spacing more
+        bound = accuracy * np.abs(exact) + np.where(np.abs(exact) < TINY, 2.0**-1075, 0.0)
+        assert np.all(np.abs(estimate - exact) <= bound), (seed, n)
         for q, x in zip(QS, exact.tolist(), strict=True):
             assert sketch.lower_bound(q) <= x <= sketch.upper_bound(q), (seed, q)
         assert sketch.quantile(0.5) == estimate[QS.index(0.5)]
@@ -95,13 +106,16 @@ def test_exact_quantile_definition_is_numpys_lower_method() -> None:
     assert np.array_equal(exact_quantiles(values, qs), np.quantile(values, qs, method="lower"))
 
 
+@pytest.mark.parametrize("mapping", MAPPINGS)
 @pytest.mark.parametrize("name", ["lognormal", "mixed_signs", "with_zeros"])
-def test_rank_lies_between_the_exact_ranks_of_the_shrunk_and_stretched_value(name: str) -> None:
+def test_rank_lies_between_the_exact_ranks_of_the_shrunk_and_stretched_value(
+    name: str, mapping: str
+) -> None:
     a = 0.01
     for seed in range(10):
         rng = np.random.default_rng(seed)
         values = DISTRIBUTIONS[name](rng, 5000)
-        sketch = QuantileSketch(a).update(values)
+        sketch = QuantileSketch(a, mapping=mapping).update(values)
         ordered = np.sort(values)
         for x in np.concatenate([rng.choice(values, 20), [0.0, -1.0, 1.0]]).tolist():
             lo, hi = sorted([x / (1 + a), x / (1 - a)])
@@ -110,24 +124,31 @@ def test_rank_lies_between_the_exact_ranks_of_the_shrunk_and_stretched_value(nam
             assert exact_lo <= sketch.rank(x) <= exact_hi, (seed, x)
 
 
-def test_nan_infinities_and_nulls_are_skipped_and_counted() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_nan_infinities_and_nulls_are_skipped_and_counted(mapping: str) -> None:
     values = [1.0, None, float("nan"), float("inf"), -float("inf"), 2.0, 0.0, -0.0]
-    sketch = QuantileSketch().update(values)
+    sketch = QuantileSketch(mapping=mapping).update(values)
     assert (sketch.count, sketch.skipped, sketch.zero_count) == (4, 4, 2)
-    assert sketch == QuantileSketch().update(pa.array(values, pa.float64()))
-    assert sketch != QuantileSketch().update([1.0, 2.0, 0.0, 0.0])  # skipped is state
-    only_bad = QuantileSketch().update([None, float("nan"), float("inf")])
+    assert sketch == QuantileSketch(mapping=mapping).update(pa.array(values, pa.float64()))
+    floats = np.array([np.nan if v is None else v for v in values])  # NaN bits, no nulls
+    assert QuantileSketch(mapping=mapping).update(floats) == sketch
+    negative_nan = np.array([-np.nan, 1.0, 2.0, 0.0, -0.0, np.inf, -np.inf, np.nan])
+    assert QuantileSketch(mapping=mapping).update(negative_nan) == sketch
+    # skipped is state
+    assert sketch != QuantileSketch(mapping=mapping).update([1.0, 2.0, 0.0, 0.0])
+    only_bad = QuantileSketch(mapping=mapping).update([None, float("nan"), float("inf")])
     assert only_bad.is_empty() and only_bad.skipped == 3
     assert math.isnan(only_bad.quantile(0.5)) and math.isnan(only_bad.rank(1.0))
     assert math.isnan(only_bad.lower_bound(0.5)) and math.isnan(only_bad.upper_bound(0.5))
     assert sketch.quantiles([0.0, 1.0]).tolist() == pytest.approx([0.0, 2.0], rel=0.01)
 
 
-def test_extreme_magnitudes_and_subnormals() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_extreme_magnitudes_and_subnormals(mapping: str) -> None:
     tiny = [5e-324, 1e-310, 2.2250738585072014e-308, 1e-300]
     huge = [1e300, 1.7976931348623157e308]
     values = np.array(tiny + huge + [-v for v in tiny + huge])
-    sketch = QuantileSketch(0.01).update(values)
+    sketch = QuantileSketch(0.01, mapping=mapping).update(values)
     assert sketch.count == values.size and sketch.num_buckets == values.size
     for q, x in zip(QS, exact_quantiles(values, QS).tolist(), strict=True):
         assert sketch.lower_bound(q) <= x <= sketch.upper_bound(q)
@@ -136,38 +157,51 @@ def test_extreme_magnitudes_and_subnormals() -> None:
     assert math.isfinite(sketch.quantile(1.0)) and sketch.upper_bound(1.0) == math.inf
 
 
-def test_few_values_take_little_memory_and_few_bytes() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_few_values_take_little_memory_and_few_bytes(mapping: str) -> None:
     values = [3.0, 3.0, 100.0, -7.0]
-    sketch = QuantileSketch().update(values)
+    sketch = QuantileSketch(mapping=mapping).update(values)
     assert sketch.num_buckets == 3
-    # header 13 + parameters 28 + two stores 2 x 12 + CRC 4; then 6 + gaps + counts per store
-    assert len(QuantileSketch().to_bytes()) == 69
-    assert len(sketch.to_bytes()) == 69 + (6 + 1 + 2) + (6 + 0 + 1)
+    # header 13 + parameters 28 (+ mapping 2) + two stores 2 x 12 + CRC 4; then 6 + gaps +
+    # counts per store
+    empty = 69 if mapping == "log" else 71
+    assert len(QuantileSketch(mapping=mapping).to_bytes()) == empty
+    assert len(sketch.to_bytes()) == empty + (6 + 1 + 2) + (6 + 0 + 1)
     tracemalloc.start()
     try:
         many = QuantileSketch.from_groups(
-            np.repeat(np.arange(1000), 4), np.tile(values, 1000), 1000
+            np.repeat(np.arange(1000), 4), np.tile(values, 1000), 1000, mapping=mapping
         )
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert len(many) == 1000 and held / 1000 < 2048  # bytes per sketch of four values
-    wide = QuantileSketch().update(np.random.default_rng(0).lognormal(0, 3, 100_000))
+    wide = QuantileSketch(mapping=mapping).update(np.random.default_rng(0).lognormal(0, 3, 100_000))
     assert wide.num_buckets < 2048 and len(wide.to_bytes()) < 4 * wide.num_buckets
 
 
 # ---------------------------------------------------------------- collapsing
 
 
-def test_collapsing_keeps_the_highest_buckets_and_valid_bounds() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_collapsing_keeps_the_highest_buckets_and_valid_bounds(mapping: str) -> None:
     rng = np.random.default_rng(5)
     values = np.concatenate([rng.lognormal(0, 4, 3000), -rng.lognormal(0, 4, 1000)])
-    sketch = QuantileSketch(0.01, max_buckets=300).update(values)
-    layout = get_layout(0.01)
-    m = layout.per_octave
+    sketch = QuantileSketch(0.01, max_buckets=300, mapping=mapping).update(values)
+    if mapping == "log":
+        layout = get_layout(0.01)
+
+        def key_of(x: np.ndarray) -> np.ndarray:
+            return combined_keys(layout, x) - 1023 * layout.per_octave
+    else:
+        layout = get_cells(0.01).layout
+
+        def key_of(x: np.ndarray) -> np.ndarray:
+            return cell_keys(get_cells(0.01), x)
+
     for sign, part in ((1, values[values > 0]), (-1, -values[values < 0])):
-        keys = np.unique(combined_keys(layout, part)) - 1023 * m
-        dropped = part[combined_keys(layout, part) - 1023 * m < keys[-300]]
+        keys = np.unique(key_of(part))
+        dropped = part[key_of(part) < keys[-300]]
         store = sketch._positive if sign > 0 else sketch._negative
         assert store.keys.tolist() == keys[-300:].tolist()
         assert store.collapsed == dropped.size > 0
@@ -267,16 +301,18 @@ def test_from_groups_equals_per_group_updates(
         assert group.to_bytes() == SPEC.build(objects[codes_arr == i]).to_bytes(), i
 
 
-def test_from_groups_many_groups_chunks_and_nulls() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_from_groups_many_groups_chunks_and_nulls(mapping: str) -> None:
     rng = np.random.default_rng(3)
     values = rng.normal(0, 1, 30_000) * 10.0 ** rng.integers(-30, 30, 30_000)
     values[::7] = np.nan
     codes = rng.integers(0, 500, values.size)
     chunked = pa.chunked_array([pa.array(values[:10_000]), pa.array(values[10_000:])])
-    for source in (values, chunked):
-        groups = QuantileSketch.from_groups(codes, source, 501, max_buckets=40)
+    with_nulls = pa.array(values, from_pandas=True)  # NaN as nulls
+    for source in (values, chunked, with_nulls):
+        groups = QuantileSketch.from_groups(codes, source, 501, max_buckets=40, mapping=mapping)
         for i in (0, 17, 499, 500):
-            expected = QuantileSketch(max_buckets=40).update(values[codes == i])
+            expected = QuantileSketch(max_buckets=40, mapping=mapping).update(values[codes == i])
             assert groups[i].to_bytes() == expected.to_bytes(), i
     with pytest.raises(InvalidParameterError):
         QuantileSketch.from_groups(np.array([0, 2]), [1.0, 2.0], 2)
@@ -285,9 +321,10 @@ def test_from_groups_many_groups_chunks_and_nulls() -> None:
     assert QuantileSketch.from_groups(np.array([], dtype=np.int64), [], 0) == []
 
 
-def test_containers_agree() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_containers_agree(mapping: str) -> None:
     ints = np.arange(-50, 250)
-    expected = QuantileSketch().update(ints.astype(np.float64))
+    expected = QuantileSketch(mapping=mapping).update(ints.astype(np.float64))
     for form in (
         ints,
         ints.tolist(),
@@ -299,22 +336,33 @@ def test_containers_agree() -> None:
         pd.Series(ints, dtype="Int64"),
         pa.array(ints).dictionary_encode(),
         pa.chunked_array([pa.array(ints[:100]), pa.array(ints[100:])]),
+        pa.array(ints.astype(np.float64)).slice(0),
+        pa.concat_arrays([pa.array([9.0]), pa.array(ints.astype(np.float64))]).slice(1),
+        ints.astype(np.float64)[::-1],  # strided
+        ints.astype(">f8"),  # big-endian
     ):
-        assert QuantileSketch().update(form) == expected, type(form)
+        assert QuantileSketch(mapping=mapping).update(form) == expected, type(form)
     unsigned = np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)
-    assert QuantileSketch().update(unsigned) == QuantileSketch().update(unsigned.astype(np.float64))
-    assert QuantileSketch().update(True) == QuantileSketch().update(1.0)
-    assert QuantileSketch().update(2.5) == QuantileSketch().update([2.5])
+    assert QuantileSketch(mapping=mapping).update(unsigned) == QuantileSketch(
+        mapping=mapping
+    ).update(unsigned.astype(np.float64))
+    assert QuantileSketch(mapping=mapping).update(True) == QuantileSketch(mapping=mapping).update(
+        1.0
+    )
+    assert QuantileSketch(mapping=mapping).update(2.5) == QuantileSketch(mapping=mapping).update(
+        [2.5]
+    )
 
 
-def test_non_numbers_are_refused() -> None:
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_non_numbers_are_refused(mapping: str) -> None:
     for bad in (["a", "b"], [1.0, "x"], [b"x"], np.array(["2024-01-01"], dtype="M8[D]")):
         with pytest.raises(UnsupportedInputError):
-            QuantileSketch().update(bad)
+            QuantileSketch(mapping=mapping).update(bad)
     with pytest.raises(UnsupportedInputError):
-        QuantileSketch().update(pa.array([1, 2], pa.timestamp("s")))
+        QuantileSketch(mapping=mapping).update(pa.array([1, 2], pa.timestamp("s")))
     with pytest.raises(TypeError):  # UnsupportedInputError is a TypeError
-        QuantileSketch().update(pd.Series(pd.to_timedelta([1, 2], unit="s")))
+        QuantileSketch(mapping=mapping).update(pd.Series(pd.to_timedelta([1, 2], unit="s")))
 
 
 def test_parameters_are_validated_and_mismatches_refuse_to_merge() -> None:
@@ -324,6 +372,12 @@ def test_parameters_are_validated_and_mismatches_refuse_to_merge() -> None:
     for bad_n in (0, 2**24 + 1, 2.0):
         with pytest.raises(InvalidParameterError):
             QuantileSketch(max_buckets=bad_n)  # type: ignore[arg-type]
+    for bad_mapping in ("LOG", "cell", "", None, 1, ["log"]):
+        with pytest.raises(InvalidParameterError, match="mapping"):
+            QuantileSketch(mapping=bad_mapping)  # type: ignore[arg-type]
+    cells = QuantileSketch(mapping="cells").update([1.0])
+    with pytest.raises(IncompatibleSketchError, match="mapping='cells'"):
+        QuantileSketch().update([1.0]).merge(cells)
     for bad_q in (-0.1, 1.1, float("nan")):
         with pytest.raises(InvalidParameterError):
             QuantileSketch().update([1.0]).quantile(bad_q)
@@ -351,7 +405,9 @@ def test_update_returns_self_copy_is_independent_and_union_leaves_inputs() -> No
     assert s.update([1.0]) is s
     c = s.copy().update([2.0, 3.0])
     assert s == QuantileSketch().update([1.0]) and c != s
-    assert repr(s).startswith("QuantileSketch(relative_accuracy=0.01, max_buckets=2240;")
+    assert repr(s).startswith(
+        "QuantileSketch(relative_accuracy=0.01, max_buckets=2240, mapping='log';"
+    )
     with pytest.raises(TypeError):
         hash(s)
     before = s.to_bytes()
@@ -385,6 +441,10 @@ def samples() -> list[bytes]:
         QuantileSketch(0.05).update([1.0, -2.0, 0.0, None, 3e9]).to_bytes(),
         QuantileSketch(max_buckets=30).update(full).to_bytes(),  # collapsed stores
         QuantileSketch().update(full).to_bytes(),
+        QuantileSketch(mapping="cells").to_bytes(),
+        QuantileSketch(0.05, mapping="cells").update([1.0, -2.0, 0.0, None, 3e9]).to_bytes(),
+        QuantileSketch(max_buckets=30, mapping="cells").update(full).to_bytes(),
+        QuantileSketch(mapping="cells").update(full).to_bytes(),
     ]
 
 
@@ -393,6 +453,12 @@ def test_layout_of_the_envelope() -> None:
     magic, version, code, seed = struct.unpack_from("<3sBBQ", blob)
     assert (magic, version, code, seed) == (MAGIC, FORMAT_VERSION, KIND_QUANTILES, 0)
     assert struct.unpack_from("<dIQQ", blob, 13) == (0.02, 99, 1, 0)
+    cells = QuantileSketch(0.02, max_buckets=99, mapping="cells").update([1.0, None]).to_bytes()
+    magic, version, code, seed = struct.unpack_from("<3sBBQ", cells)
+    assert (magic, version, code, seed) == (MAGIC, 3, KIND_QUANTILES, 0)
+    # the parameters, then mapping 1 (cells) of 6 bits: 2**-6 <= 0.02 < 2**-5
+    assert struct.unpack_from("<dIQQBB", cells, 13) == (0.02, 99, 1, 0, 1, 6)
+    assert cells[43:-4] == blob[41:-4]  # 1.0 is the lower edge of bucket 0 either way
 
 
 def test_truncations_flips_and_trailing_bytes_are_refused() -> None:
@@ -456,6 +522,30 @@ def test_targeted_inconsistencies() -> None:
     assert "corrupt" in refuses(reseal(below + b"\0" * 4))
 
 
+def test_targeted_mapping_inconsistencies() -> None:
+    log = QuantileSketch(0.05).update([1.0, 2.0, 300.0]).to_bytes()
+    cells = QuantileSketch(0.05, mapping="cells").update([1.0, 2.0, 300.0]).to_bytes()
+    assert (log[3], cells[3]) == (2, 3) and cells[41:43] == bytes([1, 5])
+
+    def edited(blob: bytes, at: int, new: bytes) -> bytes:
+        return reseal(blob[:at] + new + blob[at + len(new) :])
+
+    assert "mapping code 0" in refuses(edited(cells, 41, b"\x00"))  # log is version 2
+    assert "mapping code 2" in refuses(edited(cells, 41, b"\x02"))
+    assert "bits" in refuses(edited(cells, 42, b"\x06"))
+    refuses(edited(cells, 3, b"\x02"))  # version 2 has no mapping bytes: misaligned
+    refuses(edited(log, 3, b"\x03"))
+    for version in (4, 255):
+        assert "version" in refuses(edited(cells, 3, bytes([version])))
+    # another kind refuses version 3 even with a valid checksum
+    for kind in KINDS:
+        other = kind.build(["a"]).to_bytes()
+        with pytest.raises(SketchFormatError, match="version 3"):
+            kind.cls.from_bytes(edited(other, 3, b"\x03"))
+        with pytest.raises(SketchFormatError, match="version 3"):
+            sketches.from_bytes(edited(other, 3, b"\x03"))
+
+
 @FUZZ
 @given(junk=st.binary(max_size=300))
 def test_random_junk_is_refused(junk: bytes) -> None:
@@ -463,9 +553,11 @@ def test_random_junk_is_refused(junk: bytes) -> None:
 
 
 @FUZZ
-@given(body=st.binary(max_size=200), seed=st.integers(0, 2**64 - 1))
-def test_random_bodies_behind_a_valid_envelope(body: bytes, seed: int) -> None:
-    blob = struct.pack("<3sBBQ", MAGIC, FORMAT_VERSION, KIND_QUANTILES, seed) + body + b"\0" * 4
+@given(
+    body=st.binary(max_size=200), seed=st.integers(0, 2**64 - 1), version=st.sampled_from([2, 3])
+)
+def test_random_bodies_behind_a_valid_envelope(body: bytes, seed: int, version: int) -> None:
+    blob = struct.pack("<3sBBQ", MAGIC, version, KIND_QUANTILES, seed) + body + b"\0" * 4
     accepted_or_refused(reseal(blob))
 
 

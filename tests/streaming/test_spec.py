@@ -174,3 +174,76 @@ def test_cli_missing_spec_file(tmp_path):
                            str(tmp_path / "nope.toml")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "spec file not found" in proc.stderr
+
+
+QUANTILES = ISSUE_EXAMPLE.replace('''[sink]''', '''  [[windows.sketches]]
+  name = "distances"
+  kind = "quantiles"
+  field = "distance"
+  relative_accuracy = 0.01
+
+[sink]''')
+
+
+@pytest.mark.parametrize(("line", "params"), [
+    ("", (("relative_accuracy", 0.01),)),
+    ('mapping = "log"', (("relative_accuracy", 0.01),)),  # the default: the same spec
+    ('mapping = "cells"', (("relative_accuracy", 0.01), ("mapping", "cells"))),
+])
+def test_quantiles_mapping_is_a_sketch_param(monkeypatch, line, params):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = QUANTILES.replace("relative_accuracy = 0.01", f"relative_accuracy = 0.01\n  {line}")
+    sk = parse_spec(text).windows[0].sketches[3]
+    assert sk.params == params
+    made = sk.new()
+    assert made.mapping == ("cells" if "cells" in line else "log")
+    assert made.relative_accuracy == 0.01
+    if "cells" not in line:
+        assert parse_spec(text).to_dict() == parse_spec(QUANTILES).to_dict()
+
+
+@pytest.mark.parametrize("value", ['"Cells"', '"ddsketch"', '""', "1", "true"])
+def test_bad_quantiles_mapping_is_one_line(monkeypatch, value):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = QUANTILES.replace("relative_accuracy = 0.01",
+                             f"relative_accuracy = 0.01\n  mapping = {value}")
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml")
+    msg = str(exc.value)
+    assert "\n" not in msg and exc.value.key == "windows[0].sketches[3].mapping", msg
+    assert exc.value.line == _line_of(text, "mapping ="), msg
+    assert msg.startswith(f"job.toml:{exc.value.line}: windows[0].sketches[3].mapping: ")
+    assert ('must be "log" or "cells"' in msg) == value.startswith('"'), msg
+
+
+def test_mapping_is_refused_for_other_kinds(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = QUANTILES.replace("precision = 14", 'precision = 14\n  mapping = "cells"')
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text)
+    assert exc.value.key == "windows[0].sketches[0].mapping"
+
+
+def test_sketches_of_another_mapping_refuse_to_merge():
+    import sketches
+    from streaming.query.sketch_merge import merge_blobs
+
+    spec = parse_spec(QUANTILES.replace("relative_accuracy = 0.01",
+                                        'relative_accuracy = 0.01\n  mapping = "cells"'))
+    cells = spec.windows[0].sketches[3]
+    log_blob = sketches.QuantileSketch(0.01).update([1.0, 2.0]).to_bytes()
+    cells_blob = cells.new().update([3.0]).to_bytes()
+    assert merge_blobs([cells_blob, cells_blob], cells).count == 2
+    with pytest.raises(sketches.IncompatibleSketchError, match="mapping='log'"):
+        merge_blobs([cells_blob, log_blob], cells)
+
+
+def test_cli_bad_quantiles_mapping_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(QUANTILES.replace("relative_accuracy = 0.01",
+                                     'relative_accuracy = 0.01\n  mapping = "linear"'))
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "run", "--spec", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert 'sketches[3].mapping: must be "log" or "cells"' in proc.stderr
