@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sketches.errors import SketchError
 from streaming.cli.common import Parser as _Parser
 from streaming.cli.common import info as _info
 from streaming.cli.common import port as _port
@@ -117,6 +118,11 @@ def run_command(args: argparse.Namespace) -> int:
     except StreamsketchError as exc:
         print(f"streamsketch: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SketchError as exc:
+        # stored sketches that cannot be read or merged (a table holding two quantile
+        # mappings, damaged bytes): the data's fault, not the arguments'
+        print(f"streamsketch: error: stored sketches: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("streamsketch: interrupted", file=sys.stderr)
         return 130

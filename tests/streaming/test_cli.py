@@ -59,3 +59,19 @@ def test_user_error_is_one_line(monkeypatch, capsys):
 def test_driver_memory_takes_jvm_sizes(text, size):
     args = build_parser().parse_args(["run", "--spec", "s.toml", "--driver-memory", text])
     assert args.driver_memory == size
+
+
+def test_stored_sketches_that_cannot_merge_are_one_line_and_exit_1(capsys):
+    import argparse
+
+    import sketches
+    from streaming.cli.main import run_command
+
+    def merge_two_mappings(_args):
+        a = sketches.QuantileSketch(0.01).update([1.0])
+        b = sketches.QuantileSketch(0.01, mapping="cells").update([2.0])
+        a.merge(b)
+
+    assert run_command(argparse.Namespace(func=merge_two_mappings)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("streamsketch: error: stored sketches: ") and err.count("\n") == 1
