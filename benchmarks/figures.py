@@ -4,8 +4,8 @@
     python -m benchmarks.figures            # rewrite the block between the markers
     python -m benchmarks.figures --print    # show it instead
 
-Reads ``benchmarks/results/{pipeline,backfill,memory,query,replay,sketches}.json`` (whichever
-exist; a missing one leaves its lines out) and replaces everything between
+Reads ``benchmarks/results/{pipeline,backfill,memory,query,replay,quantiles,sketches}.json``
+(whichever exist; a missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
 load average when it ran.
@@ -147,11 +147,35 @@ def sketch_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def quantile_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r["key"]: r for r in doc["rows"] if "median" in r}
+    la = doc["machine"].get("loadavg_at_end") or doc["machine"].get("loadavg_at_start")
+    load = f"load average {la[0]:.1f}" if la else "load not recorded"
+    n = doc["args"]["n"]
+    out = ["", f"`python -m benchmarks.bench_quantiles` ({n:,} log-normal values, relative "
+               f"accuracy 0.01, {load}), median values/s of a vectorised update:", "",
+           "| sketch | values/s | × the fastest other |", "|---|---|---|"]
+    base = max((rows[k]["median"] for k in ("update.kll.batch", "update.ddsketch.per_item")
+                if k in rows), default=None)
+    for key, label in (("update.ours.cells.numpy", "ours, `mapping = \"cells\"`"),
+                       ("update.ours.numpy", "ours, `mapping = \"log\"` (the default)"),
+                       ("update.kll.batch", "DataSketches KLL (k=200), array update"),
+                       ("update.ddsketch.per_item", "ddsketch (DDSketch), per value")):
+        if key in rows:
+            ratio = f"{rows[key]['median'] / base:.1f}" if base else "-"
+            out.append(f"| {label} | {_k(rows[key]['median'])} | {ratio} |")
+    merge = [rows[k]["median"] for k in ("merge.ours.union", "merge.ours.cells.union")
+             if k in rows]
+    if merge:
+        out += ["", f"Merging 1,000 sketches: {max(merge):.1f} ms at most (either mapping)."]
+    return out
+
+
 def block() -> str:
     lines: list[str] = []
     for name, fn in (("pipeline", pipeline_lines), ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
-                     ("replay", replay_lines),
+                     ("replay", replay_lines), ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):
         doc = _load(name)
         if doc is not None:
