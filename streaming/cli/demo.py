@@ -45,11 +45,11 @@ def _summary(s: Any) -> str:
 
     lines = [batch_line(s)]
     latest: dict[str, tuple[int, Any]] = {}
-    for (wname, ws, _gk, sname), m in s.sketches.items():
-        if wname != "minutely":
+    for key, m in s.sketches.items():
+        if key.window != "minutely":
             continue
-        if sname not in latest or ws > latest[sname][0]:
-            latest[sname] = (ws, m.sketch)
+        if key.sketch not in latest or key.start_us > latest[key.sketch][0]:
+            latest[key.sketch] = (key.start_us, m.sketch)
     if "users" in latest:
         hll = latest["users"][1]
         lines.append(f"  latest minute: ~{hll.estimate():,.0f} distinct users "

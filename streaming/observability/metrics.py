@@ -325,9 +325,9 @@ class PipelineMetrics:
         cutoff = max(s.watermark_ms, getattr(s, "closing_ms", 0)) * 1000
         st.open_entries = {k: v for k, v in st.open_entries.items() if v[0] > cutoff}
         totals = {w: [0, 0] for w in st.windows_seen}
-        for (wname, *_), (_, nbytes) in st.open_entries.items():
-            totals[wname][0] += 1
-            totals[wname][1] += nbytes
+        for key, (_, nbytes) in st.open_entries.items():
+            totals[key.window][0] += 1
+            totals[key.window][1] += nbytes
         for wname, (n, nbytes) in totals.items():
             self.state_entries.labels(q, wname).set(n)
             self.state_bytes.labels(q, wname).set(nbytes)
@@ -341,14 +341,15 @@ class PipelineMetrics:
         """
         now_us = s.batch_timestamp_ms * 1000 if s.batch_timestamp_ms > 0 else None
         newest: dict[tuple[str, str], tuple[int, str, dict[str, Any]]] = {}
-        for (wname, ws, gk, sname), m in s.sketches.items():
+        for key, m in s.sketches.items():
+            ws = key.start_us
             if now_us is not None and ws > now_us:
                 continue
-            cur = newest.get((wname, sname))
+            cur = newest.get((key.window, key.sketch))
             if cur is None or ws > cur[0]:
-                newest[(wname, sname)] = (ws, m.sketch_spec.kind, {gk: m.sketch})
+                newest[(key.window, key.sketch)] = (ws, m.sketch_spec.kind, {key.group: m.sketch})
             elif ws == cur[0]:
-                cur[2][gk] = m.sketch
+                cur[2][key.group] = m.sketch
         out = {}
         for (wname, sname), (ws, kind, groups) in newest.items():
             old = self._views.get((q, wname, sname))

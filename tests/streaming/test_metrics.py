@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import sketches
 from streaming.engine.pipeline import BatchSummary
 from streaming.engine.sketch_state import MergedSketch
+from streaming.engine.window_state import SketchKey
 from streaming.observability.delta_log import DeltaLogCounter
 from streaming.observability.metrics import PipelineMetrics
 from streaming.spec.windows import SketchSpec, WindowSpec
@@ -108,8 +109,8 @@ def entry(window: WindowSpec, spec: SketchSpec, start_us: int, group: str, value
     sk = spec.new() if spec.kind != "cms" else sketches.CountMinSketch(
         width=272, depth=4, top_k=10, seed=0)
     sk.update(values)
-    return (window.name, start_us, group, spec.name), MergedSketch(window, spec, start_us, group,
-                                                                   sk)
+    return (SketchKey(window.name, start_us, group, spec.name),
+            MergedSketch(window, spec, start_us, group, sk))
 
 
 #: input partitions of the fed batches and their latest event times
