@@ -397,7 +397,7 @@ def test_heavy_hitter_churn_keeps_series_bounded():
             sk = sketches.CountMinSketch(width=272, depth=4, top_k=2 * k, seed=0)
             sk.update(items, counts)
             w = WindowSpec("w", 60, 60, ("g",), sketches=(spec,))
-            es.append(((w.name, ws, f'["g{b}-{g}"]', "pages"),
+            es.append((SketchKey(w.name, ws, f'["g{b}-{g}"]', "pages"),
                        MergedSketch(w, spec, ws, f'["g{b}-{g}"]', sk)))
         m.on_batch(summary(b, entries=es, ts_ms=ts, watermark_ms=ts - 90_000), query=QUERY)
         if b % 10 and b != 199:
