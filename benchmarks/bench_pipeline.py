@@ -35,7 +35,7 @@ from streaming.engine.pipeline import Pipeline
 from streaming.kafka.broker import LocalKafka, free_port
 from streaming.kafka.generator import GeneratorConfig
 from streaming.kafka.producer import produce
-from streaming.runtime.session import SparkOptions, build_session
+from streaming.runtime.session import LOCAL_GC, SparkOptions, build_session
 from streaming.spec.model import default_spec_path, load_spec
 
 RESULTS = Path(__file__).parent / "results"
@@ -196,6 +196,8 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of: ours,jvm,source,latency")
     ap.add_argument("--rounds", type=int, default=2,
                     help="throughput rounds per variant, order alternating (default: 2)")
+    ap.add_argument("--gc", choices=["default", "serial"], default="default",
+                    help="the JVM's collector for every variant (default: the JVM's own, G1)")
     ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -214,9 +216,15 @@ def main() -> None:
             out_of_order=0.05, late=0.001, malformed=0.001), count=args.events)
         preload = {"events": stats.sent, "seconds": time.monotonic() - t0}
         print(f"pre-loaded {stats.sent:,} events in {preload['seconds']:.1f} s", flush=True)
-        spark = build_session(SparkOptions(app_name="streamsketch-bench"))
+        # Every variant runs in this one JVM. Spark's default collector (G1), not the
+        # serial one local mode's `run` picks for its small heap: the serial collector
+        # makes the JVM-only variant (heavy allocation in from_json and the aggregates)
+        # slower, and would flatter the ratio.
+        gc = None if args.gc == "default" else LOCAL_GC
+        spark = build_session(SparkOptions(app_name="streamsketch-bench", local_gc=gc))
         results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                          "events": args.events, "per_trigger": args.per_trigger,
+                         "jvm_gc": args.gc,
                          "preload": preload}
         variants = [(name, key, fn) for name, key, fn in
                     (("ours", "ours", run_ours), ("jvm", "jvm_only", run_jvm_only),

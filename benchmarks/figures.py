@@ -39,10 +39,18 @@ def _load_avg(doc: dict[str, Any]) -> str:
     return f"load average {la[0]:.1f}" if la else "load not recorded"
 
 
+def _gc(doc: dict[str, Any]) -> str:
+    gc = doc.get("jvm_gc")
+    if gc is None:
+        return ""
+    return ("the JVM's default collector for every row, " if gc == "default"
+            else "the serial collector for every row, ")
+
+
 def pipeline_lines(doc: dict[str, Any]) -> list[str]:
     out = [f"`python -m benchmarks.bench_pipeline --events {doc['events']}` (the bundled spec, "
            f"{doc['per_trigger']:,} records per trigger, one topic for every row, "
-           f"{_load_avg(doc)}):", "",
+           f"{_gc(doc)}{_load_avg(doc)}):", "",
            "| run over the same topic | events/s |", "|---|---|"]
     for key, label in (("source_only", "Spark's Kafka source alone (each batch counted)"),
                        ("ours", "**the pipeline**: one pass per partition, Delta commits"),

@@ -62,6 +62,14 @@ logger.sslog.level = ERROR
 """
 
 
+#: the local-mode JVM's collector. It holds no window state (that lives in Python) and
+#: shares a few cores with the Python workers: G1's concurrent threads compete with them
+#: and its heap grows towards the maximum; the serial collector keeps the heap small.
+#: Measured (bench_memory, the year log through Kafka): the JVM's peak RSS 0.82-0.88 GiB
+#: with G1, 0.64-0.77 with the serial collector, at the same throughput.
+LOCAL_GC = "-XX:+UseSerialGC"
+
+
 @dataclass(frozen=True)
 class SparkOptions:
     """How to build the session.
@@ -87,6 +95,8 @@ class SparkOptions:
     log_level: str = "WARN"
     log_file: Path | None = None
     conf: dict[str, str] = field(default_factory=dict)
+    #: the collector of a local-mode JVM (see :data:`LOCAL_GC`); None: the JVM's default
+    local_gc: str | None = LOCAL_GC
 
 
 def _log_config(level: str, log_file: Path | None = None) -> Path:
@@ -132,12 +142,6 @@ def local_master(master: str) -> str:
     return f"local[{m.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]"
 
 
-#: the local-mode JVM's collector. It holds no window state (that lives in Python) and
-#: shares a few cores with the Python workers: G1's concurrent threads compete with them
-#: and its heap grows towards the maximum; the serial collector keeps the heap small.
-#: Measured (bench_memory, the year log through Kafka): the JVM's peak RSS 0.82-0.88 GiB
-#: with G1, 0.64-0.77 with the serial collector, at the same throughput.
-_LOCAL_GC = " -XX:+UseSerialGC"
 
 
 def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
@@ -159,7 +163,8 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         "spark.ui.enabled": "true" if options.ui else "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": options.driver_memory,
-        "spark.driver.extraJavaOptions": java_opts + _LOCAL_GC * is_local,
+        "spark.driver.extraJavaOptions": java_opts + (
+            f" {options.local_gc}" if is_local and options.local_gc else ""),
         "spark.executor.extraJavaOptions": java_opts,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Python workers run the interpreter (and packages) of the driver, unless
