@@ -110,6 +110,16 @@ def _seal(template: bytes, *parts: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _encodings(b: Blobs, at: int) -> tuple[Any, Any, Any] | None:
+    """Per blob, whether the byte at ``at`` says sparse (1), dense (0) or compact (2);
+    None if any blob holds another encoding (the caller then merges one by one)."""
+    encoding = b.data[b.start + at]
+    sparse, dense, compact = encoding == 1, encoding == 0, encoding == 2
+    if not np.all(sparse | dense | compact):
+        return None
+    return sparse, dense, compact
+
+
 def _read_hll(b: Blobs, template: bytes) -> Any:
     """(registers' maximum or None, compact entries) over the blobs of one segment.
 
@@ -118,13 +128,11 @@ def _read_hll(b: Blobs, template: bytes) -> Any:
     """
     precision = template[_HEADER]
     m = 1 << precision
-    encoding = b.data[b.start + _HEADER + 1]
-    registers = np.zeros(m, dtype=np.uint8)
-    sparse = encoding == 1
-    dense = encoding == 0
-    compact = encoding == 2
-    if not np.all(sparse | dense | compact):
+    modes = _encodings(b, _HEADER + 1)
+    if modes is None:
         return None
+    sparse, dense, compact = modes
+    registers = np.zeros(m, dtype=np.uint8)
     entries25 = np.zeros(0, dtype=np.uint32)
     if compact.any():
         found = b.counted(compact, _HEADER + 2, 4)
@@ -186,13 +194,11 @@ def _read_bloom(b: Blobs, template: bytes) -> Any:
     num_bits = struct.unpack_from("<Q", params, 16)[0]
     n_words = num_bits // 64
     at = _HEADER + 26
-    encoding = b.data[b.start + at]
-    words = np.zeros(n_words, dtype=np.uint64)
-    sparse = encoding == 1
-    dense = encoding == 0
-    compact = encoding == 2
-    if not np.all(sparse | dense | compact):
+    modes = _encodings(b, at)
+    if modes is None:
         return None
+    sparse, dense, compact = modes
+    words = np.zeros(n_words, dtype=np.uint64)
     hashes = np.zeros(0, dtype=np.uint64)
     if compact.any():  # the filter's hashes while small (sorted, distinct)
         found = b.counted(compact, at + 1, 8)
