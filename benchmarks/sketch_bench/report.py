@@ -294,6 +294,20 @@ def print_report(
         print(f"  {t['status']:<4}  {t['target']}: {t['detail']}")
 
 
+def git_commit() -> str | None:
+    """The checkout's commit, if it is a git checkout with one (else None)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+            timeout=10, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit):
+        return commit
+    return None  # e.g. a repository without commits yet
+
+
 def machine_info() -> dict[str, Any]:
     versions = {}
     for dist in ("numpy", "pyarrow", "datasketch", "datasketches", "rbloom", "streamsketch"):
@@ -314,25 +328,7 @@ def machine_info() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    commit: str | None = None
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if commit is not None and not (
-        len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
-    ):
-        commit = None  # e.g. a repository without commits yet
+    commit = git_commit()
     return {
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
