@@ -88,6 +88,22 @@ class Decoded:
     bad: dict[int, str]
     bad_event_us: dict[int, int]
 
+    @classmethod
+    def concat(cls, pieces: list[tuple[int, Decoded]]) -> Decoded:
+        """One :class:`Decoded` of consecutive pieces, each given with the position of its
+        first record; the same as decoding all the records at once."""
+        if len(pieces) == 1 and pieces[0][0] == 0:
+            return pieces[0][1]
+        names = pieces[0][1].columns.keys() if pieces else ()
+        return cls(
+            np.concatenate([d.ok + start for start, d in pieces]) if pieces
+            else np.zeros(0, dtype=np.int64),
+            np.concatenate([d.event_us for _, d in pieces]) if pieces
+            else np.zeros(0, dtype=np.int64),
+            {n: pa.concat_arrays([d.columns[n] for _, d in pieces]) for n in names},
+            {i + start: r for start, d in pieces for i, r in d.bad.items()},
+            {i + start: us for start, d in pieces for i, us in d.bad_event_us.items()})
+
 
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
@@ -175,20 +191,30 @@ def _iso_block(texts: list[Any]) -> pa.Array:
     strings of one common shape on which both agree, so the answer for a string
     never depends on the block it came in.
     """
-    strings = pa.array([t if type(t) is str else None for t in texts], pa.string())
+    try:
+        strings = pa.array(texts, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a number among them: not a string
+        strings = pa.array([t if type(t) is str else None for t in texts], pa.string())
     common = pc.fill_null(pc.match_substring_regex(strings, _COMMON_ISO), False)
-    n_common = pc.sum(common).as_py() or 0
-    if n_common:
-        try:
-            parsed = pc.cast(strings.filter(common), pa.timestamp("us", tz="UTC"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return pa.array([_iso_us(t) for t in texts], pa.int64())
-        if n_common == len(texts):
-            return parsed.cast(pa.int64())
-        fast = iter(parsed.cast(pa.int64()).to_pylist())
-        return pa.array([next(fast) if c else _iso_us(t)
-                         for t, c in zip(texts, common.to_pylist(), strict=True)], pa.int64())
-    return pa.array([_iso_us(t) for t in texts], pa.int64())
+    mask = common.to_numpy(zero_copy_only=False)
+    n_common = int(mask.sum())
+    if not n_common:
+        return pa.array([_iso_us(t) for t in texts], pa.int64())
+    try:
+        parsed = pc.cast(strings.filter(common), pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([_iso_us(t) for t in texts], pa.int64())
+    if n_common == len(texts):
+        return parsed
+    out = np.zeros(len(texts), dtype=np.int64)
+    out[mask] = parsed.to_numpy()
+    valid = mask.copy()
+    for i in np.flatnonzero(~mask).tolist():  # the other shapes, one by one
+        us = _iso_us(texts[i])
+        if us is not None:
+            out[i] = us
+            valid[i] = True
+    return pa.array(out, mask=~valid)
 
 
 def timestamp_text(us: int) -> str:
@@ -224,7 +250,9 @@ class Decoder:
         spec_fields.append(("t", str | int | float | None, None))
         rename = {f"f{i}": n for i, n in enumerate(self.names)}
         rename["t"] = self.time_field
-        self._struct = msgspec.defstruct("Event", spec_fields, rename=rename)
+        # gc=False: flat records of strings and numbers hold no cycles, and 100,000s of
+        # them would otherwise set off the cycle collector again and again
+        self._struct = msgspec.defstruct("Event", spec_fields, rename=rename, gc=False)
         self._decoder = msgspec.json.Decoder(self._struct)
         self._empty = self._struct(*[None] * (len(self.fields) + 1))
         self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)

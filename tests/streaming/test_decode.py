@@ -111,6 +111,10 @@ def test_a_time_parses_the_same_alone_or_among_others(text):
     assert _iso_block([text]).to_pylist() == [alone]
     assert _iso_block([text, "2026-11-23T10:00:00Z", "not a time"])[0].as_py() == alone
     assert _iso_block(["2026-11-23T10:00:00Z"] * 3 + [text])[-1].as_py() == alone
+    # among values that are no strings at all (a number, a boolean, none)
+    mixed = [5, text, None, True, "2026-11-23T10:00:00Z", 1.5]
+    assert _iso_block(mixed).to_pylist() == [None, alone, None, None,
+                                             _iso_us("2026-11-23T10:00:00Z"), None]
 
 
 def test_timestamp_text_matches_spark():
