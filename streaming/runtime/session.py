@@ -171,8 +171,9 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         # PYSPARK_PYTHON names the workers' own (a cluster whose machines differ).
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-        # mapInArrow hands a whole partition's rows over in few, large batches.
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+        # mapInArrow hands a partition's rows over in batches of this size; the pass
+        # decodes each as it arrives, while the JVM still reads and converts the next.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
         "spark.sql.adaptive.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.streaming.numRecentProgressUpdates": "20",
