@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
+#: the Kafka consumers' longest wait for a fetch (see :func:`kafka_options`)
+FETCH_MAX_WAIT_MS = "50"
+
+
 def kafka_options(spec: Spec) -> dict[str, str]:
     """Options for Spark's Kafka source (secrets revealed only here, never logged)."""
     src = spec.source
@@ -28,6 +32,12 @@ def kafka_options(spec: Spec) -> dict[str, str]:
         # records of aborted transactions are never counted (and open ones wait)
         "kafka.isolation.level": src.isolation_level,
     }
+    # Spark's executors keep their Kafka consumers between batches; one that read to
+    # the end of its partition is left with a fetch waiting at the broker, and the next
+    # batch's first poll waits for it: up to fetch.max.wait.ms (500 by default) for
+    # every batch that starts on a partition read to its end. A batch reads offsets
+    # that exist, so a short wait costs nothing. [source.kafka] can set another.
+    opts["kafka.fetch.max.wait.ms"] = FETCH_MAX_WAIT_MS
     if src.max_offsets_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(src.max_offsets_per_trigger)
     if src.min_partitions:
