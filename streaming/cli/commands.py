@@ -101,6 +101,7 @@ def _jvm_ignores_sigterm():
 # -- run -------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.engine.pipeline import Pipeline
+    from streaming.engine.write_behind import BatchWriteError
     from streaming.spec.model import load_spec
 
     spec = load_spec(args.spec)
@@ -130,7 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     query = pipeline.start(available_now=args.available_now)
                     # wake up each second to see a SIGTERM (its handler only sets a flag)
                     while not (terminated := term.event.is_set()):
-                        if query.awaitTermination(1.0):
+                        if query.awaitTermination(1.0) or pipeline.failed:
                             break
             finally:
                 if terminated:
@@ -146,7 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _info("stopping ...")
         pipeline.stop()
         return 130
-    except (StreamingQueryException, PySparkException) as exc:
+    except (StreamingQueryException, PySparkException, BatchWriteError) as exc:
         _info(f"streamsketch: the query failed: {query_failure(exc)}")
         return 1
     finally:

@@ -8,6 +8,7 @@ stops the generator, the query and the broker it started, in that order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,6 +63,7 @@ def _summary(s: Any) -> str:
 
 def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> int:
     from streaming.engine.pipeline import Pipeline
+    from streaming.engine.write_behind import BatchWriteError
     from streaming.kafka.broker import LocalKafka
     from streaming.runtime.session import SparkOptions, build_session
 
@@ -98,7 +100,7 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
         query = pipeline.start()
         print(f"pipeline running (trigger {spec.sink.trigger_s:g} s); Ctrl-C stops", flush=True)
         deadline = time.monotonic() + duration if duration else None
-        while query.isActive:
+        while query.isActive and not pipeline.failed:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if producer.poll() is not None:
@@ -108,7 +110,11 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
         if query.exception() is not None:
             print(f"the query failed: {query.exception()}", file=sys.stderr)
             return 1
+        pipeline.stop()  # raises a batch's failed writes
         return 0
+    except BatchWriteError as exc:
+        print(f"the query failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
@@ -120,7 +126,8 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
             except subprocess.TimeoutExpired:
                 os.killpg(producer.pid, signal.SIGKILL)
         if pipeline is not None:
-            pipeline.stop()
+            with contextlib.suppress(BatchWriteError):  # reported above
+                pipeline.stop()
         if server is not None:
             server.shutdown()
         if started_broker:

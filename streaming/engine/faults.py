@@ -6,6 +6,10 @@ that table's write starts, so the kill lands inside it after
 ``STREAMSKETCH_CRASH_DELAY_MS`` (default 300; a delta-rs commit may finish sooner,
 and the kill then lands in whatever follows).
 
+The ``behind`` point kills the batch's writer thread before its first write, once
+Spark has committed the batch: the case a batch's pending file exists for
+(:mod:`streaming.engine.write_behind`).
+
 ``STREAMSKETCH_PAUSE_AT=<point>@<batch_id>`` instead holds the batch there, after
 one line on stderr that says so, until the file ``STREAMSKETCH_PAUSE_RESUME``
 exists or ``STREAMSKETCH_PAUSE_S`` seconds (default 30) have passed: a test can
@@ -29,6 +33,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 CRASH_ENV = "STREAMSKETCH_CRASH_AT"
@@ -38,8 +43,9 @@ PAUSE_S_ENV = "STREAMSKETCH_PAUSE_S"
 PAUSE_RESUME_ENV = "STREAMSKETCH_PAUSE_RESUME"
 KILL_WORKER_ENV = "STREAMSKETCH_KILL_WORKER"
 KILL_WORKER_MARKER_ENV = "STREAMSKETCH_KILL_WORKER_MARKER"
-CRASH_POINTS = ("batch_start", "after_quarantine", "after_aggregates", "after_sketches",
-                "in_quarantine", "in_aggregates", "in_sketches")
+CRASH_POINTS = ("batch_start", "after_pending", "behind", "after_quarantine",
+                "after_aggregates", "after_sketches", "in_quarantine", "in_aggregates",
+                "in_sketches")
 
 
 def _kill_now() -> None:
@@ -69,6 +75,17 @@ def maybe_crash(point: str, batch_id: int) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
             time.sleep(0.05)
+
+
+def maybe_crash_when(point: str, batch_id: int, ready: Callable[[], bool],
+                     timeout_s: float = 120.0) -> None:
+    """Like :func:`maybe_crash`, but the kill waits until ``ready()`` holds (polled)."""
+    if os.environ.get(CRASH_ENV) != f"{point}@{batch_id}":
+        return
+    deadline = time.monotonic() + timeout_s
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _kill_now()
 
 
 def maybe_kill_worker(raw: Any) -> None:

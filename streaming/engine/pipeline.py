@@ -17,6 +17,10 @@ One Spark query reads the source once. Each micro-batch (``foreachBatch``):
    keeps none of them);
 5. rewrites the windows it changed in ``aggregates`` and in ``sketches``.
 
+Steps 4 and 5 of a batch with a small pass output run behind: the output is saved in
+the checkpoint and a thread writes it while Spark runs the next batch's pass
+(:mod:`streaming.engine.write_behind`; a restart finishes it from the file).
+
 Each write is one delta-rs commit that records (table and checkpoint, batch id), and
 none is made for a table the batch did not change. A crash at any point and a restart
 from the checkpoint re-runs the unfinished batch with the same offsets and produces
@@ -29,11 +33,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pyarrow as pa
 
 from streaming.engine import aggregates as agg
@@ -49,6 +52,7 @@ from streaming.engine.checkpoint import (
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.onepass import PASS_DDL, PassContext, PassRows, make_pass, pass_rows
 from streaming.engine.source import raw_stream
+from streaming.engine.summary import BatchSummary, summarize
 from streaming.engine.tables import (
     QUARANTINE_SCHEMA,
     TablePaths,
@@ -58,6 +62,7 @@ from streaming.engine.tables import (
 )
 from streaming.engine.watermarks import WatermarkLog
 from streaming.engine.window_state import Key
+from streaming.engine.write_behind import OVERLAP_MAX_BYTES, WriteBehind
 from streaming.errors import CheckpointError
 from streaming.spec.model import Spec
 
@@ -69,47 +74,19 @@ if TYPE_CHECKING:
 CRASH_ENV, CRASH_POINTS = faults.CRASH_ENV, faults.CRASH_POINTS
 
 
-@dataclass
-class BatchSummary:
-    batch_id: int
-    watermark_ms: int
-    batch_timestamp_ms: int
-    rows: int = 0
-    valid: int = 0
-    late: int = 0
-    #: late rows folded into their (closed) windows under ``late = "update"``; also
-    #: counted in ``valid``
-    late_absorbed: int = 0
-    quarantined: dict[str, int] = field(default_factory=dict)
-    duration_s: float = 0.0
-    sketches: dict[tuple, Any] = field(default_factory=dict)
-    phase_s: dict[str, float] = field(default_factory=dict)
-    #: source (Kafka) timestamps of the batch's records, in 100 ms buckets:
-    #: {bucket start in ms: records}; filled when the pipeline tracks latency
-    source_ts_hist: dict[int, int] = field(default_factory=dict)
-    committed_at: float = 0.0
-    #: the latest event time of the batch's parsed records (late ones included), in ms
-    max_event_ms: int | None = None
-    #: per input partition, the latest event time of its parsed records, in ms
-    partition_event_ms: dict[str, int] = field(default_factory=dict)
-    #: the input partitions the batch read
-    partitions: list[str] = field(default_factory=list)
-    #: passes that ran (one per input partition with records), and the distinct
-    #: processes (host:pid) that ran them
-    tasks: int = 0
-    workers: list[str] = field(default_factory=list)
-    #: Kafka offsets in the batch's range that delivered no record (data aged out by
-    #: retention or deleted, with failOnDataLoss off; also transaction markers or
-    #: compaction, which lose nothing), and partitions whose offsets went backwards
-    offset_gap: int = 0
-    offset_resets: int = 0
-    #: the watermark every later batch will have at least: windows ending by then
-    #: are final after this batch (see :meth:`WatermarkLog.closing`)
-    closing_ms: int = 0
-
-
 #: a function that runs the one pass for a batch and returns its partial rows
 Partials = Callable[[PassContext], pa.Table]
+
+
+@dataclass
+class Scanned:
+    """A batch whose pass has run and whose writes are still to do."""
+
+    table: pa.Table  #: the pass's rows (the quarantined records among them)
+    rows: PassRows  #: its partial rows, by kind
+    summary: BatchSummary
+    phases: dict[str, float]
+    started: float  #: ``time.monotonic()`` when the batch started
 
 
 class Pipeline:
@@ -135,6 +112,8 @@ class Pipeline:
         self.aggregates = agg.AggregateState(spec)
         self.sketches = sketch_state.SketchState(spec)
         self.watermarks: WatermarkLog | None = None
+        #: batches finished behind the next one's pass (set up with the checkpoint)
+        self.behind: WriteBehind | None = None
         self._batches_done = 0
         self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
@@ -164,11 +143,22 @@ class Pipeline:
             self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
             self._check_tables_agree(planned)
             self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
+            self.behind = WriteBehind(self.checkpoint.root / "pending")
             self.aggregates.load(self.tables.aggregates)
             self.sketches.load(self.tables.sketches)
+            self._finish_pending()
         except BaseException:
             self.lock.release()
             raise
+
+    def _finish_pending(self) -> None:
+        """Finish the batches Spark committed whose writes a crash cut short."""
+        assert self.behind is not None
+        for batch_id in self.behind.pending():
+            watermark_ms, timestamp_ms = self._fix_batch(batch_id)
+            self.finish(self.scan(lambda _ctx, b=batch_id: self.behind.load(b), batch_id,
+                                  watermark_ms, timestamp_ms))
+            self.behind.drop(batch_id)
 
     def _check_tables_exist(self, planned: tuple[int, int]) -> None:
         """Refuse to recreate tables under a checkpoint that has committed batches."""
@@ -223,12 +213,24 @@ class Pipeline:
         return self.query
 
     def run(self, *, available_now: bool = False, timeout: float | None = None) -> None:
-        """Start and block until the query ends (available-now) or is interrupted."""
+        """Start and block until the query ends (available-now) or is interrupted.
+
+        Raises :class:`~streaming.engine.write_behind.BatchWriteError` if a batch's
+        writes failed after Spark committed it.
+        """
         query = self.start(available_now=available_now)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            query.awaitTermination(timeout)
+            while not query.awaitTermination(1.0):
+                if self.failed or (deadline is not None and time.monotonic() > deadline):
+                    break
         finally:
             self.stop()
+
+    @property
+    def failed(self) -> bool:
+        """Whether a batch's writes failed behind the query (:meth:`stop` raises it)."""
+        return self.behind is not None and self.behind.failed
 
     def stop(self, *, grace_s: float = 60.0) -> None:
         """Stop the query, letting a running micro-batch finish first (up to ``grace_s``).
@@ -251,25 +253,49 @@ class Pipeline:
                     break
                 time.sleep(0.05)
             query.stop()
-        self.lock.release()
+        try:
+            if self.behind is not None:
+                self.behind.wait()  # the batch behind ends its writes (or raises)
+        finally:
+            self.lock.release()
 
     # -- the micro-batch ---------------------------------------------------------
-    def _process_batch(self, df: DataFrame, batch_id: int) -> None:
+    def _fix_batch(self, batch_id: int) -> tuple[int, int]:
+        """The batch's watermark and timestamp, fixed when it first ran (and its offsets'
+        expected count, for the summary)."""
         assert self.checkpoint is not None and self.watermarks is not None
         meta = batch_meta(self.checkpoint.query_dir, batch_id)
         previous = None
         if batch_id > 0:
             with contextlib.suppress(CheckpointError):  # an offset log may be cleaned up
                 previous = batch_meta(self.checkpoint.query_dir, batch_id - 1)
-        expected, resets = offset_gap(previous, meta)
-        self._offsets_expected = (expected, resets)
-        watermark_ms = self.watermarks.for_batch(batch_id, meta.timestamp_ms)
+        self._offsets_expected = offset_gap(previous, meta)
+        return self.watermarks.for_batch(batch_id, meta.timestamp_ms), meta.timestamp_ms
+
+    def _process_batch(self, df: DataFrame, batch_id: int) -> None:
+        assert self.behind is not None and self.checkpoint is not None
+        self.behind.check()  # a batch behind failed: this one must not commit
+        watermark_ms, timestamp_ms = self._fix_batch(batch_id)
 
         def partials(ctx: PassContext) -> pa.Table:
             # one subscribed topic: its name comes from the spec, not with every record
             return df.drop("_topic").mapInArrow(make_pass(ctx), PASS_DDL).toArrow()
 
-        self.process(partials, batch_id, watermark_ms, meta.timestamp_ms)
+        scanned = self.scan(partials, batch_id, watermark_ms, timestamp_ms)
+        if scanned.table.nbytes > OVERLAP_MAX_BYTES:
+            self.behind.wait()
+            self.finish(scanned)
+            return
+        # see streaming.engine.write_behind: the writes overlap the next batch's pass
+        self.behind.save(batch_id, scanned.table)
+        faults.maybe_crash("after_pending", batch_id)
+        committed = self.checkpoint.query_dir / "commits" / str(batch_id)
+
+        def finish_behind() -> None:
+            faults.maybe_crash_when("behind", batch_id, committed.exists)
+            self.finish(scanned)
+
+        self.behind.submit(batch_id, finish_behind)
 
     def process(self, partials: Partials, batch_id: int, watermark_ms: int,
                 timestamp_ms: int) -> BatchSummary:
@@ -277,6 +303,15 @@ class Pipeline:
 
         ``watermark_ms`` and ``timestamp_ms`` must be the values fixed for this
         batch before it first ran, so that a re-run decides identically.
+        """
+        return self.finish(self.scan(partials, batch_id, watermark_ms, timestamp_ms))
+
+    def scan(self, partials: Partials, batch_id: int, watermark_ms: int,
+             timestamp_ms: int) -> Scanned:
+        """The batch's pass, and what it tells: the summary, the closing watermark.
+
+        Records the partitions' state after the batch, which fixes the next batch's
+        watermark (a re-run of this batch computes the same).
         """
         assert self.checkpoint is not None and self.tables is not None
         started = time.monotonic()
@@ -291,16 +326,22 @@ class Pipeline:
         summary = self._summary(rows.stats, batch_id, watermark_ms, timestamp_ms)
         summary.closing_ms = (watermark_ms if self.watermarks is None
                               else self.watermarks.closing(batch_id, summary))
+        if self.watermarks is not None:
+            self.watermarks.record(batch_id, summary)
         phases["merge"] = time.monotonic() - t
+        return Scanned(table, rows, summary, phases, started)
+
+    def finish(self, scanned: Scanned) -> BatchSummary:
+        """Merge a scanned batch into the windows and write the tables."""
+        table, rows, summary, phases = (scanned.table, scanned.rows, scanned.summary,
+                                        scanned.phases)
         sk_updates = self._write_tables(table, rows, summary, phases)
         # rows made final keep no live sketch, but the newest window's (see fold)
         summary.sketches = {k: row.value for k, row in sk_updates.items()
                             if row.value is not None}
-        summary.duration_s = time.monotonic() - started
+        summary.duration_s = time.monotonic() - scanned.started
         summary.phase_s = phases
         summary.committed_at = time.time()
-        if self.watermarks is not None:
-            self.watermarks.record(batch_id, summary)
         self._batches_done += 1
         if self.on_batch is not None:
             self.on_batch(summary)
@@ -309,36 +350,10 @@ class Pipeline:
 
     def _summary(self, stats_rows: list[bytes], batch_id: int, watermark_ms: int,
                  timestamp_ms: int) -> BatchSummary:
-        summary = BatchSummary(batch_id, watermark_ms, timestamp_ms)
-        codes: dict[str, int] = {}
-        latest: dict[str, int] = {}
-        seen: set[str] = set()
-        workers: set[str] = set()
-        for r in stats_rows:
-            st = orjson.loads(r)
-            summary.tasks += 1
-            workers.add(st.get("worker", "?"))
-            summary.rows += int(st["rows"])
-            summary.valid += int(st["valid"])
-            summary.late_absorbed += int(st.get("late_absorbed", 0))
-            for k, v in st["codes"].items():
-                codes[k] = codes.get(k, 0) + int(v)
-            for p, us in st["latest"].items():
-                latest[p] = max(latest.get(p, us), us)
-            seen.update(st["partitions"])
-            for b, n in st.get("hist", {}).items():
-                summary.source_ts_hist[int(b)] = summary.source_ts_hist.get(int(b), 0) + n
-        summary.quarantined = dict(sorted(codes.items()))
-        summary.late = codes.get("late", 0) + summary.late_absorbed
-        summary.partition_event_ms = {p: us // 1000 for p, us in sorted(latest.items())}
-        summary.partitions = sorted(seen)
-        summary.workers = sorted(workers)
-        summary.max_event_ms = max(summary.partition_event_ms.values(), default=None)
-        expected, summary.offset_resets = self._offsets_expected
+        expected, resets = self._offsets_expected
         self._offsets_expected = (-1, 0)
-        if expected >= 0:
-            summary.offset_gap = max(0, expected - summary.rows)
-        return summary
+        return summarize(stats_rows, batch_id, watermark_ms, timestamp_ms,
+                         offsets_expected=expected, offset_resets=resets)
 
     def _write_tables(self, table: pa.Table, rows: PassRows,
                       summary: BatchSummary, phases: dict[str, float]) -> dict:

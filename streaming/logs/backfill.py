@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streaming.engine.onepass import READER_REASON, partition_key, run_pass
-from streaming.engine.pipeline import BatchSummary, Pipeline
+from streaming.engine.pipeline import Pipeline
+from streaming.engine.summary import BatchSummary
 from streaming.errors import CheckpointError, ConfigError
 from streaming.logs.reader import LogReader, ReadOptions
 from streaming.spec.model import Spec

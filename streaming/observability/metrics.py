@@ -21,7 +21,7 @@ Example:
     >>> m = PipelineMetrics(CollectorRegistry())
     >>> b"streamsketch_late_rows_total{" in generate_latest(m.registry)
     False
-    >>> from streaming.engine.pipeline import BatchSummary
+    >>> from streaming.engine.summary import BatchSummary
     >>> m.on_batch(BatchSummary(0, 0, 0, rows=3, valid=2, late=1, quarantined={"late": 1}))
     >>> b'streamsketch_late_rows_total{query="default"} 1.0' in generate_latest(m.registry)
     True
@@ -49,7 +49,8 @@ from streaming.units import US
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from streaming.engine.pipeline import BatchSummary, Pipeline
+    from streaming.engine.pipeline import Pipeline
+    from streaming.engine.summary import BatchSummary
     from streaming.observability.server import SnapshotServer
 
 #: input partitions exported by name (bounded label cardinality)

@@ -96,7 +96,9 @@ def _crash_and_resume(spark, source, tmp_path, crash_at: str) -> None:
     assert digest(spark, spec) == source["digest"]
 
 
-@pytest.mark.parametrize("crash_at", ["after_aggregates@1", "after_quarantine@2"])
+# behind@1: Spark has committed batch 1 but none of its writes ran; the restart must
+# finish it from its pending file (Spark will not run it again)
+@pytest.mark.parametrize("crash_at", ["after_aggregates@1", "after_quarantine@2", "behind@1"])
 def test_sigkill_between_writes_then_restart_equals_clean_run(spark, source, tmp_path,
                                                               crash_at):
     _crash_and_resume(spark, source, tmp_path, crash_at)
@@ -104,7 +106,8 @@ def test_sigkill_between_writes_then_restart_equals_clean_run(spark, source, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["batch_start@0", "batch_start@3", "after_sketches@2",
-                                      "after_sketches@0", "after_aggregates@4"])
+                                      "after_sketches@0", "after_aggregates@4",
+                                      "after_pending@2", "behind@4", "in_sketches@3"])
 def test_sigkill_at_every_point_then_restart_equals_clean_run(spark, source, tmp_path,
                                                               crash_at):
     _crash_and_resume(spark, source, tmp_path, crash_at)

@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sketches
-from streaming.engine.pipeline import BatchSummary
 from streaming.engine.sketch_state import MergedSketch
+from streaming.engine.summary import BatchSummary
 from streaming.engine.window_state import SketchKey
 from streaming.observability.delta_log import DeltaLogCounter
 from streaming.observability.metrics import PipelineMetrics
