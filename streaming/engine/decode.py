@@ -335,10 +335,12 @@ class Decoder:
             bad[int(ok[j])] = "future_time: event time is more than max_future ahead of now"
             bad_event_us[int(ok[j])] = int(us[j])
         everything = bool(keep.all())
-        kept = rows if everything else [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
-        columns = {name: pa.array(list(map(attrgetter(f"f{n}"), kept)), _ARROW_TYPES[typ])
+        columns = {name: pa.array(list(map(attrgetter(f"f{n}"), rows)), _ARROW_TYPES[typ])
                    for n, (name, typ) in enumerate(self.fields)
                    if self.wanted is None or name in self.wanted}
+        if not everything:  # the dropped rows' placeholders leave the columns
+            mask = pa.array(keep)
+            columns = {name: col.filter(mask) for name, col in columns.items()}
         return Decoded(ok if everything else ok[keep], us if everything else us[keep],
                        columns, bad, bad_event_us)
 

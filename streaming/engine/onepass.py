@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streaming.engine import faults
 from streaming.engine.decode import Decoded, Decoder, timestamp_text
@@ -97,8 +98,6 @@ class PassRows:
 
 def pass_rows(table: pa.Table) -> PassRows:
     """Split the partial rows of a batch by kind (tuples: a batch can hold 100,000s)."""
-    import pyarrow.compute as pc
-
     kind = table.column("kind")
 
     def columns(k: str, names: list[str]) -> list[list[Any]]:
@@ -286,12 +285,16 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
 
 
 def _distinct_items(codes: np.ndarray, values: pa.Array, n: int) -> list[list[Any]]:
-    """Per group code, the distinct non-null values seen with it."""
-    frame = pd.DataFrame({"c": codes, "v": np.asarray(values.to_pandas(), dtype=object)})
-    frame = frame[values.is_valid().to_numpy(zero_copy_only=False)].drop_duplicates()
+    """Per group code, the distinct non-null values seen with it, in order of first sight."""
+    encoded = pc.dictionary_encode(values)  # nulls stay null
+    index = encoded.indices.to_numpy(zero_copy_only=False)
+    valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+    levels = encoded.dictionary.to_pylist()
+    width = max(len(levels), 1)
+    pairs = pd.unique(codes[valid] * width + index[valid].astype(np.int64))
     out: list[list[Any]] = [[] for _ in range(n)]
-    for c, v in zip(frame["c"].tolist(), frame["v"].tolist(), strict=True):
-        out[c].append(v)
+    for c, v in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
+        out[c].append(levels[v])
     return out
 
 
