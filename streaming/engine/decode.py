@@ -22,9 +22,11 @@ null. Unknown fields are ignored. Times: ``iso8601`` (``2026-11-23T10:00:00.042Z
 an offset such as ``+01:00``, or no offset for UTC; a date alone is midnight UTC),
 ``epoch_ms`` or ``epoch_s`` (a number or a numeric string).
 
-Fast path: one ``msgspec`` decode per record into a typed struct (C speed); a
-record it refuses is decoded again with ``orjson`` and checked field by field,
-which also finds the reason. Event times of ISO strings are parsed by Arrow in
+Fast path: one ``msgspec`` decode per record into a typed struct (C speed) of the
+declared fields that need a check or are returned (a string field not returned
+accepts anything, so it is skipped unbuilt); a record it refuses is decoded again
+with ``orjson`` and checked field by field, which also finds the reason. UTF-8 is
+checked over whole values by Arrow first: what msgspec skips, it does not check. Event times of ISO strings are parsed by Arrow in
 blocks, record by record only in a block Arrow cannot parse whole.
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -66,6 +69,20 @@ _FAST_BLOCK = 256
 #: offset): where Arrow's parser and ``datetime.fromisoformat`` give the same instant
 _COMMON_ISO = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
                r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+
+
+_NOT_UTF8 = "invalid_utf8: the value is not UTF-8"
+#: values checked for UTF-8 by one Arrow cast (a block with a bad one is checked value
+#: by value)
+_UTF8_BLOCK = 1024
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Wrong(Exception):
@@ -245,16 +262,21 @@ class Decoder:
         # Fast path: a struct of the declared fields with strict types; the time field
         # (never a declared field: the spec refuses that) is taken raw. Attribute names
         # are positional so any field name works.
+        # A string field accepts any JSON value, so one that is not returned needs no
+        # check at all: the struct leaves it out, and msgspec skips it without building it.
+        self._in_struct = [i for i, (n, t) in enumerate(self.fields)
+                           if t != "string" or columns is None or n in columns]
         strict = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
-        spec_fields = [(f"f{i}", strict[t] | None, None) for i, (_, t) in enumerate(self.fields)]
+        spec_fields: list[tuple[str, Any, None]] = [
+            (f"f{i}", strict[self.fields[i][1]] | None, None) for i in self._in_struct]
         spec_fields.append(("t", str | int | float | None, None))
-        rename = {f"f{i}": n for i, n in enumerate(self.names)}
+        rename = {f"f{i}": self.names[i] for i in self._in_struct}
         rename["t"] = self.time_field
         # gc=False: flat records of strings and numbers hold no cycles, and 100,000s of
         # them would otherwise set off the cycle collector again and again
         self._struct = msgspec.defstruct("Event", spec_fields, rename=rename, gc=False)
         self._decoder = msgspec.json.Decoder(self._struct)
-        self._empty = self._struct(*[None] * (len(self.fields) + 1))
+        self._empty = self._struct(*[None] * (len(self._in_struct) + 1))
         self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
                             if t in _INT_RANGE]
 
@@ -263,7 +285,9 @@ class Decoder:
             return reader_reason
         if value is None:
             return "null_value: the record has no value"
-        return f"too_large: {len(value)} bytes > max_record_bytes {self.max_bytes}"
+        if len(value) > self.max_bytes:
+            return f"too_large: {len(value)} bytes > max_record_bytes {self.max_bytes}"
+        return _NOT_UTF8
 
     # -- one record, the careful way -------------------------------------------------
     def _slow(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
@@ -274,7 +298,7 @@ class Decoder:
             try:
                 value.decode("utf-8")
             except UnicodeDecodeError:
-                return "invalid_utf8: the value is not UTF-8", None, None
+                return _NOT_UTF8, None, None
             return "invalid_json: the value is not a JSON object", None, None
         if not isinstance(doc, dict):
             return "invalid_json: the value is not a JSON object", None, None
@@ -305,7 +329,7 @@ class Decoder:
             mask = np.ones(n, dtype=bool)
             mask[early] = False
             ok = np.flatnonzero(mask)
-            todo = [values[i] for i in ok.tolist()]
+            todo = list(compress(values, mask.tolist()))
         else:
             ok = np.arange(n, dtype=np.int64)
             todo = values
@@ -321,7 +345,7 @@ class Decoder:
                 dropped[j] = True
                 rows[j] = self._empty
             else:
-                rows[j] = self._struct(*typed, raw_time)
+                rows[j] = self._struct(*[typed[i] for i in self._in_struct], raw_time)
         times = list(map(attrgetter("t"), rows))
         event_us = self._event_times(times)
         us = event_us.fill_null(0).to_numpy()
@@ -346,14 +370,27 @@ class Decoder:
 
     def _early(self, values: list[bytes | None] | pa.Array,
                reader_reasons: list[str | None] | None) -> np.ndarray:
-        """Positions refused before decoding: no value, too large, or a reader's reason."""
+        """Positions refused before decoding: no value, too large, not UTF-8, or a
+        reader's reason.
+
+        The whole value must be UTF-8, the fields the decoder skips too (msgspec does
+        not check what it skips); Arrow checks blocks at once, and the values of a
+        block it refuses one by one.
+        """
         if isinstance(values, pa.Array):
             size = pc.binary_length(values)
             refused = pc.fill_null(pc.greater(size, self.max_bytes), True).to_numpy(
                 zero_copy_only=False)
+            for a in range(0, len(values), _UTF8_BLOCK):
+                block = values.slice(a, _UTF8_BLOCK)
+                try:
+                    block.cast(pa.string())
+                except pa.ArrowInvalid:
+                    refused[[j for j, v in enumerate(block.to_pylist(), a)
+                             if v is not None and not _is_utf8(v)]] = True
         else:
-            refused = np.fromiter((v is None or len(v) > self.max_bytes for v in values),
-                                  dtype=bool, count=len(values))
+            refused = np.fromiter((v is None or len(v) > self.max_bytes or not _is_utf8(v)
+                                   for v in values), dtype=bool, count=len(values))
         if reader_reasons is not None:
             refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,
                                    count=len(reader_reasons))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 
 from streaming.engine.decode import Decoder, _iso_block, _iso_us, timestamp_text
@@ -48,6 +49,29 @@ def test_each_reason(value, code):
     out = decode([value])
     assert out.ok.size == 0
     assert out.bad[0].split(":", 1)[0] == code
+
+
+@pytest.mark.parametrize("columns", [None, {"amount"}, set()])
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_the_reasons_do_not_depend_on_the_fields_returned(columns, as_arrow):
+    # the decoder skips the string fields it does not return; what it skips must
+    # still be UTF-8, and its other fields still of their type
+    t = b'"ts":"2026-11-23T10:00:00Z"'
+    values = [b'{' + t + b',"user":"caf\xe9"}',        # bad bytes in a string field
+              b'{' + t + b',"other":"caf\xe9"}',       # ... in a field not declared
+              b'{' + t + b',"user":{"a":[1, "b"]}}',    # any JSON is a string field's text
+              b'{' + t + b',"n":"x"}',                  # a long not returned, still checked
+              b'{' + t + b',"user":"ok","amount":2.5}',
+              None]
+    decoder = Decoder(EVENTS, columns=columns)
+    out = decoder.decode(pa.array(values, pa.binary()) if as_arrow else values, now_ms=NOW_MS)
+    assert {i: r.split(":", 1)[0] for i, r in out.bad.items()} == {
+        0: "invalid_utf8", 1: "invalid_utf8", 3: "wrong_type", 5: "null_value"}
+    assert out.ok.tolist() == [2, 4]
+    if columns is None or "amount" in columns:
+        assert out.columns["amount"].to_pylist() == [None, 2.5]
+    if columns is None:
+        assert out.columns["user"].to_pylist() == ['{"a":[1,"b"]}', "ok"]
 
 
 def test_reason_texts_name_the_field_and_the_limit():
