@@ -89,12 +89,14 @@ def iter_merged(rows: Iterable[SketchPartial],
         if n == 1:
             yield SketchKey(w.name, pane, g, sk.name), MergedSketch(w, sk, pane, g, sketch)
             continue
+        given = False  # the pane's own sketch starts one window; the others get copies
         for i in range(n):
             ws = pane - i * w.slide_s * US
             key = SketchKey(w.name, ws, g, sk.name)
             entry = sliding.get(key)
             if entry is None:
-                sliding[key] = MergedSketch(w, sk, ws, g, sketch.copy())
+                sliding[key] = MergedSketch(w, sk, ws, g, sketch.copy() if given else sketch)
+                given = True
             else:
                 entry.sketch.merge(sketch)
     yield from sliding.items()
@@ -143,11 +145,11 @@ def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float 
                  "expected_fpr": float(sketch.expected_fpr())})
     if kind == "quantiles":
         # estimate: the median, with its certain bounds; stats: the usual percentiles
-        qs = sketch.quantiles(QUANTILES)
-        stats = {f"p{round(q * 100):d}": float(v) for q, v in zip(QUANTILES, qs, strict=True)}
+        est, lo, hi = sketch.quantiles_with_bounds((0.5, *QUANTILES))
+        stats = {f"p{round(q * 100):d}": float(v)
+                 for q, v in zip(QUANTILES, est[1:].tolist(), strict=True)}
         stats.update(count=float(sketch.count), relative_error=float(sketch.relative_error()))
-        return (float(sketch.quantile(0.5)), float(sketch.lower_bound(0.5)),
-                float(sketch.upper_bound(0.5)), None, stats)
+        return float(est[0]), float(lo[0]), float(hi[0]), None, stats
     return (float(sketch.estimate()), float(sketch.lower_bound(2)),
             float(sketch.upper_bound(2)), None, {})
 

@@ -569,3 +569,16 @@ def test_random_edits_of_valid_bytes(data: st.DataObject) -> None:
         i = data.draw(st.integers(5, len(blob) - 5))
         blob[i] = data.draw(st.integers(0, 255))
     accepted_or_refused(reseal(bytes(blob)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantiles_with_bounds_equal_the_one_at_a_time_answers(seed):
+    rng = np.random.default_rng(seed)
+    sketch = QuantileSketch(relative_accuracy=0.01)
+    if seed:  # seed 0: the empty sketch
+        sketch.update(rng.lognormal(0, 2, 500) * rng.choice([-1.0, 1.0], 500))
+    qs = [0.0, 0.01, 0.5, 0.9, 0.99, 1.0]
+    est, lo, hi = sketch.quantiles_with_bounds(qs)
+    for i, q in enumerate(qs):
+        np.testing.assert_equal([est[i], lo[i], hi[i]],
+                                [sketch.quantile(q), sketch.lower_bound(q), sketch.upper_bound(q)])
