@@ -26,8 +26,9 @@ Fast path: one ``msgspec`` decode per record into a typed struct (C speed) of th
 declared fields that need a check or are returned (a string field not returned
 accepts anything, so it is skipped unbuilt); a record it refuses is decoded again
 with ``orjson`` and checked field by field, which also finds the reason. UTF-8 is
-checked over whole values by Arrow first: what msgspec skips, it does not check. Event times of ISO strings are parsed by Arrow in
-blocks, record by record only in a block Arrow cannot parse whole.
+checked over whole values by Arrow first: what msgspec skips, it does not check.
+Event times of ISO strings are parsed by Arrow in blocks, record by record only in a
+block Arrow cannot parse whole.
 """
 
 from __future__ import annotations
