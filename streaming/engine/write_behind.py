@@ -47,7 +47,7 @@ class BatchWriteError(Exception):
 
     def __init__(self, batch_id: int, cause: BaseException) -> None:
         text = str(cause).strip().splitlines()
-        what = text[0] if text else type(cause).__name__
+        what = f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
         super().__init__(f"batch {batch_id}: {what}")
         self.batch_id = batch_id
 

@@ -63,7 +63,7 @@ def test_a_failed_batch_keeps_its_file_and_fails_the_next_wait_in_one_line(tmp_p
     behind.submit(4, fail)
     with pytest.raises(BatchWriteError) as caught:
         behind.wait()
-    assert str(caught.value) == "batch 4: [Errno 28] No space left on device"
+    assert str(caught.value) == "batch 4: OSError: [Errno 28] No space left on device"
     assert isinstance(caught.value.__cause__, OSError)
     assert behind.failed and behind.pending() == [4]  # a restart finishes it
     with pytest.raises(BatchWriteError):
