@@ -28,6 +28,7 @@ def column_items(column: Column, rows: np.ndarray) -> list[Any]:
     by value.
 
     Example:
+        >>> from sketches._columns import iter_columns
         >>> [column_items(col, np.array([0, 1])) for _, col in iter_columns([2.0, 2.5])]
         [[2, 2.5]]
     """

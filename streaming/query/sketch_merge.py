@@ -59,7 +59,7 @@ def merge_blobs(blobs: Any, spec: SketchSpec) -> Any:
     """The union of ``blobs`` (an Arrow binary array of any layout, or a list of bytes).
 
     Example:
-        >>> from streaming.spec.model import SketchSpec
+        >>> from streaming.spec.windows import SketchSpec
         >>> s = SketchSpec("users", "hll", "user_id", (("precision", 10),))
         >>> parts = [s.new().update(["a", "b"]).to_bytes(), s.new().update(["c"]).to_bytes()]
         >>> round(merge_blobs(parts, s).estimate())

@@ -22,7 +22,7 @@ Example:
     ... checkpoint = "out/checkpoints"
     ... ''')
     >>> spec.windows[0].size_s, spec.events.watermark_s
-    (60, 600)
+    (60, 600.0)
 """
 
 from __future__ import annotations
