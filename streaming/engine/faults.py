@@ -10,6 +10,9 @@ The ``behind`` point kills the batch's writer thread before its first write, onc
 Spark has committed the batch: the case a batch's pending file exists for
 (:mod:`streaming.engine.write_behind`).
 
+``STREAMSKETCH_FAIL_AT=<point>@<batch_id>`` raises an ``OSError`` there instead (a
+write that fails), once: only if it creates the file ``STREAMSKETCH_FAIL_MARKER``.
+
 ``STREAMSKETCH_PAUSE_AT=<point>@<batch_id>`` instead holds the batch there, after
 one line on stderr that says so, until the file ``STREAMSKETCH_PAUSE_RESUME``
 exists or ``STREAMSKETCH_PAUSE_S`` seconds (default 30) have passed: a test can
@@ -41,6 +44,8 @@ CRASH_DELAY_ENV = "STREAMSKETCH_CRASH_DELAY_MS"
 PAUSE_ENV = "STREAMSKETCH_PAUSE_AT"
 PAUSE_S_ENV = "STREAMSKETCH_PAUSE_S"
 PAUSE_RESUME_ENV = "STREAMSKETCH_PAUSE_RESUME"
+FAIL_ENV = "STREAMSKETCH_FAIL_AT"
+FAIL_MARKER_ENV = "STREAMSKETCH_FAIL_MARKER"
 KILL_WORKER_ENV = "STREAMSKETCH_KILL_WORKER"
 KILL_WORKER_MARKER_ENV = "STREAMSKETCH_KILL_WORKER_MARKER"
 CRASH_POINTS = ("batch_start", "after_pending", "behind", "after_quarantine",
@@ -86,6 +91,21 @@ def maybe_crash_when(point: str, batch_id: int, ready: Callable[[], bool],
     while not ready() and time.monotonic() < deadline:
         time.sleep(0.02)
     _kill_now()
+
+
+def maybe_fail(point: str, batch_id: int) -> None:
+    """Raise an :class:`OSError` here if ``STREAMSKETCH_FAIL_AT`` names ``point@batch_id``
+    and the file ``STREAMSKETCH_FAIL_MARKER`` can be created (once: a restart survives)."""
+    if os.environ.get(FAIL_ENV) != f"{point}@{batch_id}":
+        return
+    marker = os.environ.get(FAIL_MARKER_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return
+    raise OSError(f"injected failure at {point}@{batch_id}")
 
 
 def maybe_kill_worker(raw: Any) -> None:

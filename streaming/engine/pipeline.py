@@ -293,6 +293,7 @@ class Pipeline:
 
         def finish_behind() -> None:
             faults.maybe_crash_when("behind", batch_id, committed.exists)
+            faults.maybe_fail("behind", batch_id)
             self.finish(scanned)
 
         self.behind.submit(batch_id, finish_behind)

@@ -59,6 +59,8 @@ logger.microbatch.name = org.apache.spark.sql.execution.streaming.runtime.MicroB
 logger.microbatch.level = ERROR
 logger.sslog.name = org.apache.spark.sql.execution.streaming.state
 logger.sslog.level = ERROR
+logger.dag.name = org.apache.spark.scheduler.DAGScheduler
+logger.dag.level = ERROR
 """
 
 

@@ -113,6 +113,48 @@ def test_sigkill_at_every_point_then_restart_equals_clean_run(spark, source, tmp
     _crash_and_resume(spark, source, tmp_path, crash_at)
 
 
+def test_a_write_that_fails_behind_a_live_query_stops_it_and_the_restart_finishes_it(
+        spark, source, tmp_path):
+    """The one batch (all the topic in one trigger) fails its writes after Spark committed
+    it: with no next batch to fail, the live run must notice by itself, exit 1 in one
+    line, and keep the batch for the restart."""
+    from streaming.query.digest import digest
+    from streaming.spec.model import load_spec
+
+    def one_batch_spec(root: Path) -> Path:
+        root.mkdir(exist_ok=True)
+        text = _spec_text(source["topic"], source["bootstrap"], root)
+        text = text.replace(f"max_offsets_per_trigger = {PER_TRIGGER}",
+                            f"max_offsets_per_trigger = {N_EVENTS * 10}")
+        path = root / "spec.toml"
+        path.write_text(text.replace('trigger = "5 seconds"', 'trigger = "1 second"'))
+        return path
+
+    # the reference: the same one-batch spec, run clean (batching decides what is late)
+    clean = one_batch_spec(tmp_path / "clean")
+    assert _run_cli(clean, None) == 0
+    spec_file = one_batch_spec(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(STREAMSKETCH_FAIL_AT="behind@0", STREAMSKETCH_FAIL_MARKER=str(tmp_path / "failed"))
+    proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec",
+                             str(spec_file)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)  # a live run: it must end by itself
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert (tmp_path / "failed").exists(), "the failure point was not reached"
+    assert proc.returncode == 1, err.decode(errors="replace")[-2000:]
+    last = err.decode(errors="replace").strip().splitlines()[-1]
+    assert last.startswith("streamsketch: the query failed: ")
+    assert "injected failure at behind@0" in last
+    assert [p.name for p in (tmp_path / "ck").rglob("pending/*.arrow")] == ["0.arrow"]
+    assert _run_cli(spec_file, None) == 0
+    assert not list((tmp_path / "ck").rglob("pending/*.arrow"))
+    assert digest(spark, load_spec(spec_file)) == digest(spark, load_spec(clean))
+
+
 def test_replace_keeps_default_spec_in_sync():
     # the templating above must have hit every key it means to change
     text = _spec_text("t", "127.0.0.1:1", Path("/x"))
