@@ -146,6 +146,12 @@ def local_master(master: str) -> str:
 
 
 
+#: Spark's value of ``spark.sql.execution.arrow.maxBytesPerBatch`` that disables the cap
+ARROW_NO_BYTE_CAP = 2**31 - 1
+CHECKPOINT_FILE_MANAGER = ("org.apache.spark.sql.execution.streaming.checkpointing."
+                           "FileSystemBasedCheckpointFileManager")
+
+
 def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
     """The settings :func:`build_session` applies, as a plain mapping (testable without a JVM)."""
     log_config = _log_config(options.log_level, options.log_file)
@@ -176,11 +182,23 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         # mapInArrow hands a partition's rows over in batches of this size; the pass
         # decodes each as it arrives, while the JVM still reads and converts the next.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+        # No byte cap besides (Spark 3's behaviour): Spark 4 measures the Arrow batch
+        # after every row to enforce one (64 MiB by default), which cost about a quarter
+        # of the JVM's CPU in the pass. INT_MAX is the value that turns the check off.
+        # A batch of 10,000 records must then stay under Arrow's 2 GiB per column:
+        # records averaging under 200 KiB (see docs/operations.md, Limits).
+        "spark.sql.execution.arrow.maxBytesPerBatch": str(ARROW_NO_BYTE_CAP),
         "spark.sql.adaptive.enabled": "false",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.streaming.numRecentProgressUpdates": "20",
         # The Kafka source sees our own topics only; no metadata-loss surprises.
         "spark.sql.streaming.kafka.useDeprecatedOffsetFetching": "false",
+        # The query's offset and commit logs: written through the FileSystem API (temp
+        # file, then an atomic rename; checksums kept) rather than FileContext, whose
+        # local writes run chmod, readlink and stat as child processes without Hadoop's
+        # native library: about 30 ms per log entry against 5-8, twice per batch. Our
+        # checkpoint is a local folder, where a rename is atomic.
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
     }
     conf.update(options.conf)
     return conf
