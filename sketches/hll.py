@@ -249,17 +249,29 @@ class HyperLogLog(TwoModeSketch):
         that count is a hard lower bound. ``sigma`` is ``1.04 / sqrt(2**25)`` of the
         estimate while sparse, :meth:`relative_error` once dense.
         """
+        return self.estimate_with_bounds(k)[1]
+
+    def upper_bound(self, k: float = 2.0) -> float:
+        """``estimate + k * sigma`` (``sigma`` as in :meth:`lower_bound`)."""
+        return self.estimate_with_bounds(k)[2]
+
+    def estimate_with_bounds(self, k: float = 2.0) -> tuple[float, float, float]:
+        """(:meth:`estimate`, :meth:`lower_bound`, :meth:`upper_bound`), the estimate
+        computed once.
+
+        >>> h = HyperLogLog(precision=12).update(["a", "b", "c"])
+        >>> est, low, high = h.estimate_with_bounds()
+        >>> low <= round(est) == 3 <= high
+        True
+        """
         est = self.estimate()
         if self._registers is None:
             assert self._sparse is not None
             floor = float(self._sparse.size)
         else:
             floor = float(np.count_nonzero(self._registers))
-        return min(est, max(est * (1.0 - k * self._sigma()), floor, 0.0))
-
-    def upper_bound(self, k: float = 2.0) -> float:
-        """``estimate + k * sigma`` (``sigma`` as in :meth:`lower_bound`)."""
-        return self.estimate() * (1.0 + k * self._sigma())
+        sigma = self._sigma()
+        return est, min(est, max(est * (1.0 - k * sigma), floor, 0.0)), est * (1.0 + k * sigma)
 
     def _summary(self) -> str:
         return f"estimate={self.estimate():.1f}"

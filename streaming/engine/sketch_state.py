@@ -10,8 +10,9 @@ Per micro-batch:
    offers it every distinct item the partitions saw, so its candidates are those of
    a one-pass build over the whole batch: the bytes do not depend on how the batch
    was split), then merges panes into every window containing them, in a fixed
-   order, then into a copy of the open row's sketch (:mod:`streaming.engine.window_state`),
-   unless that row already holds this batch id (a re-run after a crash);
+   order, then merges the open row's sketch (:mod:`streaming.engine.window_state`) into
+   that (the row itself stays as it is until the batch commits), unless the row already
+   holds this batch id (a re-run after a crash);
 3. one Delta overwrite of the changed windows writes absolute bytes.
 
 Merging is exact for HLL registers, Count-Min counters and Bloom bits, so the
@@ -132,8 +133,8 @@ def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float 
                                               list | None, dict[str, float]]:
     """(estimate, lower bound, upper bound, top-k, stats) of a sketch, as stored."""
     if kind == "hll":
-        return (float(sketch.estimate()), float(sketch.lower_bound(2)),
-                float(sketch.upper_bound(2)), None,
+        est, lo, hi = sketch.estimate_with_bounds(2)
+        return (float(est), float(lo), float(hi), None,
                 {"relative_error": float(sketch.relative_error())})
     if kind == "cms":
         top = [(str(item), int(count)) for item, count in sketch.top()]
@@ -212,10 +213,11 @@ class SketchState:
             if current is not None and current.last_batch >= batch_id:
                 continue  # already holds this batch: a re-run after a crash
             if current is not None:
-                sketch = current.value.sketch.copy()
-                sketch.merge(part.sketch)
-                part = MergedSketch(part.window, part.sketch_spec, part.window_start_us,
-                                    part.group_key, sketch)
+                # the batch's sketch is this key's own (see iter_merged): the open row's
+                # merges into it, and stays as it is until the batch commits. Merging
+                # is commutative down to the bytes (the sketches' laws), so this is
+                # the row's sketch merged with the batch's.
+                part.sketch.merge(current.value.sketch)
             record = _record(part, batch_id, batch_ts_ms * 1000)
             final = (closing_ms is not None
                      and key.start_us + part.window.size_s * US <= closing_ms * 1000)
