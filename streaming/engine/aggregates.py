@@ -17,6 +17,7 @@ are exact and do not depend on the order or batching of events.
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -65,9 +66,14 @@ def _combine(kind: str, a: Any, b: Any) -> Any:
     return a + b
 
 
-def group_map(group_by: Iterable[str], group_key: str) -> list[tuple[str, str | None]]:
-    """The ``group`` map column of a row: group field -> value."""
-    return list(zip(group_by, json.loads(group_key), strict=True))
+@functools.lru_cache(maxsize=1 << 16)
+def group_map(group_by: tuple[str, ...], group_key: str) -> tuple[tuple[str, str | None], ...]:
+    """The ``group`` map column of a row: group field -> value.
+
+    One shared (immutable) value per group: a batch spanning months holds a record per
+    window and group, and would otherwise hold as many copies of the same few groups.
+    """
+    return tuple(zip(group_by, json.loads(group_key), strict=True))
 
 
 class AggregateState:
@@ -80,6 +86,7 @@ class AggregateState:
         self.open = OpenWindows(spec)
         self.windows = {w.name: w for w in spec.windows}
         self.schema = aggregates_schema(spec)
+        self.metric_names = [c for c, _ in spec.metric_columns()]
 
     def _record(self, key: WindowKey, values: dict[str, Any], last_batch: int,
                 updated_us: int) -> tuple:
@@ -87,7 +94,7 @@ class AggregateState:
         rec: dict[str, Any] = {"window_name": key.window, "window_start": key.start_us,
                                "window_end": key.start_us + w.size_s * US,
                                "group_key": key.group, "group": group_map(w.group_by, key.group)}
-        for c, _ in self.spec.metric_columns():
+        for c in self.metric_names:
             if c.startswith("avg_"):
                 fld = c[4:]
                 s, n = values.get(f"sum_{fld}"), values.get(f"n_{fld}")
@@ -152,6 +159,7 @@ class AggregateState:
         ``closed`` holds rows of closed windows read back for late rows.
         """
         updates: dict[WindowKey, OpenRow] = {}
+        updated_us = batch_ts_ms * 1000
         for key, part in partials.items():
             current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
@@ -162,7 +170,7 @@ class AggregateState:
                 values = {c: _combine(self.kinds.get(c, "add"), current.value.get(c), v)
                           for c, v in values.items()}
             updates[key] = OpenRow(values, batch_id,
-                                   self._record(key, values, batch_id, batch_ts_ms * 1000))
+                                   self._record(key, values, batch_id, updated_us))
         return updates
 
     def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:

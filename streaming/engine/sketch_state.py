@@ -155,6 +155,12 @@ def describe(kind: str, sketch: Any) -> tuple[float | None, float | None, float 
             float(sketch.upper_bound(2)), None, {})
 
 
+def _top_pairs(top: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """A row's ``top_k`` read back, as the (item, count) pairs a record holds (a pair
+    takes a third of a dict's memory, and a batch may keep 100,000s of records)."""
+    return [(t["item"], t["count"]) for t in top]
+
+
 def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
     est, lo, hi, top, stats = describe(m.sketch_spec.kind, m.sketch)
     return record_of({"window_name": m.window.name, "window_start": m.window_start_us,
@@ -163,7 +169,7 @@ def _record(m: MergedSketch, last_batch: int, updated_us: int) -> tuple:
             "sketch_name": m.sketch_spec.name, "kind": m.sketch_spec.kind,
             "field": m.sketch_spec.field, "bytes": m.sketch.to_bytes(), "estimate": est,
             "lower_bound": lo, "upper_bound": hi,
-            "top_k": None if top is None else [{"item": i, "count": c} for i, c in top],
+            "top_k": top,
             "stats": list(stats.items()), "last_batch": last_batch, "updated_at": updated_us},
         SKETCHES_SCHEMA)
 
@@ -186,6 +192,8 @@ class SketchState:
             ws = epoch_us(r["window_start"])
             key = SketchKey(r["window_name"], ws, r["group_key"], r["sketch_name"])
             m = MergedSketch(w, sk, ws, r["group_key"], sketches.from_bytes(r["bytes"]))
+            if r["top_k"] is not None:
+                r["top_k"] = _top_pairs(r["top_k"])
             out[key] = OpenRow(m, int(r["last_batch"]), record_of(r, SKETCHES_SCHEMA))
         return out
 
@@ -208,6 +216,7 @@ class SketchState:
         record, not the live sketch, unless its key is in ``keep_live``.
         """
         updates: dict[Key, OpenRow] = {}
+        updated_us = batch_ts_ms * 1000
         for key, part in partials:
             current = self.open.get(key) or (closed or {}).get(key)
             if current is not None and current.last_batch >= batch_id:
@@ -218,7 +227,7 @@ class SketchState:
                 # is commutative down to the bytes (the sketches' laws), so this is
                 # the row's sketch merged with the batch's.
                 part.sketch.merge(current.value.sketch)
-            record = _record(part, batch_id, batch_ts_ms * 1000)
+            record = _record(part, batch_id, updated_us)
             final = (closing_ms is not None
                      and key.start_us + part.window.size_s * US <= closing_ms * 1000)
             updates[key] = OpenRow(None if final and key not in (keep_live or ()) else part,

@@ -62,7 +62,7 @@ class SketchKey(NamedTuple):
 Key = WindowKey | SketchKey
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenRow:
     """One open row: its live value (metrics or a sketch) and the row to store.
 
