@@ -82,7 +82,8 @@ Partials = Callable[[PassContext], pa.Table]
 class Scanned:
     """A batch whose pass has run and whose writes are still to do."""
 
-    table: pa.Table  #: the pass's rows (the quarantined records among them)
+    #: the pass's rows (the quarantined records among them); let go once written
+    table: pa.Table | None
     rows: PassRows  #: its partial rows, by kind
     summary: BatchSummary
     phases: dict[str, float]
@@ -282,6 +283,7 @@ class Pipeline:
             return df.drop("_topic").mapInArrow(make_pass(ctx), PASS_DDL).toArrow()
 
         scanned = self.scan(partials, batch_id, watermark_ms, timestamp_ms)
+        assert scanned.table is not None
         if scanned.table.nbytes > OVERLAP_MAX_BYTES:
             self.behind.wait()
             self.finish(scanned)
@@ -334,9 +336,8 @@ class Pipeline:
 
     def finish(self, scanned: Scanned) -> BatchSummary:
         """Merge a scanned batch into the windows and write the tables."""
-        table, rows, summary, phases = (scanned.table, scanned.rows, scanned.summary,
-                                        scanned.phases)
-        sk_updates = self._write_tables(table, rows, summary, phases)
+        summary, phases = scanned.summary, scanned.phases
+        sk_updates = self._write_tables(scanned)
         # rows made final keep no live sketch, but the newest window's (see fold)
         summary.sketches = {k: row.value for k, row in sk_updates.items()
                             if row.value is not None}
@@ -356,8 +357,7 @@ class Pipeline:
         return summarize(stats_rows, batch_id, watermark_ms, timestamp_ms,
                          offsets_expected=expected, offset_resets=resets)
 
-    def _write_tables(self, table: pa.Table, rows: PassRows,
-                      summary: BatchSummary, phases: dict[str, float]) -> dict:
+    def _write_tables(self, scanned: Scanned) -> dict:
         """The batch's writes; returns the sketch rows it changed.
 
         Each write is idempotent on its own (see the module docstring), so after a
@@ -365,6 +365,7 @@ class Pipeline:
         rest.
         """
         assert self.checkpoint is not None and self.tables is not None
+        rows, summary, phases = scanned.rows, scanned.summary, scanned.phases
         tables = self.tables
         batch_id, wm_ms, ts_ms = summary.batch_id, summary.watermark_ms, summary.batch_timestamp_ms
 
@@ -387,9 +388,11 @@ class Pipeline:
         if summary.quarantined and not written("quarantine", tables.quarantine):
             faults.maybe_crash("in_quarantine", batch_id)
             timed("write_quarantine", lambda: commit(
-                tables.quarantine, _quarantine_table(table, batch_id),
+                tables.quarantine, _quarantine_table(scanned.table, batch_id),
                 app_id=self.app_id("quarantine"), batch_id=batch_id))
         faults.maybe_crash("after_quarantine", batch_id)
+        # the pass's table held the quarantined records; the partials are in ``rows``
+        scanned.table = None
 
         def table_write(name: str, state: Any, path: str, updates: dict,
                         closed: dict) -> None:
