@@ -54,6 +54,10 @@ from streaming.units import US
 READER_REASON = "_reader_reason"
 #: the raw-record columns the pass reads
 RAW_COLUMNS = ("_key", "_value", "_topic", "_partition", "_offset", "_source_ts")
+#: the columns of Spark's Kafka source the pass reads, and their names in the pass (the
+#: topic is left out: a query subscribes to one, named by the spec)
+KAFKA_COLUMNS = {"key": "_key", "value": "_value", "partition": "_partition",
+                 "offset": "_offset", "timestamp": "_source_ts"}
 
 PASS_SCHEMA = pa.schema([
     ("kind", pa.string()), ("w", pa.int32()), ("pane", pa.int64()), ("g", pa.string()),
@@ -464,10 +468,22 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def make_pass(ctx: PassContext):
-    """The function Spark's ``mapInArrow`` runs on each input partition."""
+def from_kafka(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of Spark's Kafka source rows as raw records (:data:`KAFKA_COLUMNS`)."""
+    return pa.RecordBatch.from_arrays([batch.column(c) for c in KAFKA_COLUMNS],
+                                      names=list(KAFKA_COLUMNS.values()))
+
+
+def make_pass(ctx: PassContext, *, kafka_rows: bool = False):
+    """The function Spark's ``mapInArrow`` runs on each input partition.
+
+    ``kafka_rows``: the input is the Kafka source's own rows, renamed here rather than
+    by a projection in Spark, which would copy every key and value once more.
+    """
 
     def one_pass(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        if kafka_rows:
+            batches = map(from_kafka, batches)
         # each piece is decoded as it arrives, while Spark still reads and sends the
         # next ones: the JVM's work and ours overlap
         decoder = pass_decoder(ctx.spec)

@@ -279,8 +279,8 @@ class Pipeline:
         watermark_ms, timestamp_ms = self._fix_batch(batch_id)
 
         def partials(ctx: PassContext) -> pa.Table:
-            # one subscribed topic: its name comes from the spec, not with every record
-            return df.drop("_topic").mapInArrow(make_pass(ctx), PASS_DDL).toArrow()
+            # the Kafka source's own rows, as they are: no projection (see source.py)
+            return df.mapInArrow(make_pass(ctx, kafka_rows=True), PASS_DDL).toArrow()
 
         scanned = self.scan(partials, batch_id, watermark_ms, timestamp_ms)
         assert scanned.table is not None

@@ -1,8 +1,12 @@
 """The raw record stream of a Kafka source, with provenance columns.
 
-``_key, _value, _topic, _partition, _offset, _source_ts``: the same columns a
-backfill builds from log files (:mod:`streaming.logs.backfill`), so the same one pass
-(:mod:`streaming.engine.onepass`) serves a live topic and a backfill.
+The pipeline reads the Kafka source's own rows (:func:`raw_stream`) and its pass renames
+the columns it reads to ``_key, _value, _partition, _offset, _source_ts``
+(:data:`streaming.engine.onepass.KAFKA_COLUMNS`): the same columns a backfill builds
+from log files (:mod:`streaming.logs.backfill`), so the same one pass
+(:mod:`streaming.engine.onepass`) serves a live topic and a backfill. Renaming in Spark
+instead (:func:`kafka_stream`, which the benchmarks' JVM-only variants use) costs a
+projection that copies every key and value once more.
 """
 
 from __future__ import annotations
@@ -56,13 +60,20 @@ def kafka_options(spec: Spec) -> dict[str, str]:
     return opts
 
 
-def kafka_stream(spark: SparkSession, spec: Spec) -> DataFrame:
-    from pyspark.sql import functions as F
-
+def kafka_records(spark: SparkSession, spec: Spec) -> DataFrame:
+    """The Kafka source's rows as Spark gives them: ``key, value, topic, partition,
+    offset, timestamp, timestampType``."""
     reader = spark.readStream.format("kafka")
     for k, v in kafka_options(spec).items():
         reader = reader.option(k, v)
-    df = reader.load()
+    return reader.load()
+
+
+def kafka_stream(spark: SparkSession, spec: Spec) -> DataFrame:
+    """:func:`kafka_records` renamed to the raw-record columns by Spark."""
+    from pyspark.sql import functions as F
+
+    df = kafka_records(spark, spec)
     return df.select(
         F.col("key").alias("_key"), F.col("value").alias("_value"),
         F.col("topic").alias("_topic"), F.col("partition").alias("_partition"),
@@ -70,8 +81,9 @@ def kafka_stream(spark: SparkSession, spec: Spec) -> DataFrame:
 
 
 def raw_stream(spark: SparkSession, spec: Spec) -> DataFrame:
-    """The streaming source of a Kafka spec (a files source runs as a backfill instead)."""
+    """The streaming source of a Kafka spec, the source's own rows (see the module
+    docstring; a files source runs as a backfill instead)."""
     if spec.source.kind != "kafka":
         raise ConfigError("a files source is not a stream: run it as a backfill "
                           "(streaming.logs.backfill, or `streamsketch run` / `replay --backfill`)")
-    return kafka_stream(spark, spec)
+    return kafka_records(spark, spec)

@@ -87,6 +87,36 @@ def test_any_split_gives_the_same_windows_and_bytes(spec, raw, seed):
     assert whole[2].num_rows > 0
 
 
+def test_the_pass_over_kafka_source_rows_equals_the_pass_over_raw_records(spec, raw):
+    """Spark's Kafka rows go to the pass as they are; it renames what it reads and
+    leaves out the topic (the spec's) and the timestamp type."""
+    from streaming.engine.onepass import make_pass
+
+    table, _ = raw
+    n = table.num_rows
+    source_ts = pa.array([1_700_000_000_000_000 + i for i in range(n)],
+                         pa.timestamp("us", tz="UTC"))
+    records = table.drop(["_topic", "_source_ts"]).append_column("_source_ts", source_ts)
+    kafka = pa.table({
+        "key": table.column("_key"), "value": table.column("_value"),
+        "topic": pa.array(["other"] * n), "partition": table.column("_partition"),
+        "offset": table.column("_offset"), "timestamp": source_ts,
+        "timestampType": pa.array([0] * n, pa.int32())})
+    ctx = _ctx(spec, int(START.timestamp() * 1000) + 20 * 60_000)
+    via_kafka = list(make_pass(ctx, kafka_rows=True)(iter(kafka.to_batches(3_000))))
+    via_records = list(make_pass(ctx)(iter(records.to_batches(3_000))))
+    got, want = pa.Table.from_batches(via_kafka), pa.Table.from_batches(via_records)
+    # the per-partition stats name the worker; everything else must match
+    not_stats = pa.compute.not_equal(got.column("kind"), "p")
+    assert got.filter(not_stats).equals(
+        want.filter(pa.compute.not_equal(want.column("kind"), "p")))
+    quarantined = got.filter(pa.compute.equal(got.column("kind"), "q"))
+    assert quarantined.num_rows > 0
+    assert set(quarantined.column("topic").to_pylist()) == {spec.source.topic}
+    offsets = quarantined.column("off").to_pylist()
+    assert quarantined.column("src_ts").to_pylist() == source_ts.take(offsets).to_pylist()
+
+
 def test_window_values_equal_an_independent_recomputation(spec, raw):
     table, recs = raw
     late_before = int(START.timestamp() * 1000) + 20 * 60_000
