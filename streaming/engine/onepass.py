@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 from streaming.engine import faults
 from streaming.engine.decode import Decoded, Decoder, timestamp_text
 from streaming.engine.memory import release_freed_memory
+from streaming.engine.source import from_kafka
 from streaming.spec.model import Spec
 from streaming.spec.windows import WindowSpec
 from streaming.units import US
@@ -54,10 +55,6 @@ from streaming.units import US
 READER_REASON = "_reader_reason"
 #: the raw-record columns the pass reads
 RAW_COLUMNS = ("_key", "_value", "_topic", "_partition", "_offset", "_source_ts")
-#: the columns of Spark's Kafka source the pass reads, and their names in the pass (the
-#: topic is left out: a query subscribes to one, named by the spec)
-KAFKA_COLUMNS = {"key": "_key", "value": "_value", "partition": "_partition",
-                 "offset": "_offset", "timestamp": "_source_ts"}
 
 PASS_SCHEMA = pa.schema([
     ("kind", pa.string()), ("w", pa.int32()), ("pane", pa.int64()), ("g", pa.string()),
@@ -466,12 +463,6 @@ def _no_cycle_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def from_kafka(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A batch of Spark's Kafka source rows as raw records (:data:`KAFKA_COLUMNS`)."""
-    return pa.RecordBatch.from_arrays([batch.column(c) for c in KAFKA_COLUMNS],
-                                      names=list(KAFKA_COLUMNS.values()))
 
 
 def make_pass(ctx: PassContext, *, kafka_rows: bool = False):

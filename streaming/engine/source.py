@@ -2,7 +2,7 @@
 
 The pipeline reads the Kafka source's own rows (:func:`raw_stream`) and its pass renames
 the columns it reads to ``_key, _value, _partition, _offset, _source_ts``
-(:data:`streaming.engine.onepass.KAFKA_COLUMNS`): the same columns a backfill builds
+(:data:`KAFKA_COLUMNS`, :func:`from_kafka`): the same columns a backfill builds
 from log files (:mod:`streaming.logs.backfill`), so the same one pass
 (:mod:`streaming.engine.onepass`) serves a live topic and a backfill. Renaming in Spark
 instead (:func:`kafka_stream`, which the benchmarks' JVM-only variants use) costs a
@@ -12,6 +12,8 @@ projection that copies every key and value once more.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from streaming.errors import ConfigError
 from streaming.spec.model import Secret, Spec
@@ -25,6 +27,18 @@ FETCH_MAX_WAIT_MS = "50"
 #: bytes of one partition's fetch, and records of one poll (see :func:`kafka_options`)
 FETCH_PARTITION_BYTES = 4 << 20
 POLL_RECORDS = 10_000
+
+
+#: the columns of Spark's Kafka source the pass reads, and their names in the pass (the
+#: topic is left out: a query subscribes to one, named by the spec)
+KAFKA_COLUMNS = {"key": "_key", "value": "_value", "partition": "_partition",
+                 "offset": "_offset", "timestamp": "_source_ts"}
+
+
+def from_kafka(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of Spark's Kafka source rows as raw records (:data:`KAFKA_COLUMNS`)."""
+    return pa.RecordBatch.from_arrays([batch.column(c) for c in KAFKA_COLUMNS],
+                                      names=list(KAFKA_COLUMNS.values()))
 
 
 def kafka_options(spec: Spec) -> dict[str, str]:
