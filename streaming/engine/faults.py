@@ -4,7 +4,8 @@
 process group at that point of that batch. The ``in_*`` points arm a timer when
 that table's write starts, so the kill lands inside it after
 ``STREAMSKETCH_CRASH_DELAY_MS`` (default 300; a delta-rs commit may finish sooner,
-and the kill then lands in whatever follows).
+and the kill then lands at the next crash point, which waits for it: always in the
+batch it names, however fast the batches after it would run).
 
 The ``behind`` point kills the batch's writer thread before its first write, once
 Spark has committed the batch: the case a batch's pending file exists for
@@ -60,14 +61,27 @@ def _kill_now() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: set once an ``in_*`` kill is armed: every later crash point waits for it
+_armed = threading.Event()
+
+
+def _await_armed_kill() -> None:
+    """Hold this thread until an armed ``in_*`` kill lands (it runs on its own timer)."""
+    delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
+    time.sleep(delay + 60.0)  # the timer kills the process long before this ends
+
+
 def maybe_crash(point: str, batch_id: int) -> None:
     """Kill the process (or pause) here if the environment asks for ``point`` of ``batch_id``."""
     target = os.environ.get(CRASH_ENV)
+    if target and _armed.is_set():
+        _await_armed_kill()
     if target and target == f"{point}@{batch_id}":
         if point.startswith("in_"):
             delay = float(os.environ.get(CRASH_DELAY_ENV, "300")) / 1000
             timer = threading.Timer(delay, _kill_now)
             timer.daemon = True
+            _armed.set()
             timer.start()
             return
         _kill_now()
