@@ -183,8 +183,8 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         # decodes each as it arrives, while the JVM still reads and converts the next.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
         # No byte cap besides (Spark 3's behaviour): Spark 4 measures the Arrow batch
-        # after every row to enforce one (64 MiB by default), which cost about a quarter
-        # of the JVM's CPU in the pass. INT_MAX is the value that turns the check off.
+        # after every row to enforce one (64 MiB by default): about an eighth of the JVM's
+        # samples in a profile of the pipeline. INT_MAX is the value that turns it off.
         # A batch of 10,000 records must then stay under Arrow's 2 GiB per column:
         # records averaging under 200 KiB (see docs/operations.md, Limits).
         "spark.sql.execution.arrow.maxBytesPerBatch": str(ARROW_NO_BYTE_CAP),
