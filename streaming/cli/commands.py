@@ -101,7 +101,6 @@ def _jvm_ignores_sigterm():
 # -- run -------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.engine.pipeline import Pipeline
-    from streaming.engine.write_behind import BatchWriteError
     from streaming.spec.model import load_spec
 
     spec = load_spec(args.spec)
@@ -147,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _info("stopping ...")
         pipeline.stop()
         return 130
-    except (StreamingQueryException, PySparkException, BatchWriteError) as exc:
+    except (StreamingQueryException, PySparkException) as exc:
         _info(f"streamsketch: the query failed: {query_failure(exc)}")
         return 1
     finally:
@@ -190,11 +189,25 @@ def _jvm_cause(text: str) -> str | None:
     return None
 
 
+#: a Python exception line, as a traceback ends (``OSError: ...``, ``pkg.mod.SomeError: ...``)
+_PY_EXCEPTION = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.*)$")
+
+
+def _python_cause(text: str) -> str | None:
+    """The exception the batch function raised itself (the last one its traceback names)."""
+    found = None
+    for line in text.splitlines():
+        m = _PY_EXCEPTION.match(line.strip())
+        if m is not None and not m.group(1).startswith(("py4j.", "pyspark.")):
+            found = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+    return found
+
+
 def query_failure(exc: BaseException) -> str:
     """The first meaningful line of a Spark streaming failure (the plan dump is left out)."""
     text = str(exc)
     if "Python Proxy" in text:
-        cause = _jvm_cause(text)
+        cause = _jvm_cause(text) or _python_cause(text)
         if cause is not None:
             return cause[:500]
     for marker in ("Reason: ", "terminated with exception: "):

@@ -1,42 +1,31 @@
-"""Exact windowed metrics per window x group, merged into Delta ``aggregates``.
+"""Exact windowed metrics per window x group: how partial values merge into a row.
 
 Windows are aligned to the epoch like Spark's ``window()``. A sliding window of
 size S and slide L is the union of S/L consecutive panes (tumbling windows of
 size L): each event is aggregated once into its pane (in the engine's one pass,
-:mod:`streaming.engine.onepass`), and panes are combined into windows on the driver, so a
-sliding window costs little more than a tumbling one.
+:mod:`streaming.engine.onepass`), and the pane's partial is sent to every window
+containing it, where the merge stage (:mod:`streaming.engine.reduce`, on the
+executors) adds it up.
 
-The driver adds a batch's partials into the open rows
-(:mod:`streaming.engine.window_state`): counts and sums add, min/max combine. A row
-already holding batch N (``last_batch >= N``) is left alone when batch N runs again
-after a crash. Sums are DECIMAL(38,9): each value is rounded half up to 9 decimals
-from its shortest decimal form and the sums are added as integers of 1e-9, so they
-are exact and do not depend on the order or batching of events.
+A partial's values travel as JSON: ``count``, ``late_rows``, ``n_f`` (non-null
+counts), ``sum_f`` as a string of an integer count of 1e-9 (exact, any size),
+``min_f`` and ``max_f``. Counts and sums add, min/max combine. A stored row of
+``aggregates`` read back for compaction is turned into the same form
+(:meth:`AggregateCells.stored_values`), so a window's rows from several batches merge
+like the partials of one. Sums are DECIMAL(38,9) in the table: each value is rounded
+half up to 9 decimals from its shortest decimal form and the sums are added as
+integers of 1e-9, so they are exact and do not depend on the order or batching of
+events.
 """
 
 from __future__ import annotations
 
 import decimal
 import functools
-import json
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from streaming.engine.onepass import MetricPartial
-from streaming.engine.tables import aggregates_schema, commit, read_table
-from streaming.engine.window_state import (
-    BatchWrite,
-    OpenRow,
-    OpenWindows,
-    WindowKey,
-    closed_predicate,
-    epoch_us,
-    record_of,
-    rows_table,
-    windows_predicate,
-)
 from streaming.spec.model import Spec
 from streaming.units import US
 
@@ -61,120 +50,83 @@ def _combine(kind: str, a: Any, b: Any) -> Any:
         return min(a, b)
     if kind == "max":
         return max(a, b)
-    if isinstance(a, decimal.Decimal):
-        return _DECIMAL.add(a, b)
     return a + b
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 12)
 def group_map(group_by: tuple[str, ...], group_key: str) -> tuple[tuple[str, str | None], ...]:
     """The ``group`` map column of a row: group field -> value.
 
     One shared (immutable) value per group: a batch spanning months holds a record per
     window and group, and would otherwise hold as many copies of the same few groups.
     """
-    return tuple(zip(group_by, json.loads(group_key), strict=True))
+    return tuple(zip(group_by, orjson.loads(group_key), strict=True))
 
 
-class AggregateState:
-    """The open rows of ``aggregates`` and how a batch's partial metrics fold into them."""
+def parse_values(blob: bytes) -> dict[str, Any]:
+    """A partial's JSON values, sums as Python ints of 1e-9."""
+    part = orjson.loads(blob)
+    for c, v in part.items():
+        if c.startswith("sum_") and v is not None:
+            part[c] = int(v)
+    return part
+
+
+class AggregateCells:
+    """How the partial metrics of one (window, group) merge, and the row they make."""
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.cols = stored_columns(spec)
         self.kinds = {c: _kind(c) for c, _ in self.cols}
-        self.open = OpenWindows(spec)
-        self.windows = {w.name: w for w in spec.windows}
-        self.schema = aggregates_schema(spec)
+        self.kinds["late_rows"] = "add"
         self.metric_names = [c for c, _ in spec.metric_columns()]
 
-    def _record(self, key: WindowKey, values: dict[str, Any], last_batch: int,
-                updated_us: int) -> tuple:
-        w = self.windows[key.window]
-        rec: dict[str, Any] = {"window_name": key.window, "window_start": key.start_us,
-                               "window_end": key.start_us + w.size_s * US,
-                               "group_key": key.group, "group": group_map(w.group_by, key.group)}
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The values of several partials of one cell, merged (any order: exact)."""
+        out = dict(parts[0])
+        for part in parts[1:]:
+            for c, v in part.items():
+                out[c] = _combine(self.kinds.get(c, "add"), out.get(c), v)
+        return out
+
+    def record(self, window: Any, start_us: int, group: str, values: dict[str, Any],
+               last_batch: int, updated_us: int) -> dict[str, Any]:
+        """The table row (without ``final``) of a cell's merged values."""
+        rec: dict[str, Any] = {"window_name": window.name, "window_start": start_us,
+                               "window_end": start_us + window.size_s * US,
+                               "group_key": group, "group": group_map(window.group_by, group)}
         for c in self.metric_names:
             if c.startswith("avg_"):
                 fld = c[4:]
                 s, n = values.get(f"sum_{fld}"), values.get(f"n_{fld}")
-                rec[c] = float(s) / n if s is not None and n else None
+                rec[c] = float(_DECIMAL.scaleb(decimal.Decimal(s), -9)) / n if (
+                    s is not None and n) else None
+            elif c.startswith("sum_"):
+                v = values.get(c)
+                rec[c] = None if v is None else _DECIMAL.scaleb(decimal.Decimal(v), -9)
             else:
                 rec[c] = values.get(c)
         rec["late_rows"] = values.get("late_rows") or 0
         rec["last_batch"] = last_batch
         rec["updated_at"] = updated_us
-        return record_of(rec, self.schema)
+        return rec
 
-    def _rows(self, path: str, where: str) -> dict[WindowKey, OpenRow]:
-        out = {}
-        for r in read_table(path, where).to_pylist():
-            ws = epoch_us(r["window_start"])
-            key = WindowKey(r["window_name"], ws, r["group_key"])
-            values = {c: r[c] for c, _ in self.cols}
-            values["late_rows"] = r.get("late_rows") or 0
-            updated = epoch_us(r["updated_at"]) if r["updated_at"] is not None else 0
-            out[key] = OpenRow(values, int(r["last_batch"]),
-                               self._record(key, values, int(r["last_batch"]), updated))
-        return out
+    def stored_values(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored row's metrics in the partials' form (sums as integers of 1e-9)."""
+        values: dict[str, Any] = {}
+        for c, _ in self.cols:
+            v = row.get(c)
+            if c.startswith("sum_") and v is not None:
+                v = int(decimal.Decimal(v).scaleb(9, _DECIMAL))
+            values[c] = v
+        values["late_rows"] = row.get("late_rows") or 0
+        return values
 
-    def load(self, path: str) -> None:
-        self.open.rows = self._rows(path, "NOT final")
-
-    def load_closed(self, path: str, windows: set[tuple[str, int]]) -> dict[WindowKey, OpenRow]:
-        """The final rows of ``windows``, for late rows to update (``late = "update"``)."""
-        return self._rows(path, closed_predicate(windows)) if windows else {}
-
-    def window_partials(self, rows: Iterable[MetricPartial]) -> dict[WindowKey, dict[str, Any]]:
-        """Pane partials of the one pass (``kind = "m"``) -> this batch's values per window."""
-        panes: dict[tuple[int, int, str], dict[str, Any]] = {}
-        for r in rows:
-            key = (r.window, r.pane, r.group)
-            part = orjson.loads(r.values)
-            for c in list(part):
-                if c.startswith("sum_") and part[c] is not None:
-                    part[c] = int(part[c])
-            have = panes.get(key)
-            panes[key] = part if have is None else {
-                c: _combine(self.kinds.get(c, "add"), have.get(c), v) for c, v in part.items()}
-        out: dict[WindowKey, dict[str, Any]] = {}
-        for (wi, pane, g), part in sorted(panes.items()):
-            w = self.spec.windows[wi]
-            for i in range(w.size_s // w.slide_s):
-                key = WindowKey(w.name, pane - i * w.slide_s * US, g)
-                have = out.get(key)
-                out[key] = dict(part) if have is None else {
-                    c: _combine(self.kinds.get(c, "add"), have.get(c), part.get(c))
-                    for c in set(have) | set(part)}
-        for values in out.values():
-            for c in list(values):
-                if c.startswith("sum_") and values[c] is not None:
-                    values[c] = _DECIMAL.scaleb(decimal.Decimal(values[c]), -9)
-        return out
-
-    def fold(self, partials: dict[WindowKey, dict[str, Any]], batch_id: int, batch_ts_ms: int,
-             closed: dict[WindowKey, OpenRow] | None = None) -> dict[WindowKey, OpenRow]:
-        """New rows for the keys this batch touches (the memory copy is not changed).
-
-        ``closed`` holds rows of closed windows read back for late rows.
-        """
-        updates: dict[WindowKey, OpenRow] = {}
-        updated_us = batch_ts_ms * 1000
-        for key, part in partials.items():
-            current = self.open.get(key) or (closed or {}).get(key)
-            if current is not None and current.last_batch >= batch_id:
-                continue  # already holds this batch: a re-run after a crash
-            values = {c: part.get(c) for c, _ in self.cols}
-            values["late_rows"] = part.get("late_rows") or 0
-            if current is not None:
-                values = {c: _combine(self.kinds.get(c, "add"), current.value.get(c), v)
-                          for c, v in values.items()}
-            updates[key] = OpenRow(values, batch_id,
-                                   self._record(key, values, batch_id, updated_us))
-        return updates
-
-    def write(self, path: str, write: BatchWrite, app_id: str, batch_id: int) -> None:
-        table = rows_table(write, self.schema)
-        commit(path, table, app_id=app_id, batch_id=batch_id,
-               predicate=windows_predicate(write.windows))
-        self.open.commit(write)
+    def stored_json(self, row: dict[str, Any]) -> bytes:
+        """:meth:`stored_values` as a partial's JSON (sums as strings)."""
+        values = self.stored_values(row)
+        for c, v in values.items():
+            if c.startswith("sum_") and v is not None:
+                values[c] = str(v)
+        return orjson.dumps(values)

@@ -7,10 +7,6 @@ that table's write starts, so the kill lands inside it after
 and the kill then lands at the next crash point, which waits for it: always in the
 batch it names, however fast the batches after it would run).
 
-The ``behind`` point kills the batch's writer thread before its first write, once
-Spark has committed the batch: the case a batch's pending file exists for
-(:mod:`streaming.engine.write_behind`).
-
 ``STREAMSKETCH_FAIL_AT=<point>@<batch_id>`` raises an ``OSError`` there instead (a
 write that fails), once: only if it creates the file ``STREAMSKETCH_FAIL_MARKER``.
 
@@ -49,7 +45,7 @@ FAIL_ENV = "STREAMSKETCH_FAIL_AT"
 FAIL_MARKER_ENV = "STREAMSKETCH_FAIL_MARKER"
 KILL_WORKER_ENV = "STREAMSKETCH_KILL_WORKER"
 KILL_WORKER_MARKER_ENV = "STREAMSKETCH_KILL_WORKER_MARKER"
-CRASH_POINTS = ("batch_start", "after_pending", "behind", "after_quarantine",
+CRASH_POINTS = ("batch_start", "written", "after_quarantine",
                 "after_aggregates", "after_sketches", "in_quarantine", "in_aggregates",
                 "in_sketches")
 

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from streaming.engine import faults
 from streaming.engine.decode import Decoded, Decoder, timestamp_text
+from streaming.engine.group_keys import distinct_items, group_keys
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.source import from_kafka
 from streaming.spec.model import Spec
@@ -57,12 +58,13 @@ READER_REASON = "_reader_reason"
 RAW_COLUMNS = ("_key", "_value", "_topic", "_partition", "_offset", "_source_ts")
 
 PASS_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("w", pa.int32()), ("pane", pa.int64()), ("g", pa.string()),
+    ("kind", pa.string()), ("w", pa.int32()), ("pane", pa.int64()), ("ws", pa.int64()),
+    ("g", pa.string()),
     ("s", pa.int32()), ("b", pa.binary()), ("items", pa.binary()),
     ("key", pa.binary()), ("topic", pa.string()), ("part", pa.int32()), ("off", pa.int64()),
     ("src_ts", pa.timestamp("us", tz="UTC")), ("reason", pa.string()), ("et", pa.int64()),
 ])
-PASS_DDL = ("kind STRING, w INT, pane BIGINT, g STRING, s INT, b BINARY, items BINARY, "
+PASS_DDL = ("kind STRING, w INT, pane BIGINT, ws BIGINT, g STRING, s INT, b BINARY, items BINARY, "
             "key BINARY, topic STRING, part INT, off BIGINT, src_ts TIMESTAMP, "
             "reason STRING, et BIGINT")
 
@@ -178,32 +180,6 @@ def _exact_sums(values: np.ndarray, codes: np.ndarray, n: int, is_int: bool) -> 
     return sums
 
 
-def _group_keys(window: WindowSpec, columns: dict[str, pa.Array], n_rows: int
-                ) -> tuple[np.ndarray, list[str]]:
-    """Per row, a code of its group, and the canonical JSON key of each code."""
-    if not window.group_by:
-        return np.zeros(n_rows, dtype=np.int64), ["[]"]
-    codes = np.zeros(n_rows, dtype=np.int64)
-    levels: list[list[Any]] = []
-    for g in window.group_by:
-        col = columns[g]
-        c, u = pd.factorize(np.asarray(col.to_pandas(), dtype=object), use_na_sentinel=False)
-        codes = codes * max(len(u), 1) + c
-        levels.append(list(u))
-    codes, uniq = pd.factorize(codes)
-    keys = []
-    for combined in uniq.tolist():
-        parts = []
-        for lv in reversed(levels):
-            n = max(len(lv), 1)
-            parts.append(lv[combined % n])
-            combined //= n
-        parts.reverse()
-        keys.append(orjson.dumps([None if _is_null(v) else _group_text(v)
-                                  for v in parts]).decode())
-    return codes.astype(np.int64), keys
-
-
 def _json(value: Any) -> bytes:
     """``value`` as compact JSON bytes, in a buffer of its own size.
 
@@ -211,16 +187,6 @@ def _json(value: Any) -> bytes:
     partial rows that alone would take hundreds of megabytes.
     """
     return bytes(memoryview(orjson.dumps(value)))
-
-
-def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def _group_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 class _Out:
@@ -232,6 +198,13 @@ class _Out:
     def add(self, **values: Any) -> None:
         for name, col in self.cols.items():
             col.append(values.get(name))
+
+    def add_windows(self, window: WindowSpec, pane: int, **values: Any) -> None:
+        """One row per window containing ``pane`` (one for a tumbling window), so that
+        every partial of a window meets the others under one key, wherever it was made."""
+        step = window.slide_s * US
+        for i in range(window.size_s // window.slide_s):
+            self.add(pane=pane, ws=pane - i * step, **values)
 
     def batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pydict(self.cols, schema=PASS_SCHEMA)
@@ -282,21 +255,7 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
             for g, v in enumerate(acc.tolist()):
                 per_group[g][f"{func}_{fld}"] = v if nn[g] else None
     for g in range(n):
-        out.add(kind="m", w=wi, pane=panes[g], g=keys[g], b=_json(per_group[g]))
-
-
-def _distinct_items(codes: np.ndarray, values: pa.Array, n: int) -> list[list[Any]]:
-    """Per group code, the distinct non-null values seen with it, in order of first sight."""
-    encoded = pc.dictionary_encode(values)  # nulls stay null
-    index = encoded.indices.to_numpy(zero_copy_only=False)
-    valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
-    levels = encoded.dictionary.to_pylist()
-    width = max(len(levels), 1)
-    pairs = pd.unique(codes[valid] * width + index[valid].astype(np.int64))
-    out: list[list[Any]] = [[] for _ in range(n)]
-    for c, v in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
-        out[c].append(levels[v])
-    return out
+        out.add_windows(window, panes[g], kind="m", w=wi, g=keys[g], b=_json(per_group[g]))
 
 
 def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
@@ -307,13 +266,14 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         built = sk.sketch_class.from_groups(codes, values, n, **sk.param_dict)
         items = None
         if sk.kind == "cms" and sk.param_dict.get("top_k"):
-            items = _distinct_items(codes, values, n)
+            items = distinct_items(codes, values, n)
         for g, sketch in enumerate(built):
             # a quantiles sketch that only skipped values (nulls, NaN) still counts them
             if sketch.is_empty() and not getattr(sketch, "skipped", 0):
                 continue
-            out.add(kind="s", w=wi, pane=panes[g], g=keys[g], s=si, b=sketch.to_bytes(),
-                    items=None if items is None else _json(items[g]))
+            out.add_windows(window, panes[g], kind="s", w=wi, g=keys[g], s=si,
+                            b=sketch.to_bytes(),
+                            items=None if items is None else _json(items[g]))
 
 
 def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:
@@ -413,6 +373,7 @@ def run_pass(raw: pa.Table, ctx: PassContext, decoded: Decoded | None = None
         quarantined = pa.Table.from_pydict({
             "kind": pa.array(["q"] * n_bad, pa.string()),
             "w": pa.nulls(n_bad, pa.int32()), "pane": pa.nulls(n_bad, pa.int64()),
+            "ws": pa.nulls(n_bad, pa.int64()),
             "g": pa.nulls(n_bad, pa.string()), "s": pa.nulls(n_bad, pa.int32()),
             "b": raw.column("_value").take(idx), "items": pa.nulls(n_bad, pa.binary()),
             "key": raw.column("_key").take(idx), "topic": _topics(raw, ctx).take(idx),
@@ -432,7 +393,7 @@ def run_pass(raw: pa.Table, ctx: PassContext, decoded: Decoded | None = None
         for wi, window in enumerate(spec.windows):
             slide = window.slide_s * US
             pane = et - np.mod(et, slide)
-            gcodes, gkeys = _group_keys(window, columns, et.size)
+            gcodes, gkeys = group_keys(window, columns, et.size)
             combined = pd.factorize(pane)[0].astype(np.int64) * len(gkeys) + gcodes
             codes, uniq = pd.factorize(combined)
             codes = codes.astype(np.int64)

@@ -1,46 +1,44 @@
-"""The streaming job: raw records -> one pass per input partition -> per-batch writes to Delta.
+"""The streaming job: raw records -> one pass per input partition -> merged where they meet.
 
-One Spark query reads the source once. Each micro-batch (``foreachBatch``):
+One Spark query reads the source once. Each micro-batch (``foreachBatch``) is one
+Spark job, and the driver does no work per window or group:
 
-1. fixes the batch's watermark (:mod:`streaming.engine.watermarks`) and takes its timestamp
-   from Spark's offset log, both recorded before the batch ran, so a re-run decides
-   identically;
-2. runs the engine's one pass (:mod:`streaming.engine.onepass`) over every input partition
-   in parallel (``mapInArrow`` over the raw Kafka records): decode, validate, the late
-   test, exact metric and sketch partials, quarantined records; only those small rows
-   reach the driver;
-3. appends the quarantined records to ``quarantine``;
-4. merges the partials into the open windows kept in driver memory (a row that
-   already holds this batch id is skipped) and flags as ``final`` the windows that
-   every later batch's watermark has passed (:meth:`WatermarkLog.closing`: known once
-   the batch has run, so a batch spanning months writes its windows once, final, and
-   keeps none of them);
-5. rewrites the windows it changed in ``aggregates`` and in ``sketches``.
+1. the driver fixes the batch's watermark (:mod:`streaming.engine.watermarks`) and
+   takes its timestamp from Spark's offset log, both recorded before the batch ran, so
+   a re-run decides identically; and it picks, from the tables' file statistics, the
+   ``final=false`` files holding windows the watermark has closed
+   (:func:`streaming.engine.table_files.select_files`);
+2. the executors run the engine's one pass (:mod:`streaming.engine.onepass`) over
+   every input partition in parallel: decode, validate, the late test, exact metric
+   and sketch partials per window, quarantined records;
+3. Spark shuffles the partials, with the stored rows of the files picked in 1, by
+   (window, window start, group); each task merges its cells, writes them as Parquet
+   files into the tables' folders, closed windows final and open ones as partial
+   rows, and writes its quarantined records (:mod:`streaming.engine.reduce`);
+4. the driver commits each changed table once, with delta-rs: the files added, the
+   files compacted away, and the transaction (table and checkpoint, batch id).
 
-Steps 4 and 5 of a batch with a small pass output run behind: the output is saved in
-the checkpoint and a thread writes it while Spark runs the next batch's pass
-(:mod:`streaming.engine.write_behind`; a restart finishes it from the file).
-
-Each write is one delta-rs commit that records (table and checkpoint, batch id), and
-none is made for a table the batch did not change. A crash at any point and a restart
-from the checkpoint re-runs the unfinished batch with the same offsets and produces
-the same tables as a run without the crash. A backfill feeds its batches to
-:meth:`Pipeline.process` with the same pass, run in-process.
+A table that already holds the batch (a re-run after a crash) is left out of the job
+and not committed again; each commit is atomic, so a crash at any point and a restart
+from the checkpoint give the same tables as a run without the crash. A backfill feeds
+its batches to :meth:`Pipeline.process`, which runs the same pass and merge stage
+in-process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from streaming.engine import aggregates as agg
-from streaming.engine import faults, sketch_state
+from streaming.engine import faults
 from streaming.engine.checkpoint import (
     CheckpointInfo,
     CheckpointLock,
@@ -50,19 +48,31 @@ from streaming.engine.checkpoint import (
     open_checkpoint,
 )
 from streaming.engine.memory import release_freed_memory
-from streaming.engine.onepass import PASS_DDL, PassContext, PassRows, make_pass, pass_rows
+from streaming.engine.onepass import PASS_DDL, PASS_SCHEMA, PassContext, make_pass
+from streaming.engine.reduce import (
+    REDUCE_DDL,
+    ReduceContext,
+    empty_output,
+    make_reduce,
+    make_stored_reader,
+    output_files,
+    output_open_windows,
+    output_views,
+    reduce_rows,
+    stored_partials,
+)
 from streaming.engine.source import raw_stream
 from streaming.engine.summary import BatchSummary, summarize
+from streaming.engine.table_files import Selection, commit_files, select_files
 from streaming.engine.tables import (
     QUARANTINE_SCHEMA,
+    SKETCHES_SCHEMA,
     TablePaths,
-    commit,
+    aggregates_schema,
     committed_batch,
     ensure_tables,
 )
 from streaming.engine.watermarks import WatermarkLog
-from streaming.engine.window_state import Key
-from streaming.engine.write_behind import OVERLAP_MAX_BYTES, WriteBehind
 from streaming.errors import CheckpointError
 from streaming.spec.model import Spec
 
@@ -73,21 +83,20 @@ if TYPE_CHECKING:
 # kept importable from here for the fault tests
 CRASH_ENV, CRASH_POINTS = faults.CRASH_ENV, faults.CRASH_POINTS
 
+#: tables in the order a batch commits them
+WRITE_ORDER = ("quarantine", "aggregates", "sketches")
+#: the tables whose windows are compacted
+COMPACTED = ("aggregates", "sketches")
+#: tries of a batch's commit to a table that lost a race with ``streamsketch maintain``
+WRITE_ATTEMPTS = 5
+#: the columns of stored rows the merge stage reads back
+_STORED_COLUMNS = {"sketches": ["window_name", "window_start", "group_key", "sketch_name",
+                                "bytes", "last_batch"]}
 
 #: a function that runs the one pass for a batch and returns its partial rows
-Partials = Callable[[PassContext], pa.Table]
-
-
-@dataclass
-class Scanned:
-    """A batch whose pass has run and whose writes are still to do."""
-
-    #: the pass's rows (the quarantined records among them); let go once written
-    table: pa.Table | None
-    rows: PassRows  #: its partial rows, by kind
-    summary: BatchSummary
-    phases: dict[str, float]
-    started: float  #: ``time.monotonic()`` when the batch started
+Partials = Callable[[PassContext], pa.Table | pa.RecordBatch]
+#: a function that runs a batch's (or a compaction's) job: the merge stage's output rows
+Job = Callable[[ReduceContext, dict[str, Selection]], pa.Table]
 
 
 class Pipeline:
@@ -110,14 +119,14 @@ class Pipeline:
         self.checkpoint: CheckpointInfo | None = None
         self.tables: TablePaths | None = None
         self.query: StreamingQuery | None = None
-        self.aggregates = agg.AggregateState(spec)
-        self.sketches = sketch_state.SketchState(spec)
         self.watermarks: WatermarkLog | None = None
-        #: batches finished behind the next one's pass (set up with the checkpoint)
-        self.behind: WriteBehind | None = None
         self._batches_done = 0
         self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
+        #: the closing watermark of the last batch (what a compaction at the end may close)
+        self.closing_ms: int | None = None
+        self._schemas = {"aggregates": aggregates_schema(spec), "sketches": SKETCHES_SCHEMA,
+                         "quarantine": QUARANTINE_SCHEMA}
 
     @property
     def query_name(self) -> str:
@@ -129,7 +138,7 @@ class Pipeline:
         return f"streamsketch-{table}-{self.checkpoint.checkpoint_id}"
 
     def prepare(self, *, planned: tuple[int, int] | None = None) -> None:
-        """Lock the checkpoint, check it matches the spec and the tables, load open rows.
+        """Lock the checkpoint, check it matches the spec and the tables.
 
         ``planned`` is (last batch committed, last batch planned) of the checkpoint when
         the caller keeps its own log (a backfill); by default Spark's offset and commit
@@ -144,22 +153,9 @@ class Pipeline:
             self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
             self._check_tables_agree(planned)
             self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
-            self.behind = WriteBehind(self.checkpoint.root / "pending")
-            self.aggregates.load(self.tables.aggregates)
-            self.sketches.load(self.tables.sketches)
-            self._finish_pending()
         except BaseException:
             self.lock.release()
             raise
-
-    def _finish_pending(self) -> None:
-        """Finish the batches Spark committed whose writes a crash cut short."""
-        assert self.behind is not None
-        for batch_id in self.behind.pending():
-            watermark_ms, timestamp_ms = self._fix_batch(batch_id)
-            self.finish(self.scan(lambda _ctx, b=batch_id: self.behind.load(b), batch_id,
-                                  watermark_ms, timestamp_ms))
-            self.behind.drop(batch_id)
 
     def _check_tables_exist(self, planned: tuple[int, int]) -> None:
         """Refuse to recreate tables under a checkpoint that has committed batches."""
@@ -214,49 +210,47 @@ class Pipeline:
         return self.query
 
     def run(self, *, available_now: bool = False, timeout: float | None = None) -> None:
-        """Start and block until the query ends (available-now) or is interrupted.
-
-        Raises :class:`~streaming.engine.write_behind.BatchWriteError` if a batch's
-        writes failed after Spark committed it.
-        """
+        """Start and block until the query ends (available-now) or is interrupted."""
         query = self.start(available_now=available_now)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not query.awaitTermination(1.0):
-                if self.failed or (deadline is not None and time.monotonic() > deadline):
+                if deadline is not None and time.monotonic() > deadline:
                     break
         finally:
             self.stop()
 
     @property
     def failed(self) -> bool:
-        """Whether a batch's writes failed behind the query (:meth:`stop` raises it)."""
-        return self.behind is not None and self.behind.failed
+        """Kept for callers that poll: a batch's failure now fails the query itself."""
+        return False
 
     def stop(self, *, grace_s: float = 60.0) -> None:
-        """Stop the query, letting a running micro-batch finish first (up to ``grace_s``).
+        """Stop the query, letting a running micro-batch finish first (up to ``grace_s``),
+        then compact the windows the last batch closed.
 
         Interrupting a batch is safe (it re-runs from the checkpoint) but wastes it.
         """
         query = self.query
-        if query is not None and query.isActive:
-            done_before = self._batches_done
-            deadline = time.monotonic() + grace_s
-            # Stop between batches: when no trigger runs, or right after the running
-            # batch has committed (with a backlog, batches run back to back).
-            while time.monotonic() < deadline and query.isActive:
-                if self._batches_done > done_before:
-                    break
-                try:
-                    if not query.status.get("isTriggerActive"):
-                        break
-                except Exception:  # noqa: BLE001 - the query may end while we look
-                    break
-                time.sleep(0.05)
-            query.stop()
         try:
-            if self.behind is not None:
-                self.behind.wait()  # the batch behind ends its writes (or raises)
+            if query is not None and query.isActive:
+                done_before = self._batches_done
+                deadline = time.monotonic() + grace_s
+                # Stop between batches: when no trigger runs, or right after the running
+                # batch has committed (with a backlog, batches run back to back).
+                while time.monotonic() < deadline and query.isActive:
+                    if self._batches_done > done_before:
+                        break
+                    try:
+                        if not query.status.get("isTriggerActive"):
+                            break
+                    except Exception:  # noqa: BLE001 - the query may end while we look
+                        break
+                    time.sleep(0.05)
+                query.stop()
+            failed = query is not None and query.exception() is not None
+            if not failed:
+                self.compact()
         finally:
             self.lock.release()
 
@@ -274,74 +268,124 @@ class Pipeline:
         return self.watermarks.for_batch(batch_id, meta.timestamp_ms), meta.timestamp_ms
 
     def _process_batch(self, df: DataFrame, batch_id: int) -> None:
-        assert self.behind is not None and self.checkpoint is not None
-        self.behind.check()  # a batch behind failed: this one must not commit
         watermark_ms, timestamp_ms = self._fix_batch(batch_id)
+        ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
 
-        def partials(ctx: PassContext) -> pa.Table:
+        def job(rctx: ReduceContext, selections: dict[str, Selection]) -> pa.Table:
             # the Kafka source's own rows, as they are: no projection (see source.py)
-            return df.mapInArrow(make_pass(ctx, kafka_rows=True), PASS_DDL).toArrow()
+            parts = df.mapInArrow(make_pass(ctx, kafka_rows=True), PASS_DDL)
+            return self._spark_merge(parts, rctx, selections)
 
-        scanned = self.scan(partials, batch_id, watermark_ms, timestamp_ms)
-        assert scanned.table is not None
-        if scanned.table.nbytes > OVERLAP_MAX_BYTES:
-            self.behind.wait()
-            self.finish(scanned)
-            return
-        # see streaming.engine.write_behind: the writes overlap the next batch's pass
-        self.behind.save(batch_id, scanned.table)
-        faults.maybe_crash("after_pending", batch_id)
-        committed = self.checkpoint.query_dir / "commits" / str(batch_id)
-
-        def finish_behind() -> None:
-            faults.maybe_crash_when("behind", batch_id, committed.exists)
-            faults.maybe_fail("behind", batch_id)
-            self.finish(scanned)
-
-        self.behind.submit(batch_id, finish_behind)
+        self._batch(job, batch_id, watermark_ms, timestamp_ms)
 
     def process(self, partials: Partials, batch_id: int, watermark_ms: int,
                 timestamp_ms: int) -> BatchSummary:
-        """Run and write one batch (see the module docstring).
+        """Run and write one batch in this process (see the module docstring).
 
         ``watermark_ms`` and ``timestamp_ms`` must be the values fixed for this
         batch before it first ran, so that a re-run decides identically.
         """
-        return self.finish(self.scan(partials, batch_id, watermark_ms, timestamp_ms))
+        ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
 
-    def scan(self, partials: Partials, batch_id: int, watermark_ms: int,
-             timestamp_ms: int) -> Scanned:
-        """The batch's pass, and what it tells: the summary, the closing watermark.
+        def job(rctx: ReduceContext, selections: dict[str, Selection]) -> pa.Table:
+            passed = partials(ctx)
+            if isinstance(passed, pa.RecordBatch):
+                passed = pa.Table.from_batches([passed])
+            return self._local_merge(passed, rctx, selections)
 
-        Records the partitions' state after the batch, which fixes the next batch's
-        watermark (a re-run of this batch computes the same).
-        """
+        return self._batch(job, batch_id, watermark_ms, timestamp_ms)
+
+    # -- the merge stage, on Spark or in-process ------------------------------------
+    def _stored_columns(self, table: str) -> list[str]:
+        if table in _STORED_COLUMNS:
+            return _STORED_COLUMNS[table]
+        return ["window_name", "window_start", "group_key",
+                *(c for c in self._schemas["aggregates"].names
+                  if c not in ("window_name", "window_start", "window_end", "group_key",
+                               "group", "final", "updated_at") and not c.startswith("avg_"))]
+
+    def merge_partitions(self) -> int:
+        """How many tasks merge a batch's cells: one per core Spark has."""
+        assert self.spark is not None
+        return max(1, int(self.spark.sparkContext.defaultParallelism))
+
+    def _spark_merge(self, parts: DataFrame | None, rctx: ReduceContext,
+                     selections: dict[str, Selection]) -> pa.Table:
+        assert self.spark is not None and self.tables is not None
+        frames = [] if parts is None else [parts]
+        for name, sel in selections.items():
+            if not sel.files:
+                continue
+            root = self.tables.all()[name]
+            stored = (self.spark.read.parquet(*[os.path.join(root, p) for p in sorted(sel.files)])
+                      .select(*[f"`{c}`" for c in self._stored_columns(name)])
+                      .mapInArrow(make_stored_reader(self.spec, name), PASS_DDL))
+            frames.append(stored)
+        if not frames:
+            return empty_output()
+        union = functools.reduce(lambda a, b: a.unionByName(b), frames)
+        merged = (union.repartition(self.merge_partitions(), "w", "ws", "g")
+                  .mapInArrow(make_reduce(rctx), REDUCE_DDL))
+        return merged.toArrow()
+
+    def _local_merge(self, passed: pa.Table | None, rctx: ReduceContext,
+                     selections: dict[str, Selection]) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        assert self.tables is not None
+        frames = [] if passed is None else [passed.select(PASS_SCHEMA.names)
+                                            .cast(PASS_SCHEMA)]
+        for name, sel in selections.items():
+            root = self.tables.all()[name]
+            for p in sorted(sel.files):
+                rows = pq.read_table(os.path.join(root, p),
+                                     columns=self._stored_columns(name), partitioning=None)
+                frames.append(stored_partials(self.spec, name, rows))
+        if not frames:
+            return empty_output()
+        return reduce_rows(pa.concat_tables(frames), rctx)
+
+    # -- one batch: plan, job, commits ---------------------------------------------
+    def _batch(self, job: Job, batch_id: int, watermark_ms: int,
+               timestamp_ms: int) -> BatchSummary:
         assert self.checkpoint is not None and self.tables is not None
         started = time.monotonic()
         phases: dict[str, float] = {}
         faults.maybe_crash("batch_start", batch_id)
-        ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
-        t = time.monotonic()
-        table = partials(ctx)
-        phases["read"] = time.monotonic() - t
-        t = time.monotonic()
-        rows = pass_rows(table)
-        summary = self._summary(rows.stats, batch_id, watermark_ms, timestamp_ms)
-        summary.closing_ms = (watermark_ms if self.watermarks is None
-                              else self.watermarks.closing(batch_id, summary))
-        if self.watermarks is not None:
-            self.watermarks.record(batch_id, summary)
-        phases["merge"] = time.monotonic() - t
-        return Scanned(table, rows, summary, phases, started)
-
-    def finish(self, scanned: Scanned) -> BatchSummary:
-        """Merge a scanned batch into the windows and write the tables."""
-        summary, phases = scanned.summary, scanned.phases
-        sk_updates = self._write_tables(scanned)
-        # rows made final keep no live sketch, but the newest window's (see fold)
-        summary.sketches = {k: row.value for k, row in sk_updates.items()
-                            if row.value is not None}
-        summary.duration_s = time.monotonic() - scanned.started
+        paths = self.tables.all()
+        todo = [t for t in WRITE_ORDER
+                if committed_batch(paths[t], self.app_id(t)) != batch_id]
+        summary: BatchSummary | None = None
+        for _attempt in range(1, WRITE_ATTEMPTS + 1):
+            t = time.monotonic()
+            selections = {name: select_files(paths[name], watermark_ms)
+                          for name in COMPACTED if name in todo}
+            rctx = ReduceContext(
+                self.spec, batch_id, timestamp_ms, watermark_ms,
+                {name: sel.final_before_ms for name, sel in selections.items()},
+                {name: paths[name] for name in todo})
+            phases["plan"] = phases.get("plan", 0.0) + time.monotonic() - t
+            t = time.monotonic()
+            out = job(rctx, selections)
+            phases["job"] = phases.get("job", 0.0) + time.monotonic() - t
+            faults.maybe_crash("written", batch_id)
+            if summary is None:
+                summary = self._summary(out, batch_id, watermark_ms, timestamp_ms)
+                summary.closing_ms = (watermark_ms if self.watermarks is None
+                                      else self.watermarks.closing(batch_id, summary))
+                if self.watermarks is not None:
+                    self.watermarks.record(batch_id, summary)
+            todo = self._commit(out, selections, todo, batch_id, phases)
+            if not todo:
+                break
+        else:
+            raise CheckpointError(
+                f"batch {batch_id}: the commits to {', '.join(todo)} lost a race with "
+                f"another writer {WRITE_ATTEMPTS} times (is `streamsketch maintain` running "
+                "in a loop?)")
+        assert summary is not None
+        self.closing_ms = summary.closing_ms
+        summary.duration_s = time.monotonic() - started
         summary.phase_s = phases
         summary.committed_at = time.time()
         self._batches_done += 1
@@ -350,111 +394,80 @@ class Pipeline:
         release_freed_memory()
         return summary
 
-    def _summary(self, stats_rows: list[bytes], batch_id: int, watermark_ms: int,
+    def _commit(self, out: pa.Table, selections: dict[str, Selection], todo: list[str],
+                batch_id: int, phases: dict[str, float]) -> list[str]:
+        """Commit each table of ``todo``; returns those that lost a race (to run again)."""
+        from deltalake.exceptions import CommitFailedError
+
+        assert self.tables is not None
+        paths = self.tables.all()
+        files = output_files(out)
+        retry = []
+        for name in WRITE_ORDER:
+            if name not in todo:
+                faults.maybe_crash(f"after_{name}", batch_id)
+                continue
+            added = files.get(name, [])
+            removed = selections[name].files if name in selections else {}
+            if added or removed:
+                faults.maybe_crash(f"in_{name}", batch_id)
+                faults.maybe_fail(f"in_{name}", batch_id)
+                t = time.monotonic()
+                try:
+                    commit_files(paths[name], self._schemas[name], added, removed,
+                                 app_id=self.app_id(name), batch_id=batch_id,
+                                 partitioned=name in COMPACTED)
+                except CommitFailedError:
+                    retry.append(name)  # ``maintain`` compacted a file this batch replaces
+                    continue
+                finally:
+                    phases[f"write_{name}"] = (phases.get(f"write_{name}", 0.0)
+                                               + time.monotonic() - t)
+            faults.maybe_crash(f"after_{name}", batch_id)
+        return retry
+
+    def compact(self) -> int:
+        """Compact the windows the last batch closed (at the end of a run): one row each.
+
+        Returns the number of files replaced. Changes no value a reader sees, so it
+        carries no batch id; skipped when another writer got in first.
+        """
+        from deltalake.exceptions import CommitFailedError
+
+        if self.closing_ms is None or self.tables is None:
+            return 0
+        closing_ms, self.closing_ms = self.closing_ms, None  # once per batch
+        paths = self.tables.all()
+        selections = {name: select_files(paths[name], closing_ms) for name in COMPACTED}
+        selections = {n: s for n, s in selections.items() if s.files}
+        if not selections:
+            return 0
+        rctx = ReduceContext(self.spec, -1, int(time.time() * 1000), closing_ms,
+                             {n: s.final_before_ms for n, s in selections.items()},
+                             {n: paths[n] for n in selections})
+        if self.spark is not None:
+            out = self._spark_merge(None, rctx, selections)
+        else:
+            out = self._local_merge(None, rctx, selections)
+        files = output_files(out)
+        replaced = 0
+        for name, sel in selections.items():
+            try:
+                commit_files(paths[name], self._schemas[name], files.get(name, []), sel.files,
+                             app_id=None, batch_id=None, partitioned=True)
+                replaced += len(sel.files)
+            except CommitFailedError:
+                continue
+        return replaced
+
+    def _summary(self, out: pa.Table, batch_id: int, watermark_ms: int,
                  timestamp_ms: int) -> BatchSummary:
         expected, resets = self._offsets_expected
         self._offsets_expected = (-1, 0)
-        return summarize(stats_rows, batch_id, watermark_ms, timestamp_ms,
-                         offsets_expected=expected, offset_resets=resets)
-
-    def _write_tables(self, scanned: Scanned) -> dict:
-        """The batch's writes; returns the sketch rows it changed.
-
-        Each write is idempotent on its own (see the module docstring), so after a
-        crash any prefix of them may have committed and the re-run completes the
-        rest.
-        """
-        assert self.checkpoint is not None and self.tables is not None
-        rows, summary, phases = scanned.rows, scanned.summary, scanned.phases
-        tables = self.tables
-        batch_id, wm_ms, ts_ms = summary.batch_id, summary.watermark_ms, summary.batch_timestamp_ms
-
-        def timed(name: str, fn: Callable[[], Any]) -> Any:
-            t = time.monotonic()
-            try:
-                return fn()
-            finally:
-                phases[name] = phases.get(name, 0.0) + time.monotonic() - t
-
-        found: dict[str, bool] = {}
-
-        def written(name: str, path: str) -> bool:
-            """Whether this batch's commit to ``name`` is in the table (a re-run); asked
-            before this batch writes the table, so the answer is read once."""
-            if name not in found:
-                found[name] = committed_batch(path, self.app_id(name)) == batch_id
-            return found[name]
-
-        if summary.quarantined and not written("quarantine", tables.quarantine):
-            faults.maybe_crash("in_quarantine", batch_id)
-            timed("write_quarantine", lambda: commit(
-                tables.quarantine, _quarantine_table(scanned.table, batch_id),
-                app_id=self.app_id("quarantine"), batch_id=batch_id))
-        faults.maybe_crash("after_quarantine", batch_id)
-        # the pass's table held the quarantined records; the partials are in ``rows``
-        scanned.table = None
-
-        def table_write(name: str, state: Any, path: str, updates: dict,
-                        closed: dict) -> None:
-            write = state.open.plan(updates, summary.closing_ms, closed)
-            if write:
-                if written(name, path):
-                    raise CheckpointError(
-                        f"table {path} already holds batch {batch_id}, yet the batch still "
-                        f"changes {len(write.rows)} of its rows: the open rows loaded at "
-                        "start do not match the table; refusing to skip or repeat the write")
-                faults.maybe_crash(f"in_{name}", batch_id)
-                timed(f"write_{name}",
-                      lambda: state.write(path, write, self.app_id(name), batch_id))
-            faults.maybe_crash(f"after_{name}", batch_id)
-
-        def closed_rows(state: Any, name: str, path: str, keys: Iterable[Key]) -> dict:
-            # windows closed before this batch are reached only by late rows folded in
-            # (late = "update"): read their rows back to update them. A re-run of a batch
-            # the table already holds also reads back the rows that batch finalised (they
-            # left memory, not the table), so that it finds nothing left to change.
-            cutoff = summary.closing_ms if written(name, path) else wm_ms
-            return state.load_closed(path, state.open.closed(keys, cutoff))
-
-        # the pass's rows are dropped once merged: a batch spanning months has many
-        agg_partials = timed("aggregates", lambda: self.aggregates.window_partials(rows.metrics))
-        rows.metrics = []
-        agg_closed = timed("aggregates", lambda: closed_rows(
-            self.aggregates, "aggregates", tables.aggregates, agg_partials))
-        agg_updates = timed("aggregates", lambda: self.aggregates.fold(
-            agg_partials, batch_id, ts_ms, agg_closed))
-        agg_partials.clear()
-        table_write("aggregates", self.aggregates, tables.aggregates, agg_updates, agg_closed)
-
-        def fold_sketches() -> tuple[dict, dict]:
-            keys = sketch_state.partial_keys(rows.sketches, self.spec)
-            closed = closed_rows(self.sketches, "sketches", tables.sketches, keys)
-            keep = sketch_state.newest_windows(keys, ts_ms * 1000)
-            del keys
-            merged = sketch_state.iter_merged(rows.sketches, self.spec)
-            rows.sketches = []  # the merge holds them, and lets them go pane by pane
-            return self.sketches.fold(merged, batch_id, ts_ms, closed,
-                                      closing_ms=summary.closing_ms, keep_live=keep), closed
-
-        sk_updates, sk_closed = timed("sketches", fold_sketches)
-        table_write("sketches", self.sketches, tables.sketches, sk_updates, sk_closed)
-        return sk_updates
-
-
-def _quarantine_table(table: pa.Table, batch_id: int) -> pa.Table:
-    """The quarantined records of a batch as rows of the ``quarantine`` table."""
-    import pyarrow.compute as pc
-
-    q = table.filter(pc.equal(table.column("kind"), "q"))
-    n = q.num_rows
-    reason = q.column("reason")
-    code = pc.list_element(pc.split_pattern(reason, ":", max_splits=1), 0)
-    now_us = int(time.time() * 1_000_000)
-    return pa.table({
-        "key": q.column("key"), "value": q.column("b"), "topic": q.column("topic"),
-        "partition": q.column("part"), "offset": q.column("off"),
-        "source_timestamp": q.column("src_ts"), "reason_code": code, "reason": reason,
-        "event_time": q.column("et").cast(pa.timestamp("us", tz="UTC")),
-        "batch_id": pa.array([batch_id] * n, pa.int64()),
-        "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
-    }, schema=QUARANTINE_SCHEMA)
+        kind = out.column("kind")
+        stats = out.filter(pc.equal(kind, "p")).column("b").to_pylist()
+        summary = summarize(stats, batch_id, watermark_ms, timestamp_ms,
+                            offsets_expected=expected, offset_resets=resets)
+        summary.views = output_views(out.filter(pc.equal(kind, "v")), self.spec)
+        summary.open_windows = output_open_windows(out.filter(pc.equal(kind, "o")), self.spec)
+        return summary

@@ -21,7 +21,12 @@ class BatchSummary:
     late_absorbed: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
-    sketches: dict[tuple, Any] = field(default_factory=dict)
+    #: per (window name, sketch name): (start of the newest window the batch touched,
+    #: the sketch's kind, this batch's sketch of that window, every group merged)
+    views: dict[tuple[str, str], tuple[int, str, Any]] = field(default_factory=dict)
+    #: per (window name, window start) still open after the batch: the window's end (µs),
+    #: the partial sketch rows the batch wrote there and their bytes
+    open_windows: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
     #: source (Kafka) timestamps of the batch's records, in 100 ms buckets:
     #: {bucket start in ms: records}; filled when the pipeline tracks latency

@@ -194,8 +194,16 @@ def ensure_tables(spec: Spec, checkpoint_id: str) -> TablePaths:
     schemas = {"aggregates": aggregates_schema(spec), "sketches": SKETCHES_SCHEMA,
                "quarantine": QUARANTINE_SCHEMA}
     for name, path in paths.all().items():
+        partitioned = name != "quarantine"
         if is_delta(path):
-            bound = _open_existing(path).metadata().configuration.get(CHECKPOINT_PROPERTY)
+            meta = _open_existing(path).metadata()
+            bound = meta.configuration.get(CHECKPOINT_PROPERTY)
+            if partitioned and list(meta.partition_columns) != ["final"]:
+                raise CheckpointError(
+                    f"table {path} has the layout of an earlier streamsketch (one row per "
+                    "window, not partitioned by final): this version appends partial rows "
+                    "and compacts them. Rebuild it: delete the tables and the checkpoint, "
+                    "then run again (or replay --backfill the recorded logs)")
             if bound != checkpoint_id:
                 raise CheckpointError(
                     f"table {path} was written under another checkpoint ({bound}); its batch "
@@ -203,22 +211,32 @@ def ensure_tables(spec: Spec, checkpoint_id: str) -> TablePaths:
                     "checkpoint, or delete both to start fresh")
             continue
         Path(path).mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(path, schemas[name], configuration={
+        DeltaTable.create(path, schemas[name], partition_by=["final"] if partitioned else None,
+                          configuration={
             CHECKPOINT_PROPERTY: checkpoint_id,
             "delta.appendOnly": "true" if name == "quarantine" else "false"},
             raise_if_key_not_exists=False)
     return paths
 
 
-def read_table(path: str, where: str | None = None) -> pa.Table:
-    """A table's rows (optionally filtered by a SQL condition), read without a JVM."""
+def read_table(path: str, where: str | None = None, *, raw: bool = False) -> pa.Table:
+    """A table's rows (optionally filtered by a SQL condition), read without a JVM.
+
+    Rows of ``aggregates`` and ``sketches`` come one per cell, the partial rows of an
+    open window merged (:mod:`streaming.engine.cells`); ``raw`` gives them as stored.
+    """
     from deltalake import DeltaTable, QueryBuilder
 
     sql = "SELECT * FROM t" + (f" WHERE {where}" if where else "")
     # QueryBuilder (DataFusion) rather than to_pyarrow_table(): the latter's dataset
     # threads abort the interpreter at exit with pyarrow 26.
     reader = QueryBuilder().register("t", DeltaTable(path)).execute(sql)
-    return pa.table(reader)
+    rows = pa.table(reader)
+    if raw:
+        return rows
+    from streaming.engine.cells import merged_cells
+
+    return merged_cells(rows)
 
 
 def committed_batch(table: DeltaTable | str, app_id: str) -> int | None:

@@ -258,7 +258,9 @@ def backfill(spark: SparkSession | None, spec: Spec, logs: Sequence[str | os.Pat
     planned = _Journal.peek(Path(spec.sink.checkpoint))
     pipeline.prepare(planned=planned)
     try:
-        return _run(pipeline, paths, options, records_per_batch)
+        stats = _run(pipeline, paths, options, records_per_batch)
+        pipeline.compact()  # the windows the last batch closed: one final row each
+        return stats
     finally:
         pipeline.lock.release()
 

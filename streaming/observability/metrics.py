@@ -44,7 +44,6 @@ from pyspark.sql.streaming.listener import StreamingQueryListener
 from streaming.engine.decode import REASONS
 from streaming.observability.delta_log import DeltaLogCounter
 from streaming.observability.scrape import NS, ScrapeCollector, WindowView
-from streaming.units import US
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -94,7 +93,8 @@ def _offsets_behind(latest: str | None, end: str | None) -> int | None:
 # -- per-query state kept by on_batch -----------------------------------------------
 @dataclass
 class _QueryState:
-    open_entries: dict[tuple, tuple[int, int]] = field(default_factory=dict)  # key->(end,bytes)
+    #: (window, start) -> (window end, partial rows, their bytes)
+    open_entries: dict[tuple, tuple[int, int, int]] = field(default_factory=dict)
     windows_seen: set[str] = field(default_factory=set)
     delta: dict[str, DeltaLogCounter] = field(default_factory=dict)
 
@@ -317,18 +317,18 @@ class PipelineMetrics:
             self._delta_values = {**self._delta_values, **delta}
 
     def _observe_state(self, st: _QueryState, s: BatchSummary, q: str) -> None:
-        """Open entries: touched since start and not final (window end > watermark)."""
-        for key, m in s.sketches.items():
-            end_us = m.window_start_us + m.window.size_s * US
-            st.open_entries[key] = (end_us, _sketch_nbytes(m.sketch))
-            st.windows_seen.add(m.window.name)
-        # rows the batch made final left memory (see WatermarkLog.closing)
-        cutoff = max(s.watermark_ms, getattr(s, "closing_ms", 0)) * 1000
+        """Open state: the partial rows written for windows the watermark has not closed
+        (they are merged into one row each once it does)."""
+        for (wname, start), (end_us, n, nbytes) in s.open_windows.items():
+            _, have_n, have_b = st.open_entries.get((wname, start), (0, 0, 0))
+            st.open_entries[(wname, start)] = (end_us, have_n + n, have_b + nbytes)
+            st.windows_seen.add(wname)
+        cutoff = s.watermark_ms * 1000
         st.open_entries = {k: v for k, v in st.open_entries.items() if v[0] > cutoff}
         totals = {w: [0, 0] for w in st.windows_seen}
-        for key, (_, nbytes) in st.open_entries.items():
-            totals[key.window][0] += 1
-            totals[key.window][1] += nbytes
+        for (wname, _), (_, n, nbytes) in st.open_entries.items():
+            totals[wname][0] += n
+            totals[wname][1] += nbytes
         for wname, (n, nbytes) in totals.items():
             self.state_entries.labels(q, wname).set(n)
             self.state_bytes.labels(q, wname).set(nbytes)
@@ -337,28 +337,19 @@ class PipelineMetrics:
         """New views for the (window, sketch) pairs this batch touched in their newest window.
 
         The newest window is the one with the latest start not after the batch
-        time (a stray future event does not hijack it). Groups the batch did not
-        touch keep their sketch from the batch that last did.
+        time (a stray future event does not hijack it). A batch's sketch of it holds
+        that batch's events only: it is merged into the view of the same window.
         """
-        now_us = s.batch_timestamp_ms * 1000 if s.batch_timestamp_ms > 0 else None
-        newest: dict[tuple[str, str], tuple[int, str, dict[str, Any]]] = {}
-        for key, m in s.sketches.items():
-            ws = key.start_us
-            if now_us is not None and ws > now_us:
-                continue
-            cur = newest.get((key.window, key.sketch))
-            if cur is None or ws > cur[0]:
-                newest[(key.window, key.sketch)] = (ws, m.sketch_spec.kind, {key.group: m.sketch})
-            elif ws == cur[0]:
-                cur[2][key.group] = m.sketch
         out = {}
-        for (wname, sname), (ws, kind, groups) in newest.items():
+        for (wname, sname), (ws, kind, sketch) in s.views.items():
             old = self._views.get((q, wname, sname))
             if old is not None and old.start_us > ws:
                 continue
             if old is not None and old.start_us == ws:
-                groups = {**old.groups, **groups}
-            out[(q, wname, sname)] = WindowView(q, wname, sname, kind, ws, groups)
+                merged = sketch.copy()
+                merged.merge(old.union)
+                sketch = merged
+            out[(q, wname, sname)] = WindowView(q, wname, sname, kind, ws, {"*": sketch})
         return out
 
     # -- wiring --------------------------------------------------------------------

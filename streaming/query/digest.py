@@ -1,7 +1,9 @@
 """A stable digest of a pipeline's output tables, to compare two runs in one line.
 
-Aggregates are taken in a canonical order with their metric values, sketches by
-the SHA-256 of their bytes, quarantine rows by source position and reason.
+Aggregates are taken as a reader sees them (one row per window x group, the partial
+rows of an open window merged) in a canonical order with their metric values,
+sketches likewise by the SHA-256 of their merged bytes, quarantine rows by source
+position and reason.
 Bookkeeping columns (``last_batch``, ``updated_at``, ``quarantined_at``,
 ``batch_id``) are left out: they say when a row was written, not what it holds.
 """
@@ -40,25 +42,31 @@ def table_rows(spark: SparkSession, spec: Spec) -> dict[str, list[list[Any]]]:
     """Canonical rows of each table (sorted), the material the digest hashes."""
     from pyspark.sql import functions as F
 
+    from streaming.engine.reduce import merged_table
+
     paths = table_paths(spec)
     out: dict[str, list[list[Any]]] = {}
     metric_cols = [c for c, _ in spec.metric_columns()]
-    agg = spark.read.format("delta").load(paths.aggregates)
+    agg = merged_table(spec, "aggregates",
+                       spark.read.format("delta").load(paths.aggregates).toArrow())
     cols = ["window_name", "window_start", "window_end", "group_key", *metric_cols, "final"]
-    out["aggregates"] = [[_canon(r[c]) for c in cols] for r in
-                         agg.select(*[F.col(f"`{c}`") for c in cols])
-                         .orderBy("window_name", "window_start", "group_key").collect()]
-    sk = spark.read.format("delta").load(paths.sketches)
+    out["aggregates"] = _sorted_rows(agg, cols, ["window_name", "window_start", "group_key"])
+    sk = merged_table(spec, "sketches", spark.read.format("delta").load(paths.sketches).toArrow())
     cols = ["window_name", "window_start", "group_key", "sketch_name", "kind", "bytes", "final"]
-    out["sketches"] = [[_canon(r[c]) for c in cols] for r in
-                       sk.select(*cols).orderBy("window_name", "window_start", "group_key",
-                                                "sketch_name").collect()]
+    out["sketches"] = _sorted_rows(sk, cols, ["window_name", "window_start", "group_key",
+                                              "sketch_name"])
     q = spark.read.format("delta").load(paths.quarantine)
     cols = ["topic", "partition", "offset", "reason_code", "reason", "key", "value"]
     out["quarantine"] = [[_canon(r[c]) for c in cols] for r in
                          q.select(*[F.col(f"`{c}`") for c in cols])
                          .orderBy("topic", "partition", "offset").collect()]
     return out
+
+
+def _sorted_rows(table: Any, cols: list[str], order: list[str]) -> list[list[Any]]:
+    if table.num_rows:
+        table = table.sort_by([(c, "ascending") for c in order])
+    return [[_canon(r[c]) for c in cols] for r in table.select(cols).to_pylist()]
 
 
 def digest(spark: SparkSession, spec: Spec) -> dict[str, Any]:

@@ -14,7 +14,7 @@ is counted twice; HLL, Bloom and MinHash unions are idempotent and use them all.
 Two engines read the tables and give the same answers:
 
 * :class:`DeltaSource` (the default): delta-rs, no JVM; sketches merged in bulk
-  (:mod:`streaming.query.sketch_merge`), metrics summed exactly with NumPy;
+  (:mod:`streaming.engine.sketch_merge`), metrics summed exactly with NumPy;
 * :class:`SparkSource`: Spark SQL over delta-spark, each sketch read and merged
   by the ``sketches`` package one at a time.
 
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from streaming.engine.tables import table_paths
 from streaming.errors import ConfigError
+from streaming.query.params import Selection, parse_groups, parse_quantiles, parse_time
+from streaming.query.window_counts import CellCount, windows_per_group
 from streaming.spec.model import Spec, load_spec
 from streaming.spec.windows import SketchSpec, WindowSpec
 
@@ -91,37 +93,6 @@ def check_table(spec: Spec, table: str, *, hint_demo: bool = False) -> None:
     raise TablesMissingError(msg)
 
 
-def parse_time(text: str | None, what: str) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{what}: not an ISO-8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC)
-
-
-def parse_groups(items: list[str] | None, window: WindowSpec) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--group wants key=value, got {item!r}")
-        if key not in window.group_by:
-            raise ConfigError(f"--group {key}: window {window.name!r} groups by "
-                              f"{list(window.group_by) or 'nothing'}")
-        out[key] = value
-    return out
-
-
-@dataclass(frozen=True)
-class Selection:
-    window: WindowSpec
-    start: dt.datetime | None
-    end: dt.datetime | None
-    groups: dict[str, str]
 
 
 def find_sketch(sel: Selection, name: str | None, kind: str) -> SketchSpec:
@@ -170,12 +141,13 @@ class SparkSource:
     def merged(self, sel: Selection, sk: SketchSpec, *, tiling: bool) -> tuple[Any, int]:
         from pyspark.sql import functions as F
 
-        from streaming.query.sketch_merge import merge_each
+        from streaming.engine.sketch_merge import merge_each
 
         rows = (self.spark.read.format("delta").load(table_paths(self.spec).sketches)
                 .where(self._filters(sel, tiling=tiling) & (F.col("sketch_name") == sk.name))
-                .select("bytes").collect())
-        return merge_each((bytes(r["bytes"]) for r in rows), sk), len(rows)
+                .select("bytes", "window_start", "group_key").collect())
+        cells = {(r["window_start"], r["group_key"]) for r in rows}
+        return merge_each((bytes(r["bytes"]) for r in rows), sk), len(cells)
 
     def metric_rows(self, sel: Selection, columns: list[str], *, by_group: bool
                     ) -> list[dict[str, Any]]:
@@ -191,7 +163,7 @@ class SparkSource:
               .where(self._filters(sel, tiling=True)))
         group_cols = ["group_key", "group"] if by_group else []
         out = []
-        for r in df.groupBy(*group_cols).agg(F.count(F.lit(1)).alias("_windows"),
+        for r in df.groupBy(*group_cols).agg(F.count_distinct("window_start").alias("_windows"),
                                              *aggs).collect():
             row = {c: r[c] for c in columns}
             row["_windows"] = r["_windows"]
@@ -263,44 +235,55 @@ class DeltaSource:
         return iso[0], iso[1]
 
     def merged(self, sel: Selection, sk: SketchSpec, *, tiling: bool) -> tuple[Any, int]:
-        from streaming.query.sketch_merge import merge_blobs, merge_chunks
+        from streaming.engine.sketch_merge import merge_blobs, merge_chunks
 
+        cells = CellCount()
         if sel.groups:
-            rows = self._select("sketches", sel, ["bytes"], tiling=tiling, sketch=sk.name)
-            return merge_blobs(rows["bytes"], sk), rows.num_rows
+            rows = self._select("sketches", sel, ["bytes", *CellCount.COLUMNS], tiling=tiling,
+                                sketch=sk.name)
+            cells.add(rows)
+            return merge_blobs(rows["bytes"], sk), cells.count
         # no group filter: merge each batch as DataFusion hands it over
-        count = [0]
-        chunks = self._stream_bytes(sel, sk, tiling=tiling and sel.window.sliding, count=count)
-        return merge_chunks(chunks, sk), count[0]
+        chunks = self._stream_bytes(sel, sk, tiling=tiling and sel.window.sliding, cells=cells)
+        merged = merge_chunks(chunks, sk)
+        return merged, cells.count
 
     def _stream_bytes(self, sel: Selection, sk: SketchSpec, *, tiling: bool,
-                      count: list[int]) -> Any:
-        """The ``bytes`` column of the selected rows, batch by batch (counted in ``count``)."""
+                      cells: CellCount) -> Any:
+        """The ``bytes`` column of the selected rows, batch by batch (counted in ``cells``)."""
         import pyarrow as pa
 
         from streaming.query.read import RowFilter, arrow_of, micros, to_us
 
         where = RowFilter((("window_name", sel.window.name), ("sketch_name", sk.name)),
                           to_us(sel.start), to_us(sel.end))
-        for batch in self.reader("sketches").stream(
-                ["bytes", *(["window_start"] if tiling else [])], where):
-            blobs = batch.column(0)
+        for batch in self.reader("sketches").stream(["bytes", *CellCount.COLUMNS], where):
+            batch = pa.Table.from_batches([batch])
             if tiling:
-                starts = micros(batch.column(1))
+                starts = micros(batch["window_start"].combine_chunks())
                 keep = (starts // 1_000_000) % sel.window.size_s == 0
-                if not keep.all():  # pyarrow cannot filter binary views yet
-                    blobs = blobs.cast(pa.large_binary()).filter(arrow_of(keep))
-            count[0] += len(blobs)
-            yield blobs
+                if not keep.all():  # pyarrow cannot filter binary or string views yet
+                    for i, field in enumerate(batch.schema):
+                        if field.type in (pa.binary_view(), pa.string_view()):
+                            batch = batch.set_column(i, field.name, batch[i].cast(
+                                pa.large_binary() if field.type == pa.binary_view()
+                                else pa.large_string()))
+                    batch = batch.filter(arrow_of(keep))
+            cells.add(batch)
+            yield batch["bytes"].combine_chunks()
 
     def metric_rows(self, sel: Selection, columns: list[str], *, by_group: bool
                     ) -> list[dict[str, Any]]:
         from streaming.query.metric_sums import combine
 
         rows = self._select("aggregates", sel,
-                            ["group_key", *(["group"] if by_group else []), *columns],
-                            tiling=True)
-        return combine(rows, columns, by_group=by_group)
+                            ["group_key", *(["group"] if by_group else []), *columns,
+                             "window_start"], tiling=True)
+        out = combine(rows, columns, by_group=by_group)
+        # an open window holds a row per batch that touched a group: count windows
+        for r, n in zip(out, windows_per_group(rows, by_group=by_group), strict=True):
+            r["_windows"] = n
+        return out
 
 
 def _source(source: Any, spec: Spec) -> Any:
@@ -342,21 +325,6 @@ def contains(source, spec: Spec, sel: Selection, name: str | None, value: str) -
     return {"value": value, "probably_present": bool(bloom.contains(arrow_strings([value]))[0]),
             "expected_fpr": bloom.expected_fpr(), "windows_merged": n}
 
-
-def parse_quantiles(text: str | None) -> tuple[float, ...]:
-    """``"0.5,0.95,0.99"`` -> (0.5, 0.95, 0.99); each in [0, 1]."""
-    if text is None or not text.strip():
-        return (0.5, 0.95, 0.99)
-    out = []
-    for part in text.split(","):
-        try:
-            q = float(part)
-        except ValueError:
-            raise ConfigError(f"--q: not a number: {part.strip()!r}") from None
-        if not 0.0 <= q <= 1.0:
-            raise ConfigError(f"--q: {q:g} is not a quantile in [0, 1]")
-        out.append(q)
-    return tuple(out)
 
 
 def quantile(source, spec: Spec, sel: Selection, name: str | None,

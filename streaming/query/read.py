@@ -115,7 +115,7 @@ def numpy_of(arr: Any) -> tuple[Any, Any]:
 def plain(arr: Any) -> Any:
     """Dictionaries and string views (DataFusion's output types) as plain Arrow arrays.
 
-    Binary views stay: :func:`streaming.query.sketch_merge.merge_blobs` reads them as they
+    Binary views stay: :func:`streaming.engine.sketch_merge.merge_blobs` reads them as they
     are, where a cast would copy every sketch's bytes.
     """
     import pyarrow as pa

@@ -96,9 +96,9 @@ def _crash_and_resume(spark, source, tmp_path, crash_at: str) -> None:
     assert digest(spark, spec) == source["digest"]
 
 
-# behind@1: Spark has committed batch 1 but none of its writes ran; the restart must
-# finish it from its pending file (Spark will not run it again)
-@pytest.mark.parametrize("crash_at", ["after_aggregates@1", "after_quarantine@2", "behind@1"])
+# written@1: the merge stage of batch 1 wrote its files, none is committed; the restart
+# runs the batch again, and the files of the first run are never read
+@pytest.mark.parametrize("crash_at", ["after_aggregates@1", "after_quarantine@2", "written@1"])
 def test_sigkill_between_writes_then_restart_equals_clean_run(spark, source, tmp_path,
                                                               crash_at):
     _crash_and_resume(spark, source, tmp_path, crash_at)
@@ -107,17 +107,17 @@ def test_sigkill_between_writes_then_restart_equals_clean_run(spark, source, tmp
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["batch_start@0", "batch_start@3", "after_sketches@2",
                                       "after_sketches@0", "after_aggregates@4",
-                                      "after_pending@2", "behind@4", "in_sketches@3"])
+                                      "written@2", "written@4", "in_sketches@3"])
 def test_sigkill_at_every_point_then_restart_equals_clean_run(spark, source, tmp_path,
                                                               crash_at):
     _crash_and_resume(spark, source, tmp_path, crash_at)
 
 
-def test_a_write_that_fails_behind_a_live_query_stops_it_and_the_restart_finishes_it(
+def test_a_commit_that_fails_stops_the_live_query_and_the_restart_redoes_the_batch(
         spark, source, tmp_path):
-    """The one batch (all the topic in one trigger) fails its writes after Spark committed
-    it: with no next batch to fail, the live run must notice by itself, exit 1 in one
-    line, and keep the batch for the restart."""
+    """The one batch (all the topic in one trigger) fails its commit to ``aggregates``
+    after ``quarantine`` committed: the live run must stop by itself, exit 1 in one line,
+    and the restart runs the batch again, leaving out the table that holds it."""
     from streaming.query.digest import digest
     from streaming.spec.model import load_spec
 
@@ -135,7 +135,8 @@ def test_a_write_that_fails_behind_a_live_query_stops_it_and_the_restart_finishe
     assert _run_cli(clean, None) == 0
     spec_file = one_batch_spec(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(STREAMSKETCH_FAIL_AT="behind@0", STREAMSKETCH_FAIL_MARKER=str(tmp_path / "failed"))
+    env.update(STREAMSKETCH_FAIL_AT="in_aggregates@0",
+               STREAMSKETCH_FAIL_MARKER=str(tmp_path / "failed"))
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec",
                              str(spec_file)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -148,10 +149,8 @@ def test_a_write_that_fails_behind_a_live_query_stops_it_and_the_restart_finishe
     assert proc.returncode == 1, err.decode(errors="replace")[-2000:]
     last = err.decode(errors="replace").strip().splitlines()[-1]
     assert last.startswith("streamsketch: the query failed: ")
-    assert "injected failure at behind@0" in last
-    assert [p.name for p in (tmp_path / "ck").rglob("pending/*.arrow")] == ["0.arrow"]
+    assert "injected failure at in_aggregates@0" in last
     assert _run_cli(spec_file, None) == 0
-    assert not list((tmp_path / "ck").rglob("pending/*.arrow"))
     assert digest(spark, load_spec(spec_file)) == digest(spark, load_spec(clean))
 
 

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cells_read import spark_cells
 from cli_runs import run_available_now as run_available_now_cli
 
 pytestmark = pytest.mark.integration
@@ -148,12 +149,8 @@ def minute_counts(values: Iterable[bytes]) -> Counter:
 
 
 def window_counts(spark, spec) -> Counter:
-    """``aggregates`` rows of the minutely window; a window stored twice fails the test."""
-    from pyspark.sql import functions as F
-
-    rows = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
-            .where(F.col("window_name") == "minutely")
-            .select(F.unix_micros("window_start").alias("ws"), "count").collect())
+    """``aggregates`` cells of the minutely window; a window stored twice fails the test."""
+    rows = spark_cells(spark, f"{spec.sink.path}/aggregates", "minutely")
     out: Counter = Counter()
     for r in rows:
         assert r["ws"] not in out, f"window {r['ws']} stored twice"

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cells_read import spark_cells
 from lateness import Runs, event_ms
 
 from streaming.spec.model import default_spec_path
@@ -281,14 +282,11 @@ def check_against_truth(spark, spec, events: list[dict], late: list[dict], malfo
     ``closing_ms``: the closing watermark of the last batch; a window is final exactly
     when it ends by then (every earlier batch's is lower, and the last batch finalises
     every open window that ends by its own)."""
-    from pyspark.sql import functions as F
 
     import sketches
 
     expected = expected_windows(spec, events)
-    agg = spark.read.format("delta").load(f"{spec.sink.path}/aggregates").select(
-        "*", F.unix_micros("window_start").alias("ws"),
-        F.unix_millis("window_end").alias("end_ms")).collect()
+    agg = spark_cells(spark, f"{spec.sink.path}/aggregates")
     got = {(r["window_name"], r["ws"], r["group_key"]): r for r in agg}
     assert set(got) == set(expected)
     for key, exp in expected.items():
@@ -300,9 +298,7 @@ def check_against_truth(spark, spec, events: list[dict], late: list[dict], malfo
             assert row["min_amount"] == float(min(exp["amounts"])), key
             assert row["n_amount"] == exp["count"], key
         assert row["final"] == (row["end_ms"] <= closing_ms), key
-    stored = spark.read.format("delta").load(f"{spec.sink.path}/sketches").select(
-        "window_name", F.unix_micros("window_start").alias("ws"), "group_key", "sketch_name",
-        "bytes").collect()
+    stored = spark_cells(spark, f"{spec.sink.path}/sketches")
     kinds: dict[str, int] = defaultdict(int)
     assert {(r["window_name"], r["ws"], r["group_key"]) for r in stored} == set(expected)
     for r in stored:

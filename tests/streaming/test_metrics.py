@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sketches
-from streaming.engine.sketch_state import MergedSketch
 from streaming.engine.summary import BatchSummary
 from streaming.engine.window_state import SketchKey
 from streaming.observability.delta_log import DeltaLogCounter
@@ -105,12 +104,47 @@ def terminated_event(exception: str | None = None, qid: str = QID):
                                           "errorClassOnException": None})
 
 
+class Cell:
+    """One (window, group, sketch) cell of a batch, as the merge stage builds it."""
+
+    def __init__(self, window: WindowSpec, sketch_spec: SketchSpec, window_start_us: int,
+                 group_key: str, sketch: object) -> None:
+        self.window, self.sketch_spec = window, sketch_spec
+        self.window_start_us, self.group_key, self.sketch = window_start_us, group_key, sketch
+
+
+def reduced(entries, ts_ms: int, watermark_ms: int) -> tuple[dict, dict]:
+    """What the merge stage reports of a batch's cells: per (window, sketch) the union of
+    the newest window's groups (start <= batch time), and per open window its rows."""
+    newest: dict = {}
+    for key, _m in entries:
+        if key.start_us <= ts_ms * 1000:
+            k = (key.window, key.sketch)
+            newest[k] = max(newest.get(k, key.start_us), key.start_us)
+    views: dict = {}
+    open_windows: dict = {}
+    for key, m in entries:
+        k = (key.window, key.sketch)
+        if newest.get(k) == key.start_us:
+            if k in views:
+                merged = views[k][2].copy()
+                merged.merge(m.sketch)
+                views[k] = (key.start_us, m.sketch_spec.kind, merged)
+            else:
+                views[k] = (key.start_us, m.sketch_spec.kind, m.sketch)
+        end = key.start_us + m.window.size_s * US
+        if end > watermark_ms * 1000:
+            _, n, b = open_windows.get((key.window, key.start_us), (end, 0, 0))
+            open_windows[(key.window, key.start_us)] = (end, n + 1, b + len(m.sketch.to_bytes()))
+    return views, open_windows
+
+
 def entry(window: WindowSpec, spec: SketchSpec, start_us: int, group: str, values) -> tuple:
     sk = spec.new() if spec.kind != "cms" else sketches.CountMinSketch(
         width=272, depth=4, top_k=10, seed=0)
     sk.update(values)
     return (SketchKey(window.name, start_us, group, spec.name),
-            MergedSketch(window, spec, start_us, group, sk))
+            Cell(window, spec, start_us, group, sk))
 
 
 #: input partitions of the fed batches and their latest event times
@@ -125,7 +159,7 @@ def summary(batch_id: int, *, watermark_ms: int = T0_MS - 120_000, ts_ms: int = 
                      late=late, quarantined=q, duration_s=2.0,
                      phase_s={"quarantine": 0.2, "aggregates": 0.7, "sketches": 0.9,
                               "final": 0.1})
-    s.sketches = dict(entries)
+    s.views, s.open_windows = reduced(entries, ts_ms, watermark_ms)
     s.partition_event_ms = dict(PARTITIONS)
     s.partitions = sorted(PARTITIONS)
     return s
@@ -398,7 +432,7 @@ def test_heavy_hitter_churn_keeps_series_bounded():
             sk.update(items, counts)
             w = WindowSpec("w", 60, 60, ("g",), sketches=(spec,))
             es.append((SketchKey(w.name, ws, f'["g{b}-{g}"]', "pages"),
-                       MergedSketch(w, spec, ws, f'["g{b}-{g}"]', sk)))
+                       Cell(w, spec, ws, f'["g{b}-{g}"]', sk)))
         m.on_batch(summary(b, entries=es, ts_ms=ts, watermark_ms=ts - 90_000), query=QUERY)
         if b % 10 and b != 199:
             continue
@@ -420,15 +454,19 @@ def test_heavy_hitter_churn_keeps_series_bounded():
 
 # -- never block, never do I/O ---------------------------------------------------------
 class SlowSketch:
-    """A sketch whose serialisation takes long: on_batch holds its lock meanwhile."""
+    """A sketch whose copy takes long (merging it into the window's view): on_batch holds
+    its lock meanwhile."""
 
     def __init__(self, inner, entered: threading.Event, seconds: float) -> None:
         self.inner, self.entered, self.seconds = inner, entered, seconds
 
     def to_bytes(self) -> bytes:
+        return self.inner.to_bytes()
+
+    def copy(self):
         self.entered.set()
         time.sleep(self.seconds)
-        return self.inner.to_bytes()
+        return self.inner.copy()
 
 
 def test_scrape_answers_while_a_long_batch_holds_the_lock():
@@ -508,13 +546,21 @@ def test_listener_does_no_io_and_takes_no_batch_lock(monkeypatch):
 
 def test_on_batch_never_raises_into_the_pipeline():
     class Broken:
+        """A batch's sketch of the window already shown that cannot be merged into it."""
+
         def to_bytes(self):
+            return b""
+
+        def copy(self):
             raise RuntimeError("corrupt")
 
     m = PipelineMetrics(CollectorRegistry())
-    key, merged = entry(MINUTELY, HLL, T0_MS * 1000, "[]", ["a"])
+    m.on_batch(summary(0, entries=[entry(MINUTELY, HLL, T0_MS * 1000, "[]", ["a"])]),
+               query=QUERY)
+    assert value(m, "streamsketch_metrics_errors_total", where="on_batch") == 0
+    key, merged = entry(MINUTELY, HLL, T0_MS * 1000, "[]", ["b"])
     merged.sketch = Broken()
-    m.on_batch(summary(0, entries=[(key, merged)]), query=QUERY)
+    m.on_batch(summary(1, entries=[(key, merged)]), query=QUERY)
     assert value(m, "streamsketch_metrics_errors_total", where="on_batch") == 1
 
 

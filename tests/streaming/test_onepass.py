@@ -15,9 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streaming.engine.aggregates import AggregateState
-from streaming.engine.onepass import PassContext, pass_rows, run_pass, scaled_decimal
-from streaming.engine.sketch_state import merge_partials
+from streaming.engine.onepass import PassContext, run_pass, scaled_decimal
+from streaming.engine.reduce import ReduceContext, aggregate_rows, sketch_rows
 from streaming.spec.model import default_spec_path, load_spec
 
 START = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
@@ -60,11 +59,15 @@ def raw():
 
 def _merged(spec, tables, ctx):
     parts = pa.concat_tables([pa.Table.from_batches([run_pass(t, ctx)]) for t in tables])
-    rows = pass_rows(parts)
-    aggs = AggregateState(spec).window_partials(rows.metrics)
-    sks = merge_partials(rows.sketches, spec)
+    # the merge stage, as one task would run it over every key
+    rctx = ReduceContext(spec, 0, ctx.now_ms, ctx.watermark_ms, {}, {})
+    aggs = {(r["window_name"], r["window_start"], r["group_key"]):
+            {k: v for k, v in r.items() if k not in ("updated_at",)}
+            for rows in aggregate_rows(parts, rctx).values() for r in rows}
+    sks = {(r["window_name"], r["window_start"], r["group_key"], r["sketch_name"]): r["bytes"]
+           for rows in sketch_rows(parts, rctx)[0].values() for r in rows}
     quarantine = parts.filter(pa.compute.equal(parts.column("kind"), "q"))
-    return aggs, {k: m.sketch.to_bytes() for k, m in sks.items()}, quarantine
+    return aggs, sks, quarantine
 
 
 def _ctx(spec, watermark_ms=0):

@@ -24,6 +24,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+from cells_read import spark_cells
 from lateness import Runs, event_ms
 
 pytestmark = pytest.mark.integration
@@ -200,15 +201,12 @@ def _expected_aggregates(truth, window):
 
 
 def test_windowed_metrics_equal_exact_ground_truth(spark, run):
-    from pyspark.sql import functions as F
 
     spec = run["spec"]
     truth = _truth_frame(run)
-    table = spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
     for window in spec.windows:
         expected = _expected_aggregates(truth, window)
-        rows = table.where(F.col("window_name") == window.name).select(
-            F.unix_micros("window_start").alias("ws"), "*").collect()
+        rows = spark_cells(spark, f"{spec.sink.path}/aggregates", window.name)
         got = {(r["ws"], r["group_key"]): r for r in rows}
         assert set(got) == set(expected), window.name
         for key, exp in expected.items():
@@ -232,31 +230,29 @@ def test_windowed_metrics_equal_exact_ground_truth(spark, run):
 
 
 def test_final_flag_follows_the_last_watermark(spark, run):
-    from pyspark.sql import functions as F
 
     spec = run["spec"]
     wm_ms = run["summaries"][-1].watermark_ms
     low, high = run["watermark_bounds"]
     assert 0 < low <= wm_ms <= high
+    # the run's end compacts what its last batch closed: final up to its closing watermark
+    closing_ms = run["summaries"][-1].closing_ms
+    assert closing_ms >= wm_ms
     for name in ("aggregates", "sketches"):
-        rows = (spark.read.format("delta").load(f"{spec.sink.path}/{name}")
-                .select(F.unix_millis("window_end").alias("end_ms"), "final").collect())
+        rows = spark_cells(spark, f"{spec.sink.path}/{name}")
         assert rows
         for r in rows:
-            assert r["final"] == (r["end_ms"] <= wm_ms), name
+            assert r["final"] == (r["end_ms"] <= closing_ms), name
         assert any(r["final"] for r in rows) and not all(r["final"] for r in rows)
 
 
 def test_sketch_bytes_equal_sketches_built_from_ground_truth(spark, run):
-    from pyspark.sql import functions as F
 
     import sketches
 
     spec = run["spec"]
     truth = _truth_frame(run)
-    stored = spark.read.format("delta").load(f"{spec.sink.path}/sketches").select(
-        "window_name", F.unix_micros("window_start").alias("ws"), "group_key", "sketch_name",
-        "bytes", "estimate", "lower_bound", "upper_bound", "top_k").collect()
+    stored = spark_cells(spark, f"{spec.sink.path}/sketches")
     assert stored
     values = defaultdict(list)
     for window in spec.windows:

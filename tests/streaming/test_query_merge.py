@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sketches
-from streaming.query.sketch_merge import merge_blobs, merge_each
+from streaming.engine.sketch_merge import merge_blobs, merge_each
 from streaming.spec.windows import SketchSpec
 
 SPECS = {

@@ -226,7 +226,7 @@ def test_mapping_is_refused_for_other_kinds(monkeypatch):
 
 def test_sketches_of_another_mapping_refuse_to_merge():
     import sketches
-    from streaming.query.sketch_merge import merge_blobs
+    from streaming.engine.sketch_merge import merge_blobs
 
     spec = parse_spec(QUANTILES.replace("relative_accuracy = 0.01",
                                         'relative_accuracy = 0.01\n  mapping = "cells"'))

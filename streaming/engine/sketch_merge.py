@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import sketches
-from streaming.query.blobs import Blobs, runs, segments
+from streaming.engine.blobs import Blobs, runs, segments
 from streaming.spec.windows import SketchSpec
 
 _HEADER = 13  # magic, version, kind, seed

@@ -2,7 +2,7 @@
 
 :func:`segments` finds the blobs of a binary, large-binary or binary-view array
 without copying them; :class:`Blobs` reads integers at per-blob offsets in one
-vectorised pass (what :mod:`streaming.query.sketch_merge` merges from).
+vectorised pass (what :mod:`streaming.engine.sketch_merge` merges from).
 """
 
 from __future__ import annotations

@@ -1,0 +1,68 @@
+"""Group keys and distinct items of a pass's rows, vectorised (pandas factorize, Arrow).
+
+A group key is the canonical JSON of a window's group-by values (``["US","mobile"]``;
+``null`` for a missing value, ``true``/``false`` for booleans): the same text whichever
+input partition or batch computes it, so that partials of one group meet under one key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streaming.spec.windows import WindowSpec
+
+
+def group_keys(window: WindowSpec, columns: dict[str, pa.Array], n_rows: int
+                ) -> tuple[np.ndarray, list[str]]:
+    """Per row, a code of its group, and the canonical JSON key of each code."""
+    if not window.group_by:
+        return np.zeros(n_rows, dtype=np.int64), ["[]"]
+    codes = np.zeros(n_rows, dtype=np.int64)
+    levels: list[list[Any]] = []
+    for g in window.group_by:
+        col = columns[g]
+        c, u = pd.factorize(np.asarray(col.to_pandas(), dtype=object), use_na_sentinel=False)
+        codes = codes * max(len(u), 1) + c
+        levels.append(list(u))
+    codes, uniq = pd.factorize(codes)
+    keys = []
+    for combined in uniq.tolist():
+        parts = []
+        for lv in reversed(levels):
+            n = max(len(lv), 1)
+            parts.append(lv[combined % n])
+            combined //= n
+        parts.reverse()
+        keys.append(orjson.dumps([None if _is_null(v) else _group_text(v)
+                                  for v in parts]).decode())
+    return codes.astype(np.int64), keys
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _group_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def distinct_items(codes: np.ndarray, values: pa.Array, n: int) -> list[list[Any]]:
+    """Per group code, the distinct non-null values seen with it, in order of first sight."""
+    encoded = pc.dictionary_encode(values)  # nulls stay null
+    index = encoded.indices.to_numpy(zero_copy_only=False)
+    valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+    levels = encoded.dictionary.to_pylist()
+    width = max(len(levels), 1)
+    pairs = pd.unique(codes[valid] * width + index[valid].astype(np.int64))
+    out: list[list[Any]] = [[] for _ in range(n)]
+    for c, v in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
+        out[c].append(levels[v])
+    return out

@@ -1,0 +1,446 @@
+"""The engine's merge stage: a batch's partials merged and written where they meet.
+
+After the one pass (:mod:`streaming.engine.onepass`), Spark shuffles its rows by
+(window, window start, group), so that every partial of a cell meets in one task,
+together with the rows of the cells the batch compacts, read back from the tables'
+``final=false`` files. :func:`make_reduce` is what each task runs (``mapInArrow``;
+a backfill calls :func:`reduce_rows` in-process). Per cell it:
+
+1. merges this batch's partials (:func:`streaming.engine.sketch_state.merge_cell` for
+   sketches: panes first, then windows), then the stored rows read back;
+2. makes the row: ``final`` when the window ends by the batch's watermark (no later
+   event can reach it), else a partial row of the open window, one per batch that
+   touched it, which readers merge (docs/architecture.md);
+3. writes the rows of its slice as Parquet files into the tables' folders
+   (:mod:`streaming.engine.table_files`), and the quarantined records it received
+   into ``quarantine``.
+
+It returns one small row per file written, the passes' bookkeeping rows, and per
+(window, sketch) the union of this batch's sketches of the newest window (what the
+metrics show). The driver only commits the files: no cell passes through it.
+
+Input rows: the pass's (``m``, ``s``, ``q``, ``p``; see :data:`PASS_SCHEMA`) and the
+stored rows turned into partials by :func:`stored_partials` (``A``: an ``aggregates``
+row, its metrics as JSON in ``b``; ``S``: a ``sketches`` row, its bytes in ``b``;
+``reason`` = ``"final"`` when it came from a ``final=true`` file).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streaming.engine.aggregates import AggregateCells, parse_values
+from streaming.engine.hll_cells import compact_cells
+from streaming.engine.onepass import PASS_SCHEMA
+from streaming.engine.sketch_merge import merge_blobs
+from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
+from streaming.engine.table_files import PARTITION, WrittenFile, write_file
+from streaming.engine.tables import QUARANTINE_SCHEMA, SKETCHES_SCHEMA, aggregates_schema
+from streaming.spec.model import Spec
+from streaming.units import US
+
+REDUCE_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("table", pa.string()), ("path", pa.string()),
+    ("size", pa.int64()), ("rows", pa.int64()), ("final", pa.bool_()), ("stats", pa.string()),
+    ("w", pa.int32()), ("ws", pa.int64()), ("s", pa.int32()), ("b", pa.binary()),
+])
+REDUCE_DDL = ("kind STRING, table STRING, path STRING, size BIGINT, rows BIGINT, "
+              "final BOOLEAN, stats STRING, w INT, ws BIGINT, s INT, b BINARY")
+
+
+@dataclass(frozen=True)
+class ReduceContext:
+    """What the merge stage of one batch (or one compaction) needs, fixed on the driver."""
+
+    spec: Spec
+    batch_id: int  #: -1 for a compaction outside a batch
+    now_ms: int  #: the batch time (``updated_at``, the newest window)
+    watermark_ms: int  #: windows ending by then are written final
+    #: per table: windows ending by then may hold a final row already (see select_files)
+    final_before_ms: dict[str, int]
+    #: table name -> folder, for the tables this run writes (a re-run skips the done ones)
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def _without_final(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f for f in schema if f.name != PARTITION])
+
+
+def stored_partials(spec: Spec, table: str, rows: pa.Table, *, final: bool | None = None
+                    ) -> pa.Table:
+    """Rows of ``aggregates`` or ``sketches`` read back, as merge-stage input rows.
+
+    ``final``: whether they come from ``final=true`` files (else read the ``final``
+    column, when present).
+    """
+    windows = {w.name: i for i, w in enumerate(spec.windows)}
+    n = rows.num_rows
+    names = rows.column_names
+    if final is not None:
+        flags = [final] * n
+    elif PARTITION in names:
+        flags = [bool(v) for v in rows.column(PARTITION).to_pylist()]
+    else:
+        flags = [False] * n
+    wi = [windows.get(v, -1) for v in rows.column("window_name").to_pylist()]
+    start = rows.column("window_start").cast(pa.int64()).to_pylist()
+    groups = rows.column("group_key").to_pylist()
+    cols: dict[str, Any] = {"kind": None, "w": wi, "ws": start, "pane": start, "g": groups,
+                            "reason": ["final" if f else None for f in flags],
+                            "off": rows.column("last_batch").to_pylist()}
+    if table == "aggregates":
+        cells = AggregateCells(spec)
+        records = rows.to_pylist()
+        cols["kind"] = ["A"] * n
+        cols["b"] = [cells.stored_json(r) for r in records]
+        cols["s"] = [None] * n
+    else:
+        by_name = {(w.name, sk.name): si for w in spec.windows for si, sk in
+                   enumerate(w.sketches)}
+        cols["kind"] = ["S"] * n
+        cols["s"] = [by_name.get((w, s), -1) for w, s in zip(
+            rows.column("window_name").to_pylist(), rows.column("sketch_name").to_pylist(),
+            strict=True)]
+        cols["b"] = rows.column("bytes").to_pylist()
+    arrays = [pa.array(cols.get(f.name, [None] * n), type=f.type) for f in PASS_SCHEMA]
+    out = pa.Table.from_arrays(arrays, schema=PASS_SCHEMA)
+    return out.filter(pc.greater_equal(out.column("w"), 0))
+
+
+def make_stored_reader(spec: Spec, table: str):
+    """The ``mapInArrow`` function turning stored rows (read by Spark) into partials."""
+
+    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                yield from stored_partials(spec, table, pa.Table.from_batches([batch])
+                                           ).to_batches()
+
+    return convert
+
+
+class _Cells:
+    """A task's cells, by key, with the partials and stored rows seen for each."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[tuple[int, int, str], list[Any]] = {}
+        self.sketches: dict[tuple[int, int, str, int], list[Any]] = {}
+
+
+def reduce_rows(table: pa.Table, rctx: ReduceContext) -> pa.Table:
+    """Merge one slice of a batch's keys, write its files, return the rows for the driver."""
+    spec = rctx.spec
+    out: dict[str, list[Any]] = {f.name: [] for f in REDUCE_SCHEMA}
+
+    def emit(**values: Any) -> None:
+        for name, col in out.items():
+            col.append(values.get(name))
+
+    kind = table.column("kind")
+    for b in table.filter(pc.equal(kind, "p")).column("b").to_pylist():
+        emit(kind="p", b=b)
+    quarantined = table.filter(pc.equal(kind, "q"))
+    if quarantined.num_rows and "quarantine" in rctx.paths:
+        _write(emit, write_file("quarantine", rctx.paths["quarantine"],
+                                _quarantine_rows(quarantined, rctx.batch_id),
+                                batch_id=rctx.batch_id, final=None))
+    del quarantined
+    if "aggregates" in rctx.paths:
+        rows = aggregate_rows(table, rctx)
+        schema = _without_final(aggregates_schema(spec))
+        for final, records in rows.items():
+            if records:
+                _write(emit, write_file("aggregates", rctx.paths["aggregates"],
+                                        pa.Table.from_pylist(records, schema=schema),
+                                        batch_id=rctx.batch_id, final=final))
+    if "sketches" in rctx.paths:
+        rows, views, open_state = sketch_rows(table, rctx)
+        schema = _without_final(SKETCHES_SCHEMA)
+        for final, records in rows.items():
+            if records:
+                _write(emit, write_file("sketches", rctx.paths["sketches"],
+                                        pa.Table.from_pylist(records, schema=schema),
+                                        batch_id=rctx.batch_id, final=final))
+        for (wi, si), (start, sketch) in views.items():
+            emit(kind="v", w=wi, ws=start, s=si, b=sketch.to_bytes())
+        for (wi, start), (n, nbytes) in open_state.items():
+            emit(kind="o", w=wi, ws=start, rows=n, size=nbytes)
+    return pa.Table.from_pydict(out, schema=REDUCE_SCHEMA)
+
+
+def _write(emit: Any, f: WrittenFile) -> None:
+    emit(kind="f", table=f.table, path=f.path, size=f.size, rows=f.rows, final=f.final,
+         stats=f.stats)
+
+
+def _is_final(rctx: ReduceContext, table: str, end_us: int, stored: bool) -> bool:
+    """Whether a cell's row is written final (see :func:`select_files`)."""
+    if end_us > rctx.watermark_ms * 1000:
+        return False
+    if end_us > rctx.final_before_ms.get(table, -(1 << 62)) * 1000:
+        return True
+    # a window that may already hold a final row: final only if it was read back
+    return stored
+
+
+def _select(table: pa.Table, kinds: tuple[str, ...], names: list[str]) -> list[list[Any]]:
+    kind = table.column("kind")
+    mask = pc.is_in(kind, pa.array(kinds))
+    sub = table.filter(mask).select(names)
+    return [sub.column(n).to_pylist() for n in names]
+
+
+def aggregate_rows(table: pa.Table, rctx: ReduceContext) -> dict[bool, list[dict[str, Any]]]:
+    """The ``aggregates`` rows of the cells in ``table``, by ``final``: one per cell."""
+    spec = rctx.spec
+    cells = AggregateCells(spec)
+    parts: dict[tuple[int, int, str], list[Any]] = {}
+    stored_keys: set[tuple[int, int, str]] = set()
+    touched: set[tuple[int, int, str]] = set()
+    last: dict[tuple[int, int, str], int] = {}
+    k, w, ws, g, b, off = _select(table, ("m", "A"), ["kind", "w", "ws", "g", "b", "off"])
+    for kind, wi, start, group, blob, last_batch in zip(k, w, ws, g, b, off, strict=True):
+        key = (wi, start, group)
+        parts.setdefault(key, []).append(parse_values(blob))
+        if kind == "A":
+            stored_keys.add(key)
+            last[key] = max(last.get(key, -1), int(last_batch))
+        else:
+            touched.add(key)
+    del k, w, ws, g, b, off
+    updated_us = rctx.now_ms * 1000
+    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for key in sorted(parts):
+        wi, start, group = key
+        window = spec.windows[wi]
+        values = cells.merge(parts[key])
+        last_batch = rctx.batch_id if key in touched else last.get(key, rctx.batch_id)
+        final = _is_final(rctx, "aggregates", start + window.size_s * US, key in stored_keys)
+        rows[final].append(cells.record(window, start, group, values, last_batch, updated_us))
+    return rows
+
+
+def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
+        dict[bool, list[dict[str, Any]]], dict[tuple[int, int], tuple[int, Any]],
+        dict[tuple[int, int], list[int]]]:
+    """The ``sketches`` rows of the cells in ``table``, by ``final``: one per cell; per
+    (window, sketch) the newest window's start and this batch's union of it; per open
+    (window, start) the partial rows made and their bytes."""
+
+    spec = rctx.spec
+    partials: dict[tuple[int, int, str, int], list[tuple[int, bytes, bytes | None]]] = {}
+    stored: dict[tuple[int, int, str, int], list[tuple[bytes, int]]] = {}
+    k, w, ws, g, s, pane, b, items, off = _select(
+        table, ("s", "S"), ["kind", "w", "ws", "g", "s", "pane", "b", "items", "off"])
+    for kind, wi, start, group, si, p, blob, it, last_batch in zip(
+            k, w, ws, g, s, pane, b, items, off, strict=True):
+        key = (wi, start, group, si)
+        if kind == "S":
+            stored.setdefault(key, []).append((blob, int(last_batch)))
+        else:
+            partials.setdefault(key, []).append((p, blob, it))
+    del k, w, ws, g, s, pane, b, items, off
+    updated_us = rctx.now_ms * 1000
+    now_us = rctx.now_ms * 1000
+    newest: dict[tuple[int, int], int] = {}
+    for wi, start, _, si in partials:
+        if start <= now_us and start > newest.get((wi, si), -(1 << 62)):
+            newest[(wi, si)] = start
+    view_blobs: dict[tuple[int, int], list[bytes]] = {}
+    open_state: dict[tuple[int, int], list[int]] = {}
+    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    #: HyperLogLog cells to merge or describe in bulk, per (window, sketch)
+    bulk: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for key in sorted(set(partials) | set(stored)):
+        wi, start, group, si = key
+        window = spec.windows[wi]
+        sk = window.sketches[si]
+        parts = partials.get(key)
+        old = sorted(stored.get(key, ()))
+        final = _is_final(rctx, "sketches", start + window.size_s * US, bool(old))
+        last_batch = rctx.batch_id if parts else max(lb for _, lb in old)
+        if parts is not None and newest.get((wi, si)) == start:
+            view_blobs.setdefault((wi, si), []).extend(p[1] for p in parts)
+        if parts is not None and len(parts) == 1 and not old and not final:
+            # the usual cell of a batch over many groups: one partial, nothing to merge,
+            # its bytes stored as they came (no sketch is built)
+            _add(rows, open_state, (wi, start), False, partial_record(
+                window, sk, start, group, parts[0][1], last_batch, updated_us))
+        elif sk.kind == "hll":
+            blobs = [p[1] for p in parts or ()] + [data for data, _ in old]
+            bulk.setdefault((wi, si), []).append((start, group, blobs, final, last_batch))
+        else:
+            _add(rows, open_state, (wi, start), final, _merged_record(
+                window, sk, start, group, parts, old, final, last_batch, updated_us))
+    for (wi, si), cells in bulk.items():
+        _hll_records(wi, spec.windows[wi], spec.windows[wi].sketches[si], cells, rows,
+                     open_state, updated_us)
+    views = {k: merge_blobs(v, spec.windows[k[0]].sketches[k[1]])
+             for k, v in view_blobs.items()}
+    return rows, {k: (newest[k], v) for k, v in views.items()}, open_state
+
+
+def _add(rows: dict[bool, list[dict[str, Any]]], open_state: dict[tuple[int, int], list[int]],
+         slot: tuple[int, int], final: bool, record: dict[str, Any]) -> None:
+    """Keep a row; an open window's counts its partial rows and their bytes (``slot``:
+    (window index, start))."""
+    if not final:
+        entry = open_state.setdefault(slot, [0, 0])
+        entry[0] += 1
+        entry[1] += len(record["bytes"])
+    rows[final].append(record)
+
+
+def _merged_record(window: Any, sk: Any, start: int, group: str, parts: list | None,
+                   old: list[tuple[bytes, int]], final: bool, last_batch: int,
+                   updated_us: int) -> dict[str, Any]:
+    """A cell's row, its sketch built: this batch's partials, then the stored rows."""
+    import sketches
+
+    sketch = merge_cell(parts) if parts else None
+    for data, _ in old:
+        if sketch is None:
+            sketch = sketches.from_bytes(data)
+        else:
+            sketch.merge(sketches.from_bytes(data))
+    if final:
+        return sketch_record(window, sk, start, group, sketch, last_batch, updated_us)
+    return partial_record(window, sk, start, group, sketch.to_bytes(), last_batch, updated_us)
+
+
+def _hll_records(wi: int, window: Any, sk: Any, cells: list[tuple[Any, ...]],
+                 rows: dict[bool, list[dict[str, Any]]],
+                 open_state: dict[tuple[int, int], list[int]], updated_us: int) -> None:
+    """Rows of HyperLogLog cells, merged and described in bulk (:mod:`hll_cells`);
+    a cell the bulk path leaves is built one by one."""
+    import numpy as np
+
+    from sketches.hll import sparse_limit
+
+    blobs = [b for _, _, bs, _, _ in cells for b in bs]
+    owner = np.repeat(np.arange(len(cells)), [len(bs) for _, _, bs, _, _ in cells])
+    precision = int(sk.param_dict.get("precision", sk.new().precision))
+    done = compact_cells(blobs, owner, len(cells), sk.new().to_bytes(), precision,
+                         sparse_limit(precision))
+    for i, (start, group, bs, final, last_batch) in enumerate(cells):
+        data = None if done is None else done.data[i]
+        if data is None:
+            _add(rows, open_state, (wi, start), final, _merged_record(
+                window, sk, start, group, None, [(b, last_batch) for b in bs], final,
+                last_batch, updated_us))
+            continue
+        record = partial_record(window, sk, start, group, data, last_batch, updated_us)
+        if final:
+            assert done is not None
+            record.update(estimate=float(done.estimate[i]), lower_bound=float(done.lower[i]),
+                          upper_bound=float(done.upper[i]),
+                          stats=[("relative_error", float(done.relative_error))])
+        _add(rows, open_state, (wi, start), final, record)
+
+
+def _quarantine_rows(q: pa.Table, batch_id: int) -> pa.Table:
+    """The quarantined records of a batch as rows of the ``quarantine`` table."""
+    n = q.num_rows
+    reason = q.column("reason")
+    code = pc.list_element(pc.split_pattern(reason, ":", max_splits=1), 0)
+    now_us = int(time.time() * 1_000_000)
+    return pa.table({
+        "key": q.column("key"), "value": q.column("b"), "topic": q.column("topic"),
+        "partition": q.column("part"), "offset": q.column("off"),
+        "source_timestamp": q.column("src_ts"), "reason_code": code, "reason": reason,
+        "event_time": q.column("et").cast(pa.timestamp("us", tz="UTC")),
+        "batch_id": pa.array([batch_id] * n, pa.int64()),
+        "quarantined_at": pa.array([now_us] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=QUARANTINE_SCHEMA)
+
+
+def make_reduce(rctx: ReduceContext):
+    """The function Spark's ``mapInArrow`` runs on each slice of a batch's keys."""
+
+    def reduce(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        collected = [b for b in batches if b.num_rows]
+        if not collected:
+            return
+        table = pa.Table.from_batches(collected)
+        del collected
+        yield from reduce_rows(table, rctx).to_batches()
+
+    return reduce
+
+
+
+def merged_table(spec: Spec, table: str, rows: pa.Table) -> pa.Table:
+    """Stored rows of ``aggregates`` or ``sketches`` as a reader sees them: one row per
+    cell, its partial rows merged; ``final`` when any of them is."""
+    if rows.num_rows == 0:
+        return rows
+    finals = {(w, ws, g, s) for w, ws, g, s, f in zip(
+        rows.column("window_name").to_pylist(),
+        rows.column("window_start").cast(pa.int64()).to_pylist(),
+        rows.column("group_key").to_pylist(),
+        (rows.column("sketch_name").to_pylist() if table == "sketches"
+         else [None] * rows.num_rows),
+        rows.column(PARTITION).to_pylist(), strict=True) if f}
+    rctx = ReduceContext(spec, -1, 0, -(1 << 62), {}, {})
+    partials = stored_partials(spec, table, rows)
+    if table == "aggregates":
+        records = [r for rs in aggregate_rows(partials, rctx).values() for r in rs]
+        schema = aggregates_schema(spec)
+    else:
+        records = [r for rs in sketch_rows(partials, rctx)[0].values() for r in rs]
+        schema = SKETCHES_SCHEMA
+    for r in records:
+        r[PARTITION] = (r["window_name"], r["window_start"], r["group_key"],
+                        r.get("sketch_name")) in finals
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+# -- what the driver reads of the merge stage's output --------------------------------
+def empty_output() -> pa.Table:
+    return REDUCE_SCHEMA.empty_table()
+
+
+def output_files(out: pa.Table) -> dict[str, list[WrittenFile]]:
+    rows = out.filter(pc.equal(out.column("kind"), "f")).to_pylist()
+    files: dict[str, list[WrittenFile]] = {}
+    for r in rows:
+        files.setdefault(r["table"], []).append(
+            WrittenFile(r["table"], r["path"], int(r["size"]), int(r["rows"]), r["final"],
+                        r["stats"]))
+    return files
+
+
+def output_views(rows: pa.Table, spec: Spec) -> dict[tuple[str, str], tuple[int, str, Any]]:
+    """Per (window, sketch): the newest window this batch touched and its union (the
+    tasks' unions of that window merged; O(tasks) rows)."""
+    import sketches
+
+    out: dict[tuple[str, str], tuple[int, str, Any]] = {}
+    for r in rows.to_pylist():
+        w = spec.windows[r["w"]]
+        sk = w.sketches[r["s"]]
+        key = (w.name, sk.name)
+        cur = out.get(key)
+        sketch = sketches.from_bytes(r["b"])
+        if cur is None or r["ws"] > cur[0]:
+            out[key] = (r["ws"], sk.kind, sketch)
+        elif r["ws"] == cur[0]:
+            cur[2].merge(sketch)
+    return out
+
+
+def output_open_windows(rows: pa.Table, spec: Spec) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """Per (window, start) still open: its end, the partial sketch rows written, their bytes."""
+    out: dict[tuple[str, int], tuple[int, int, int]] = {}
+    for r in rows.to_pylist():
+        w = spec.windows[r["w"]]
+        key = (w.name, r["ws"])
+        _, n, b = out.get(key, (0, 0, 0))
+        out[key] = (r["ws"] + w.size_s * 1_000_000, n + int(r["rows"]), b + int(r["size"]))
+    return out

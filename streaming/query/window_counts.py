@@ -1,0 +1,54 @@
+"""How many windows a query merged: cells, not rows.
+
+A closed window has one row per (window, group) cell in the result tables; an open one
+has a row per batch that touched the cell (docs/architecture.md). The counts a query
+reports (``windows``, ``windows_merged``) are of cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CellCount:
+    """Counts the cells (window, group) of the sketch rows a query merges: a closed
+    window has one row per cell, an open one a row per batch that touched it."""
+
+    COLUMNS = ("window_start", "group_key", "final")
+
+    def __init__(self) -> None:
+        self.final = 0
+        self.open: set[tuple[Any, Any]] = set()
+
+    def add(self, rows: Any) -> None:
+        import pyarrow.compute as pc
+
+        final = rows["final"].combine_chunks()
+        done = pc.fill_null(final, False)
+        self.final += pc.sum(done).as_py() or 0
+        rest = rows.filter(pc.invert(done)).select(["window_start", "group_key"])
+        if rest.num_rows:  # the few rows of open windows
+            self.open.update(zip(rest["window_start"].to_pylist(),
+                                 rest["group_key"].to_pylist(), strict=True))
+
+    @property
+    def count(self) -> int:
+        return self.final + len(self.open)
+
+
+def windows_per_group(rows: Any, *, by_group: bool) -> list[int]:
+    """Distinct window starts per group (in :func:`combine`'s group order), or overall."""
+    import numpy as np
+
+    from streaming.query.metric_sums import group_codes
+    from streaming.query.read import micros
+
+    if rows.num_rows == 0:
+        return [] if by_group else [0]
+    starts = micros(rows["window_start"].combine_chunks())
+    if by_group:
+        codes, _, n = group_codes(rows)
+    else:
+        codes, n = np.zeros(rows.num_rows, dtype=np.int64), 1
+    pairs = np.unique(np.stack([codes, starts.astype(np.int64)]), axis=1)
+    return np.bincount(pairs[0], minlength=n).tolist()
