@@ -4,7 +4,8 @@
     python -m benchmarks.figures            # rewrite the block between the markers
     python -m benchmarks.figures --print    # show it instead
 
-Reads ``benchmarks/results/{pipeline,backfill,memory,query,replay,quantiles,sketches}.json``
+Reads ``benchmarks/results/{cardinality,pipeline,backfill,memory,query,replay,quantiles,
+sketches}.json``
 (whichever exist; a missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
@@ -71,6 +72,33 @@ def pipeline_lines(doc: dict[str, Any]) -> list[str]:
         out += ["", f"Live at {lat['rate']:,.0f} events/s with a {lat['trigger_s']:g} s trigger, "
                     f"produce → Delta commit: p50 {lat['p50_s']:.1f} s, p99 {lat['p99_s']:.1f} s "
                     f"({lat['p99_over_trigger']:.1f} triggers)."]
+    return out
+
+
+def cardinality_lines(doc: dict[str, Any]) -> list[str]:
+    load = doc.get("machine", {}).get("load_at_start")
+    out = [f"`python -m benchmarks.bench_cardinality --events {doc['events']}` (a group-by over "
+           f"{doc['users']:,} users and {doc['pages']:,} pages in 5-minute windows, count, exact "
+           f"sum and HLL per cell, {doc['per_trigger']:,} records per trigger, one topic for "
+           "both; each command timed as a whole process, start-up included"
+           + (f", load average {load:.1f} at start" if load is not None else "") + "):", "",
+           "| command | seconds | events/s | peak RSS, whole process tree | wrong cells |",
+           "|---|---|---|---|---|"]
+    wrong = doc.get("check", {})
+    cells = sum(v["cells"] for v in wrong.values()) if wrong else None
+    bad = sum(v["wrong"] for v in wrong.values()) if wrong else None
+    for key, label in (("ours", "`streamsketch run --available-now`"),
+                       ("plain_spark", "the same job in plain Spark (`from_json` → "
+                                       "`groupBy(window, key).agg(...)` → delta-spark)")):
+        r = doc.get(key)
+        if r is None:
+            continue
+        check = f"{bad:,} of {cells:,}" if key == "ours" and cells is not None else "-"
+        out.append(f"| {label} | {r['seconds']:.1f} | {_k(r['events_per_second'])} | "
+                   f"{r['peak_tree_rss_bytes'] / 2**30:.2f} GiB | {check} |")
+    if "ratio" in doc:
+        out += ["", f"`streamsketch run` finishes the job {doc['ratio']:.2f}x as fast as plain "
+                    "Spark."]
     return out
 
 
@@ -181,7 +209,8 @@ def quantile_lines(doc: dict[str, Any]) -> list[str]:
 
 def block() -> str:
     lines: list[str] = []
-    for name, fn in (("pipeline", pipeline_lines), ("backfill", backfill_lines),
+    for name, fn in (("cardinality", cardinality_lines), ("pipeline", pipeline_lines),
+                     ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
                      ("replay", replay_lines), ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):

@@ -90,27 +90,9 @@ class AggregateCells:
                 out[c] = _combine(self.kinds.get(c, "add"), out.get(c), v)
         return out
 
-    def record(self, window: Any, start_us: int, group: str, values: dict[str, Any],
-               last_batch: int, updated_us: int) -> dict[str, Any]:
-        """The table row (without ``final``) of a cell's merged values."""
-        rec: dict[str, Any] = {"window_name": window.name, "window_start": start_us,
-                               "window_end": start_us + window.size_s * US,
-                               "group_key": group, "group": group_map(window.group_by, group)}
-        for c in self.metric_names:
-            if c.startswith("avg_"):
-                fld = c[4:]
-                s, n = values.get(f"sum_{fld}"), values.get(f"n_{fld}")
-                rec[c] = float(_DECIMAL.scaleb(decimal.Decimal(s), -9)) / n if (
-                    s is not None and n) else None
-            elif c.startswith("sum_"):
-                v = values.get(c)
-                rec[c] = None if v is None else _DECIMAL.scaleb(decimal.Decimal(v), -9)
-            else:
-                rec[c] = values.get(c)
-        rec["late_rows"] = values.get("late_rows") or 0
-        rec["last_batch"] = last_batch
-        rec["updated_at"] = updated_us
-        return rec
+    def rows(self) -> AggregateRows:
+        """An empty set of table rows to add cells to."""
+        return AggregateRows(self)
 
     def stored_values(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored row's metrics in the partials' form (sums as integers of 1e-9)."""
@@ -130,3 +112,57 @@ class AggregateCells:
             if c.startswith("sum_") and v is not None:
                 values[c] = str(v)
         return orjson.dumps(values)
+
+
+class AggregateRows:
+    """Rows of ``aggregates`` (without ``final``), added cell by cell, built column-wise."""
+
+    def __init__(self, cells: AggregateCells) -> None:
+        self.metric_names = cells.metric_names
+        self.cols: dict[str, list[Any]] = {c: [] for c in (
+            "window_name", "window_start", "window_end", "group_key", "group",
+            *cells.metric_names, "late_rows", "last_batch")}
+        self._groups: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.cols["window_name"])
+
+    def add(self, window: Any, start_us: int, group: str, values: dict[str, Any],
+            last_batch: int) -> None:
+        cols = self.cols
+        cols["window_name"].append(window.name)
+        cols["window_start"].append(start_us)
+        cols["window_end"].append(start_us + window.size_s * US)
+        cols["group_key"].append(group)
+        cached = self._groups.get(group)
+        if cached is None:
+            cached = self._groups[group] = list(zip(window.group_by, orjson.loads(group),
+                                                    strict=True))
+        cols["group"].append(cached)
+        for c in self.metric_names:
+            if c.startswith("avg_"):
+                fld = c[4:]
+                s, n = values.get(f"sum_{fld}"), values.get(f"n_{fld}")
+                v = float(_DECIMAL.scaleb(decimal.Decimal(s), -9)) / n if (
+                    s is not None and n) else None
+            elif c.startswith("sum_"):
+                v = values.get(c)
+                v = None if v is None else _DECIMAL.scaleb(decimal.Decimal(v), -9)
+            else:
+                v = values.get(c)
+            cols[c].append(v)
+        cols["late_rows"].append(values.get("late_rows") or 0)
+        cols["last_batch"].append(last_batch)
+
+    def table(self, schema: Any, updated_us: int) -> Any:
+        """The rows as a ``pyarrow.Table`` of ``schema`` (``final`` left out)."""
+        import pyarrow as pa
+
+        n = len(self)
+        arrays = []
+        for field in schema:
+            if field.name == "updated_at":
+                arrays.append(pa.array([updated_us] * n, field.type))
+            else:
+                arrays.append(pa.array(self.cols[field.name], field.type))
+        return pa.Table.from_arrays(arrays, schema=schema)

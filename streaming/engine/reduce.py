@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from streaming.engine.aggregates import AggregateCells, parse_values
 from streaming.engine.hll_cells import compact_cells
 from streaming.engine.onepass import PASS_SCHEMA
+from streaming.engine.simple_cells import metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
 from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
 from streaming.engine.table_files import PARTITION, WrittenFile, write_file
@@ -135,7 +136,6 @@ class _Cells:
 
 def reduce_rows(table: pa.Table, rctx: ReduceContext) -> pa.Table:
     """Merge one slice of a batch's keys, write its files, return the rows for the driver."""
-    spec = rctx.spec
     out: dict[str, list[Any]] = {f.name: [] for f in REDUCE_SCHEMA}
 
     def emit(**values: Any) -> None:
@@ -152,20 +152,15 @@ def reduce_rows(table: pa.Table, rctx: ReduceContext) -> pa.Table:
                                 batch_id=rctx.batch_id, final=None))
     del quarantined
     if "aggregates" in rctx.paths:
-        rows = aggregate_rows(table, rctx)
-        schema = _without_final(aggregates_schema(spec))
-        for final, records in rows.items():
-            if records:
-                _write(emit, write_file("aggregates", rctx.paths["aggregates"],
-                                        pa.Table.from_pylist(records, schema=schema),
+        for final, data in aggregate_rows(table, rctx).items():
+            if data.num_rows:
+                _write(emit, write_file("aggregates", rctx.paths["aggregates"], data,
                                         batch_id=rctx.batch_id, final=final))
     if "sketches" in rctx.paths:
         rows, views, open_state = sketch_rows(table, rctx)
-        schema = _without_final(SKETCHES_SCHEMA)
-        for final, records in rows.items():
-            if records:
-                _write(emit, write_file("sketches", rctx.paths["sketches"],
-                                        pa.Table.from_pylist(records, schema=schema),
+        for final, data in rows.items():
+            if data.num_rows:
+                _write(emit, write_file("sketches", rctx.paths["sketches"], data,
                                         batch_id=rctx.batch_id, final=final))
         for (wi, si), (start, sketch) in views.items():
             emit(kind="v", w=wi, ws=start, s=si, b=sketch.to_bytes())
@@ -189,22 +184,24 @@ def _is_final(rctx: ReduceContext, table: str, end_us: int, stored: bool) -> boo
     return stored
 
 
-def _select(table: pa.Table, kinds: tuple[str, ...], names: list[str]) -> list[list[Any]]:
-    kind = table.column("kind")
-    mask = pc.is_in(kind, pa.array(kinds))
-    sub = table.filter(mask).select(names)
-    return [sub.column(n).to_pylist() for n in names]
-
-
-def aggregate_rows(table: pa.Table, rctx: ReduceContext) -> dict[bool, list[dict[str, Any]]]:
+def aggregate_rows(table: pa.Table, rctx: ReduceContext) -> dict[bool, pa.Table]:
     """The ``aggregates`` rows of the cells in ``table``, by ``final``: one per cell."""
     spec = rctx.spec
     cells = AggregateCells(spec)
+    schema = _without_final(aggregates_schema(spec))
+    sub = table.filter(pc.is_in(table.column("kind"), pa.array(["m", "A"])))
+    simple = single_open(sub, "m", spec, rctx.watermark_ms, with_sketch=False)
+    quick = None
+    if simple.any():
+        quick = metric_table(sub.filter(pa.array(simple)), spec, schema, cells.metric_names,
+                             rctx.batch_id, rctx.now_ms * 1000)
+        sub = sub.filter(pa.array(~simple))
     parts: dict[tuple[int, int, str], list[Any]] = {}
     stored_keys: set[tuple[int, int, str]] = set()
     touched: set[tuple[int, int, str]] = set()
     last: dict[tuple[int, int, str], int] = {}
-    k, w, ws, g, b, off = _select(table, ("m", "A"), ["kind", "w", "ws", "g", "b", "off"])
+    k, w, ws, g, b, off = (sub.column(n).to_pylist()
+                           for n in ("kind", "w", "ws", "g", "b", "off"))
     for kind, wi, start, group, blob, last_batch in zip(k, w, ws, g, b, off, strict=True):
         key = (wi, start, group)
         parts.setdefault(key, []).append(parse_values(blob))
@@ -214,30 +211,60 @@ def aggregate_rows(table: pa.Table, rctx: ReduceContext) -> dict[bool, list[dict
         else:
             touched.add(key)
     del k, w, ws, g, b, off
-    updated_us = rctx.now_ms * 1000
-    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    rows = {True: cells.rows(), False: cells.rows()}
     for key in sorted(parts):
         wi, start, group = key
         window = spec.windows[wi]
-        values = cells.merge(parts[key])
+        found = parts[key]
+        values = found[0] if len(found) == 1 else cells.merge(found)
         last_batch = rctx.batch_id if key in touched else last.get(key, rctx.batch_id)
         final = _is_final(rctx, "aggregates", start + window.size_s * US, key in stored_keys)
-        rows[final].append(cells.record(window, start, group, values, last_batch, updated_us))
-    return rows
+        rows[final].add(window, start, group, values, last_batch)
+    out = {final: r.table(schema, rctx.now_ms * 1000) for final, r in rows.items()}
+    if quick is not None:
+        out[False] = pa.concat_tables([quick, out[False]])
+    return out
 
 
 def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
-        dict[bool, list[dict[str, Any]]], dict[tuple[int, int], tuple[int, Any]],
+        dict[bool, pa.Table], dict[tuple[int, int], tuple[int, Any]],
         dict[tuple[int, int], list[int]]]:
     """The ``sketches`` rows of the cells in ``table``, by ``final``: one per cell; per
     (window, sketch) the newest window's start and this batch's union of it; per open
     (window, start) the partial rows made and their bytes."""
+    import numpy as np
 
     spec = rctx.spec
+    updated_us = rctx.now_ms * 1000
+    schema = _without_final(SKETCHES_SCHEMA)
+    sub = table.filter(pc.is_in(table.column("kind"), pa.array(["s", "S"])))
+    views = _views(sub.filter(pc.equal(sub.column("kind"), "s")), spec, updated_us)
+    simple = single_open(sub, "s", spec, rctx.watermark_ms, with_sketch=True)
+    open_state: dict[tuple[int, int], list[int]] = {}
+    tables: dict[bool, list[pa.Table]] = {True: [], False: []}
+    if simple.any():
+        quick = sub.filter(pa.array(simple))
+        tables[False].append(sketch_table(quick, spec, schema, rctx.batch_id, updated_us))
+        pairs = np.stack([np.asarray(quick.column("w").to_numpy(zero_copy_only=False),
+                                     dtype=np.int64),
+                          np.asarray(quick.column("ws").to_numpy(zero_copy_only=False),
+                                     dtype=np.int64)])
+        sizes = np.asarray(pc.binary_length(quick.column("b")).to_numpy(
+            zero_copy_only=False), dtype=np.int64)
+        uniq, inverse = np.unique(pairs, axis=1, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        counts = np.bincount(inverse, minlength=uniq.shape[1])
+        nbytes = np.bincount(inverse, weights=sizes, minlength=uniq.shape[1])
+        for (wi, start), n, nb in zip(uniq.T.tolist(), counts.tolist(), nbytes.tolist(),
+                                      strict=True):
+            open_state[(wi, start)] = [n, int(nb)]
+        sub = sub.filter(pa.array(~simple))
+    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     partials: dict[tuple[int, int, str, int], list[tuple[int, bytes, bytes | None]]] = {}
     stored: dict[tuple[int, int, str, int], list[tuple[bytes, int]]] = {}
-    k, w, ws, g, s, pane, b, items, off = _select(
-        table, ("s", "S"), ["kind", "w", "ws", "g", "s", "pane", "b", "items", "off"])
+    k, w, ws, g, s, pane, b, items, off = (
+        sub.column(n).to_pylist() for n in
+        ("kind", "w", "ws", "g", "s", "pane", "b", "items", "off"))
     for kind, wi, start, group, si, p, blob, it, last_batch in zip(
             k, w, ws, g, s, pane, b, items, off, strict=True):
         key = (wi, start, group, si)
@@ -246,15 +273,6 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
         else:
             partials.setdefault(key, []).append((p, blob, it))
     del k, w, ws, g, s, pane, b, items, off
-    updated_us = rctx.now_ms * 1000
-    now_us = rctx.now_ms * 1000
-    newest: dict[tuple[int, int], int] = {}
-    for wi, start, _, si in partials:
-        if start <= now_us and start > newest.get((wi, si), -(1 << 62)):
-            newest[(wi, si)] = start
-    view_blobs: dict[tuple[int, int], list[bytes]] = {}
-    open_state: dict[tuple[int, int], list[int]] = {}
-    rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     #: HyperLogLog cells to merge or describe in bulk, per (window, sketch)
     bulk: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
     for key in sorted(set(partials) | set(stored)):
@@ -262,17 +280,10 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
         window = spec.windows[wi]
         sk = window.sketches[si]
         parts = partials.get(key)
-        old = sorted(stored.get(key, ()))
+        old = sorted(stored[key]) if key in stored else ()
         final = _is_final(rctx, "sketches", start + window.size_s * US, bool(old))
         last_batch = rctx.batch_id if parts else max(lb for _, lb in old)
-        if parts is not None and newest.get((wi, si)) == start:
-            view_blobs.setdefault((wi, si), []).extend(p[1] for p in parts)
-        if parts is not None and len(parts) == 1 and not old and not final:
-            # the usual cell of a batch over many groups: one partial, nothing to merge,
-            # its bytes stored as they came (no sketch is built)
-            _add(rows, open_state, (wi, start), False, partial_record(
-                window, sk, start, group, parts[0][1], last_batch, updated_us))
-        elif sk.kind == "hll":
+        if sk.kind == "hll":
             blobs = [p[1] for p in parts or ()] + [data for data, _ in old]
             bulk.setdefault((wi, si), []).append((start, group, blobs, final, last_batch))
         else:
@@ -281,9 +292,33 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
     for (wi, si), cells in bulk.items():
         _hll_records(wi, spec.windows[wi], spec.windows[wi].sketches[si], cells, rows,
                      open_state, updated_us)
-    views = {k: merge_blobs(v, spec.windows[k[0]].sketches[k[1]])
-             for k, v in view_blobs.items()}
-    return rows, {k: (newest[k], v) for k, v in views.items()}, open_state
+    for final, records in rows.items():
+        if records:
+            tables[final].append(pa.Table.from_pylist(records, schema=schema))
+    out = {final: pa.concat_tables(ts) if ts else schema.empty_table()
+           for final, ts in tables.items()}
+    return out, views, open_state
+
+
+def _views(rows: pa.Table, spec: Spec, now_us: int) -> dict[tuple[int, int], tuple[int, Any]]:
+    """Per (window, sketch): the newest window this batch touched (starting by ``now_us``)
+    and the union of its partials, every group merged."""
+    import numpy as np
+
+    if rows.num_rows == 0:
+        return {}
+    w = np.asarray(rows.column("w").to_numpy(zero_copy_only=False), dtype=np.int64)
+    s = np.asarray(rows.column("s").to_numpy(zero_copy_only=False), dtype=np.int64)
+    ws = np.asarray(rows.column("ws").to_numpy(zero_copy_only=False), dtype=np.int64)
+    out = {}
+    for wi, si in set(zip(w.tolist(), s.tolist(), strict=True)):
+        mine = (w == wi) & (s == si) & (ws <= now_us)
+        if not mine.any():
+            continue
+        start = int(ws[mine].max())
+        blobs = rows.column("b").filter(pa.array(mine & (ws == start)))
+        out[(wi, si)] = (start, merge_blobs(blobs, spec.windows[wi].sketches[si]))
+    return out
 
 
 def _add(rows: dict[bool, list[dict[str, Any]]], open_state: dict[tuple[int, int], list[int]],
@@ -390,10 +425,10 @@ def merged_table(spec: Spec, table: str, rows: pa.Table) -> pa.Table:
     rctx = ReduceContext(spec, -1, 0, -(1 << 62), {}, {})
     partials = stored_partials(spec, table, rows)
     if table == "aggregates":
-        records = [r for rs in aggregate_rows(partials, rctx).values() for r in rs]
+        records = [r for t in aggregate_rows(partials, rctx).values() for r in t.to_pylist()]
         schema = aggregates_schema(spec)
     else:
-        records = [r for rs in sketch_rows(partials, rctx)[0].values() for r in rs]
+        records = [r for t in sketch_rows(partials, rctx)[0].values() for r in t.to_pylist()]
         schema = SKETCHES_SCHEMA
     for r in records:
         r[PARTITION] = (r["window_name"], r["window_start"], r["group_key"],

@@ -63,9 +63,9 @@ def _merged(spec, tables, ctx):
     rctx = ReduceContext(spec, 0, ctx.now_ms, ctx.watermark_ms, {}, {})
     aggs = {(r["window_name"], r["window_start"], r["group_key"]):
             {k: v for k, v in r.items() if k not in ("updated_at",)}
-            for rows in aggregate_rows(parts, rctx).values() for r in rows}
+            for rows in aggregate_rows(parts, rctx).values() for r in rows.to_pylist()}
     sks = {(r["window_name"], r["window_start"], r["group_key"], r["sketch_name"]): r["bytes"]
-           for rows in sketch_rows(parts, rctx)[0].values() for r in rows}
+           for rows in sketch_rows(parts, rctx)[0].values() for r in rows.to_pylist()}
     quarantine = parts.filter(pa.compute.equal(parts.column("kind"), "q"))
     return aggs, sks, quarantine
 
