@@ -1,6 +1,6 @@
 """High-cardinality group-by: ``streamsketch run`` against the same job written plainly in Spark.
 
-    python -m benchmarks.bench_cardinality [--events 1000000] [--users 500000]
+    python -m benchmarks.bench_cardinality [--events 1000000] [--users 1000000]
         [--pages 50000] [--per-trigger 200000] [--skip plain]
 
 One topic on the embedded broker holds ``--events`` clickstream events whose event
@@ -13,7 +13,11 @@ window holds hundreds of thousands of (window, user) cells. Over it, in the same
 2. **plain Spark**: the same job the way it is usually written — ``from_json`` ->
    ``withWatermark`` -> ``groupBy(window, key).agg(count, sum, approx_count_distinct)``
    -> a delta-spark sink, two queries, the same trigger bound
-   (:mod:`benchmarks.plain_spark_job`, a child process).
+   (:mod:`benchmarks.plain_spark_job`, a child process);
+3. **state store**: the other design engine v3 could have taken, Spark's own state per
+   (window, group) with ``applyInPandasWithState`` and our HyperLogLog, to the ``noop``
+   sink (:mod:`benchmarks.statestore_job`; left out unless ``--skip`` is given without
+   ``state``: at ~1 ms a group it wants a smaller ``--events``).
 
 Each is timed from process start to exit, with the peak resident memory of its whole
 process tree (JVM, Python workers). Every (window, user) and (window, page) count of
@@ -131,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--users", type=int, default=500_000)
+    ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--pages", type=int, default=50_000)
     ap.add_argument("--per-trigger", type=int, default=200_000)
-    ap.add_argument("--rate", type=float, default=5_000.0,
+    ap.add_argument("--rate", type=float, default=1_333.0,
                     help="events per second of event time (sets how many windows)")
-    ap.add_argument("--skip", default="", help="comma-separated: plain, check")
+    ap.add_argument("--skip", default="state",
+                    help="comma-separated: plain, state, check (default: state; the state-store "
+                         "design takes ~1 ms a group: run it on a smaller --events)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cardinality.json")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="ss-card-"))
@@ -157,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)
         runs = {"ours": [sys.executable, "-m", "streaming.cli", "run", "--spec",
                          "{spec}", "--available-now"]}
-        if "plain" not in skip:
-            runs["plain_spark"] = [sys.executable, "-m", "benchmarks.plain_spark_job",
-                                   "--bootstrap", bootstrap, "--topic", "cards",
-                                   "--root", "{root}", "--per-trigger", str(args.per_trigger)]
+        for name, module in (("plain_spark", "plain_spark_job"),
+                             ("state_store", "statestore_job")):
+            if name.split("_")[0] not in skip:
+                runs[name] = [sys.executable, "-m", f"benchmarks.{module}",
+                              "--bootstrap", bootstrap, "--topic", "cards",
+                              "--root", "{root}", "--per-trigger", str(args.per_trigger)]
         for name, cmd in runs.items():
             root = tmp / name
             root.mkdir()
@@ -177,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         if "plain_spark" in result:
             result["ratio"] = result["plain_spark"]["seconds"] / result["ours"]["seconds"]
             print(f"ours / plain Spark: {result['ratio']:.2f}x faster")
+        if "state_store" in result:
+            result["state_store_ratio"] = (result["state_store"]["seconds"]
+                                           / result["ours"]["seconds"])
         if "check" not in skip:
             result["check"] = check(tmp / "ours", truth(cfg, args.events))
             print(f"cells checked: {result['check']}")
     finally:
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cardinality.json").write_text(json.dumps(result, indent=2, default=str))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -187,7 +187,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     th.join(1)
     return {"returncode": proc.returncode, "seconds": wall, "peak_tree_rss_bytes": peak[0],
             "peak_tree_pss_bytes": peak[1],
-            "peak_rss_bytes_by_role": peak_by_role, "output_tail": out.splitlines()[-5:]}
+            "peak_rss_bytes_by_role": peak_by_role, "output_tail": out.splitlines()[-40:]}
 
 
 def check(root: Path, truth: Counter) -> dict[str, Any]:

@@ -89,7 +89,9 @@ def cardinality_lines(doc: dict[str, Any]) -> list[str]:
     bad = sum(v["wrong"] for v in wrong.values()) if wrong else None
     for key, label in (("ours", "`streamsketch run --available-now`"),
                        ("plain_spark", "the same job in plain Spark (`from_json` → "
-                                       "`groupBy(window, key).agg(...)` → delta-spark)")):
+                                       "`groupBy(window, key).agg(...)` → delta-spark)"),
+                       ("state_store", "the state-store design: `applyInPandasWithState` per "
+                                       "(window, group), our HLL, `noop` sink")):
         r = doc.get(key)
         if r is None:
             continue

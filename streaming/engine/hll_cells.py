@@ -18,6 +18,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -86,25 +87,55 @@ def estimates(counts: np.ndarray, precision: int) -> np.ndarray:
     return _ALPHA_INF * m * m / z
 
 
-def compact_cells(blobs: list[bytes], cell: np.ndarray, n_cells: int, template: bytes,
+def _usable(b: Any, template: bytes) -> np.ndarray:
+    """Per blob: a compact HyperLogLog with the template's header and precision, whose
+    length matches its count and whose CRC holds."""
+    import zlib as _zlib
+
+    prefix = np.frombuffer(template[:_HEADER + 1] + bytes([_COMPACT]), dtype=np.uint8)
+    length = b.end - b.start
+    ok = length >= prefix.size + 8
+    at = b.start[ok]
+    rows = b._windows(prefix.size)[at]
+    good = np.zeros(len(b), dtype=bool)
+    good[np.flatnonzero(ok)] = np.all(rows == prefix, axis=1)
+    if not good.any():
+        return good
+    where = np.flatnonzero(good)
+    count = b.uint(b.start[where] + _HEADER + 2, 4).astype(np.int64)
+    good[where] = length[where] == _HEADER + 2 + 4 + 4 * count + 4
+    where = np.flatnonzero(good)
+    view = memoryview(b.data.data)
+    crc = np.fromiter((_zlib.crc32(view[s:e]) for s, e in
+                       zip(b.start[where].tolist(), (b.end[where] - 4).tolist(), strict=True)),
+                      dtype=np.uint64, count=where.size)
+    good[where] = crc == b.uint(b.end[where] - 4, 4)
+    return good
+
+
+def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
                   precision: int, limit: int) -> Described | None:
     """Merge the compact HyperLogLog ``blobs`` into ``n_cells`` cells (``cell[i]``: the
-    cell of blob ``i``) and describe each; None if a blob is not a compact sketch with
-    the template's header and precision (or its CRC is wrong)."""
+    cell of blob ``i``) and describe each. A cell holding a blob that is not a compact
+    sketch with the template's header and precision (or whose CRC is wrong), or whose
+    union is past the compact limit, is left (``data`` None). None: no cell is left to
+    build here."""
     import pyarrow as pa
 
-    arr = pa.array(blobs, pa.large_binary())
+    arr = blobs if isinstance(blobs, pa.Array) else pa.array(blobs, pa.large_binary())
     found = segments(arr)
     if len(found) != 1:
         return None
     b = found[0]
-    prefix = np.frombuffer(template[:_HEADER + 1] + bytes([_COMPACT]), dtype=np.uint8)
-    if not (b.same_prefix(prefix) and b.crc_ok()):
+    usable = _usable(b, template)
+    bad_cell = np.zeros(n_cells, dtype=bool)
+    np.logical_or.at(bad_cell, cell, ~usable)
+    if bad_cell.all():
         return None
-    located = b.counted(np.ones(len(b), dtype=bool), _HEADER + 2, 4)
-    if located is None:
-        return None
-    first, count = located
+    take = ~bad_cell[cell]  # the blobs of cells built here
+    first = b.start[take] + _HEADER + 2 + 4
+    count = b.uint(b.start[take] + _HEADER + 2, 4).astype(np.int64)
+    cell = cell[take]
     entries = b.gather(first, count, 4).astype(np.uint64)
     owner = np.repeat(cell.astype(np.uint64), count)
     keys = np.sort((owner << np.uint64(32)) | entries)
@@ -122,7 +153,7 @@ def compact_cells(blobs: list[bytes], cell: np.ndarray, n_cells: int, template: 
     data: list[bytes | None] = []
     raw = merged.tobytes()
     for i, size in enumerate(sizes.tolist()):
-        if size > limit:
+        if size > limit or bad_cell[i]:
             data.append(None)  # past the compact limit: the caller densifies it
             continue
         body = head + struct.pack("<I", size) + raw[4 * bounds[i]:4 * bounds[i + 1]]
@@ -138,3 +169,67 @@ def compact_cells(blobs: list[bytes], cell: np.ndarray, n_cells: int, template: 
                                                   sizes.astype(np.float64)), 0.0))
     return Described(data, est, lower, est * (1.0 + 2.0 * sigma),
                      1.04 / math.sqrt(1 << precision))
+
+
+def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int,
+              now_us: int, final_of: Any) -> tuple[Any, Any, np.ndarray] | None:
+    """The rows of the HyperLogLog cells of one (window ``wi``, sketch ``si``) in ``part``
+    (merge-stage rows of kind ``s`` and ``S``), built column-wise: (final rows, open rows,
+    mask of the rows of ``part`` whose cells are left to the caller). ``final_of(end_us,
+    stored)`` says which cells are final. None: no cell can be built in bulk here."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sketches.hll import sparse_limit
+    from streaming.engine.simple_cells import key_columns
+
+    n = part.num_rows
+    window = spec.windows[wi]
+    sk = window.sketches[si]
+    codes = pc.dictionary_encode(part.column("g").combine_chunks()).indices.to_numpy(
+        zero_copy_only=False)
+    ws = np.asarray(part.column("ws").to_numpy(zero_copy_only=False), dtype=np.int64)
+    key = np.empty(n, dtype=[("ws", "<i8"), ("g", "<i8")])
+    key["ws"], key["g"] = ws, codes
+    _, first, owner = np.unique(key, return_index=True, return_inverse=True)
+    owner = owner.reshape(-1)
+    n_cells = first.size
+    precision = int(sk.param_dict.get("precision", sk.new().precision))
+    blobs = part.column("b").combine_chunks().cast(pa.large_binary())
+    done = compact_cells(blobs, owner, n_cells, sk.new().to_bytes(), precision,
+                         sparse_limit(precision))
+    if done is None:
+        return None
+    fresh = np.asarray(pc.equal(part.column("kind"), "s").to_numpy(zero_copy_only=False),
+                       dtype=bool)
+    touched = np.zeros(n_cells, dtype=bool)
+    np.logical_or.at(touched, owner, fresh)
+    stored = np.zeros(n_cells, dtype=bool)
+    np.logical_or.at(stored, owner, ~fresh)
+    last = np.full(n_cells, -1, dtype=np.int64)
+    off = np.asarray(part.column("off").fill_null(-1).to_numpy(zero_copy_only=False),
+                     dtype=np.int64)
+    np.maximum.at(last, owner, np.where(fresh, -1, off))
+    last = np.where(touched, batch_id, last)
+    built = np.array([d is not None for d in done.data], dtype=bool)
+    end = ws[first] + window.size_s * 1_000_000
+    final = np.asarray(final_of(end, stored), dtype=bool)
+    heads = part.take(pa.array(first))
+    cols = key_columns(heads, spec, schema)
+    cols["sketch_name"] = pa.array([sk.name] * n_cells, pa.string())
+    cols["kind"] = pa.array([sk.kind] * n_cells, pa.string())
+    cols["field"] = pa.array([sk.field] * n_cells, pa.string())
+    cols["bytes"] = pa.array([d if d is not None else b"" for d in done.data], pa.binary())
+    cols["estimate"] = pa.array(done.estimate, pa.float64(), mask=~final)
+    cols["lower_bound"] = pa.array(done.lower, pa.float64(), mask=~final)
+    cols["upper_bound"] = pa.array(done.upper, pa.float64(), mask=~final)
+    stats = pa.array([[("relative_error", done.relative_error)] if f else None
+                      for f in final.tolist()], schema.field("stats").type)
+    cols["stats"] = stats
+    cols["last_batch"] = pa.array(last, pa.int64())
+    cols["updated_at"] = pa.array(np.full(n_cells, now_us, dtype=np.int64)).cast(
+        schema.field("updated_at").type)
+    table = pa.Table.from_arrays([cols[f.name] if f.name in cols else pa.nulls(n_cells, f.type)
+                                  for f in schema], schema=schema)
+    return (table.filter(pa.array(built & final)), table.filter(pa.array(built & ~final)),
+            ~built[owner])

@@ -190,24 +190,49 @@ def _json(value: Any) -> bytes:
 
 
 class _Out:
-    """Columns of the pass's output, filled row by row."""
+    """The pass's output: blocks of partial rows built as columns, and single rows."""
 
     def __init__(self) -> None:
         self.cols: dict[str, list[Any]] = {f.name: [] for f in PASS_SCHEMA}
+        self.blocks: list[pa.RecordBatch] = []
 
     def add(self, **values: Any) -> None:
         for name, col in self.cols.items():
             col.append(values.get(name))
 
-    def add_windows(self, window: WindowSpec, pane: int, **values: Any) -> None:
-        """One row per window containing ``pane`` (one for a tumbling window), so that
-        every partial of a window meets the others under one key, wherever it was made."""
-        step = window.slide_s * US
-        for i in range(window.size_s // window.slide_s):
-            self.add(pane=pane, ws=pane - i * step, **values)
+    def add_windows(self, window: WindowSpec, kind: str, wi: int, panes: list[int],
+                    keys: list[str], blobs: list[bytes], *, si: int | None = None,
+                    items: list[bytes | None] | None = None) -> None:
+        """Rows of partials (one per pane and group), each sent to every window containing
+        its pane (one for a tumbling window), so that every partial of a window meets the
+        others under one key, wherever it was made."""
+        k = window.size_s // window.slide_s
+        starts = panes
+        if k > 1:
+            step = window.slide_s * US
+            starts = [p - i * step for p in panes for i in range(k)]
+            panes = [p for p in panes for _ in range(k)]
+            keys = [g for g in keys for _ in range(k)]
+            blobs = [b for b in blobs for _ in range(k)]
+            if items is not None:
+                items = [it for it in items for _ in range(k)]
+        n = len(panes)
+        cols = {"kind": pa.array([kind] * n, pa.string()),
+                "w": pa.array([wi] * n, pa.int32()), "pane": pa.array(panes, pa.int64()),
+                "ws": pa.array(starts, pa.int64()), "g": pa.array(keys, pa.string()),
+                "b": pa.array(blobs, pa.binary())}
+        if si is not None:
+            cols["s"] = pa.array([si] * n, pa.int32())
+        if items is not None:
+            cols["items"] = pa.array(items, pa.binary())
+        self.blocks.append(pa.RecordBatch.from_arrays(
+            [cols.get(f.name, pa.nulls(n, f.type)) for f in PASS_SCHEMA], schema=PASS_SCHEMA))
 
     def batch(self) -> pa.RecordBatch:
-        return pa.RecordBatch.from_pydict(self.cols, schema=PASS_SCHEMA)
+        rows = pa.RecordBatch.from_pydict(self.cols, schema=PASS_SCHEMA)
+        if not self.blocks:
+            return rows
+        return pa.Table.from_batches([rows, *self.blocks]).combine_chunks().to_batches()[0]
 
 
 def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
@@ -254,8 +279,7 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
             # NaN propagates through minimum/maximum, as in Spark's min/max of doubles
             for g, v in enumerate(acc.tolist()):
                 per_group[g][f"{func}_{fld}"] = v if nn[g] else None
-    for g in range(n):
-        out.add_windows(window, panes[g], kind="m", w=wi, g=keys[g], b=_json(per_group[g]))
+    out.add_windows(window, "m", wi, panes, keys, [_json(v) for v in per_group])
 
 
 def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
@@ -267,13 +291,12 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         items = None
         if sk.kind == "cms" and sk.param_dict.get("top_k"):
             items = distinct_items(codes, values, n)
-        for g, sketch in enumerate(built):
-            # a quantiles sketch that only skipped values (nulls, NaN) still counts them
-            if sketch.is_empty() and not getattr(sketch, "skipped", 0):
-                continue
-            out.add_windows(window, panes[g], kind="s", w=wi, g=keys[g], s=si,
-                            b=sketch.to_bytes(),
-                            items=None if items is None else _json(items[g]))
+        # a quantiles sketch that only skipped values (nulls, NaN) still counts them
+        kept = [g for g, sketch in enumerate(built)
+                if not (sketch.is_empty() and not getattr(sketch, "skipped", 0))]
+        out.add_windows(window, "s", wi, [panes[g] for g in kept], [keys[g] for g in kept],
+                        [built[g].to_bytes() for g in kept], si=si,
+                        items=None if items is None else [_json(items[g]) for g in kept])
 
 
 def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:

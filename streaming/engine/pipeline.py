@@ -54,14 +54,13 @@ from streaming.engine.reduce import (
     ReduceContext,
     empty_output,
     make_reduce,
-    make_stored_reader,
     output_files,
     output_open_windows,
     output_views,
     reduce_rows,
-    stored_partials,
 )
 from streaming.engine.source import raw_stream
+from streaming.engine.stored_cells import make_stored_reader, stored_partials
 from streaming.engine.summary import BatchSummary, summarize
 from streaming.engine.table_files import Selection, commit_files, select_files
 from streaming.engine.tables import (

@@ -20,9 +20,9 @@ It returns one small row per file written, the passes' bookkeeping rows, and per
 metrics show). The driver only commits the files: no cell passes through it.
 
 Input rows: the pass's (``m``, ``s``, ``q``, ``p``; see :data:`PASS_SCHEMA`) and the
-stored rows turned into partials by :func:`stored_partials` (``A``: an ``aggregates``
-row, its metrics as JSON in ``b``; ``S``: a ``sketches`` row, its bytes in ``b``;
-``reason`` = ``"final"`` when it came from a ``final=true`` file).
+stored rows turned into partials by :func:`streaming.engine.stored_cells.stored_partials`
+(``A``: an ``aggregates`` row, its metrics packed in ``b``; ``S``: a ``sketches`` row,
+its bytes in ``b``; ``reason`` = ``"final"`` when it came from a ``final=true`` file).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streaming.engine.aggregates import AggregateCells, parse_values
-from streaming.engine.hll_cells import compact_cells
-from streaming.engine.onepass import PASS_SCHEMA
+from streaming.engine.aggregates import AggregateCells
+from streaming.engine.hll_cells import cell_rows, compact_cells
+from streaming.engine.memory import release_freed_memory
 from streaming.engine.simple_cells import metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
 from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
+from streaming.engine.stored_cells import merge_metric_rows, stored_metric_rows, stored_partials
 from streaming.engine.table_files import PARTITION, WrittenFile, write_file
 from streaming.engine.tables import QUARANTINE_SCHEMA, SKETCHES_SCHEMA, aggregates_schema
 from streaming.spec.model import Spec
@@ -71,59 +72,6 @@ class ReduceContext:
 
 def _without_final(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in schema if f.name != PARTITION])
-
-
-def stored_partials(spec: Spec, table: str, rows: pa.Table, *, final: bool | None = None
-                    ) -> pa.Table:
-    """Rows of ``aggregates`` or ``sketches`` read back, as merge-stage input rows.
-
-    ``final``: whether they come from ``final=true`` files (else read the ``final``
-    column, when present).
-    """
-    windows = {w.name: i for i, w in enumerate(spec.windows)}
-    n = rows.num_rows
-    names = rows.column_names
-    if final is not None:
-        flags = [final] * n
-    elif PARTITION in names:
-        flags = [bool(v) for v in rows.column(PARTITION).to_pylist()]
-    else:
-        flags = [False] * n
-    wi = [windows.get(v, -1) for v in rows.column("window_name").to_pylist()]
-    start = rows.column("window_start").cast(pa.int64()).to_pylist()
-    groups = rows.column("group_key").to_pylist()
-    cols: dict[str, Any] = {"kind": None, "w": wi, "ws": start, "pane": start, "g": groups,
-                            "reason": ["final" if f else None for f in flags],
-                            "off": rows.column("last_batch").to_pylist()}
-    if table == "aggregates":
-        cells = AggregateCells(spec)
-        records = rows.to_pylist()
-        cols["kind"] = ["A"] * n
-        cols["b"] = [cells.stored_json(r) for r in records]
-        cols["s"] = [None] * n
-    else:
-        by_name = {(w.name, sk.name): si for w in spec.windows for si, sk in
-                   enumerate(w.sketches)}
-        cols["kind"] = ["S"] * n
-        cols["s"] = [by_name.get((w, s), -1) for w, s in zip(
-            rows.column("window_name").to_pylist(), rows.column("sketch_name").to_pylist(),
-            strict=True)]
-        cols["b"] = rows.column("bytes").to_pylist()
-    arrays = [pa.array(cols.get(f.name, [None] * n), type=f.type) for f in PASS_SCHEMA]
-    out = pa.Table.from_arrays(arrays, schema=PASS_SCHEMA)
-    return out.filter(pc.greater_equal(out.column("w"), 0))
-
-
-def make_stored_reader(spec: Spec, table: str):
-    """The ``mapInArrow`` function turning stored rows (read by Spark) into partials."""
-
-    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            if batch.num_rows:
-                yield from stored_partials(spec, table, pa.Table.from_batches([batch])
-                                           ).to_batches()
-
-    return convert
 
 
 class _Cells:
@@ -185,45 +133,50 @@ def _is_final(rctx: ReduceContext, table: str, end_us: int, stored: bool) -> boo
 
 
 def aggregate_rows(table: pa.Table, rctx: ReduceContext) -> dict[bool, pa.Table]:
-    """The ``aggregates`` rows of the cells in ``table``, by ``final``: one per cell."""
+    """The ``aggregates`` rows of the cells in ``table``, by ``final``: one per cell.
+
+    A cell with one partial and nothing to merge is built as it came
+    (:func:`metric_table`); the others (several partitions, stored rows of a window being
+    compacted) are merged by one Arrow group-by (:func:`merge_metric_rows`).
+    """
+    import numpy as np
+
     spec = rctx.spec
     cells = AggregateCells(spec)
     schema = _without_final(aggregates_schema(spec))
+    now_us = rctx.now_ms * 1000
     sub = table.filter(pc.is_in(table.column("kind"), pa.array(["m", "A"])))
     simple = single_open(sub, "m", spec, rctx.watermark_ms, with_sketch=False)
-    quick = None
+    out = {True: schema.empty_table(), False: schema.empty_table()}
     if simple.any():
-        quick = metric_table(sub.filter(pa.array(simple)), spec, schema, cells.metric_names,
-                             rctx.batch_id, rctx.now_ms * 1000)
+        out[False] = metric_table(sub.filter(pa.array(simple)), spec, schema,
+                                  cells.metric_names, rctx.batch_id, now_us)
         sub = sub.filter(pa.array(~simple))
-    parts: dict[tuple[int, int, str], list[Any]] = {}
-    stored_keys: set[tuple[int, int, str]] = set()
-    touched: set[tuple[int, int, str]] = set()
-    last: dict[tuple[int, int, str], int] = {}
-    k, w, ws, g, b, off = (sub.column(n).to_pylist()
-                           for n in ("kind", "w", "ws", "g", "b", "off"))
-    for kind, wi, start, group, blob, last_batch in zip(k, w, ws, g, b, off, strict=True):
-        key = (wi, start, group)
-        parts.setdefault(key, []).append(parse_values(blob))
-        if kind == "A":
-            stored_keys.add(key)
-            last[key] = max(last.get(key, -1), int(last_batch))
-        else:
-            touched.add(key)
-    del k, w, ws, g, b, off
-    rows = {True: cells.rows(), False: cells.rows()}
-    for key in sorted(parts):
-        wi, start, group = key
-        window = spec.windows[wi]
-        found = parts[key]
-        values = found[0] if len(found) == 1 else cells.merge(found)
-        last_batch = rctx.batch_id if key in touched else last.get(key, rctx.batch_id)
-        final = _is_final(rctx, "aggregates", start + window.size_s * US, key in stored_keys)
-        rows[final].add(window, start, group, values, last_batch)
-    out = {final: r.table(schema, rctx.now_ms * 1000) for final, r in rows.items()}
-    if quick is not None:
-        out[False] = pa.concat_tables([quick, out[False]])
+    if sub.num_rows == 0:
+        return out
+    kind = sub.column("kind")
+    parts = []
+    fresh = sub.filter(pc.equal(kind, "m"))
+    if fresh.num_rows:
+        rows = metric_table(fresh, spec, schema, cells.metric_names, rctx.batch_id, now_us)
+        parts.append(rows.append_column("stored", pa.array(np.zeros(rows.num_rows, np.int8))))
+    stored = sub.filter(pc.equal(kind, "A"))
+    if stored.num_rows:
+        parts.append(stored_metric_rows(stored, spec, schema, now_us))
+    merged, end, was_stored = merge_metric_rows(parts, spec, schema, now_us)
+    final = _final_mask(rctx, "aggregates", end, was_stored)
+    out[True] = merged.filter(pa.array(final))
+    out[False] = pa.concat_tables([out[False], merged.filter(pa.array(~final))])
     return out
+
+
+def _final_mask(rctx: ReduceContext, table: str, end_us: Any, stored: Any) -> Any:
+    """:func:`_is_final` over arrays of window ends (µs) and stored flags."""
+    import numpy as np
+
+    before = rctx.final_before_ms.get(table, -(1 << 62) // 1000) * 1000
+    closed = end_us <= rctx.watermark_ms * 1000
+    return closed & ((end_us > before) | np.asarray(stored, dtype=bool))
 
 
 def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
@@ -259,6 +212,7 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
                                       strict=True):
             open_state[(wi, start)] = [n, int(nb)]
         sub = sub.filter(pa.array(~simple))
+    sub = _hll_in_bulk(sub, rctx, schema, tables, open_state)
     rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     partials: dict[tuple[int, int, str, int], list[tuple[int, bytes, bytes | None]]] = {}
     stored: dict[tuple[int, int, str, int], list[tuple[bytes, int]]] = {}
@@ -298,6 +252,42 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
     out = {final: pa.concat_tables(ts) if ts else schema.empty_table()
            for final, ts in tables.items()}
     return out, views, open_state
+
+
+def _hll_in_bulk(sub: pa.Table, rctx: ReduceContext, schema: pa.Schema,
+                 tables: dict[bool, list[pa.Table]],
+                 open_state: dict[tuple[int, int], list[int]]) -> pa.Table:
+    """Build the rows of the HyperLogLog cells of ``sub`` column-wise (:func:`cell_rows`);
+    returns the rows whose cells are left for the one-by-one path."""
+    import numpy as np
+
+    spec = rctx.spec
+    if sub.num_rows == 0:
+        return sub
+    w = np.asarray(sub.column("w").to_numpy(zero_copy_only=False), dtype=np.int64)
+    s = np.asarray(sub.column("s").to_numpy(zero_copy_only=False), dtype=np.int64)
+    keep = np.ones(sub.num_rows, dtype=bool)
+    for wi, si in sorted(set(zip(w.tolist(), s.tolist(), strict=True))):
+        if spec.windows[wi].sketches[si].kind != "hll":
+            continue
+        mine = (w == wi) & (s == si)
+        got = cell_rows(sub.filter(pa.array(mine)), spec, wi, si, schema, rctx.batch_id,
+                        rctx.now_ms * 1000,
+                        lambda end, stored: _final_mask(rctx, "sketches", end, stored))
+        if got is None:
+            continue
+        final, partial, left = got
+        tables[True].append(final)
+        tables[False].append(partial)
+        starts = partial.column("window_start").cast(pa.int64()).to_pylist()
+        for start, size in zip(starts, pc.binary_length(partial.column("bytes")).to_pylist(),
+                               strict=True):
+            entry = open_state.setdefault((wi, start), [0, 0])
+            entry[0] += 1
+            entry[1] += size
+        where = np.flatnonzero(mine)
+        keep[where[~left]] = False
+    return sub.filter(pa.array(keep))
 
 
 def _views(rows: pa.Table, spec: Spec, now_us: int) -> dict[tuple[int, int], tuple[int, Any]]:
@@ -404,7 +394,10 @@ def make_reduce(rctx: ReduceContext):
             return
         table = pa.Table.from_batches(collected)
         del collected
-        yield from reduce_rows(table, rctx).to_batches()
+        out = reduce_rows(table, rctx)
+        del table
+        release_freed_memory()  # this slice is written: the worker's peak goes back
+        yield from out.to_batches()
 
     return reduce
 

@@ -66,7 +66,7 @@ def group_column(w: np.ndarray, keys: list[str], spec: Spec, typ: pa.DataType) -
     return out.cast(typ) if out.type != typ else out
 
 
-def _common(rows: pa.Table, spec: Spec, schema: pa.Schema) -> dict[str, Any]:
+def key_columns(rows: pa.Table, spec: Spec, schema: pa.Schema) -> dict[str, Any]:
     """The key columns of the rows' table rows: window, start, end, group."""
     w = _ints(rows.column("w"), np.int64)
     ws = _ints(rows.column("ws"), np.int64)
@@ -86,7 +86,7 @@ def sketch_table(rows: pa.Table, spec: Spec, schema: pa.Schema, batch_id: int,
     """The ``sketches`` rows (``schema``, without ``final``) of single partials ``rows``:
     their bytes as they came, no estimate (a partial row's are merged on read)."""
     n = rows.num_rows
-    cols = _common(rows, spec, schema)
+    cols = key_columns(rows, spec, schema)
     w = _ints(rows.column("w"), np.int64)
     s = _ints(rows.column("s"), np.int64)
     width = max(len(win.sketches) for win in spec.windows)
@@ -133,7 +133,7 @@ def metric_table(rows: pa.Table, spec: Spec, schema: pa.Schema, metric_names: li
     import decimal
 
     n = rows.num_rows
-    cols = _common(rows, spec, schema)
+    cols = key_columns(rows, spec, schema)
     blobs = rows.column("b").combine_chunks().to_pylist()
     values = orjson.loads(b"[" + b",".join(blobs) + b"]") if blobs else []
     ctx = decimal.Context(prec=38)

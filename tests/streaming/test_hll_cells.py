@@ -40,12 +40,14 @@ def test_merged_bytes_and_bounds_equal_the_sketch_objects(seed, precision):
     assert got.relative_error == w.relative_error()
 
 
-def test_other_layouts_are_refused_not_misread():
+def test_other_layouts_are_left_to_the_caller_not_misread():
     dense = sketches.HyperLogLog(precision=8).update([f"x{i}" for i in range(5000)])
     small = sketches.HyperLogLog(precision=8).update(["a"])
     template = sketches.HyperLogLog(precision=8).to_bytes()
-    assert compact_cells([dense.to_bytes(), small.to_bytes()], np.array([0, 1]), 2, template,
-                         8, sparse_limit(8)) is None
+    got = compact_cells([dense.to_bytes(), small.to_bytes(), small.to_bytes()],
+                        np.array([0, 0, 1]), 2, template, 8, sparse_limit(8))
+    assert got is not None and got.data[0] is None  # a dense blob: that cell is left
+    assert got.data[1] == small.to_bytes()
     broken = bytearray(small.to_bytes())
     broken[-1] ^= 1  # CRC
     assert compact_cells([bytes(broken)], np.array([0]), 1, template, 8,

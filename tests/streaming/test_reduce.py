@@ -118,3 +118,54 @@ def test_column_built_metric_rows_equal_the_one_by_one_rows(passed):
     assert any(len(v) > 1 for v in parts.values())
     if spec.windows[0].group_by == ("user_id",):  # cells seen once: the column-built path
         assert any(len(v) == 1 for v in parts.values())
+
+
+def test_packed_stored_metrics_read_back_equal(passed):
+    from decimal import Decimal
+
+    from streaming.engine.stored_cells import pack_metrics, packed_columns, unpack_metrics
+
+    spec, _, _ = passed
+    cols = packed_columns(spec)
+    n = 7
+    data = {}
+    for i, (name, typ) in enumerate(cols):
+        if typ == "decimal":
+            values = [Decimal("-12345678901234567890123.123456789"), None, Decimal("0.000000001"),
+                      Decimal(i), Decimal("-1"), None, Decimal("99999999999999999999.5")]
+            data[name] = pa.array(values, pa.decimal128(38, 9))
+        elif typ == "double":
+            data[name] = pa.array([1.5, None, -0.0, 1e300, float(i), None, -2.25], pa.float64())
+        else:
+            data[name] = pa.array([1, None, -(1 << 62), 0, i, 7, None], pa.int64())
+    rows = pa.table(data)
+    back = unpack_metrics(pack_metrics(rows, spec), spec)
+    assert [n_ for n_, _ in cols] == list(back)
+    for name, _ in cols:
+        assert back[name].to_pylist() == rows.column(name).to_pylist(), name
+    assert len(back[cols[0][0]]) == n
+
+
+def test_final_rows_hold_the_merged_sketch_and_its_description(passed):
+    import sketches
+    from streaming.engine.sketch_state import describe, merge_cell
+
+    spec, table, now_ms = passed
+    watermark_ms = int(START.timestamp() * 1000) + 10 * 60_000
+    rows, _, _ = sketch_rows(table, ReduceContext(spec, 3, now_ms, watermark_ms, {}, {}))
+    final = rows[True].to_pylist()
+    assert final
+    s = table.filter(pa.compute.equal(table.column("kind"), "s"))
+    parts: dict = {}
+    for wi, ws, g, si, pane, b, items in zip(*(s.column(c).to_pylist() for c in (
+            "w", "ws", "g", "s", "pane", "b", "items")), strict=True):
+        w = spec.windows[wi]
+        parts.setdefault((w.name, ws, g, w.sketches[si].name), []).append((pane, b, items))
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    for r in final:
+        start = (r["window_start"] - epoch) // dt.timedelta(microseconds=1)
+        want = merge_cell(parts[(r["window_name"], start, r["group_key"], r["sketch_name"])])
+        assert r["bytes"] == want.to_bytes()
+        est, lo, hi, top, stats = describe(r["kind"], sketches.from_bytes(r["bytes"]))
+        assert (r["estimate"], r["lower_bound"], r["upper_bound"]) == (est, lo, hi)
+        assert dict(r["stats"]) == stats
