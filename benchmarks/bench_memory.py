@@ -184,8 +184,10 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     th.start()
     out, _ = proc.communicate()
     wall = time.monotonic() - t0
+    ended = time.time()
     th.join(1)
-    return {"returncode": proc.returncode, "seconds": wall, "peak_tree_rss_bytes": peak[0],
+    return {"returncode": proc.returncode, "seconds": wall, "ended_at": ended,
+            "peak_tree_rss_bytes": peak[0],
             "peak_tree_pss_bytes": peak[1],
             "peak_rss_bytes_by_role": peak_by_role, "output_tail": out.splitlines()[-40:]}
 
