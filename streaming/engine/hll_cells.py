@@ -181,18 +181,14 @@ def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int
     import pyarrow.compute as pc
 
     from sketches.hll import sparse_limit
-    from streaming.engine.simple_cells import key_columns
+    from streaming.engine.simple_cells import cell_ids, key_columns
 
-    n = part.num_rows
     window = spec.windows[wi]
     sk = window.sketches[si]
     codes = pc.dictionary_encode(part.column("g").combine_chunks()).indices.to_numpy(
         zero_copy_only=False)
     ws = np.asarray(part.column("ws").to_numpy(zero_copy_only=False), dtype=np.int64)
-    key = np.empty(n, dtype=[("ws", "<i8"), ("g", "<i8")])
-    key["ws"], key["g"] = ws, codes
-    _, first, owner = np.unique(key, return_index=True, return_inverse=True)
-    owner = owner.reshape(-1)
+    owner, first = cell_ids(ws, np.asarray(codes, dtype=np.int64))
     n_cells = first.size
     precision = int(sk.param_dict.get("precision", sk.new().precision))
     blobs = part.column("b").combine_chunks().cast(pa.large_binary())

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from streaming.engine.aggregates import AggregateCells
 from streaming.engine.hll_cells import cell_rows, compact_cells
 from streaming.engine.memory import release_freed_memory
-from streaming.engine.simple_cells import metric_table, single_open, sketch_table
+from streaming.engine.simple_cells import cell_ids, metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
 from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
 from streaming.engine.stored_cells import merge_metric_rows, stored_metric_rows, stored_partials
@@ -198,18 +198,15 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
     if simple.any():
         quick = sub.filter(pa.array(simple))
         tables[False].append(sketch_table(quick, spec, schema, rctx.batch_id, updated_us))
-        pairs = np.stack([np.asarray(quick.column("w").to_numpy(zero_copy_only=False),
-                                     dtype=np.int64),
-                          np.asarray(quick.column("ws").to_numpy(zero_copy_only=False),
-                                     dtype=np.int64)])
+        qw = np.asarray(quick.column("w").to_numpy(zero_copy_only=False), dtype=np.int64)
+        qws = np.asarray(quick.column("ws").to_numpy(zero_copy_only=False), dtype=np.int64)
         sizes = np.asarray(pc.binary_length(quick.column("b")).to_numpy(
             zero_copy_only=False), dtype=np.int64)
-        uniq, inverse = np.unique(pairs, axis=1, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        counts = np.bincount(inverse, minlength=uniq.shape[1])
-        nbytes = np.bincount(inverse, weights=sizes, minlength=uniq.shape[1])
-        for (wi, start), n, nb in zip(uniq.T.tolist(), counts.tolist(), nbytes.tolist(),
-                                      strict=True):
+        inverse, first = cell_ids(qw, qws)
+        counts = np.bincount(inverse, minlength=first.size)
+        nbytes = np.bincount(inverse, weights=sizes, minlength=first.size)
+        for wi, start, n, nb in zip(qw[first].tolist(), qws[first].tolist(), counts.tolist(),
+                                    nbytes.tolist(), strict=True):
             open_state[(wi, start)] = [n, int(nb)]
         sub = sub.filter(pa.array(~simple))
     sub = _hll_in_bulk(sub, rctx, schema, tables, open_state)

@@ -29,6 +29,24 @@ def _ints(col: Any, dtype: Any) -> np.ndarray:
     return np.asarray(col.fill_null(-1).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def cell_ids(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the rank of its combination of ``columns`` (integer arrays of one length)
+    among the distinct ones, in lexicographic order; and the first row of each.
+
+    Each column is ranked alone and folded into the running rank, which is ranked again,
+    so the key stays below rows² and every sort is of plain int64 (a structured
+    ``np.unique`` compares rows as bytes, several times slower)."""
+    n = len(columns[0])
+    key = np.zeros(n, dtype=np.int64)
+    for i, col in enumerate(columns):
+        values, rank = np.unique(col, return_inverse=True)
+        key = key * values.size + rank.reshape(-1)
+        if i < len(columns) - 1:
+            key = np.unique(key, return_inverse=True)[1].reshape(-1)
+    _, first, owner = np.unique(key, return_index=True, return_inverse=True)
+    return owner.reshape(-1), first
+
+
 def single_open(rows: pa.Table, partial_kind: str, spec: Spec, watermark_ms: int,
                 with_sketch: bool) -> np.ndarray:
     """Mask of the ``partial_kind`` rows whose cell has no other row in ``rows`` and whose
@@ -38,17 +56,15 @@ def single_open(rows: pa.Table, partial_kind: str, spec: Spec, watermark_ms: int
         return np.zeros(0, dtype=bool)
     g = rows.column("g").combine_chunks()
     codes = pc.dictionary_encode(g).indices.to_numpy(zero_copy_only=False)
-    key = np.empty(n, dtype=[("w", "<i8"), ("s", "<i8"), ("ws", "<i8"), ("g", "<i8")])
-    key["w"] = _ints(rows.column("w"), np.int64)
-    key["s"] = _ints(rows.column("s"), np.int64) if with_sketch else 0
-    key["ws"] = _ints(rows.column("ws"), np.int64)
-    key["g"] = codes
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    once = counts[inverse.reshape(-1)] == 1
+    w = _ints(rows.column("w"), np.int64)
+    ws = _ints(rows.column("ws"), np.int64)
+    keys = [w, _ints(rows.column("s"), np.int64), ws, codes] if with_sketch else [w, ws, codes]
+    owner, first = cell_ids(*keys)
+    once = np.bincount(owner, minlength=first.size)[owner] == 1
     kind = np.asarray(pc.equal(rows.column("kind"), partial_kind).to_numpy(
         zero_copy_only=False), dtype=bool)
-    sizes = np.array([w.size_s * US for w in spec.windows], dtype=np.int64)
-    ends = key["ws"] + sizes[key["w"]]
+    sizes = np.array([win.size_s * US for win in spec.windows], dtype=np.int64)
+    ends = ws + sizes[w]
     return once & kind & (ends > watermark_ms * 1000)
 
 

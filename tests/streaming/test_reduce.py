@@ -169,3 +169,21 @@ def test_final_rows_hold_the_merged_sketch_and_its_description(passed):
         est, lo, hi, top, stats = describe(r["kind"], sketches.from_bytes(r["bytes"]))
         assert (r["estimate"], r["lower_bound"], r["upper_bound"]) == (est, lo, hi)
         assert dict(r["stats"]) == stats
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cell_ids_rank_rows_like_a_lexicographic_sort(seed: int) -> None:
+    import numpy as np
+
+    from streaming.engine.simple_cells import cell_ids
+
+    rng = np.random.default_rng(seed)
+    n = 5_000
+    cols = [rng.integers(0, 3, n), rng.integers(-2**62, 2**62, 7)[rng.integers(0, 7, n)],
+            rng.integers(0, 900, n)]
+    owner, first = cell_ids(*cols)
+    rows = list(zip(*(c.tolist() for c in cols), strict=True))
+    distinct = sorted(set(rows))
+    rank = {r: i for i, r in enumerate(distinct)}
+    assert owner.tolist() == [rank[r] for r in rows]
+    assert first.tolist() == [rows.index(r) for r in distinct]
