@@ -113,6 +113,19 @@ def cardinality_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def driver_lines(doc: dict[str, Any]) -> list[str]:
+    small, big = doc["runs"]
+    load = doc.get("machine", {}).get("load_at_start")
+    return [f"`python -m benchmarks.bench_driver --events {doc['events']}` (the same job over "
+            f"{small['users']:,} and over {big['users']:,} users, {doc['per_trigger']:,} "
+            "records per trigger"
+            + (f", load average {load:.1f} at start" if load is not None else "") + "): "
+            f"{small['cells']:,} and {big['cells']:,} cells "
+            f"({small['wrong'] + big['wrong']:,} wrong), {doc['cells_ratio']:.1f}x; the "
+            f"driver's CPU per batch (median) {small['median_driver_cpu_s']:.3f} s and "
+            f"{big['median_driver_cpu_s']:.3f} s, {doc['driver_cpu_ratio']:.2f}x."]
+
+
 def backfill_lines(doc: dict[str, Any]) -> list[str]:
     rows = {r["row"]: r for r in doc["rows"]}
     b = rows.get("backfill")
@@ -220,8 +233,8 @@ def quantile_lines(doc: dict[str, Any]) -> list[str]:
 
 def block() -> str:
     lines: list[str] = []
-    for name, fn in (("cardinality", cardinality_lines), ("pipeline", pipeline_lines),
-                     ("backfill", backfill_lines),
+    for name, fn in (("cardinality", cardinality_lines), ("driver", driver_lines),
+                     ("pipeline", pipeline_lines), ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
                      ("replay", replay_lines), ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):

@@ -79,7 +79,8 @@ def batch_line(s: Any) -> str:
     tasks = getattr(s, "tasks", 0)
     return (f"batch {s.batch_id}: {s.rows} rows ({s.valid} aggregated; quarantined: {q}) "
             f"in {s.duration_s:.1f} s ({rate:,.0f} rows/s, {tasks} "
-            f"task{'s' if tasks != 1 else ''}), watermark {_fmt_ms(s.watermark_ms)}")
+            f"task{'s' if tasks != 1 else ''}; driver CPU {s.driver_cpu_s:.2f} s), "
+            f"watermark {_fmt_ms(s.watermark_ms)}")
 
 
 def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:

@@ -349,6 +349,7 @@ class Pipeline:
                timestamp_ms: int) -> BatchSummary:
         assert self.checkpoint is not None and self.tables is not None
         started = time.monotonic()
+        cpu_started = time.process_time()
         phases: dict[str, float] = {}
         faults.maybe_crash("batch_start", batch_id)
         paths = self.tables.all()
@@ -385,6 +386,7 @@ class Pipeline:
         assert summary is not None
         self.closing_ms = summary.closing_ms
         summary.duration_s = time.monotonic() - started
+        summary.driver_cpu_s = time.process_time() - cpu_started
         summary.phase_s = phases
         summary.committed_at = time.time()
         self._batches_done += 1

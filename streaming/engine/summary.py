@@ -28,6 +28,9 @@ class BatchSummary:
     #: the partial sketch rows the batch wrote there and their bytes
     open_windows: dict[tuple[str, int], tuple[int, int, int]] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds the driver process spent on the batch (all its threads; the
+    #: executors' Python workers and the JVM are other processes)
+    driver_cpu_s: float = 0.0
     #: source (Kafka) timestamps of the batch's records, in 100 ms buckets:
     #: {bucket start in ms: records}; filled when the pipeline tracks latency
     source_ts_hist: dict[int, int] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ import pyarrow.parquet as pq
 
 #: the partition column of ``aggregates`` and ``sketches``
 PARTITION = "final"
+#: the Parquet footer key naming the process that wrote a file (``host:pid``): an
+#: executor's Python worker for a batch's files (see docs/architecture.md)
+WRITER_KEY = b"streamsketch.writer"
 #: columns whose least and greatest values a file's statistics carry
 STATS_COLUMNS = ("window_name", "window_start", "window_end", "group_key", "last_batch")
 
@@ -81,12 +85,16 @@ class WrittenFile:
 
 def write_file(table_name: str, root: str, rows: pa.Table, *, batch_id: int,
                final: bool | None) -> WrittenFile:
-    """Write ``rows`` as a new Parquet file under the table folder ``root``."""
+    """Write ``rows`` as a new Parquet file under the table folder ``root``; its footer
+    names the writing process (:data:`WRITER_KEY`) and the batch."""
     folder = "" if final is None else f"{PARTITION}={'true' if final else 'false'}/"
     name = f"{folder}part-{max(batch_id, 0):08d}-{uuid.uuid4().hex}.parquet"
     target = os.path.join(root, name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    pq.write_table(rows, target, compression="snappy")
+    meta = dict(rows.schema.metadata or {})
+    meta[WRITER_KEY] = f"{socket.gethostname()}:{os.getpid()}".encode()
+    meta[b"streamsketch.batch"] = str(batch_id).encode()
+    pq.write_table(rows.replace_schema_metadata(meta), target, compression="snappy")
     return WrittenFile(table_name, name, os.path.getsize(target), rows.num_rows, final,
                        file_stats(rows))
 

@@ -2,8 +2,10 @@
 
 Both are started from pyspark's own distribution (``spark-class``), as a user would
 start them on their machines. ``streamsketch run --master spark://...`` over a
-two-partition topic must write the same tables as the same run in local mode, and
-the batch's one pass must run as one task per input partition, on the workers.
+two-partition topic must write the same tables as the same run in local mode, the
+batch's one pass must run as one task per input partition, and every Parquet file of
+the tables must have been written by a Python worker of an executor (the process its
+footer names, seen running in a worker's executor folder), not by the driver.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -117,14 +120,57 @@ def _spec_file(root: Path, topic: str, bootstrap: str) -> Path:
     return path
 
 
-def _run(spec: Path, master: str) -> str:
+def _executor_processes(work: list[Path], seen: dict[int, int], done: threading.Event) -> None:
+    """Until ``done``: every process whose working directory is under a worker's folder
+    (an executor and the Python workers it forks run in work/<app>/<executor>/), by pid,
+    with the index of its worker."""
+    roots = [str(w.resolve()) + os.sep for w in work]
+    while not done.is_set():
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in seen:
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd") + os.sep
+            except OSError:
+                continue
+            for i, root in enumerate(roots):
+                if cwd.startswith(root):
+                    seen[int(entry)] = i
+        time.sleep(0.1)
+
+
+def _run(spec: Path, master: str, work: list[Path] | None = None) -> tuple[str, dict[int, int]]:
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(REPO))
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "run", "--spec", str(spec),
-                           "--available-now", "--master", master], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    seen: dict[int, int] = {}
+    done = threading.Event()
+    watcher = threading.Thread(target=_executor_processes, args=(work or [], seen, done),
+                               daemon=True)
+    watcher.start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "streaming.cli", "run", "--spec",
+                               str(spec), "--available-now", "--master", master], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        done.set()
+        watcher.join(5)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stderr
+    return proc.stderr, seen
+
+
+def _writers(root: Path) -> dict[str, set[int]]:
+    """Per table, the pids named as writer in the footers of all its Parquet files (live
+    and replaced ones alike)."""
+    import pyarrow.parquet as pq
+
+    from streaming.engine.table_files import WRITER_KEY
+
+    out: dict[str, set[int]] = {}
+    for name in ("aggregates", "sketches", "quarantine"):
+        for f in (root / "delta" / name).rglob("*.parquet"):
+            writer = pq.read_metadata(f).metadata[WRITER_KEY].decode()
+            out.setdefault(name, set()).add(int(writer.rsplit(":", 1)[1]))
+    return out
 
 
 def _content(root: Path) -> dict:
@@ -150,9 +196,11 @@ def test_a_standalone_cluster_writes_what_local_mode_writes(kafka, topic_name, t
     produce(kafka.bootstrap_servers, topic_name,
             GeneratorConfig(seed=5, rate=50.0, late=0.01, malformed=0.01, out_of_order=0.05),
             count=EVENTS, partitions=2)
-    on_cluster = _run(_spec_file(tmp_path / "cluster", topic_name, kafka.bootstrap_servers), url)
+    on_cluster, executors = _run(_spec_file(tmp_path / "cluster", topic_name,
+                                            kafka.bootstrap_servers), url,
+                                 [tmp_path / "work0", tmp_path / "work1"])
     _run(_spec_file(tmp_path / "local", topic_name, kafka.bootstrap_servers), "local[2]")
-    batches = re.findall(r"batch \d+: (\d+) rows .*?, (\d+) tasks?\)", on_cluster)
+    batches = re.findall(r"batch \d+: (\d+) rows .*?, (\d+) tasks?;", on_cluster)
     assert batches, on_cluster[-2000:]
     assert sum(int(rows) for rows, _ in batches) == EVENTS
     # one pass per input partition: the first batch reads both partitions
@@ -160,6 +208,15 @@ def test_a_standalone_cluster_writes_what_local_mode_writes(kafka, topic_name, t
     state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json").read())
     apps = state["activeapps"] + state["completedapps"]
     assert any(a["name"] == "streamsketch" for a in apps), apps
+    # the merge stage ran on the workers: every file of every table was written by a
+    # process living in a worker's executor folder, and both workers took part
+    writers = _writers(tmp_path / "cluster")
+    assert set(writers) == {"aggregates", "sketches", "quarantine"}, writers
+    assert executors, "no process ran in a worker's folder"
+    for name, pids in writers.items():
+        assert pids <= set(executors), (name, pids, executors)
+    assert {executors[p] for pids in writers.values() for p in pids} == {0, 1}, (writers,
+                                                                              executors)
     cluster_tables = _content(tmp_path / "cluster")
     assert cluster_tables == _content(tmp_path / "local")
     assert all(cluster_tables.values())
