@@ -15,7 +15,6 @@ for byte and value for value.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +32,18 @@ _ALPHA_INF = 1.0 / (2.0 * math.log(2.0))
 
 @dataclass
 class Described:
-    """Per cell: merged bytes (None: left to the caller), estimate, bounds, error."""
+    """Per cell: merged bytes (null: left to the caller), estimate, bounds, error."""
 
-    data: list[bytes | None]
+    #: the cells' bytes, a binary Arrow array, null where the cell is left
+    array: Any
     estimate: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
     relative_error: float
+
+    @property
+    def data(self) -> list[bytes | None]:
+        return self.array.to_pylist()
 
 
 def _sigma(x: np.ndarray) -> np.ndarray:
@@ -149,15 +153,9 @@ def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
     merged = (keys & np.uint64(0xFFFFFFFF)).astype("<u4")
     sizes = np.bincount(owners, minlength=n_cells)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    head = template[:_HEADER] + bytes([precision, _COMPACT])
-    data: list[bytes | None] = []
-    raw = merged.tobytes()
-    for i, size in enumerate(sizes.tolist()):
-        if size > limit or bad_cell[i]:
-            data.append(None)  # past the compact limit: the caller densifies it
-            continue
-        body = head + struct.pack("<I", size) + raw[4 * bounds[i]:4 * bounds[i + 1]]
-        data.append(body + struct.pack("<I", zlib.crc32(body)))
+    built = (sizes <= limit) & ~bad_cell  # past the compact limit: the caller densifies
+    array = _compact_blobs(template[:_HEADER] + bytes([precision, _COMPACT]), merged,
+                           sizes, bounds, built)
     width = 64 - _SPARSE_PRECISION + 2
     rho = (merged & np.uint32((1 << _RHO_BITS) - 1)).astype(np.int64)
     counts = np.bincount(owners * width + rho, minlength=n_cells * width)
@@ -167,8 +165,40 @@ def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
     sigma = 1.04 / math.sqrt(1 << _SPARSE_PRECISION)
     lower = np.minimum(est, np.maximum(np.maximum(est * (1.0 - 2.0 * sigma),
                                                   sizes.astype(np.float64)), 0.0))
-    return Described(data, est, lower, est * (1.0 + 2.0 * sigma),
+    return Described(array, est, lower, est * (1.0 + 2.0 * sigma),
                      1.04 / math.sqrt(1 << precision))
+
+
+def _compact_blobs(head: bytes, merged: np.ndarray, sizes: np.ndarray, bounds: np.ndarray,
+                   built: np.ndarray) -> Any:
+    """The compact sketches of the ``built`` cells as one binary Arrow array (null for the
+    others): per cell ``head``, its entry count, its entries (``merged[bounds[i]:
+    bounds[i + 1]]``) and the CRC-32 of all that, laid out in one buffer."""
+    import pyarrow as pa
+
+    from streaming.engine.blobs import runs
+
+    hl = len(head)
+    lengths = np.where(built, hl + 4 + 4 * sizes + 4, 0).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    at = offsets[:-1][built]
+    n = at.size
+    buf[(at[:, None] + np.arange(hl)).ravel()] = np.tile(np.frombuffer(head, np.uint8), n)
+    counts = sizes[built].astype("<u4")
+    buf[(at[:, None] + hl + np.arange(4)).ravel()] = counts.view(np.uint8)
+    starts = bounds[:-1][built]
+    entries = merged[runs(starts, counts.astype(np.int64), 1)].view(np.uint8)
+    buf[runs(at + hl + 4, 4 * counts.astype(np.int64), 1)] = entries
+    view = memoryview(buf)
+    ends = (at + hl + 4 + 4 * counts.astype(np.int64)).tolist()
+    crc = np.fromiter((zlib.crc32(view[a:e]) for a, e in zip(at.tolist(), ends, strict=True)),
+                      dtype=np.uint32, count=n).astype("<u4")
+    buf[(np.asarray(ends, dtype=np.int64)[:, None] + np.arange(4)).ravel()] = crc.view(np.uint8)
+    validity = pa.array(built, pa.bool_()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), built.size,
+                                 [validity, pa.py_buffer(offsets.astype(np.int64)),
+                                  pa.py_buffer(buf)]).cast(pa.binary())
 
 
 def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int,
@@ -207,7 +237,7 @@ def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int
                      dtype=np.int64)
     np.maximum.at(last, owner, np.where(fresh, -1, off))
     last = np.where(touched, batch_id, last)
-    built = np.array([d is not None for d in done.data], dtype=bool)
+    built = np.asarray(done.array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     end = ws[first] + window.size_s * 1_000_000
     final = np.asarray(final_of(end, stored), dtype=bool)
     heads = part.take(pa.array(first))
@@ -215,7 +245,7 @@ def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int
     cols["sketch_name"] = pa.array([sk.name] * n_cells, pa.string())
     cols["kind"] = pa.array([sk.kind] * n_cells, pa.string())
     cols["field"] = pa.array([sk.field] * n_cells, pa.string())
-    cols["bytes"] = pa.array([d if d is not None else b"" for d in done.data], pa.binary())
+    cols["bytes"] = done.array.fill_null(b"")
     cols["estimate"] = pa.array(done.estimate, pa.float64(), mask=~final)
     cols["lower_bound"] = pa.array(done.lower, pa.float64(), mask=~final)
     cols["upper_bound"] = pa.array(done.upper, pa.float64(), mask=~final)

@@ -68,17 +68,37 @@ def single_open(rows: pa.Table, partial_kind: str, spec: Spec, watermark_ms: int
     return once & kind & (ends > watermark_ms * 1000)
 
 
-def group_column(w: np.ndarray, keys: list[str], spec: Spec, typ: pa.DataType) -> pa.Array:
+def group_column(w: np.ndarray, keys: pa.Array, spec: Spec, typ: pa.DataType) -> pa.Array:
     """The ``group`` map column (group field -> value) of rows with group keys ``keys``
-    (canonical JSON lists of strings or nulls) of windows ``w``, parsed in one go."""
-    values = orjson.loads("[" + ",".join(keys) + "]") if keys else []
+    (canonical JSON lists of strings or nulls) of windows ``w``.
+
+    A key of one plain string (``["v"]``: no quote or backslash inside) is cut out of
+    its text by Arrow; other keys are parsed as JSON, in one go."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    keys = keys.cast(pa.string())
     fields = [list(win.group_by) for win in spec.windows]
     per_row = np.array([len(f) for f in fields], dtype=np.int64)[w]
     offsets = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
-    names = [name for wi in w.tolist() for name in fields[wi]]
-    items = [v for row in values for v in row]
-    out = pa.MapArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()),
-                                  pa.array(items, pa.string()))
+    if per_row.size and per_row.max() == 1:
+        one = np.flatnonzero(per_row == 1)
+        names = pa.array(np.array([f[0] if f else "" for f in fields], dtype=object)[w[one]],
+                         pa.string())
+        mine = keys.take(pa.array(one)) if one.size < len(keys) else keys
+        plain = pc.match_substring_regex(mine, r'^\["[^"\\]*"\]$').fill_null(False)
+        items = pc.if_else(plain, pc.utf8_slice_codeunits(mine, 2, -2),
+                           pa.nulls(len(mine), pa.string()))
+        other = np.flatnonzero(~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool))
+        if other.size:
+            parsed = orjson.loads("[" + ",".join(mine.take(pa.array(other)).to_pylist()) + "]")
+            values = np.asarray(items.to_pylist(), dtype=object)
+            values[other] = [row[0] for row in parsed]
+            items = pa.array(values.tolist(), pa.string())
+    else:
+        parsed = orjson.loads("[" + ",".join(keys.to_pylist()) + "]") if len(keys) else []
+        names = pa.array([name for wi in w.tolist() for name in fields[wi]], pa.string())
+        items = pa.array([v for row in parsed for v in row], pa.string())
+    out = pa.MapArray.from_arrays(pa.array(offsets), names, items)
     return out.cast(typ) if out.type != typ else out
 
 
@@ -94,7 +114,7 @@ def key_columns(rows: pa.Table, spec: Spec, schema: pa.Schema) -> dict[str, Any]
             "window_start": pa.array(ws, pa.int64()).cast(ts),
             "window_end": pa.array(ws + sizes[w], pa.int64()).cast(ts),
             "group_key": g,
-            "group": group_column(w, g.to_pylist(), spec, schema.field("group").type)}
+            "group": group_column(w, g, spec, schema.field("group").type)}
 
 
 def sketch_table(rows: pa.Table, spec: Spec, schema: pa.Schema, batch_id: int,

@@ -113,7 +113,7 @@ def merge_metric_rows(parts: list[pa.Table], spec: Spec, schema: pa.Schema, now_
         "window_name": merged.column("window_name"), "window_start": merged.column(
             "window_start"), "window_end": pa.array(end, pa.int64()).cast(ts),
         "group_key": merged.column("group_key"),
-        "group": group_column(w, merged.column("group_key").to_pylist(), spec,
+        "group": group_column(w, merged.column("group_key"), spec,
                               schema.field("group").type),
         "last_batch": merged.column("last_batch_max"),
         "updated_at": pa.array(np.full(len(end), now_us, dtype=np.int64)).cast(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pyarrow as pa
 import pytest
@@ -187,3 +188,34 @@ def test_cell_ids_rank_rows_like_a_lexicographic_sort(seed: int) -> None:
     rank = {r: i for i, r in enumerate(distinct)}
     assert owner.tolist() == [rank[r] for r in rows]
     assert first.tolist() == [rows.index(r) for r in distinct]
+
+
+@pytest.mark.parametrize("layout", ["one field", "none and one", "two fields"])
+def test_group_column_parses_every_key_like_json(layout: str) -> None:
+    import json
+    import random
+
+    import numpy as np
+
+    from streaming.engine.simple_cells import group_column
+    from streaming.spec.model import parse_spec
+
+    by = {"one field": ([["user_id"]]), "none and one": [[], ["user_id"]],
+          "two fields": [["user_id"], ["user_id", "page"]]}[layout]
+    spec = parse_spec(BY_USER)
+    windows = [replace(spec.windows[0], name=f"w{i}", group_by=tuple(g))
+               for i, g in enumerate(by)]
+    spec = replace(spec, windows=windows)
+    rnd = random.Random(len(layout))
+    pool = ["plain", "", 'a "quoted" one', "back\\slash", "ünï", "tab\there", None, "[x]"]
+    w, keys = [], []
+    for _ in range(500):
+        wi = rnd.randrange(len(windows))
+        w.append(wi)
+        keys.append(json.dumps([rnd.choice(pool) for _ in by[wi]], ensure_ascii=False,
+                               separators=(",", ":")))
+    typ = pa.map_(pa.string(), pa.string())
+    got = group_column(np.array(w, dtype=np.int64), pa.array(keys, pa.string()), spec, typ)
+    want = [list(zip(by[wi], json.loads(k), strict=True)) for wi, k in zip(w, keys,
+                                                                          strict=True)]
+    assert got.to_pylist() == want
