@@ -32,6 +32,7 @@ import functools
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,9 +61,9 @@ from streaming.engine.reduce import (
     reduce_rows,
 )
 from streaming.engine.source import raw_stream
-from streaming.engine.stored_cells import make_stored_reader, stored_partials
+from streaming.engine.stored_cells import make_stored_reader, marker_frame, read_stored
 from streaming.engine.summary import BatchSummary, summarize
-from streaming.engine.table_files import Selection, commit_files, select_files
+from streaming.engine.table_files import Selection, commit_files, file_bucket, select_files
 from streaming.engine.tables import (
     QUARANTINE_SCHEMA,
     SKETCHES_SCHEMA,
@@ -120,6 +121,7 @@ class Pipeline:
         self.query: StreamingQuery | None = None
         self.watermarks: WatermarkLog | None = None
         self._batches_done = 0
+        self._marker_frames: dict[int, DataFrame] = {}
         self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
         #: the closing watermark of the last batch (what a compaction at the end may close)
@@ -310,36 +312,49 @@ class Pipeline:
 
     def _spark_merge(self, parts: DataFrame | None, rctx: ReduceContext,
                      selections: dict[str, Selection]) -> pa.Table:
+        """The merge stage as one Spark job: the pass's partials and the rows of the
+        stored files a batch compacts meet by (window, start, group) in one of ``n``
+        tasks. A stored file a merge task of ``n`` wrote (:func:`file_bucket`) holds cells
+        of that task only: the task reads it itself; other files go through the shuffle."""
         assert self.spark is not None and self.tables is not None
+        n = self.merge_partitions()
         frames = [] if parts is None else [parts]
+        stored: dict[str, dict[int, list[str]]] = {}
         for name, sel in selections.items():
-            if not sel.files:
+            shuffled = []
+            for path in sorted(sel.files):
+                bucket = file_bucket(path)
+                if bucket is not None and bucket[1] == n:
+                    stored.setdefault(name, {}).setdefault(bucket[0], []).append(path)
+                else:
+                    shuffled.append(path)
+            if not shuffled:
                 continue
             root = self.tables.all()[name]
-            stored = (self.spark.read.parquet(*[os.path.join(root, p) for p in sorted(sel.files)])
-                      .select(*[f"`{c}`" for c in self._stored_columns(name)])
-                      .mapInArrow(make_stored_reader(self.spec, name), PASS_DDL))
-            frames.append(stored)
-        if not frames:
+            frames.append(self.spark.read.parquet(*[os.path.join(root, p) for p in shuffled])
+                          .select(*[f"`{c}`" for c in self._stored_columns(name)])
+                          .mapInArrow(make_stored_reader(self.spec, name), PASS_DDL))
+        if not frames and not stored:
             return empty_output()
+        if n not in self._marker_frames:
+            self._marker_frames[n] = marker_frame(self.spark, n)
+        frames.append(self._marker_frames[n])
+        rctx = replace(rctx, buckets=n, stored=stored,
+                       stored_columns={name: self._stored_columns(name) for name in stored})
         union = functools.reduce(lambda a, b: a.unionByName(b), frames)
-        merged = (union.repartition(self.merge_partitions(), "w", "ws", "g")
+        merged = (union.repartition(n, "w", "ws", "g")
                   .mapInArrow(make_reduce(rctx), REDUCE_DDL))
         return merged.toArrow()
 
     def _local_merge(self, passed: pa.Table | None, rctx: ReduceContext,
                      selections: dict[str, Selection]) -> pa.Table:
-        import pyarrow.parquet as pq
-
         assert self.tables is not None
         frames = [] if passed is None else [passed.select(PASS_SCHEMA.names)
                                             .cast(PASS_SCHEMA)]
         for name, sel in selections.items():
             root = self.tables.all()[name]
-            for p in sorted(sel.files):
-                rows = pq.read_table(os.path.join(root, p),
-                                     columns=self._stored_columns(name), partitioning=None)
-                frames.append(stored_partials(self.spec, name, rows))
+            frames += [read_stored(self.spec, name, root, p, self._stored_columns(name))
+                       for p in sorted(sel.files)]
         if not frames:
             return empty_output()
         return reduce_rows(pa.concat_tables(frames), rctx)

@@ -41,7 +41,12 @@ from streaming.engine.memory import release_freed_memory
 from streaming.engine.simple_cells import cell_ids, metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
 from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
-from streaming.engine.stored_cells import merge_metric_rows, stored_metric_rows, stored_partials
+from streaming.engine.stored_cells import (
+    merge_metric_rows,
+    stored_metric_rows,
+    stored_partials,
+    task_rows,
+)
 from streaming.engine.table_files import PARTITION, WrittenFile, write_file
 from streaming.engine.tables import QUARANTINE_SCHEMA, SKETCHES_SCHEMA, aggregates_schema
 from streaming.spec.model import Spec
@@ -68,6 +73,13 @@ class ReduceContext:
     final_before_ms: dict[str, int]
     #: table name -> folder, for the tables this run writes (a re-run skips the done ones)
     paths: dict[str, str] = field(default_factory=dict)
+    #: the merge tasks of the Spark job (0: one call in-process, files not bucketed)
+    buckets: int = 0
+    #: per table, per merge task: the stored files (relative paths) that task reads itself
+    stored: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    #: per table: the columns read from a stored file
+    stored_columns: dict[str, list[str]] = field(default_factory=dict)
+
 
 
 def _without_final(schema: pa.Schema) -> pa.Schema:
@@ -82,9 +94,12 @@ class _Cells:
         self.sketches: dict[tuple[int, int, str, int], list[Any]] = {}
 
 
-def reduce_rows(table: pa.Table, rctx: ReduceContext) -> pa.Table:
-    """Merge one slice of a batch's keys, write its files, return the rows for the driver."""
+def reduce_rows(table: pa.Table, rctx: ReduceContext, bucket: int | None = None) -> pa.Table:
+    """Merge one slice of a batch's keys, write its files, return the rows for the driver.
+
+    ``bucket``: the merge task this is, of ``rctx.buckets``: its files are tagged so."""
     out: dict[str, list[Any]] = {f.name: [] for f in REDUCE_SCHEMA}
+    tag = None if bucket is None else (bucket, rctx.buckets)
 
     def emit(**values: Any) -> None:
         for name, col in out.items():
@@ -97,19 +112,19 @@ def reduce_rows(table: pa.Table, rctx: ReduceContext) -> pa.Table:
     if quarantined.num_rows and "quarantine" in rctx.paths:
         _write(emit, write_file("quarantine", rctx.paths["quarantine"],
                                 _quarantine_rows(quarantined, rctx.batch_id),
-                                batch_id=rctx.batch_id, final=None))
+                                batch_id=rctx.batch_id, final=None, bucket=tag))
     del quarantined
     if "aggregates" in rctx.paths:
         for final, data in aggregate_rows(table, rctx).items():
             if data.num_rows:
                 _write(emit, write_file("aggregates", rctx.paths["aggregates"], data,
-                                        batch_id=rctx.batch_id, final=final))
+                                        batch_id=rctx.batch_id, final=final, bucket=tag))
     if "sketches" in rctx.paths:
         rows, views, open_state = sketch_rows(table, rctx)
         for final, data in rows.items():
             if data.num_rows:
                 _write(emit, write_file("sketches", rctx.paths["sketches"], data,
-                                        batch_id=rctx.batch_id, final=final))
+                                        batch_id=rctx.batch_id, final=final, bucket=tag))
         for (wi, si), (start, sketch) in views.items():
             emit(kind="v", w=wi, ws=start, s=si, b=sketch.to_bytes())
         for (wi, start), (n, nbytes) in open_state.items():
@@ -391,13 +406,15 @@ def make_reduce(rctx: ReduceContext):
             return
         table = pa.Table.from_batches(collected)
         del collected
-        out = reduce_rows(table, rctx)
+        bucket = None
+        if rctx.buckets:
+            table, bucket = task_rows(table, rctx)
+        out = reduce_rows(table, rctx, bucket)
         del table
         release_freed_memory()  # this slice is written: the worker's peak goes back
         yield from out.to_batches()
 
     return reduce
-
 
 
 def merged_table(spec: Spec, table: str, rows: pa.Table) -> pa.Table:

@@ -9,6 +9,11 @@ over the stored rows and this batch's partials of the same cells. Stored rows tr
 through Spark's shuffle packed into one fixed-width binary value each
 (:func:`pack_metrics`; :func:`unpack_metrics` reads them back without a Python object per
 row).
+
+A file written by merge task p of n holds only cells Spark's shuffle sends to task p;
+when a batch with n merge tasks compacts it, task p reads it itself
+(:func:`task_rows`), told which task it is by a marker row (:func:`marker_frame`)
+whose key :func:`spark_hash` (Spark's own partitioning hash) sends there.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.engine.aggregates import stored_columns
-from streaming.engine.onepass import PASS_SCHEMA
+from streaming.engine.onepass import PASS_DDL, PASS_SCHEMA
 from streaming.engine.simple_cells import group_column
 from streaming.spec.model import Spec
 from streaming.units import US
@@ -198,3 +203,103 @@ def make_stored_reader(spec: Spec, table: str):
                                            ).to_batches()
 
     return convert
+
+
+def read_stored(spec: Spec, table: str, root: str, path: str, columns: list[str]) -> pa.Table:
+    """The rows of one stored file of ``table`` (``path`` relative to its folder ``root``)
+    as merge-stage input rows (:func:`stored_partials`)."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(os.path.join(root, path), columns=columns, partitioning=None)
+    return stored_partials(spec, table, rows)
+
+
+#: the kind of the one row per merge task the driver adds to a Spark job: its ``g`` is
+#: one Spark's shuffle sends to task ``off``, so that every task runs (and reads its
+#: stored files) even when no partial reaches it
+MARKER = "k"
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix(h: int, k: int) -> int:
+    k = (k * 0xCC9E2D51) & _M32
+    k = ((k << 15) | (k >> 17)) & _M32
+    h ^= (k * 0x1B873593) & _M32
+    h = ((h << 13) | (h >> 19)) & _M32
+    return (h * 5 + 0xE6546B64) & _M32
+
+
+def _fmix(h: int, length: int) -> int:
+    h ^= length
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def spark_hash(w: int, ws: int, g: str) -> int:
+    """Spark's ``hash(w, ws, g)`` of an INT, a BIGINT and a STRING (Murmur3 x86 32,
+    seed 42, each column's hash the next one's seed; a string's trailing bytes mixed
+    one by one, sign-extended, as Spark does): what its hash partitioning takes modulo
+    the number of partitions."""
+    h = _fmix(_mix(42, w & _M32), 4)
+    h = _fmix(_mix(_mix(h, ws & _M32), (ws >> 32) & _M32), 8)
+    data = g.encode()
+    aligned = len(data) - len(data) % 4
+    seed = h
+    for i in range(0, aligned, 4):
+        seed = _mix(seed, int.from_bytes(data[i:i + 4], "little"))
+    for byte in data[aligned:]:
+        seed = _mix(seed, (byte - 256 if byte >= 128 else byte) & _M32)
+    h = _fmix(seed, len(data))
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def marker_frame(spark: Any, n: int) -> Any:
+    """One row per merge task (kind :data:`MARKER`, its index in ``off``) whose key
+    Spark's shuffle sends to that task (:func:`spark_hash`), as an inline table of the
+    JVM (no Python worker evaluates it)."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(spark_hash(-1, 0, str(i)) % n, str(i))
+        i += 1
+    values = {"kind": lambda p, g: f"'{MARKER}'", "w": lambda p, g: "-1",
+              "ws": lambda p, g: "0", "g": lambda p, g: f"'{g}'", "off": lambda p, g: str(p)}
+    types = {f.name: ddl for f, ddl in zip(PASS_SCHEMA, _ddl_types(PASS_DDL), strict=True)}
+    rows = ", ".join("(" + ", ".join(
+        f"CAST({values[name](p, g) if name in values else 'NULL'} AS {types[name]})"
+        for name in PASS_SCHEMA.names) + ")" for p, g in sorted(found.items()))
+    return spark.sql(f"SELECT * FROM VALUES {rows} AS t({', '.join(PASS_SCHEMA.names)})")
+
+
+def _ddl_types(ddl: str) -> list[str]:
+    """The column types of a flat DDL string (``name TYPE, ...``)."""
+    return [part.strip().split(" ", 1)[1] for part in ddl.split(",")]
+
+
+def task_rows(table: pa.Table, rctx: Any) -> tuple[pa.Table, int]:
+    """A Spark merge task's rows without its marker, with the rows of the stored files
+    bucketed for it (read here, not shuffled); and which task it is. ``rctx``: the
+    batch's :class:`streaming.engine.reduce.ReduceContext`."""
+    is_marker = pc.equal(table.column("kind"), MARKER)
+    found = set(table.filter(is_marker).column("off").to_pylist())
+    if len(found) != 1:
+        raise RuntimeError(f"a merge task got markers {sorted(found)}, not one: Spark's "
+                           "shuffle did not place them as planned")
+    bucket = int(found.pop())
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    if task is not None and task.partitionId() != bucket:
+        raise RuntimeError(f"merge task {task.partitionId()} got the marker of task {bucket}")
+    frames = [table.filter(pc.invert(is_marker)).select(PASS_SCHEMA.names).cast(PASS_SCHEMA)]
+    for name, by_bucket in rctx.stored.items():
+        frames += [read_stored(rctx.spec, name, rctx.paths[name], path,
+                               rctx.stored_columns[name]) for path in by_bucket.get(bucket, [])]
+    return pa.concat_tables(frames), bucket

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import socket
 import time
 import uuid
@@ -84,11 +85,16 @@ class WrittenFile:
 
 
 def write_file(table_name: str, root: str, rows: pa.Table, *, batch_id: int,
-               final: bool | None) -> WrittenFile:
+               final: bool | None, bucket: tuple[int, int] | None = None) -> WrittenFile:
     """Write ``rows`` as a new Parquet file under the table folder ``root``; its footer
-    names the writing process (:data:`WRITER_KEY`) and the batch."""
+    names the writing process (:data:`WRITER_KEY`) and the batch.
+
+    ``bucket`` = (p, n): every row's cell is one Spark's shuffle sends to merge task p of
+    n; the name says so (:func:`file_bucket`), so that a later compaction with n tasks
+    lets task p read the file itself instead of shuffling its rows."""
     folder = "" if final is None else f"{PARTITION}={'true' if final else 'false'}/"
-    name = f"{folder}part-{max(batch_id, 0):08d}-{uuid.uuid4().hex}.parquet"
+    tag = "" if bucket is None else f"b{bucket[0]}of{bucket[1]}-"
+    name = f"{folder}part-{max(batch_id, 0):08d}-{tag}{uuid.uuid4().hex}.parquet"
     target = os.path.join(root, name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     meta = dict(rows.schema.metadata or {})
@@ -97,6 +103,15 @@ def write_file(table_name: str, root: str, rows: pa.Table, *, batch_id: int,
     pq.write_table(rows.replace_schema_metadata(meta), target, compression="snappy")
     return WrittenFile(table_name, name, os.path.getsize(target), rows.num_rows, final,
                        file_stats(rows))
+
+
+_BUCKET = re.compile(r"/?part-\d+-b(\d+)of(\d+)-[0-9a-f]+\.parquet$")
+
+
+def file_bucket(path: str) -> tuple[int, int] | None:
+    """(p, n) of a file written by merge task p of n (see :func:`write_file`), else None."""
+    m = _BUCKET.search(path)
+    return (int(m[1]), int(m[2])) if m else None
 
 
 @dataclass
