@@ -1,13 +1,14 @@
 """The driver's CPU per batch, as the cells a batch touches grow tenfold.
 
-    python -m benchmarks.bench_driver [--events 600000] [--users 20000] [--factor 10]
+    python -m benchmarks.bench_driver [--events 600000] [--users 5000] [--factor 20]
 
 Two topics on the embedded broker hold the same number of clickstream events over the
-same event times, one drawn from ``--users`` users and the other from ``--factor``
-times as many, so each batch of the second touches about that many times the
-(window, user) cells. Over each, ``streamsketch run --available-now`` runs as shipped
-(the spec of :mod:`benchmarks.bench_cardinality`: per user and per page, count, sum and
-HLL, 5-minute windows). Every batch line of ``run`` prints the CPU seconds the driver
+same event times, one drawn from ``--users`` users (and as many pages) and the other
+from ``--factor`` times as many (pages capped at 50,000), so that the second run's
+(window, group) cells are about ten times the first's (the figure prints the ratio).
+Over each, ``streamsketch run --available-now`` runs as shipped (the spec of
+:mod:`benchmarks.bench_cardinality`: per user and per page, count, sum and HLL,
+5-minute windows). Every batch line of ``run`` prints the CPU seconds the driver
 process spent on it (``driver CPU``: all its threads; the executors' Python workers and
 the JVM are other processes); the figure is their median per run, and the ratio of the
 two medians. Every cell of both runs is checked against the generated events. Results
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=600_000)
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--factor", type=int, default=10)
+    ap.add_argument("--users", type=int, default=5_000)
+    ap.add_argument("--factor", type=int, default=20)
     ap.add_argument("--per-trigger", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=1_333.0,
                     help="events per second of event time (sets how many windows)")

@@ -89,12 +89,13 @@ def run_shipped(topic: str, bootstrap: str, root: Path, per_trigger: int, events
     if not first:
         raise SystemExit(f"no first batch in {root / 'ck'}")
     running = r["ended_at"] - first[0].stat().st_mtime
-    batches = len(list(first[0].parent.iterdir()))
+    batches = sum(1 for p in first[0].parent.iterdir() if p.name.isdigit())
     return {"events": events, "seconds": running, "events_per_s": events / running,
             "process_seconds": r["seconds"], "startup_seconds": r["seconds"] - running,
             "events_per_s_with_startup": events / r["seconds"], "batches": batches,
             "peak_tree_rss_bytes": r["peak_tree_rss_bytes"],
-            "peak_rss_bytes_by_role": r["peak_rss_bytes_by_role"], "phase_seconds": {}}
+            "peak_rss_bytes_by_role": r["peak_rss_bytes_by_role"],
+            "output_tail": r["output_tail"], "phase_seconds": {}}
 
 
 def _jvm_batch(spec):

@@ -24,7 +24,9 @@ class CellCount:
         import pyarrow.compute as pc
 
         final = rows["final"].combine_chunks()
-        done = pc.fill_null(final, False)
+        # null counts as not final; no Python value becomes an Arrow one here (pyarrow
+        # imports pandas for that, a quarter of a query's time)
+        done = pc.and_kleene(final, pc.is_valid(final)) if final.null_count else final
         self.final += pc.sum(done).as_py() or 0
         rest = rows.filter(pc.invert(done)).select(["window_start", "group_key"])
         if rest.num_rows:  # the few rows of open windows
@@ -50,5 +52,8 @@ def windows_per_group(rows: Any, *, by_group: bool) -> list[int]:
         codes, _, n = group_codes(rows)
     else:
         codes, n = np.zeros(rows.num_rows, dtype=np.int64), 1
-    pairs = np.unique(np.stack([codes, starts.astype(np.int64)]), axis=1)
-    return np.bincount(pairs[0], minlength=n).tolist()
+    # distinct (group, start) pairs as one int64 each: start's rank among the starts,
+    # offset by the group (a 1-D sort; np.unique over pairs sorts rows as bytes, slowly)
+    values, rank = np.unique(starts.astype(np.int64), return_inverse=True)
+    pairs = np.unique(codes.astype(np.int64) * values.size + rank.reshape(-1))
+    return np.bincount(pairs // values.size, minlength=n).tolist()
