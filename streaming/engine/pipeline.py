@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,6 +72,7 @@ from streaming.engine.tables import (
     committed_batch,
     ensure_tables,
 )
+from streaming.engine.warmup import warm_workers
 from streaming.engine.watermarks import WatermarkLog
 from streaming.errors import CheckpointError
 from streaming.spec.model import Spec
@@ -122,6 +123,7 @@ class Pipeline:
         self.watermarks: WatermarkLog | None = None
         self._batches_done = 0
         self._marker_frames: dict[int, DataFrame] = {}
+        self._warmup: Any = None
         self._offsets_expected = (-1, 0)
         self.track_latency = track_latency
         #: the closing watermark of the last batch (what a compaction at the end may close)
@@ -199,6 +201,8 @@ class Pipeline:
         if self.checkpoint is None:
             self.prepare()
         assert self.checkpoint is not None
+        if self._warmup is None and self.spark is not None:
+            self._warmup = warm_workers(self.spark)
         writer = (self.stream().writeStream.queryName(self.query_name)
                   .foreachBatch(self._process_batch)
                   .option("checkpointLocation", str(self.checkpoint.query_dir)))
@@ -253,6 +257,8 @@ class Pipeline:
             if not failed:
                 self.compact()
         finally:
+            if self._warmup is not None:
+                self._warmup.join(30)  # no job of ours outlives the query
             self.lock.release()
 
     # -- the micro-batch ---------------------------------------------------------

@@ -101,3 +101,4 @@ def raw_stream(spark: SparkSession, spec: Spec) -> DataFrame:
         raise ConfigError("a files source is not a stream: run it as a backfill "
                           "(streaming.logs.backfill, or `streamsketch run` / `replay --backfill`)")
     return kafka_records(spark, spec)
+
