@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             if r["returncode"] != 0:
                 raise SystemExit("streamsketch run failed:\n" + "\n".join(r["output_tail"]))
             batches = [b for b in batch_cpu(r["output_tail"]) if b[1] >= args.per_trigger // 2]
+            if not batches:
+                raise SystemExit("no full batch in run's output:\n" + "\n".join(r["output_tail"]))
             cells = check(root, truth(cfg, args.events))
             run = {"users": users, "seconds": r["seconds"],
                    "batches": [{"batch": b, "rows": n, "driver_cpu_s": c} for b, n, c in batches],

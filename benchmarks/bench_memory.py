@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,9 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     wall = time.monotonic() - t0
     ended = time.time()
     th.join(1)
+    # the run's temporary folders are this machine's, not part of the result
+    tmp = re.compile(re.escape(tempfile.gettempdir()) + r"/[^\s,()]*")
+    out = tmp.sub("<tmp>", out)
     return {"returncode": proc.returncode, "seconds": wall, "ended_at": ended,
             "peak_tree_rss_bytes": peak[0],
             "peak_tree_pss_bytes": peak[1],
