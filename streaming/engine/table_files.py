@@ -209,7 +209,21 @@ def commit_files(path: str, schema: pa.Schema, added: list[WrittenFile],
         actions.append(RemoveAction(p, True, now_ms, size, parts))
     props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)]
                              if app_id is not None and batch_id is not None else None)
-    table_schema = schema if not partitioned else schema
-    DeltaTable(path).create_write_transaction(
-        actions, "append", table_schema, partition_by=[PARTITION] if partitioned else None,
+    table = DeltaTable(path)
+    if removed:
+        # Files another writer replaced since they were selected (``maintain``'s
+        # compaction) hold rows that its new files hold too: removing them again and
+        # adding this batch's merge of them would count those rows twice. The commit is
+        # refused, and the caller merges again from the table as it is now; the commit
+        # below is based on the version checked here, so a writer in between is a
+        # conflict delta-rs reports the same way.
+        live = set(pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist())
+        gone = sorted(set(removed) - live)
+        if gone:
+            from deltalake.exceptions import CommitFailedError
+
+            raise CommitFailedError(f"{len(gone)} file(s) this commit replaces were replaced "
+                                    f"by another writer since, e.g. {gone[0]}")
+    table.create_write_transaction(
+        actions, "append", schema, partition_by=[PARTITION] if partitioned else None,
         commit_properties=props)
