@@ -224,6 +224,29 @@ def commit_files(path: str, schema: pa.Schema, added: list[WrittenFile],
 
             raise CommitFailedError(f"{len(gone)} file(s) this commit replaces were replaced "
                                     f"by another writer since, e.g. {gone[0]}")
-    table.create_write_transaction(
-        actions, "append", schema, partition_by=[PARTITION] if partitioned else None,
-        commit_properties=props)
+    try:
+        table.create_write_transaction(
+            actions, "append", schema, partition_by=[PARTITION] if partitioned else None,
+            commit_properties=props)
+    except OSError as exc:
+        raise _with_reason(exc, path) from exc
+
+
+def _with_reason(exc: OSError, path: str) -> OSError:
+    """delta-rs reports a failed local write without the system's reason ("Generic
+    LocalFileSystem error"): a small probe write next to the log gets it (a full disk
+    says "No space left on device"), else the error stays as it is."""
+    probe = os.path.join(path, "_delta_log", f".probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * (1 << 16))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as reason:
+        return OSError(reason.errno, f"{reason.strerror}: the commit to {path} failed ({exc})")
+    finally:
+        try:
+            os.remove(probe)
+        except OSError:
+            pass
+    return exc
