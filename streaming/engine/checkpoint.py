@@ -34,6 +34,8 @@ from streaming.errors import CheckpointError
 from streaming.spec.model import FINGERPRINT_ADDED, Spec
 
 _META = "streamsketch.json"
+#: the first batch that committed to every table (see :func:`every_batch_from`)
+_EVERY = "tables_hold_every_batch_from"
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,24 @@ def open_checkpoint(spec: Spec, *, create: bool = True) -> CheckpointInfo:
         raise CheckpointError(f"no checkpoint at {root}")
     root.mkdir(parents=True, exist_ok=True)
     cid = uuid.uuid4().hex
-    _write_meta(meta_path, {"checkpoint_id": cid, "fingerprint": fingerprint})
+    _write_meta(meta_path, {"checkpoint_id": cid, "fingerprint": fingerprint, _EVERY: 0})
     return CheckpointInfo(root, cid)
+
+
+def every_batch_from(info: CheckpointInfo, committed: int) -> int:
+    """The first batch from which every batch of the checkpoint commits to every table.
+
+    Earlier versions committed a table only when a batch changed it, so a table's last
+    batch could lag the checkpoint's without anything missing; a checkpoint they made
+    records, at its first start by this version, that its tables can be compared
+    with its batches after ``committed`` only.
+    """
+    meta_path = info.root / _META
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta.get(_EVERY), int):
+        meta[_EVERY] = committed + 1
+        _write_meta(meta_path, meta)
+    return int(meta[_EVERY])
 
 
 def _log_ids(folder: Path) -> list[int]:

@@ -40,10 +40,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.engine import faults
+from streaming.engine.agreement import (
+    check_at_start,
+    check_tables_exist,
+    table_batches,
+    tables_to_write,
+)
 from streaming.engine.checkpoint import (
     CheckpointInfo,
     CheckpointLock,
     batch_meta,
+    every_batch_from,
     last_batches,
     offset_gap,
     open_checkpoint,
@@ -69,7 +76,6 @@ from streaming.engine.tables import (
     SKETCHES_SCHEMA,
     TablePaths,
     aggregates_schema,
-    committed_batch,
     ensure_tables,
 )
 from streaming.engine.warmup import warm_workers
@@ -125,6 +131,7 @@ class Pipeline:
         self._marker_frames: dict[int, DataFrame] = {}
         self._warmup: Any = None
         self._offsets_expected = (-1, 0)
+        self.every_from = 0
         self.track_latency = track_latency
         #: the closing watermark of the last batch (what a compaction at the end may close)
         self.closing_ms: int | None = None
@@ -140,8 +147,10 @@ class Pipeline:
         assert self.checkpoint is not None
         return f"streamsketch-{table}-{self.checkpoint.checkpoint_id}"
 
-    def prepare(self, *, planned: tuple[int, int] | None = None) -> None:
-        """Lock the checkpoint, check it matches the spec and the tables.
+    def prepare(self, *, planned: tuple[int, int] | None = None,
+                recovering: bool = False) -> None:
+        """Lock the checkpoint, check it matches the spec and the tables
+        (:mod:`streaming.engine.agreement`; ``recovering``: tables behind are expected).
 
         ``planned`` is (last batch committed, last batch planned) of the checkpoint when
         the caller keeps its own log (a backfill); by default Spark's offset and commit
@@ -152,46 +161,16 @@ class Pipeline:
             self.checkpoint = open_checkpoint(self.spec)
             if planned is None:
                 planned = last_batches(self.checkpoint.query_dir)
-            self._check_tables_exist(planned)
+            check_tables_exist(self.spec, planned[0])
             self.tables = ensure_tables(self.spec, self.checkpoint.checkpoint_id)
-            self._check_tables_agree(planned)
+            self.every_from = every_batch_from(self.checkpoint, planned[0])
+            held = table_batches(self.tables.all(), self.app_id)
+            check_at_start(self.spec, self.tables.all(), held,
+                           (-1 if recovering else planned[0], planned[1]), self.every_from)
             self.watermarks = WatermarkLog(self.checkpoint.root / "watermarks", self.spec)
         except BaseException:
             self.lock.release()
             raise
-
-    def _check_tables_exist(self, planned: tuple[int, int]) -> None:
-        """Refuse to recreate tables under a checkpoint that has committed batches."""
-        from streaming.engine.tables import is_delta, table_paths
-
-        committed, _ = planned
-        if committed < 0:
-            return
-        missing = [name for name, path in table_paths(self.spec).all().items()
-                   if not is_delta(path)]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint {self.spec.sink.checkpoint} has committed batches up to "
-                f"{committed}, but no {', '.join(missing)} table under {self.spec.sink.path} "
-                "(deleted, or [sink] path changed): starting over there would lose what the "
-                "checkpoint already consumed. Restore the tables or the old path, or delete "
-                "the checkpoint too to start fresh")
-
-    def _check_tables_agree(self, planned: tuple[int, int]) -> None:
-        """Refuse tables that hold batches the checkpoint never planned."""
-        assert self.tables is not None
-        _, last_planned = planned
-        for name, path in self.tables.all().items():
-            done = committed_batch(path, self.app_id(name))
-            if done is not None and done > last_planned:
-                where = ("holds no batch" if last_planned < 0
-                         else f"ends at batch {last_planned}")
-                raise CheckpointError(
-                    f"table {path} holds batch {done} of checkpoint "
-                    f"{self.spec.sink.checkpoint}, but the checkpoint {where}: its query "
-                    "state was deleted or restored from an older copy, and going on would "
-                    "skip or double-count events. Restore the checkpoint and the tables "
-                    "together, or delete both (tables and checkpoint) to start fresh")
 
     def stream(self) -> DataFrame:
         assert self.spark is not None
@@ -374,8 +353,8 @@ class Pipeline:
         phases: dict[str, float] = {}
         faults.maybe_crash("batch_start", batch_id)
         paths = self.tables.all()
-        todo = [t for t in WRITE_ORDER
-                if committed_batch(paths[t], self.app_id(t)) != batch_id]
+        todo = tables_to_write({t: paths[t] for t in WRITE_ORDER},
+                               table_batches(paths, self.app_id), batch_id, self.every_from)
         summary: BatchSummary | None = None
         for _attempt in range(1, WRITE_ATTEMPTS + 1):
             t = time.monotonic()
@@ -429,22 +408,22 @@ class Pipeline:
             if name not in todo:
                 faults.maybe_crash(f"after_{name}", batch_id)
                 continue
+            # every table records every batch, changed or not (see agreement.py)
             added = files.get(name, [])
             removed = selections[name].files if name in selections else {}
-            if added or removed:
-                faults.maybe_crash(f"in_{name}", batch_id)
-                faults.maybe_fail(f"in_{name}", batch_id)
-                t = time.monotonic()
-                try:
-                    commit_files(paths[name], self._schemas[name], added, removed,
-                                 app_id=self.app_id(name), batch_id=batch_id,
-                                 partitioned=name in COMPACTED)
-                except CommitFailedError:
-                    retry.append(name)  # ``maintain`` compacted a file this batch replaces
-                    continue
-                finally:
-                    phases[f"write_{name}"] = (phases.get(f"write_{name}", 0.0)
-                                               + time.monotonic() - t)
+            faults.maybe_crash(f"in_{name}", batch_id)
+            faults.maybe_fail(f"in_{name}", batch_id)
+            t = time.monotonic()
+            try:
+                commit_files(paths[name], self._schemas[name], added, removed,
+                             app_id=self.app_id(name), batch_id=batch_id,
+                             partitioned=name in COMPACTED)
+            except CommitFailedError:
+                retry.append(name)  # ``maintain`` compacted a file this batch replaces
+                continue
+            finally:
+                phases[f"write_{name}"] = (phases.get(f"write_{name}", 0.0)
+                                           + time.monotonic() - t)
             faults.maybe_crash(f"after_{name}", batch_id)
         return retry
 

@@ -31,6 +31,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from streaming.engine.table_batches import commit_metadata
+
 #: the partition column of ``aggregates`` and ``sketches``
 PARTITION = "final"
 #: the Parquet footer key naming the process that wrote a file (``host:pid``): an
@@ -86,8 +88,8 @@ class WrittenFile:
 
 def write_file(table_name: str, root: str, rows: pa.Table, *, batch_id: int,
                final: bool | None, bucket: tuple[int, int] | None = None) -> WrittenFile:
-    """Write ``rows`` as a new Parquet file under the table folder ``root``; its footer
-    names the writing process (:data:`WRITER_KEY`) and the batch.
+    """Write ``rows`` as a new Parquet file under the table folder ``root``, flushed to the
+    disk; its footer names the writing process (:data:`WRITER_KEY`) and the batch.
 
     ``bucket`` = (p, n): every row's cell is one Spark's shuffle sends to merge task p of
     n; the name says so (:func:`file_bucket`), so that a later compaction with n tasks
@@ -101,8 +103,20 @@ def write_file(table_name: str, root: str, rows: pa.Table, *, batch_id: int,
     meta[WRITER_KEY] = f"{socket.gethostname()}:{os.getpid()}".encode()
     meta[b"streamsketch.batch"] = str(batch_id).encode()
     pq.write_table(rows.replace_schema_metadata(meta), target, compression="snappy")
+    fsync_path(target)
+    fsync_path(os.path.dirname(target))
     return WrittenFile(table_name, name, os.path.getsize(target), rows.num_rows, final,
                        file_stats(rows))
+
+
+def fsync_path(path: str) -> None:
+    """Flush a written file (or a folder's new entry) to the disk: a commit names only
+    files that a power loss after it cannot take back."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _BUCKET = re.compile(r"/?part-\d+-b(\d+)of(\d+)-[0-9a-f]+\.parquet$")
@@ -194,7 +208,9 @@ def select_files(path: str, watermark_ms: int) -> Selection:
 def commit_files(path: str, schema: pa.Schema, added: list[WrittenFile],
                  removed: dict[str, int], *, app_id: str | None, batch_id: int | None,
                  partitioned: bool) -> None:
-    """One delta-rs transaction: the files added, the files removed, the batch's txn."""
+    """One delta-rs transaction: the files added, the files removed, the batch's txn and
+    metadata (:mod:`streaming.engine.table_batches`); with nothing added or removed, a
+    batch's commit still records that the table holds the batch."""
     from deltalake import CommitProperties, DeltaTable, Transaction
     from deltalake.transaction import AddAction, RemoveAction
 
@@ -207,8 +223,10 @@ def commit_files(path: str, schema: pa.Schema, added: list[WrittenFile],
         final = "final=true/" in p
         parts = {PARTITION: "true" if final else "false"} if partitioned else None
         actions.append(RemoveAction(p, True, now_ms, size, parts))
-    props = CommitProperties(app_transactions=[Transaction(app_id, batch_id)]
-                             if app_id is not None and batch_id is not None else None)
+    ours = app_id is not None and batch_id is not None
+    props = CommitProperties(
+        app_transactions=[Transaction(app_id, batch_id)] if ours else None,
+        custom_metadata=commit_metadata(app_id, batch_id) if ours else None)  # type: ignore[arg-type]
     table = DeltaTable(path)
     if removed:
         # Files another writer replaced since they were selected (``maintain``'s

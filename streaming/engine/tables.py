@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
 
 CHECKPOINT_PROPERTY = "streamsketch.checkpoint_id"
 TABLES = ("aggregates", "sketches", "quarantine")
-#: tries of one commit that lost a race with a concurrent compaction
-WRITE_ATTEMPTS = 5
-
 _TS = pa.timestamp("us", tz="UTC")
 _ARROW_METRIC = {"long": pa.int64(), "double": pa.float64(), "decimal": pa.decimal128(38, 9)}
 
@@ -237,48 +233,3 @@ def read_table(path: str, where: str | None = None, *, raw: bool = False) -> pa.
     from streaming.engine.cells import merged_cells
 
     return merged_cells(rows)
-
-
-def committed_batch(table: DeltaTable | str, app_id: str) -> int | None:
-    """The last batch id committed to a table by ``app_id`` (None: none yet)."""
-    from deltalake import DeltaTable
-
-    dt = table if not isinstance(table, str) else DeltaTable(table)
-    version = dt.transaction_version(app_id)
-    return None if version is None else int(version)
-
-
-def commit(path: str, data: pa.Table, *, app_id: str, batch_id: int,
-           predicate: str | None = None) -> None:
-    """Append ``data`` (or overwrite the rows matching ``predicate`` with it), recording
-    ``(app_id, batch_id)`` in the same commit.
-
-    Raises:
-        CheckpointError: the table already holds this batch or a later one of
-            ``app_id``: writing again would count it twice or go back in time. (The
-            caller skips writes it knows are done; this is the last line of defence.)
-    """
-    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-    from deltalake.exceptions import CommitFailedError
-
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        table = DeltaTable(path)
-        done = committed_batch(table, app_id)
-        if done is not None and done >= batch_id:
-            raise CheckpointError(
-                f"table {path} already holds batch {done} of this checkpoint, so batch "
-                f"{batch_id} cannot be written again; the checkpoint and the tables "
-                "disagree (was the checkpoint's query/ folder deleted or restored?). "
-                "Restore them together, or delete both to start fresh")
-        try:
-            write_deltalake(table, data, mode="overwrite" if predicate else "append",
-                            schema_mode="merge",
-                            predicate=predicate, commit_properties=CommitProperties(
-                                app_transactions=[Transaction(app_id, batch_id)]))
-            return
-        except CommitFailedError:
-            # a compaction (``streamsketch maintain``) committed first; the write is
-            # absolute and idempotent, so simply do it again
-            if attempt == WRITE_ATTEMPTS:
-                raise
-            time.sleep(0.1 * attempt)

@@ -84,6 +84,11 @@ class WatermarkLog:
         tmp.write_text(json.dumps(data, sort_keys=True))
         os.replace(tmp, path)
 
+    def recorded(self, batch_id: int) -> bool:
+        """Whether ``batch_id`` ran to its end with its watermark kept here."""
+        data = self._read(batch_id)
+        return data is not None and data.get("after") is not None
+
     def _previous(self, batch_id: int) -> dict[str, Any]:
         """The state after the newest batch before ``batch_id`` (nothing: a fresh start)."""
         ids = sorted(int(p.stem) for p in self.folder.glob("*.json") if p.stem.isdigit()
