@@ -19,7 +19,7 @@ from streaming.logs.backfill import (
     backfill_spec,
     log_files,
 )
-from streaming.spec.model import load_spec
+from streaming.spec.model import Spec, load_spec
 
 
 def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
@@ -34,14 +34,17 @@ def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
     return 0
 
 
+def replay_spec(spec: Spec, logs: list[Path], sink: Path | None) -> Spec:
+    """The spec ``replay LOG... --backfill [--sink DIR]`` runs (and ``recover`` recovers)."""
+    if sink is not None:
+        spec = replace(spec, sink=replace(spec.sink, path=str(Path(sink) / "delta"),
+                                          checkpoint=str(Path(sink) / "checkpoints")))
+    return backfill_spec(spec, logs)
+
+
 def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
     """``streamsketch replay LOG... --spec S --backfill``."""
-    spec = load_spec(args.spec)
-    if args.sink is not None:
-        sink = Path(args.sink)
-        spec = replace(spec, sink=replace(spec.sink, path=str(sink / "delta"),
-                                          checkpoint=str(sink / "checkpoints")))
-    spec = backfill_spec(spec, args.logs)
+    spec = replay_spec(load_spec(args.spec), args.logs, args.sink)
     per_batch = args.records_per_batch or spec.source.max_offsets_per_trigger \
         or DEFAULT_RECORDS_PER_BATCH
     log(f"backfill of {len(args.logs)} log(s) into {spec.sink.path} (checkpoint "

@@ -353,13 +353,14 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
 def _registrars() -> list:
     regs = [_register]
-    from streaming.cli import maintain
+    from streaming.cli import maintain, recover
     from streaming.cli import produce as produce_cmd
     from streaming.cli import replay as replay_cmd
 
     regs.append(produce_cmd.register)
     regs.append(replay_cmd.register)
     regs.append(maintain.register)
+    regs.append(recover.register)
     return regs
 
 

@@ -182,6 +182,11 @@ class LogRecords:
                 if r.bad.total}
 
 
+def journal_batches(checkpoint: Path) -> tuple[int, int]:
+    """(last batch done, last batch planned) of a backfill checkpoint; -1: none."""
+    return _Journal.peek(checkpoint)
+
+
 class _Journal:
     """Plans and completions of backfill batches, next to the pipeline's checkpoint."""
 
