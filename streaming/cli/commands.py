@@ -8,11 +8,10 @@ import json
 import re
 import signal
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.common import batch_line, serve_metrics
+from streaming.cli.common import batch_line, serve_metrics, spark_session
 from streaming.cli.common import info as _info
 from streaming.cli.common import port as _port
 from streaming.errors import ConfigError
@@ -25,16 +24,6 @@ def _spec_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     p.add_argument("--spec", type=Path, default=None if required else default_spec_path(),
                    required=required,
                    help="pipeline spec (TOML); default: the bundled clickstream spec")
-
-
-def _session(args: argparse.Namespace):
-    from streaming.runtime.session import SparkOptions, build_session
-
-    options = SparkOptions(master=getattr(args, "master", "local[*]"),
-                           ui=getattr(args, "ui", False))
-    if getattr(args, "driver_memory", None):
-        options = replace(options, driver_memory=args.driver_memory)
-    return build_session(options, log=_info)
 
 
 def jvm_size(text: str) -> str:
@@ -109,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         return run_files_spec(args, _info)
     with _jvm_ignores_sigterm():
-        spark = _session(args)
+        spark = spark_session(args)
     committed: list[int] = []
 
     def on_batch(s: Any) -> None:
@@ -228,7 +217,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
                           groups=args.group, sketch=args.sketch, k=args.k, value=args.value,
                           vs_start=args.vs_from, vs_end=args.vs_to, qs=args.qs)
     if args.engine == "spark":
-        source: Any = q.SparkSource(_session(args), spec)
+        source: Any = q.SparkSource(spark_session(args), spec)
     else:
         source = q.DeltaSource(spec)
     result = q.ask(source, spec, question)
@@ -283,7 +272,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"no {', '.join(missing)} table under {spec.sink.path}; "
                           "run the pipeline first")
-    result = digest(_session(args), spec)
+    result = digest(spark_session(args), spec)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import math
 import sys
+from dataclasses import replace
 from typing import Any
 
 EXIT_USAGE = 2
@@ -93,3 +94,14 @@ def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
     server = metrics.serve(spec.metrics.host, spec.metrics.port)
     info(f"metrics on http://{spec.metrics.host}:{server.server_port}/metrics")
     return server
+
+
+def spark_session(args: argparse.Namespace):
+    """The Spark session a command's ``--master`` (and ``--ui``, ``--driver-memory``) ask for."""
+    from streaming.runtime.session import SparkOptions, build_session
+
+    options = SparkOptions(master=getattr(args, "master", "local[*]"),
+                           ui=getattr(args, "ui", False))
+    if getattr(args, "driver_memory", None):
+        options = replace(options, driver_memory=args.driver_memory)
+    return build_session(options, log=info)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streaming.cli.common import batch_line
+from streaming.cli.common import batch_line, spark_session
 from streaming.cli.common import info as _info
 
 
@@ -59,9 +59,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
               "again, as planned, then goes on")
         return 0
 
-    from streaming.cli.commands import _session
-
-    spark = _session(args)
+    spark = spark_session(args)
     pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
     pipeline.prepare(recovering=True)
     try:

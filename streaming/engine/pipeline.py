@@ -183,7 +183,7 @@ class Pipeline:
         if self._warmup is None and self.spark is not None:
             self._warmup = warm_workers(self.spark)
         writer = (self.stream().writeStream.queryName(self.query_name)
-                  .foreachBatch(self._process_batch)
+                  .foreachBatch(self.process_frame)
                   .option("checkpointLocation", str(self.checkpoint.query_dir)))
         if available_now:
             writer = writer.trigger(availableNow=True)
@@ -253,7 +253,9 @@ class Pipeline:
         self._offsets_expected = offset_gap(previous, meta)
         return self.watermarks.for_batch(batch_id, meta.timestamp_ms), meta.timestamp_ms
 
-    def _process_batch(self, df: DataFrame, batch_id: int) -> None:
+    def process_frame(self, df: DataFrame, batch_id: int) -> None:
+        """Run and write batch ``batch_id`` over the Kafka source's rows ``df`` (the
+        query's ``foreachBatch``; a recovery's batch read of the same offsets)."""
         watermark_ms, timestamp_ms = self._fix_batch(batch_id)
         ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
 

@@ -6,7 +6,7 @@ the watermark log its watermark and its time. So the batches a table lacks can b
 written again as they first ran, with the same records, watermark and time, and so
 the same late decisions and bytes: :func:`recover_kafka` reads each one's offset range
 from Kafka with Spark's batch reader and runs it through the pipeline's own batch code
-(:meth:`Pipeline._process_batch`); a table that already holds a batch is left out of it.
+(:meth:`Pipeline.process_frame`); a table that already holds a batch is left out of it.
 
 A backfill keeps the plan of every batch (:mod:`streaming.logs.backfill`):
 :func:`rewind_backfill` removes the completions of the batches the tables lack, and the
@@ -165,7 +165,7 @@ def recover_kafka(spark: SparkSession, pipeline: Pipeline, recovery: Recovery) -
         df = (reader.option("assign", json.dumps(assign))
               .option("startingOffsets", json.dumps(begin))
               .option("endingOffsets", json.dumps(end)).load())
-        pipeline._process_batch(df, b)
+        pipeline.process_frame(df, b)
 
 
 def rewind_backfill(pipeline: Pipeline, recovery: Recovery) -> None:
