@@ -20,11 +20,14 @@ from streaming.errors import ConfigError, StreamsketchError
 _PARAMS = {"window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q"}
 
 
-def _time(text: str | None) -> str | None:
-    """ISO-8601 as is; epoch milliseconds (all digits) as ISO-8601."""
-    if text is None or not text.isdigit():
+def _time(text: str | None, name: str) -> str | None:
+    """ISO-8601 as is; epoch milliseconds (ASCII digits) as ISO-8601."""
+    if text is None or not (text.isascii() and text.isdigit()):
         return text
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=int(text))
+    try:
+        moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=int(text))
+    except OverflowError:
+        raise ConfigError(f"{name}: {text} epoch milliseconds is past the year 9999") from None
     return moment.isoformat()
 
 
@@ -48,11 +51,11 @@ def answer(spec: Any, what: str, params: dict[str, list[str]]) -> dict[str, Any]
         k = int(k_text) if k_text is not None else 10
     except ValueError:
         raise ConfigError(f"k: not a whole number: {k_text!r}") from None
-    question = q.question(spec, what, window=one("window"), start=_time(one("from")),
-                         end=_time(one("to")), groups=params.get("group"),
+    question = q.question(spec, what, window=one("window"), start=_time(one("from"), "from"),
+                         end=_time(one("to"), "to"), groups=params.get("group"),
                          sketch=one("sketch"), k=k, value=one("value"),
-                         vs_start=_time(one("vs_from")), vs_end=_time(one("vs_to")),
-                         qs=one("q"))
+                         vs_start=_time(one("vs_from"), "vs_from"),
+                         vs_end=_time(one("vs_to"), "vs_to"), qs=one("q"))
     q.check_table(spec, "aggregates" if what == "aggregate" else "sketches")
     result = q.ask(q.DeltaSource(spec), spec, question)
     return {"query": what, "window": question.sel.window.name,

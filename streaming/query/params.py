@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from streaming.errors import ConfigError
 from streaming.spec.windows import WindowSpec
 
+#: the range of a 64-bit count of nanoseconds since 1970 (the query engines' timestamps),
+#: in whole years inside it
+_FIRST = dt.datetime(1678, 1, 1, tzinfo=dt.UTC)
+_LAST = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
+
 
 def parse_time(text: str | None, what: str) -> dt.datetime | None:
     if text is None:
@@ -22,7 +27,15 @@ def parse_time(text: str | None, what: str) -> dt.datetime | None:
         raise ConfigError(f"{what}: not an ISO-8601 time: {text!r}") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC)
+    try:
+        t = t.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(f"{what}: {text!r} is out of range") from None
+    if not _FIRST <= t < _LAST:
+        raise ConfigError(f"{what}: {t.isoformat()} is outside the times a query ranges over "
+                          f"({_FIRST.year} to {_LAST.year - 1}: nanoseconds since 1970 in "
+                          "64 bits, as the query engines count them)")
+    return t
 
 
 def parse_groups(items: list[str] | None, window: WindowSpec) -> dict[str, str]:

@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_query_delta import REPO, T0, in_windows, sel, tables  # noqa: F401 - fixture
 
 from streaming.cli import serve
@@ -111,6 +113,9 @@ def test_quantiles_of_one_group(server, tables):  # noqa: F811
     ("/query/distinct", {"window": ["minutely", "hourly_by_country"]}, 400, "given 2 times"),
     ("/query/distinct", {"window": "minutely", "from": "2031-01-01", "to": "2031-01-02"},
      404, "no windows of 'minutely'"),
+    ("/query/distinct", {"window": "minutely", "from": "99999999999999999"}, 400,
+     "past the year 9999"),
+    ("/query/distinct", {"window": "minutely", "from": "\u00b2"}, 400, "not an ISO-8601 time"),
     ("/query/median", {}, 404, "no query 'median'"),
     ("/elsewhere", {}, 404, "no route"),
 ])
@@ -203,3 +208,29 @@ def test_the_dashboard_panel_request_is_answered(server, tables):  # noqa: F811
                                     tiling=False)
                 hll = spec.window(params["window"]).sketches[0].new()
                 assert body["estimate"] == hll.update(chosen.columns["user_id"]).estimate()
+
+
+_WHAT = ["aggregate", "distinct", "topk", "contains", "similarity", "quantile"]
+_PARAM = ["window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q"]
+
+
+#: what a parameter may hold: any text, epoch milliseconds up to far past the year 9999,
+#: and digits of other scripts (``str.isdigit`` is true for them; ``int`` of some fails)
+_TEXT = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=24),
+                  st.integers(0, 10**25).map(str),
+                  st.sampled_from(["\u00b2", "\u0661\u0662", "\uff11\uff12", "-1", "1e3"]))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(what=st.sampled_from(_WHAT), name=st.sampled_from(_PARAM), text=_TEXT)
+def test_any_parameter_text_is_answered_or_refused_in_one_line(server, what, name, text):
+    """Whatever a parameter holds, the answer is 200 or 4xx with a one-line reason: never
+    a 500 (which the server sends only for a bug)."""
+    params = {"window": "hourly_by_country" if what == "quantile" else "minutely",
+              "value": "x", "vs_from": "2026-11-23T00:00", "vs_to": "2026-11-24T00:00"}
+    params[name] = text
+    got, body = get(server, f"/query/{what}", **params)
+    assert got in (200, 400, 404), (got, body)
+    if got != 200:
+        assert list(body) == ["error"] and "\n" not in body["error"], body
