@@ -1,4 +1,10 @@
-"""Send the generated clickstream (:mod:`streaming.kafka.generator`) to a Kafka topic."""
+"""Send the generated clickstream (:mod:`streaming.kafka.generator`) to a Kafka topic.
+
+The records are built column by column (:func:`~streaming.kafka.generator.wire_chunks`)
+and sent with :class:`~streaming.kafka.batch_producer.BatchProducer`, Kafka's idempotent
+producer that builds its record batches itself, as ``replay`` does: several times the
+rate of ``KafkaProducer.send()`` per record, with the same records, keys and partitions.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from streaming.errors import ConfigError
 from streaming.kafka.admin import (
     TOPIC_NAME,
@@ -18,12 +26,14 @@ from streaming.kafka.admin import (
     kafka_clients,
     producer_settings,
 )
+from streaming.kafka.batch_producer import BatchProducer, Partitioner
 from streaming.kafka.generator import (
+    CHUNK,
     KINDS,
     LATE,
     OUT_OF_ORDER,
     GeneratorConfig,
-    generate_batches,
+    wire_chunks,
 )
 
 
@@ -92,76 +102,93 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
         raise ConfigError(f"not a valid Kafka topic name: {topic!r} (1-249 of a-z A-Z 0-9 . _ -)")
     if rate_limit is not None and config.start_time is None:
         config = replace(config, rate=float(rate_limit))
-    admin_cls, producer_cls, partitioner_cls = kafka_clients()
+    admin_cls, _, _ = kafka_clients()
     from kafka.errors import KafkaError
 
     n_partitions = ensure_topic(admin_cls, bootstrap_servers, topic, partitions,
-                                 connect_timeout)
+                                connect_timeout)
     settings = producer_settings(compression)
+    delivery_timeout = settings["delivery_timeout_ms"] / 1000
     try:
-        producer = producer_cls(bootstrap_servers=bootstrap_servers,
-                                client_id="streamsketch-produce",
-                                bootstrap_timeout_ms=int(connect_timeout * 1000),
-                                partitioner=partitioner_cls(), **settings)
+        producer = BatchProducer.connect(
+            bootstrap_servers, topic, n_partitions, client_id="streamsketch-produce",
+            timeout=connect_timeout, batch_size=settings["batch_size"],
+            linger=settings["linger_ms"] / 1000, compression=settings["compression_type"],
+            delivery_timeout=delivery_timeout)
     except (KafkaError, OSError) as exc:
         raise connect_error(bootstrap_servers, connect_timeout, exc) from None
     except (RuntimeError, ValueError) as exc:  # e.g. a codec whose package is not installed
         raise ConfigError(f"cannot create the producer: {exc}") from None
 
     config = config.with_start()  # now that the broker answered: event time tracks wall time
-    counts = dict.fromkeys(KINDS, 0)
-    failures: list[str] = []  # the first error message, then "" per further failure
-
-    def failed(exc: BaseException) -> None:  # called on the producer's I/O thread
-        failures.append("" if failures else f"{type(exc).__name__}: {exc}")
-
-    sent = nbytes = 0
+    kinds = np.zeros(len(KINDS), dtype=np.int64)
+    nbytes = 0
     interrupted = False
-    step = max(1, min(500, int(rate_limit / 50))) if rate_limit else 1000
+    step = max(1, min(500, int(rate_limit / 50))) if rate_limit else CHUNK
     t0 = time.monotonic()
     deadline = t0 + duration if duration is not None else math.inf
     next_report = t0 + progress_interval
 
     def stats(elapsed: float) -> ProduceStats:
-        return ProduceStats(topic=topic, partitions=n_partitions, sent=sum(counts.values()),
-                            bytes=nbytes,
-                            failed=len(failures), counts={k: v for k, v in counts.items() if v},
+        return ProduceStats(topic=topic, partitions=n_partitions, sent=int(kinds.sum()),
+                            bytes=nbytes, failed=producer.failed,
+                            counts={k: int(v) for k, v in zip(KINDS, kinds, strict=True) if v},
                             elapsed_seconds=elapsed, interrupted=interrupted,
-                            first_error=failures[0] if failures else None,
+                            first_error=producer.first_error,
                             compression=settings["compression_type"] or "none",
                             start_time=_iso(config.start_time))
 
-    send = producer.send
+    send, partition_of = producer.send, Partitioner(n_partitions)
+    known = partition_of.known
+    remaining = math.inf if count is None else count
+    sent = 0
     pace_from = t0
     try:
-        for batch in generate_batches(config, count, step):
-            now = time.monotonic()
-            if now >= deadline:
+        for chunk in wire_chunks(config):
+            n = int(min(len(chunk.keys), remaining))
+            keys, values = chunk.keys[:n], chunk.values[:n]
+            for i in range(0, n, step):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise _Done
+                if rate_limit:
+                    due = pace_from + sent / rate_limit
+                    if due > now:
+                        if due >= deadline:
+                            raise _Done
+                        producer.push()  # what is due goes out before the wait
+                        while (left := due - time.monotonic()) > 0:
+                            producer.poll(min(left, 0.1))
+                    elif now - due > 1.0:  # fell behind: don't burst to catch up
+                        pace_from = now - sent / rate_limit
+                j = min(n, i + step)
+                for key, value in zip(keys[i:j], values[i:j], strict=True):
+                    p = known.get(key)
+                    send(partition_of(key, 0) if p is None else p, key, value)
+                    nbytes += len(key) + (len(value) if value is not None else 0)
+                kinds += np.bincount(chunk.kinds[i:j], minlength=len(KINDS))
+                sent += j - i
+                producer.poll()
+                if progress is not None and now >= next_report:
+                    next_report = now + progress_interval
+                    progress(stats(now - t0))
+            remaining -= n
+            if remaining <= 0:
                 break
-            if rate_limit:
-                due = pace_from + sent / rate_limit
-                if due > now:
-                    if due >= deadline:
-                        break
-                    time.sleep(due - now)
-                elif now - due > 1.0:  # fell behind: don't burst to catch up
-                    pace_from = now - sent / rate_limit
-            for key, value, kind, _ in batch:
-                counts[kind] += 1
-                send(topic, key=key, value=value).add_errback(failed)
-                nbytes += len(key) + (len(value) if value is not None else 0)
-            sent += len(batch)
-            if progress is not None and now >= next_report:
-                next_report = now + progress_interval
-                progress(stats(now - t0))
+    except _Done:
+        pass
     except KeyboardInterrupt:
         interrupted = True
     finally:
         try:
-            producer.flush(timeout=settings["delivery_timeout_ms"] / 1000)
+            producer.flush(delivery_timeout)
         finally:
             producer.close(timeout=5)
     return stats(time.monotonic() - t0)
+
+
+class _Done(Exception):
+    """The duration is over (out of the nested send loops)."""
 
 
 def _iso(moment: datetime | None) -> str | None:

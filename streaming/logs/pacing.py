@@ -1,29 +1,11 @@
-"""Where and when replay sends each record: Kafka's partition of its key, and its pace."""
+"""When replay sends each record: its pace.
+
+(Where to: :class:`streaming.kafka.batch_producer.Partitioner`.)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-
-class Partitioner:
-    """Kafka's default partition of a key (murmur2, cached); keyless records by line."""
-
-    def __init__(self, partitions: int) -> None:
-        from kafka.partitioner.default import murmur2
-
-        self.n, self._murmur2 = partitions, murmur2
-        self.known: dict[bytes, int] = {}
-        """Keys seen so far and their partitions (a hot loop may look here first)."""
-
-    def __call__(self, key: bytes | None, line: int) -> int:
-        if key is None:
-            return line % self.n
-        p = self.known.get(key)
-        if p is None:
-            p = (self._murmur2(key) & 0x7FFFFFFF) % self.n
-            if len(self.known) < 1_000_000:
-                self.known[key] = p
-        return p
 
 
 class Pacer:

@@ -56,8 +56,8 @@ from streaming.kafka.admin import (
     open_consumer,
     producer_settings,
 )
-from streaming.kafka.batch_producer import BatchProducer
-from streaming.logs.pacing import Pacer, Partitioner
+from streaming.kafka.batch_producer import BatchProducer, Partitioner
+from streaming.logs.pacing import Pacer
 from streaming.logs.reader import LogReader, ReadOptions
 
 STATE_KIND = "streamsketch-replay-state"

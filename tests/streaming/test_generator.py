@@ -75,6 +75,25 @@ def test_same_seed_same_bytes_and_a_shorter_run_is_a_prefix():
     assert [(r.key, r.value, r.kind) for r in generate(MIXED, 1234)] == a[:1234]
 
 
+@pytest.mark.parametrize("config", [
+    MIXED,
+    GeneratorConfig(seed=3, start_time=START, users=40, pages=6, rate=0.5, malformed=0.4),
+    GeneratorConfig(seed=5, start_time=START, rate=1e6, users=2_000_000),
+], ids=["mixed", "few-users-slow-clock", "many-users-fast-clock"])
+def test_the_wire_path_sends_the_records_of_generate_byte_for_byte(config):
+    """``produce`` builds records column by column: the same keys, values and kinds."""
+    import itertools
+
+    from streaming.kafka.generator import KINDS, wire_chunks
+
+    n = 3 * 4096 + 17
+    want = list(generate(config, n))
+    got = list(itertools.islice(
+        ((k, v, KINDS[int(kind)]) for chunk in wire_chunks(config)
+         for k, v, kind in zip(chunk.keys, chunk.values, chunk.kinds, strict=True)), n))
+    assert got == [(r.key, r.value, r.kind) for r in want]
+
+
 def test_different_seed_different_records():
     other = GeneratorConfig(seed=12, start_time=START, out_of_order=0.1, late=0.05, malformed=0.07)
     a = [r.value for r in generate(MIXED, 500)]
