@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.common import batch_line
+from streaming.cli.common import log_batch
 from streaming.logs.backfill import (
     DEFAULT_RECORDS_PER_BATCH,
     backfill,
@@ -29,7 +29,7 @@ def run_files_spec(args: Any, log: Callable[[str], None]) -> int:
     stats = backfill(None, spec, logs,
                      records_per_batch=spec.source.max_offsets_per_trigger
                      or DEFAULT_RECORDS_PER_BATCH,
-                     log_format=spec.source.format, on_batch=lambda s: log(batch_line(s)))
+                     log_format=spec.source.format, on_batch=lambda s: log_batch(log, s))
     print("\n".join(stats.lines()))
     return 0
 
@@ -51,7 +51,7 @@ def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
         f"{spec.sink.checkpoint}), {per_batch:,} records per batch")
     stats = backfill(None, spec, args.logs, records_per_batch=per_batch,
                      log_format=args.format,
-                     on_batch=None if args.quiet else (lambda s: log(batch_line(s))))
+                     on_batch=None if args.quiet else (lambda s: log_batch(log, s)))
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2))
     else:

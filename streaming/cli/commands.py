@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.common import batch_line, serve_metrics, spark_session
 from streaming.cli.common import info as _info
+from streaming.cli.common import log_batch, serve_metrics, spark_session
 from streaming.cli.common import port as _port
 from streaming.errors import ConfigError
 from streaming.runtime.home import default_home
@@ -103,7 +103,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     def on_batch(s: Any) -> None:
         committed.append(s.batch_id)
-        _info(batch_line(s))
+        log_batch(_info, s)
 
     pipeline = Pipeline(spark, spec, on_batch=on_batch)
     server = serve_metrics(spark, pipeline, spec)

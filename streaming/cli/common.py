@@ -84,6 +84,46 @@ def batch_line(s: Any) -> str:
             f"watermark {_fmt_ms(s.watermark_ms)}")
 
 
+#: the likely cause of a batch whose records mostly share one quarantine reason
+_CAUSES = {
+    "future_time": "event times run ahead of the batch's clock by more than [events] "
+                   "max_future: a producer's clock, or events generated into the future "
+                   "(give `produce` a --start-time in the past)",
+    "late": "events older than the watermark: old events arriving after newer ones "
+            "(a replay of an older log into a topic that already moved on?), or a "
+            "watermark delay too short for this source",
+    "invalid_json": "the records are not JSON objects: is the topic right, and its "
+                    "format JSON?",
+    "invalid_utf8": "the values are not UTF-8 text: is the topic right (Avro or another "
+                    "binary format)?",
+    "wrong_type": "a field's type differs from [events] fields: check the spec against "
+                  "the records",
+    "missing_time": "the records lack [events] time_field: check its name against the "
+                    "records",
+    "bad_time": "the time field does not parse as [events] time_format: check the format",
+}
+
+
+def quarantine_alarm(s: Any) -> str | None:
+    """One loud line when a batch quarantined more than half its records: the main
+    reason, and its likely cause."""
+    if not s.rows or 2 * sum(s.quarantined.values()) <= s.rows:
+        return None
+    reason, count = max(s.quarantined.items(), key=lambda kv: (kv[1], kv[0]))
+    cause = _CAUSES.get(reason, "see the quarantine table's reason column")
+    return (f"streamsketch: WARNING: batch {s.batch_id} quarantined "
+            f"{sum(s.quarantined.values()):,} of {s.rows:,} records, {count:,} as "
+            f"{reason}: {cause}")
+
+
+def log_batch(log: Any, s: Any) -> None:
+    """Log a finished batch's line, and :func:`quarantine_alarm`'s when it has one."""
+    log(batch_line(s))
+    alarm = quarantine_alarm(s)
+    if alarm:
+        log(alarm)
+
+
 def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
     """Attach Prometheus metrics to the pipeline and serve them, if the spec asks to."""
     if not spec.metrics.enabled:

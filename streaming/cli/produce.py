@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -28,13 +29,31 @@ def _progress_line(stats) -> None:
           f"{stats.events_per_second:,.0f}/s, failed {stats.failed}", file=sys.stderr, flush=True)
 
 
+def event_start(start_time: dt.datetime | None, rate_limit: float | None, count: int | None,
+                event_rate: float, now: dt.datetime) -> dt.datetime | None:
+    """The first event's time: as given; sent as fast as possible with a count, the time
+    that puts the last event at ``now`` (event time runs at ``event_rate``, far faster
+    than the wall clock, and would otherwise end up to hours in the future, beyond
+    ``max_future``); else None (now)."""
+    if start_time is not None or rate_limit is not None or count is None:
+        return start_time
+    return now - dt.timedelta(seconds=count / event_rate)
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     from streaming.kafka.generator import GeneratorConfig
     from streaming.kafka.producer import produce
 
     rate_limit = args.rate if args.rate > 0 else None
     event_rate = args.event_rate or rate_limit or 1000.0
-    config = GeneratorConfig(seed=args.seed, rate=event_rate, start_time=args.start_time,
+    start = event_start(args.start_time, rate_limit, args.count, event_rate,
+                        dt.datetime.now(dt.UTC))
+    if rate_limit is None and start is None and not args.quiet:
+        print(f"produce: event times start now and advance {event_rate:g}/s, faster than the "
+              "clock: they run into the future (beyond [events] max_future, quarantined as "
+              "future_time) unless --count or --start-time is given", file=sys.stderr,
+              flush=True)
+    config = GeneratorConfig(seed=args.seed, rate=event_rate, start_time=start,
                              users=args.users, pages=args.pages,
                              out_of_order=args.out_of_order, max_disorder=args.max_disorder,
                              late=args.late, late_by=args.late_by, malformed=args.malformed)
@@ -91,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random seed; same seed, same events (default: %(default)s)")
     p.add_argument("--start-time", type=iso_time, default=None,
                    help="event time of the first event, ISO-8601 (UTC if no offset; "
-                        "default: now)")
+                        "default: now, or with --rate 0 and --count, the time that puts "
+                        "the last event at now)")
     p.add_argument("--users", type=number(int, low=1), default=100_000,
                    help="distinct users (default: %(default)s)")
     p.add_argument("--pages", type=number(int, low=1), default=5_000,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streaming.cli.common import batch_line, spark_session
 from streaming.cli.common import info as _info
+from streaming.cli.common import log_batch, spark_session
 
 
 def _describe(held: dict[str, int]) -> str:
@@ -60,7 +60,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
         return 0
 
     spark = spark_session(args)
-    pipeline = Pipeline(spark, spec, on_batch=lambda s: _info(batch_line(s)))
+    pipeline = Pipeline(spark, spec, on_batch=lambda s: log_batch(_info, s))
     pipeline.prepare(recovering=True)
     try:
         assert pipeline.checkpoint is not None
