@@ -39,7 +39,15 @@ import math
 import time
 from typing import Any
 
-from streaming.kafka.record_batch import OpenBatch, add_record, codec, encode_batch, varints
+from streaming.kafka.record_batch import (
+    OpenBatch,
+    add_record,
+    codec,
+    encode_batch,
+    encode_records,
+    seal_records,
+    varints,
+)
 
 _SEQ_LIMIT = 1 << 31  # sequence numbers wrap after Int32 max, as in Kafka
 
@@ -175,6 +183,31 @@ class BatchProducer:
                 self.failed += 1
                 return
             add_record(b, ts, key, value, self.batch_size, self._varints)
+
+    def send_arrays(self, partition: int, keys: Any, values: Any,
+                    _time_ns: Any = time.time_ns) -> None:
+        """Append records to ``partition`` (Arrow binary arrays of keys and values, one
+        timestamp: now), encoded column by column (:func:`encode_records`) into batches
+        of their own, after what :meth:`send` left open there."""
+        if self._open[partition] is None:  # the partition failed
+            self.failed += len(keys)
+            return
+        ts = _time_ns() // 1_000_000
+        encoded = encode_records(keys, values, self.batch_size)
+        if encoded is None:  # too long for the columns: one by one
+            for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True):
+                self.send(partition, key, value, ts)
+            return
+        self._seal(partition)
+        now = time.monotonic()
+        for records, count in encoded:
+            seq = self._next_seq[partition]
+            payload = seal_records(records, count, ts, ts, self.producer_id,
+                                   self.producer_epoch, seq, self.compression)
+            self._queue[partition].append(_Batch(partition, payload, count, seq, now))
+            self._next_seq[partition] = (seq + count) % _SEQ_LIMIT
+            self._buffered += len(payload)
+        self._pump()
 
     def _seal(self, partition: int) -> None:
         """Queue ``partition``'s open batch (sent by the next :meth:`_pump`)."""
@@ -415,3 +448,33 @@ class Partitioner:
             if len(self.known) < 1_000_000:
                 self.known[key] = p
         return p
+
+
+def murmur2_rows(data: Any) -> Any:
+    """Kafka's murmur2 (as its default partitioner hashes keys) of each row of ``data``, a
+    2-D uint8 array of keys of one length: many keys at once, with numpy."""
+    import numpy as np
+
+    n, length = data.shape
+    m, mask = np.uint64(0x5BD1E995), np.uint64(0xFFFFFFFF)
+    h = np.full(n, (0x9747B28C ^ length) & 0xFFFFFFFF, dtype=np.uint64)
+    words = data[:, : length // 4 * 4].astype(np.uint64)
+    for i in range(length // 4):
+        k = (words[:, 4 * i] | words[:, 4 * i + 1] << np.uint64(8)
+             | words[:, 4 * i + 2] << np.uint64(16) | words[:, 4 * i + 3] << np.uint64(24))
+        k = (k * m) & mask
+        k ^= k >> np.uint64(24)
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail, base = length % 4, length // 4 * 4
+    if tail >= 3:
+        h ^= data[:, base + 2].astype(np.uint64) << np.uint64(16)
+    if tail >= 2:
+        h ^= data[:, base + 1].astype(np.uint64) << np.uint64(8)
+    if tail >= 1:
+        h ^= data[:, base].astype(np.uint64)
+        h = (h * m) & mask
+    h ^= h >> np.uint64(13)
+    h = (h * m) & mask
+    h ^= h >> np.uint64(15)
+    return h

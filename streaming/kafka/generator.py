@@ -337,10 +337,13 @@ def _chunks(cfg: GeneratorConfig) -> Iterator[list[Record]]:
 class WireChunk(NamedTuple):
     """A chunk of records as they go on the wire: no event dicts (see :func:`wire_chunks`)."""
 
-    keys: list[bytes]
-    values: list[bytes | None]
+    #: Arrow binary arrays
+    keys: Any
+    values: Any
     #: each record's kind, as an index into :data:`KINDS`
     kinds: np.ndarray
+    #: each record's user (the number in its key: one key per user)
+    users: np.ndarray
 
 
 def wire_chunks(config: GeneratorConfig) -> Iterator[WireChunk]:
@@ -376,17 +379,18 @@ def wire_chunks(config: GeneratorConfig) -> Iterator[WireChunk]:
             countries.take(pop.country[d.user]), s('","device":"'),
             devices.take(pop.device[d.user]), s('","referrer":"'),
             referrers.take(np.where(d.referrer >= 0, d.referrer, len(REFERRERS))), s('"}'), "")
-        keys = pc.cast(uid, pa.binary()).to_pylist()
-        values: list[bytes | None] = pc.cast(text, pa.binary()).to_pylist()
+        values = pc.cast(text, pa.binary())
         kinds = np.where(d.kind == 3, 3 + d.reason, d.kind)
         bad = np.flatnonzero(d.kind == 3).tolist()
         if bad:
             listed, ts_list = _listed(d), ts_np.tolist()
+            patched = values.to_pylist()
             for j in bad:
                 why = MALFORMED_REASONS[listed.reason[j]]
                 event = _event(cfg, pop, listed, j, ts_list[j], users_fmt.format(listed.user[j]))
-                values[j] = _malformed(event, why, listed.variant[j])
-        yield WireChunk(keys, values, kinds)
+                patched[j] = _malformed(event, why, listed.variant[j])
+            values = pa.array(patched, pa.binary())
+        yield WireChunk(pc.cast(uid, pa.binary()), values, kinds, d.user)
 
 
 def _encode(e: dict[str, Any]) -> str:

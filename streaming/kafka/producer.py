@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from streaming.errors import ConfigError
 from streaming.kafka.admin import (
@@ -26,13 +27,14 @@ from streaming.kafka.admin import (
     kafka_clients,
     producer_settings,
 )
-from streaming.kafka.batch_producer import BatchProducer, Partitioner
+from streaming.kafka.batch_producer import BatchProducer, Partitioner, murmur2_rows
 from streaming.kafka.generator import (
     CHUNK,
     KINDS,
     LATE,
     OUT_OF_ORDER,
     GeneratorConfig,
+    WireChunk,
     wire_chunks,
 )
 
@@ -138,15 +140,15 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
                             compression=settings["compression_type"] or "none",
                             start_time=_iso(config.start_time))
 
-    send, partition_of = producer.send, Partitioner(n_partitions)
-    known = partition_of.known
+    partition_of = Partitioner(n_partitions)
+    part_of_user = np.full(config.users, -1, dtype=np.int64)
     remaining = math.inf if count is None else count
     sent = 0
     pace_from = t0
     try:
         for chunk in wire_chunks(config):
             n = int(min(len(chunk.keys), remaining))
-            keys, values = chunk.keys[:n], chunk.values[:n]
+            parts = _partitions(chunk, n, part_of_user, partition_of)
             for i in range(0, n, step):
                 now = time.monotonic()
                 if now >= deadline:
@@ -162,10 +164,13 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
                     elif now - due > 1.0:  # fell behind: don't burst to catch up
                         pace_from = now - sent / rate_limit
                 j = min(n, i + step)
-                for key, value in zip(keys[i:j], values[i:j], strict=True):
-                    p = known.get(key)
-                    send(partition_of(key, 0) if p is None else p, key, value)
-                    nbytes += len(key) + (len(value) if value is not None else 0)
+                keys, values = chunk.keys.slice(i, j - i), chunk.values.slice(i, j - i)
+                for p in range(n_partitions):
+                    rows = np.flatnonzero(parts[i:j] == p)
+                    if len(rows):
+                        producer.send_arrays(p, keys.take(rows), values.take(rows))
+                nbytes += sum(int(pc.sum(pc.binary_length(a)).as_py() or 0)
+                              for a in (keys, values))
                 kinds += np.bincount(chunk.kinds[i:j], minlength=len(KINDS))
                 sent += j - i
                 producer.poll()
@@ -185,6 +190,31 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
         finally:
             producer.close(timeout=5)
     return stats(time.monotonic() - t0)
+
+
+def _partitions(chunk: WireChunk, n: int, part_of_user: np.ndarray,
+                partition_of: Partitioner) -> np.ndarray:
+    """The partition of each of the chunk's first ``n`` records: its key's (one key per
+    user), Kafka's default murmur2 choice, worked out once per user."""
+    users = chunk.users[:n]
+    parts = part_of_user[users]
+    new = np.flatnonzero(parts < 0)
+    if len(new):
+        _, first = np.unique(users[new], return_index=True)
+        rows = new[first]
+        keys = chunk.keys.take(rows)
+        lengths = pc.binary_length(keys).to_numpy()
+        if len(set(lengths.tolist())) == 1:  # one key length: hash them all at once
+            _, offsets, data = keys.buffers()
+            start = int(np.frombuffer(offsets, dtype=np.int32)[keys.offset])
+            raw = np.frombuffer(data, dtype=np.uint8)[start:start + int(lengths.sum())]
+            hashes = murmur2_rows(raw.reshape(len(rows), int(lengths[0])))
+            part_of_user[users[rows]] = (hashes & 0x7FFFFFFF) % partition_of.n
+        else:
+            for i in rows.tolist():
+                part_of_user[users[i]] = partition_of(chunk.keys[i].as_py(), 0)
+        parts = part_of_user[users]
+    return parts
 
 
 class _Done(Exception):

@@ -73,25 +73,82 @@ class OpenBatch:
     def seal(self, producer_id: int, producer_epoch: int, base_sequence: int,
              compression: str | None = None) -> bytes:
         """The batch's bytes: header (with CRC-32C) and records, compressed if smaller."""
-        from kafka.record.util import calc_crc32c
+        return seal_records(b"".join(self.parts), self.count, self.first_ts, self.max_ts,
+                            producer_id, producer_epoch, base_sequence, compression)
 
-        header, after_len, crc_offset, attributes_offset = _layout()
-        records, attributes = b"".join(self.parts), 0
-        if compression is not None:
-            code, encode = codec(compression)
-            packed = encode(records)
-            if len(packed) < len(records):
-                records, attributes = packed, code
-        buf = bytearray(header.size)
-        buf += records
-        # BaseOffset and PartitionLeaderEpoch are the broker's. Attributes: the
-        # codec; create time, neither transactional nor control.
-        header.pack_into(buf, 0, 0, len(buf) - after_len, 0, 2, 0, attributes, self.count - 1,
-                         self.first_ts, self.max_ts, producer_id, producer_epoch,
-                         base_sequence, self.count)
-        struct.pack_into(">I", buf, crc_offset,
-                         calc_crc32c(memoryview(buf)[attributes_offset:]))
-        return bytes(buf)
+
+def seal_records(records: bytes, count: int, first_ts: int, max_ts: int, producer_id: int,
+                 producer_epoch: int, base_sequence: int,
+                 compression: str | None = None) -> bytes:
+    """A batch's bytes from its encoded records: header (with CRC-32C) and records,
+    compressed if smaller."""
+    from kafka.record.util import calc_crc32c
+
+    header, after_len, crc_offset, attributes_offset = _layout()
+    attributes = 0
+    if compression is not None:
+        code, encode = codec(compression)
+        packed = encode(records)
+        if len(packed) < len(records):
+            records, attributes = packed, code
+    buf = bytearray(header.size)
+    buf += records
+    # BaseOffset and PartitionLeaderEpoch are the broker's. Attributes: the
+    # codec; create time, neither transactional nor control.
+    header.pack_into(buf, 0, 0, len(buf) - after_len, 0, 2, 0, attributes, count - 1,
+                     first_ts, max_ts, producer_id, producer_epoch, base_sequence, count)
+    struct.pack_into(">I", buf, crc_offset, calc_crc32c(memoryview(buf)[attributes_offset:]))
+    return bytes(buf)
+
+
+@cache
+def _varint_arrays() -> tuple[Any, Any]:
+    """Varints of 0 .. _TABLE-1 as an Arrow array (and, at index _TABLE, -1's: a null
+    key's or value's length), and their lengths."""
+    import numpy as np
+    import pyarrow as pa
+
+    table = (*varints(), _varint_slow(-1))
+    return pa.array(table, pa.binary()), np.array([len(v) for v in table], dtype=np.int64)
+
+
+def encode_records(keys: Any, values: Any, limit: int) -> list[tuple[bytes, int]] | None:
+    """Records of one timestamp (each a v2 record, no headers, as :func:`add_record`
+    writes it), cut into batches whose bytes stay under ``limit`` with the header: a list
+    of (records' bytes, count). Built column by column with Arrow, for many records at
+    once; ``None`` when a key or value is too long for that (send them one by one).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table, lengths = _varint_arrays()
+    kl = pc.binary_length(keys).fill_null(-1).to_numpy(zero_copy_only=False)
+    vl = pc.binary_length(values).fill_null(-1).to_numpy(zero_copy_only=False)
+    if len(kl) == 0 or int((np.maximum(kl, 0) + np.maximum(vl, 0)).max()) >= _TABLE - 64:
+        return None
+    ki, vi = np.where(kl < 0, _TABLE, kl), np.where(vl < 0, _TABLE, vl)
+    body = lengths[ki] + np.maximum(kl, 0) + lengths[vi] + np.maximum(vl, 0)
+    # at most: 3 bytes of length, attributes, timestamp delta (0), 3 of offset delta, headers
+    bound = np.cumsum(body + 8)
+    room = limit - _layout()[0].size
+    out = []
+    start = 0
+    keys, values = keys.fill_null(b""), values.fill_null(b"")
+    while start < len(body):
+        taken = bound[start:] - (bound[start - 1] if start else 0)
+        end = start + max(1, int(np.searchsorted(taken, room, side="right")))
+        n = np.arange(end - start)
+        length = 3 + lengths[n] + body[start:end]  # attributes, ts delta, headers: 1 each
+        records = pc.binary_join_element_wise(
+            table.take(length), pa.scalar(b"\x00\x00"), table.take(n), table.take(ki[start:end]),
+            keys.slice(start, end - start), table.take(vi[start:end]),
+            values.slice(start, end - start), pa.scalar(b"\x00"), b"")
+        _, offsets, data = records.buffers()
+        at = np.frombuffer(offsets, dtype=np.int32)[records.offset:]
+        out.append((memoryview(data)[int(at[0]):int(at[len(records)])].tobytes(), end - start))
+        start = end
+    return out
 
 
 def add_record(b: OpenBatch, ts: int, key: bytes | None, value: bytes | None, limit: int,

@@ -422,3 +422,64 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
     for p in range(2):
         want = expected[p] + more[p] + rest[p]
         assert [(m.key, m.value) for m in got[p]] == [(k, v) for _, k, v in want]
+
+
+# -- many records at once -------------------------------------------------------------
+def test_murmur2_of_many_keys_is_kafka_s():
+    import random
+
+    import numpy as np
+    from kafka.partitioner.default import murmur2
+
+    from streaming.kafka.batch_producer import murmur2_rows
+
+    rng = random.Random(3)
+    for length in range(20):
+        keys = [bytes(rng.randrange(256) for _ in range(length)) for _ in range(200)]
+        rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(200, length)
+        assert murmur2_rows(rows).tolist() == [murmur2(k) for k in keys], length
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_records_encoded_by_column_decode_to_themselves_within_the_limit(seed):
+    import random
+
+    import pyarrow as pa
+    from kafka.record.default_records import DefaultRecordBatch
+
+    from streaming.kafka.record_batch import (
+        OpenBatch,
+        add_record,
+        encode_records,
+        seal_records,
+        varints,
+    )
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 3000)
+    keys = [None if rng.random() < 0.1 else rng.randbytes(rng.randint(0, 20)) for _ in range(n)]
+    values = [None if rng.random() < 0.1 else rng.randbytes(rng.randint(0, rng.choice(
+        [50, 300, 2000]))) for _ in range(n)]
+    limit = rng.choice([1000, 20_000, 262_144])
+    encoded = encode_records(pa.array(keys, pa.binary()), pa.array(values, pa.binary()), limit)
+    assert encoded is not None
+    decoded = []
+    for records, count in encoded:
+        payload = seal_records(records, count, 5, 5, 1, 0, 0)
+        assert len(payload) <= limit or count == 1
+        decoded += [(r.key, r.value, r.timestamp) for r in DefaultRecordBatch(payload)]
+    assert decoded == [(k, v, 5) for k, v in zip(keys, values, strict=True)]
+    # a batch cut where the record-by-record encoder cuts it has the same bytes
+    first, count = encoded[0]
+    b = OpenBatch()
+    for k, v in zip(keys[:count], values[:count], strict=True):
+        assert add_record(b, 5, k, v, 1 << 62, varints())
+    assert b"".join(b.parts) == first
+
+
+def test_keys_or_values_too_long_for_the_columns_are_left_to_one_by_one():
+    import pyarrow as pa
+
+    from streaming.kafka.record_batch import encode_records
+
+    assert encode_records(pa.array([b"k"]), pa.array([b"x" * 70_000]), 1 << 20) is None

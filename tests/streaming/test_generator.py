@@ -90,7 +90,8 @@ def test_the_wire_path_sends_the_records_of_generate_byte_for_byte(config):
     want = list(generate(config, n))
     got = list(itertools.islice(
         ((k, v, KINDS[int(kind)]) for chunk in wire_chunks(config)
-         for k, v, kind in zip(chunk.keys, chunk.values, chunk.kinds, strict=True)), n))
+         for k, v, kind in zip(chunk.keys.to_pylist(), chunk.values.to_pylist(), chunk.kinds,
+                               strict=True)), n))
     assert got == [(r.key, r.value, r.kind) for r in want]
 
 
