@@ -4,9 +4,9 @@
     python -m benchmarks.figures            # rewrite the block between the markers
     python -m benchmarks.figures --print    # show it instead
 
-Reads ``benchmarks/results/{cardinality,pipeline,backfill,memory,query,replay,quantiles,
-sketches}.json``
-(whichever exist; a missing one leaves its lines out) and replaces everything between
+Reads ``benchmarks/results/NAME.json`` for each NAME of cardinality, driver, pipeline,
+backfill, memory, query, produce, replay, quantiles and sketches (whichever exist; a
+missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
 load average when it ran.
@@ -184,6 +184,27 @@ def replay_lines(doc: dict[str, Any]) -> list[str]:
                 f"{_k(r['events_per_s'])} events/s into a local broker."]
 
 
+def produce_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r.get("key"): r for r in doc.get("rows", []) if "error" not in r}
+    if "produce" not in rows:
+        return []
+    la = doc["machine"].get("loadavg_at_start")
+    load = f"load average {la[0]:.1f} at start" if la else "load not recorded"
+    out = ["", f"`python -m benchmarks.bench_produce` ({doc['count']:,} events into a local "
+               f"broker on the same cores, {load}):", "",
+           "| command | events/s | whole process |", "|---|---|---|"]
+    for key, label in (("produce", "`streamsketch produce --rate 0`"),
+                       ("replay", "`streamsketch replay LOG --topic T`, the same events")):
+        r = rows.get(key)
+        if r is not None:
+            out.append(f"| {label} | {_k(r['events_per_s'])} | "
+                       f"{r.get('process_seconds', r['seconds']):.1f} s |")
+    if "generate" in rows:
+        out += ["", f"Building the records alone: {_k(rows['generate']['events_per_s'])} "
+                    "events/s."]
+    return out
+
+
 def sketch_lines(doc: dict[str, Any]) -> list[str]:
     rows = {r["key"]: r for r in doc.get("rows", []) if r.get("median") is not None}
 
@@ -236,7 +257,8 @@ def block() -> str:
     for name, fn in (("cardinality", cardinality_lines), ("driver", driver_lines),
                      ("pipeline", pipeline_lines), ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
-                     ("replay", replay_lines), ("quantiles", quantile_lines),
+                     ("produce", produce_lines), ("replay", replay_lines),
+                     ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):
         doc = _load(name)
         if doc is not None:

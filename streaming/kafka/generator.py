@@ -384,12 +384,13 @@ def wire_chunks(config: GeneratorConfig) -> Iterator[WireChunk]:
         bad = np.flatnonzero(d.kind == 3).tolist()
         if bad:
             listed, ts_list = _listed(d), ts_np.tolist()
-            patched = values.to_pylist()
+            patched = []
             for j in bad:
                 why = MALFORMED_REASONS[listed.reason[j]]
                 event = _event(cfg, pop, listed, j, ts_list[j], users_fmt.format(listed.user[j]))
-                patched[j] = _malformed(event, why, listed.variant[j])
-            values = pa.array(patched, pa.binary())
+                patched.append(_malformed(event, why, listed.variant[j]))
+            values = pc.replace_with_mask(values, pa.array(d.kind == 3),
+                                          pa.array(patched, pa.binary()))
         yield WireChunk(pc.cast(uid, pa.binary()), values, kinds, d.user)
 
 
