@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from streaming.cli.common import info as _info
 from streaming.cli.common import log_batch, serve_metrics, spark_session
 from streaming.cli.common import port as _port
+from streaming.cli.signals import StopSignals, jvm_ignores_stop_signals
 from streaming.errors import ConfigError
 from streaming.runtime.home import default_home
 
@@ -33,60 +32,6 @@ def jvm_size(text: str) -> str:
     return text.strip().lower()
 
 
-#: exit status of ``run`` stopped by SIGTERM (128 + the signal, as a shell reports a
-#: process the signal ended; Ctrl-C gives 130 likewise)
-EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-class _Termination:
-    """SIGTERM asks ``run`` to stop: the running micro-batch finishes, then the query stops.
-
-    The handler only sets :attr:`event`; the main thread sees it within a second. A
-    second SIGTERM ends the process at once (the batch in progress then re-runs from
-    the checkpoint on restart, as after a crash).
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._saved: object = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        self.event.set()
-
-    def __enter__(self) -> _Termination:
-        if _main_thread():  # only there can Python handle signals
-            self._saved = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            signal.signal(signal.SIGTERM, self._saved)  # type: ignore[arg-type]
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def _jvm_ignores_sigterm():
-    """Start the JVM with SIGTERM ignored, a setting it inherits and keeps.
-
-    A SIGTERM sent to the whole process group (a supervisor stopping the job) then
-    reaches the driver's handler only, and Spark keeps running until the batch in
-    progress has committed, instead of shutting down under it. The JVM still ends
-    with the driver: it exits when its stdin, a pipe from this process, closes.
-    """
-    if not _main_thread():
-        yield
-        return
-    saved = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, saved)
-
-
 # -- run -------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.engine.pipeline import Pipeline
@@ -97,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from streaming.cli.backfill import run_files_spec
 
         return run_files_spec(args, _info)
-    with _jvm_ignores_sigterm():
+    with jvm_ignores_stop_signals():
         spark = spark_session(args)
     committed: list[int] = []
 
@@ -110,30 +55,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pyspark.errors import PySparkException, StreamingQueryException
 
     try:
-        with _Termination() as term:
+        with StopSignals() as term:
             pipeline.prepare()
             _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
             terminated = term.event.is_set()
             try:
                 if not terminated:
                     query = pipeline.start(available_now=args.available_now)
-                    # wake up each second to see a SIGTERM (its handler only sets a flag)
+                    # wake up each second to see a signal (its handler only sets a flag)
                     while not (terminated := term.event.is_set()):
                         if query.awaitTermination(1.0) or pipeline.failed:
                             break
             finally:
                 if terminated:
-                    _info("streamsketch: SIGTERM: stopping once the running batch has "
-                          "committed ...")
+                    again = " (Ctrl-C again to stop now)" if term.signum == signal.SIGINT else ""
+                    _info(f"streamsketch: {term.name}: stopping once the running batch has "
+                          f"committed{again} ...")
                 pipeline.stop()
         if terminated:
             last = f"batch {committed[-1]}" if committed else "no batch"
-            _info(f"streamsketch: stopped on SIGTERM ({last} committed by this run); "
+            _info(f"streamsketch: stopped on {term.name} ({last} committed by this run); "
                   "a restart resumes from the checkpoint")
-            return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        _info("stopping ...")
-        pipeline.stop()
+            return 128 + int(term.signum or signal.SIGTERM)
+    except KeyboardInterrupt:  # a second Ctrl-C: the running batch re-runs on restart
+        _info("streamsketch: stopping now; the batch in progress re-runs on restart")
+        pipeline.stop(grace_s=0.0)
         return 130
     except (StreamingQueryException, PySparkException) as exc:
         _info(f"streamsketch: the query failed: {query_failure(exc)}")

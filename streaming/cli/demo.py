@@ -59,6 +59,7 @@ def _summary(s: Any) -> str:
 
 
 def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> int:
+    from streaming.cli.signals import StopSignals, jvm_ignores_stop_signals
     from streaming.engine.pipeline import Pipeline
     from streaming.kafka.broker import LocalKafka
     from streaming.runtime.session import SparkOptions, build_session
@@ -90,26 +91,35 @@ def run_demo(*, home: Path, port: int, rate: float, duration: float | None) -> i
 
         spark_log = home / "demo" / "spark.log"
         print(f"Spark's own log lines go to {spark_log}", flush=True)
-        spark = build_session(SparkOptions(app_name="streamsketch-demo", log_file=spark_log))
+        with jvm_ignores_stop_signals():
+            spark = build_session(SparkOptions(app_name="streamsketch-demo",
+                                               log_file=spark_log))
         pipeline = Pipeline(spark, spec, on_batch=lambda s: print(_summary(s), flush=True))
         server = serve_metrics(spark, pipeline, spec)
-        query = pipeline.start()
-        print(f"pipeline running (trigger {spec.sink.trigger_s:g} s); Ctrl-C stops", flush=True)
-        deadline = time.monotonic() + duration if duration else None
-        while query.isActive and not pipeline.failed:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if producer.poll() is not None:
-                print(f"the generator exited with code {producer.returncode}; see {log}")
-                break
-            query.awaitTermination(1.0)
-        if query.exception() is not None:
-            print(f"the query failed: {query.exception()}", file=sys.stderr)
-            return 1
-        pipeline.stop()
+        with StopSignals() as stop:
+            query = pipeline.start()
+            print(f"pipeline running (trigger {spec.sink.trigger_s:g} s); Ctrl-C stops",
+                  flush=True)
+            deadline = time.monotonic() + duration if duration else None
+            while query.isActive and not pipeline.failed and not stop.event.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if producer.poll() is not None:
+                    print(f"the generator exited with code {producer.returncode}; see {log}")
+                    break
+                query.awaitTermination(1.0)
+            if stop.event.is_set():
+                print(f"\nstopping once the running batch has committed ({stop.name} again "
+                      "to stop now) ...", flush=True)
+            if query.exception() is not None:
+                print(f"the query failed: {query.exception()}", file=sys.stderr)
+                return 1
+            pipeline.stop()
         return 0
-    except KeyboardInterrupt:
-        print("\nstopping ...", flush=True)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one during start-up)
+        print("\nstopping now ...", flush=True)
+        if pipeline is not None:
+            pipeline.stop(grace_s=0.0)
         return 0
     finally:
         if producer.poll() is None:

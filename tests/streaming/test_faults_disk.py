@@ -463,9 +463,14 @@ def _group_gone(pgid: int, timeout: float) -> bool:
 
 @integration
 @pytest.mark.slow  # a CLI run (its own JVM) and a restart
-@pytest.mark.parametrize("to", ["driver", "process group"])
+@pytest.mark.parametrize("to, sig", [("driver", signal.SIGTERM),
+                                     ("process group", signal.SIGTERM),
+                                     ("process group", signal.SIGINT)],
+                         ids=["sigterm-driver", "sigterm-group", "ctrl-c-group"])
 def test_sigterm_mid_batch_stops_cleanly_and_a_restart_is_exact(spark, source, tmp_path,
-                                                                capsys, to):
+                                                                capsys, to, sig):
+    """SIGTERM (a supervisor) or Ctrl-C (a terminal: SIGINT to the process group)."""
+    name = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
     root = tmp_path / "job"
     spec_file = write_spec(root, source)
     resume = tmp_path / "resume"
@@ -476,10 +481,10 @@ def test_sigterm_mid_batch_stops_cleanly_and_a_restart_is_exact(spark, source, t
         run.wait_for(r"fault: pausing at after_aggregates@2")
         began = time.monotonic()
         if to == "driver":
-            os.kill(run.proc.pid, signal.SIGTERM)
+            os.kill(run.proc.pid, sig)
         else:
-            os.killpg(run.proc.pid, signal.SIGTERM)
-        run.wait_for(r"^streamsketch: SIGTERM: stopping once the running batch has committed",
+            os.killpg(run.proc.pid, sig)
+        run.wait_for(rf"^streamsketch: {name}: stopping once the running batch has committed",
                      timeout=30)
         # the batch, held between its aggregates and sketches writes, goes on
         resume.touch()
@@ -487,10 +492,10 @@ def test_sigterm_mid_batch_stops_cleanly_and_a_restart_is_exact(spark, source, t
         took = time.monotonic() - began
     finally:
         run.kill()
-    print(f"\nSIGTERM to the {to}: exit {rc} {took:.1f} s after the signal: {run.last_line()}")
-    assert rc == 143, run.tail()
+    print(f"\n{name} to the {to}: exit {rc} {took:.1f} s after the signal: {run.last_line()}")
+    assert rc == 128 + sig, run.tail()
     assert "Traceback" not in "\n".join(run.lines), run.tail()
-    assert re.fullmatch(r"streamsketch: stopped on SIGTERM \(batch (\d+) committed by this "
+    assert re.fullmatch(rf"streamsketch: stopped on {name} \(batch (\d+) committed by this "
                         r"run\); a restart resumes from the checkpoint", run.last_line()), \
         run.tail()
     done = run.batches()
