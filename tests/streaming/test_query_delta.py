@@ -335,6 +335,16 @@ def test_demo_tables_are_where_the_demo_writes(tmp_path, monkeypatch):
     assert Path(spec.sink.path) == q.demo_tables()
 
 
+def test_the_demo_keeps_out_of_the_tour_s_topic():
+    from streaming.cli.demo import demo_spec
+    from streaming.spec.model import default_spec_path, load_spec
+
+    tour = load_spec(default_spec_path())
+    demo = demo_spec(Path("/nonexistent"), "127.0.0.1:9092")
+    assert demo.source.topic != tour.source.topic
+    assert demo.source.bootstrap_servers == tour.source.bootstrap_servers  # the same broker
+
+
 def test_the_demo_prints_a_query_command_that_answers(tmp_path):
     import shlex
 
