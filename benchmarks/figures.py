@@ -5,7 +5,7 @@
     python -m benchmarks.figures --print    # show it instead
 
 Reads ``benchmarks/results/NAME.json`` for each NAME of cardinality, driver, pipeline,
-backfill, memory, query, produce, replay, quantiles and sketches (whichever exist; a
+backfill, memory, query, startup, produce, replay, quantiles and sketches (whichever exist; a
 missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
@@ -205,6 +205,25 @@ def produce_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def startup_lines(doc: dict[str, Any]) -> list[str]:
+    med = doc.get("median", {})
+    if "with_archive" not in med or "without_archive" not in med:
+        return []
+    la = doc["machine"].get("loadavg_at_start")
+    load = f"load average {la[0]:.1f} at start" if la else "load not recorded"
+    rounds = sum(1 for r in doc.get("runs", []) if r.get("archive"))
+    out = ["", f"`python -m benchmarks.bench_startup` (`streamsketch run --available-now` over "
+               f"an empty topic, medians of {rounds} rounds each way, alternating, {load}), "
+               "seconds after the process started:", "",
+           "| driver classes | tables ready | first batch committed | exit |", "|---|---|---|---|"]
+    for key, label in (("with_archive", "mapped from the class archive (`streamsketch jars`)"),
+                       ("without_archive", "loaded as usual")):
+        m = med[key]
+        out.append(f"| {label} | {m['tables_ready']:.1f} | {m['first_batch']:.1f} | "
+                   f"{m['exit']:.1f} |")
+    return out
+
+
 def sketch_lines(doc: dict[str, Any]) -> list[str]:
     rows = {r["key"]: r for r in doc.get("rows", []) if r.get("median") is not None}
 
@@ -257,7 +276,8 @@ def block() -> str:
     for name, fn in (("cardinality", cardinality_lines), ("driver", driver_lines),
                      ("pipeline", pipeline_lines), ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
-                     ("produce", produce_lines), ("replay", replay_lines),
+                     ("startup", startup_lines), ("produce", produce_lines),
+                     ("replay", replay_lines),
                      ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):
         doc = _load(name)

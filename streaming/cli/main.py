@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sketches.errors import SketchError
 from streaming.cli.common import Parser as _Parser
@@ -27,10 +28,15 @@ def _cmd_jars(args: argparse.Namespace) -> int:
     from streaming.runtime import jvm
 
     sets = jvm.ARTIFACT_SETS if args.set == "all" else (args.set,)
-    report = {}
+    report: dict[str, dict[str, Any]] = {}
     for which in sets:
         resolved = jvm.resolve(which, offline_only=args.offline, log=_info)
         report[which] = {"folder": str(resolved.folder), "jars": len(resolved.jars)}
+    if "spark" in sets:
+        from streaming.runtime.session import write_class_archive
+
+        archive = write_class_archive(log=_info)
+        report["spark"]["class_archive"] = None if archive is None else str(archive)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -87,6 +87,8 @@ class SparkOptions:
         log_level: JVM log level (WARN keeps the console quiet).
         log_file: send the JVM's log lines to this file instead of stderr.
         conf: extra Spark settings, applied last.
+        class_archive: map the driver's classes from the class archive, when there is one
+            (:func:`class_archive`).
     """
 
     master: str = "local[*]"
@@ -97,6 +99,7 @@ class SparkOptions:
     log_level: str = "WARN"
     log_file: Path | None = None
     conf: dict[str, str] = field(default_factory=dict)
+    class_archive: bool = True
     #: the collector of a local-mode JVM (see :data:`LOCAL_GC`); None: the JVM's default
     local_gc: str | None = LOCAL_GC
 
@@ -204,10 +207,82 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
     return conf
 
 
+#: set to 0 to start sessions without the class archive (to compare, or to rule it out)
+CLASS_ARCHIVE_ENV = "STREAMSKETCH_CLASS_ARCHIVE"
+#: Java's own switches for the class archive: use it, and say nothing if it cannot be used
+#: (another JDK, another class path: the JVM then loads its classes as usual)
+_ARCHIVE_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def class_archive(jars: list[Path]) -> Path:
+    """Where the class-data sharing archive of a session with ``jars`` lives.
+
+    A driver JVM spends seconds of its start loading and verifying Spark's classes; an
+    archive of them (Java's AppCDS, written once by :func:`write_class_archive`, which
+    ``streamsketch jars`` runs) maps them in instead, which takes seconds off a session's
+    start and its first job (``benchmarks/bench_startup.py`` measures both ways). The
+    name holds a key of the JDK and the jars, so another JDK or another Spark gets an
+    archive of its own.
+    """
+    java = Path(jvm.find_java()).resolve()
+    key = hashlib.sha256("\n".join(
+        [str(java), str(java.stat().st_mtime_ns), *(str(j) for j in jars)]).encode())
+    return jvm.cache_root() / "cds" / f"session-{key.hexdigest()[:16]}.jsa"
+
+
+def write_class_archive(*, timeout: float = 600.0, log=None) -> Path | None:
+    """Write the class archive of this machine's session once (see :func:`class_archive`):
+    a session in a process of its own runs a small job and, at its JVM's exit, dumps the
+    classes it loaded. Returns the archive, or None when it could not be written (the
+    sessions then start without it)."""
+    import subprocess
+
+    target = class_archive(list(jvm.resolve("spark", log=log).jars))
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    if log is not None:
+        log(f"writing the Spark driver's class archive (once): {target}")
+    try:
+        subprocess.run([sys.executable, "-c", "import sys; from streaming.runtime.session "
+                        "import _archive_classes; _archive_classes(sys.argv[1])", str(tmp)],
+                       check=True, timeout=timeout, capture_output=True)
+        if tmp.stat().st_size > 0:
+            os.replace(tmp, target)
+            return target
+    except (OSError, subprocess.SubprocessError):
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return None
+
+
+def _archive_classes(path: str) -> None:
+    """The training session of :func:`write_class_archive` (runs in its own process)."""
+    options = SparkOptions(master="local[2]", class_archive=False)
+    java_opts = spark_conf(options, [])["spark.driver.extraJavaOptions"]
+    options = SparkOptions(master="local[2]", class_archive=False, conf={
+        "spark.driver.extraJavaOptions": f"{java_opts} -XX:ArchiveClassesAtExit={path} "
+                                         f"{_ARCHIVE_QUIET}"})
+    spark = build_session(options)
+    spark.range(10_000).selectExpr("sum(id)", "count(*)").collect()
+    spark.createDataFrame([(1, "a")], "x long, y string").toArrow()
+    gateway = spark.sparkContext._gateway  # type: ignore[attr-defined]
+    spark.stop()
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    if proc is not None:  # the JVM writes the archive as it exits: wait for it
+        proc.stdin.close()
+        proc.wait(timeout=300)
+
+
 def build_session(options: SparkOptions | None = None, *, log=None) -> SparkSession:
     """Create (or return the active) Spark session configured for streamsketch.
 
-    The JVM jars come from the verified cache (resolved once if missing).
+    The JVM jars come from the verified cache (resolved once if missing); a local
+    driver maps its classes from the class archive when there is one
+    (:func:`class_archive`).
     """
     options = options or SparkOptions()
     if options.master.startswith("local"):
@@ -219,8 +294,15 @@ def build_session(options: SparkOptions | None = None, *, log=None) -> SparkSess
     jars = list(jvm.resolve("spark", log=log).jars)
     from pyspark.sql import SparkSession
 
+    conf = spark_conf(options, jars)
+    use_archive = options.class_archive and os.environ.get(CLASS_ARCHIVE_ENV, "1") != "0"
+    if use_archive and "spark.driver.extraJavaOptions" not in options.conf:
+        archive = class_archive(jars)
+        if archive.exists():
+            conf["spark.driver.extraJavaOptions"] += (f" -XX:SharedArchiveFile={archive} "
+                                                      f"{_ARCHIVE_QUIET}")
     builder = SparkSession.builder
-    for key, value in spark_conf(options, jars).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     with _jvm_stderr(options.log_file):
         spark = builder.getOrCreate()

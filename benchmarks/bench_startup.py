@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""How long `streamsketch run --available-now` takes over an empty topic: start-up alone.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_startup            # 3 rounds each way, local broker
+
+Each round runs the command as shipped (the bundled spec pointed at an empty topic of a
+local broker and at fresh folders, metrics off) in a process of its own, alternately
+with the driver's class archive (``streamsketch jars`` writes it; see
+:func:`streaming.runtime.session.class_archive`) and without it
+(``STREAMSKETCH_CLASS_ARCHIVE=0``), and times its phases from the lines it prints: the
+tables ready (JVM and Spark session up, checkpoint and tables checked), the first batch
+committed (the query started, Python workers up, an empty batch run), and exit. Results
+go to ``benchmarks/results/startup.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+_REPO_ROOT = _HERE.parent
+DEFAULT_OUT = _HERE / "results" / "startup.json"
+
+
+def _spec(root: Path, bootstrap: str, topic: str) -> Path:
+    from streaming.spec.model import default_spec_path
+
+    text = default_spec_path().read_text()
+    for old, new in {'topic = "clickstream"': f'topic = "{topic}"',
+                     'bootstrap_servers = "127.0.0.1:9092"': f'bootstrap_servers = "{bootstrap}"',
+                     'path = "./data/delta"': f'path = "{root / "delta"}"',
+                     'checkpoint = "./data/checkpoints"': f'checkpoint = "{root / "ck"}"',
+                     'host = "127.0.0.1"\nport = 9108': "enabled = false"}.items():
+        assert old in text, f"the bundled spec no longer has {old!r}"
+        text = text.replace(old, new)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def one_run(spec: Path, archive: bool) -> dict[str, Any]:
+    """One `run --available-now`, its phases in seconds after the process started."""
+    shutil.rmtree(spec.parent / "delta", ignore_errors=True)
+    shutil.rmtree(spec.parent / "ck", ignore_errors=True)
+    env = dict(os.environ, STREAMSKETCH_CLASS_ARCHIVE="1" if archive else "0")
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "run", "--spec", str(spec),
+                             "--available-now"], cwd=_REPO_ROOT, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    phases: dict[str, float] = {}
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        now = time.perf_counter() - t0
+        if line.startswith("tables under") and "tables_ready" not in phases:
+            phases["tables_ready"] = now
+        elif line.startswith("batch 0:") and "first_batch" not in phases:
+            phases["first_batch"] = now
+    code = proc.wait()
+    phases["exit"] = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"run exited with {code}")
+    return {"archive": archive, **{k: round(v, 3) for k, v in phases.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streaming.kafka.broker import LocalKafka, free_port
+    from streaming.runtime import jvm
+    from streaming.runtime.session import class_archive, write_class_archive
+
+    archive = write_class_archive() or class_archive(list(jvm.resolve("spark").jars))
+    home = Path(tempfile.mkdtemp(prefix="streamsketch-bench-startup-"))
+    broker = LocalKafka(home / "kafka", port=free_port(), heap="512m")
+    broker.start(timeout=120)
+    report: dict[str, Any] = {
+        "benchmark": "startup", "created_utc": dt.datetime.now(dt.UTC).isoformat(),
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_at_start": os.getloadavg()},
+        "class_archive_bytes": archive.stat().st_size if archive.exists() else None}
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        admin.create_topics([NewTopic("empty", 2, 1)])
+        admin.close()
+        spec = _spec(home / "job", broker.bootstrap_servers, "empty")
+        runs = []
+        for i in range(args.rounds):
+            for with_archive in (True, False):
+                runs.append(one_run(spec, with_archive))
+                print(f"round {i + 1}: {runs[-1]}", flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    report["runs"] = runs
+    report["median"] = {
+        "with_archive" if flag else "without_archive": {
+            k: statistics.median(r[k] for r in runs if r["archive"] == flag)
+            for k in ("tables_ready", "first_batch", "exit")} for flag in (True, False)}
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["median"], indent=2))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
