@@ -97,23 +97,29 @@ def _commit_version(table: Path, batch: int) -> int:
                if h.get(BATCH_KEY) == str(batch))
 
 
-def test_tables_restored_from_a_copy_are_refused_then_recovered(kafka, spark, topic_name,
-                                                                 tmp_path):
-    from streaming.query.digest import digest
-
-    spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers,
-                           per_trigger=200)
+def _restored_one_run_behind(kafka, topic: str, tmp_path: Path) -> tuple[Path, int, int]:
+    """Two stages run, the tables of the first put back: (spec, the tables' batch, the
+    checkpoint's)."""
+    spec_file = write_spec(tmp_path / "job", topic, kafka.bootstrap_servers, per_trigger=200)
     delta = tmp_path / "job" / "delta"
-    _produce(kafka, topic_name, 0)
+    _produce(kafka, topic, 0)
     _ok(spec_file)
     k0 = _committed(spec_file)
     shutil.copytree(delta, tmp_path / "backup")
-    _produce(kafka, topic_name, 1)
+    _produce(kafka, topic, 1)
     _ok(spec_file)
     k1 = _committed(spec_file)
     assert k1 > k0 + 1
     shutil.rmtree(delta)
     shutil.copytree(tmp_path / "backup", delta)
+    return spec_file, k0, k1
+
+
+def test_tables_restored_from_a_copy_are_refused_then_recovered(kafka, spark, topic_name,
+                                                                 tmp_path):
+    from streaming.query.digest import digest
+
+    spec_file, k0, k1 = _restored_one_run_behind(kafka, topic_name, tmp_path)
     _produce(kafka, topic_name, 2)
     before = counted_once(spark, _spec(spec_file))
     assert sum(before) == STAGE
@@ -165,18 +171,7 @@ def test_recover_refuses_records_kafka_no_longer_holds(kafka, spark, topic_name,
     from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient
 
-    spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers,
-                           per_trigger=200)
-    delta = tmp_path / "job" / "delta"
-    _produce(kafka, topic_name, 0)
-    _ok(spec_file)
-    k0 = _committed(spec_file)
-    shutil.copytree(delta, tmp_path / "backup")
-    _produce(kafka, topic_name, 1)
-    _ok(spec_file)
-    k1 = _committed(spec_file)
-    shutil.rmtree(delta)
-    shutil.copytree(tmp_path / "backup", delta)
+    spec_file, k0, k1 = _restored_one_run_behind(kafka, topic_name, tmp_path)
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     try:  # retention passed: the first stage and half of the second are gone
         admin.delete_records({TopicPartition(topic_name, p): STAGE // 2 + STAGE // 4
