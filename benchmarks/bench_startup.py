@@ -6,8 +6,8 @@ Run from the repository root::
     python -m benchmarks.bench_startup            # 3 rounds each way, local broker
 
 Each round runs the command as shipped (the bundled spec pointed at an empty topic of a
-local broker and at fresh folders, metrics off) in a process of its own, alternately
-with the driver's class archive (``streamsketch jars`` writes it; see
+local broker and at fresh folders, as ``bench_pipeline`` writes it) in a process of its
+own, alternately with the driver's class archive (``streamsketch jars`` writes it; see
 :func:`streaming.runtime.session.class_archive`) and without it
 (``STREAMSKETCH_CLASS_ARCHIVE=0``), and times its phases from the lines it prints: the
 tables ready (JVM and Spark session up, checkpoint and tables checked), the first batch
@@ -34,23 +34,6 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 _REPO_ROOT = _HERE.parent
 DEFAULT_OUT = _HERE / "results" / "startup.json"
-
-
-def _spec(root: Path, bootstrap: str, topic: str) -> Path:
-    from streaming.spec.model import default_spec_path
-
-    text = default_spec_path().read_text()
-    for old, new in {'topic = "clickstream"': f'topic = "{topic}"',
-                     'bootstrap_servers = "127.0.0.1:9092"': f'bootstrap_servers = "{bootstrap}"',
-                     'path = "./data/delta"': f'path = "{root / "delta"}"',
-                     'checkpoint = "./data/checkpoints"': f'checkpoint = "{root / "ck"}"',
-                     'host = "127.0.0.1"\nport = 9108': "enabled = false"}.items():
-        assert old in text, f"the bundled spec no longer has {old!r}"
-        text = text.replace(old, new)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "spec.toml"
-    path.write_text(text)
-    return path
 
 
 def one_run(spec: Path, archive: bool) -> dict[str, Any]:
@@ -85,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from kafka.admin import KafkaAdminClient, NewTopic
 
+    from benchmarks.bench_pipeline import spec_file
     from streaming.kafka.broker import LocalKafka, free_port
     from streaming.runtime import jvm
     from streaming.runtime.session import class_archive, write_class_archive
@@ -102,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
         admin.create_topics([NewTopic("empty", 2, 1)])
         admin.close()
-        spec = _spec(home / "job", broker.bootstrap_servers, "empty")
+        spec = spec_file("empty", broker.bootstrap_servers, home / "job", 200_000)
         runs = []
         for i in range(args.rounds):
             for with_archive in (True, False):
