@@ -21,15 +21,24 @@ class CellCount:
         self.open: set[tuple[Any, Any]] = set()
 
     def add(self, rows: Any) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         final = rows["final"].combine_chunks()
         # null counts as not final; no Python value becomes an Arrow one here (pyarrow
         # imports pandas for that, a quarter of a query's time)
         done = pc.and_kleene(final, pc.is_valid(final)) if final.null_count else final
-        self.final += pc.sum(done).as_py() or 0
-        rest = rows.filter(pc.invert(done)).select(["window_start", "group_key"])
-        if rest.num_rows:  # the few rows of open windows
+        finals = pc.sum(done).as_py() or 0
+        self.final += finals
+        if finals == rows.num_rows:
+            return
+        # the few rows of open windows; only the key columns are filtered (pyarrow
+        # cannot filter binary or string views, such as the sketch bytes DataFusion gives)
+        rest = rows.select(["window_start", "group_key"])
+        if rest.schema.field("group_key").type == pa.string_view():
+            rest = rest.set_column(1, "group_key", rest["group_key"].cast(pa.large_string()))
+        rest = rest.filter(pc.invert(done))
+        if rest.num_rows:
             self.open.update(zip(rest["window_start"].to_pylist(),
                                  rest["group_key"].to_pylist(), strict=True))
 
