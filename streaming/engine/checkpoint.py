@@ -308,6 +308,18 @@ def offset_gap(previous: BatchMeta | None, current: BatchMeta) -> tuple[int, int
     return total, resets
 
 
+def start_offsets(query_dir: Path) -> dict[str, dict[str, int]]:
+    """The offsets Spark's Kafka source started the first batch from."""
+    path = query_dir / "sources" / "0" / "0"
+    try:
+        lines = path.read_bytes().lstrip(b"\0").decode().splitlines()
+        found = json.loads(next(ln for ln in lines if ln.startswith("{")))
+        return {t: {p: int(o) for p, o in parts.items()} for t, parts in found.items()}
+    except (OSError, StopIteration, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path} (the first batch's start offsets) is missing or "
+                              f"damaged ({exc})") from None
+
+
 def last_batches(query_dir: Path) -> tuple[int, int]:
     """(last batch committed, last batch planned) in Spark's logs; -1 where there is none."""
     commits = _log_ids(Path(query_dir) / "commits")

@@ -47,6 +47,7 @@ from streaming.engine.agreement import (
     tables_to_write,
 )
 from streaming.engine.checkpoint import (
+    BatchMeta,
     CheckpointInfo,
     CheckpointLock,
     batch_meta,
@@ -54,6 +55,7 @@ from streaming.engine.checkpoint import (
     last_batches,
     offset_gap,
     open_checkpoint,
+    start_offsets,
 )
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.onepass import PASS_DDL, PASS_SCHEMA, PassContext, make_pass
@@ -237,7 +239,7 @@ class Pipeline:
                 self.compact()
         finally:
             if self._warmup is not None:
-                self._warmup.join(30)  # no job of ours outlives the query
+                self._warmup.end()
             self.lock.release()
 
     # -- the micro-batch ---------------------------------------------------------
@@ -245,11 +247,12 @@ class Pipeline:
         """The batch's watermark and timestamp, fixed when it first ran (and its offsets'
         expected count, for the summary)."""
         assert self.checkpoint is not None and self.watermarks is not None
-        meta = batch_meta(self.checkpoint.query_dir, batch_id)
+        query_dir = self.checkpoint.query_dir
+        meta = batch_meta(query_dir, batch_id)
         previous = None
-        if batch_id > 0:
-            with contextlib.suppress(CheckpointError):  # an offset log may be cleaned up
-                previous = batch_meta(self.checkpoint.query_dir, batch_id - 1)
+        with contextlib.suppress(CheckpointError):  # an offset log may be cleaned up
+            previous = (batch_meta(query_dir, batch_id - 1) if batch_id > 0 else
+                        BatchMeta(-1, 0, 0, start_offsets(query_dir)))
         self._offsets_expected = offset_gap(previous, meta)
         return self.watermarks.for_batch(batch_id, meta.timestamp_ms), meta.timestamp_ms
 
@@ -259,9 +262,15 @@ class Pipeline:
         watermark_ms, timestamp_ms = self._fix_batch(batch_id)
         ctx = PassContext(self.spec, watermark_ms, timestamp_ms, self.track_latency)
 
+        # a batch over no offsets (an idle topic) has no rows: no pass to run, and no
+        # Spark job at all unless it closes windows whose stored files it compacts
+        offsets, resets = self._offsets_expected
+        no_rows = offsets == 0 and resets == 0
+
         def job(rctx: ReduceContext, selections: dict[str, Selection]) -> pa.Table:
             # the Kafka source's own rows, as they are: no projection (see source.py)
-            parts = df.mapInArrow(make_pass(ctx, kafka_rows=True), PASS_DDL)
+            parts = None if no_rows else df.mapInArrow(make_pass(ctx, kafka_rows=True),
+                                                       PASS_DDL)
             return self._spark_merge(parts, rctx, selections)
 
         self._batch(job, batch_id, watermark_ms, timestamp_ms)

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streaming.engine.agreement import table_batches
-from streaming.engine.checkpoint import batch_meta
+from streaming.engine.checkpoint import batch_meta, start_offsets
 from streaming.engine.table_files import fsync_path
 from streaming.errors import CheckpointError
 
@@ -58,18 +57,6 @@ def plan_recovery(pipeline: Pipeline, committed: int) -> Recovery:
     return Recovery(held, min(held.values()) + 1, committed)
 
 
-def _start_offsets(query_dir: Path) -> Offsets:
-    """The offsets Spark's Kafka source started the first batch from."""
-    path = query_dir / "sources" / "0" / "0"
-    try:
-        lines = path.read_bytes().lstrip(b"\0").decode().splitlines()
-        found = json.loads(next(ln for ln in lines if ln.startswith("{")))
-        return {t: {p: int(o) for p, o in parts.items()} for t, parts in found.items()}
-    except (OSError, StopIteration, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path} (the first batch's start offsets) is missing or "
-                              f"damaged ({exc}); batch 0 cannot be written again") from None
-
-
 def batch_ranges(pipeline: Pipeline, recovery: Recovery) -> list[tuple[int, Offsets, Offsets]]:
     """Each batch's (id, start offsets, end offsets), checked to be known, with its watermark."""
     assert pipeline.checkpoint is not None and pipeline.watermarks is not None
@@ -77,7 +64,7 @@ def batch_ranges(pipeline: Pipeline, recovery: Recovery) -> list[tuple[int, Offs
     out = []
     for b in recovery.batches:
         try:
-            start = (_start_offsets(query_dir) if b == 0
+            start = (start_offsets(query_dir) if b == 0
                      else batch_meta(query_dir, b - 1).end_offsets)
             end = batch_meta(query_dir, b).end_offsets
         except CheckpointError as exc:

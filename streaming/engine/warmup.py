@@ -26,17 +26,40 @@ def _warm(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     yield from batches
 
 
-def warm_workers(spark: SparkSession) -> threading.Thread:
-    """Run the warm-up job (one task per core) in a background thread; returns the
-    thread. A failure is ignored: the first batch starts the workers itself."""
+#: the job group of the warm-up job, so that a query that ends first can cancel it
+WARMUP_GROUP = "streamsketch-warm-up"
+
+
+class Warmup:
+    """The warm-up job's thread; :meth:`end` cancels the job if it still runs (a run
+    over an idle topic ends before the workers it would start are needed) and waits."""
+
+    def __init__(self, spark: SparkSession, thread: threading.Thread) -> None:
+        self.spark = spark
+        self.thread = thread
+
+    def end(self, timeout: float = 30.0) -> None:
+        if self.thread.is_alive():
+            try:
+                self.spark.sparkContext.cancelJobGroup(WARMUP_GROUP)
+            except Exception:  # noqa: BLE001 - only an optimisation; wait for it instead
+                pass
+        self.thread.join(timeout)  # no job of ours outlives the query
+
+
+def warm_workers(spark: SparkSession) -> Warmup:
+    """Run the warm-up job (one task per core) in a background thread. A failure (or a
+    cancel) is ignored: the first batch starts the workers itself."""
 
     def work() -> None:
         try:
-            n = max(1, int(spark.sparkContext.defaultParallelism))
+            sc = spark.sparkContext
+            sc.setJobGroup(WARMUP_GROUP, "start the Python workers", interruptOnCancel=True)
+            n = max(1, int(sc.defaultParallelism))
             spark.range(0, n, 1, n).mapInArrow(_warm, "id BIGINT").collect()
         except Exception:  # noqa: BLE001 - only an optimisation
             pass
 
     thread = threading.Thread(target=work, name="streamsketch-warm-workers", daemon=True)
     thread.start()
-    return thread
+    return Warmup(spark, thread)
