@@ -221,6 +221,11 @@ def startup_lines(doc: dict[str, Any]) -> list[str]:
         m = med[key]
         out.append(f"| {label} | {m['tables_ready']:.1f} | {m['first_batch']:.1f} | "
                    f"{m['exit']:.1f} |")
+    phases = doc.get("median_phases_with_archive")
+    if phases:
+        out += ["", "Where the time goes (`run --verbose` prints these; medians with the "
+                    "class archive):", "", "| phase | seconds |", "|---|---|"]
+        out += [f"| {name} | {sec:.2f} |" for name, sec in phases.items()]
     return out
 
 

@@ -6,11 +6,12 @@ import argparse
 import json
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+from streaming.cli.common import Phases, log_batch, serve_metrics, spark_session
 from streaming.cli.common import info as _info
-from streaming.cli.common import log_batch, serve_metrics, spark_session
 from streaming.cli.common import port as _port
 from streaming.cli.signals import StopSignals, jvm_ignores_stop_signals
 from streaming.errors import ConfigError
@@ -37,18 +38,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streaming.engine.pipeline import Pipeline
     from streaming.spec.model import load_spec
 
+    phases = Phases(args.verbose)
     spec = load_spec(args.spec)
     if spec.source.kind == "files":
         from streaming.cli.backfill import run_files_spec
 
         return run_files_spec(args, _info)
+    phases.mark("Python started, spec read")
     with jvm_ignores_stop_signals():
         spark = spark_session(args)
+    phases.mark("JVM and Spark session")
     committed: list[int] = []
 
     def on_batch(s: Any) -> None:
+        if not committed:
+            phases.mark("first batch planned (Kafka offsets, offset log)",
+                        took=time.monotonic() - phases.last - s.duration_s)
+            phases.mark(f"first batch ran ({s.rows} rows)", took=s.duration_s)
         committed.append(s.batch_id)
         log_batch(_info, s)
+        if args.verbose:
+            _info(f"batch {s.batch_id} phases: " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in s.phase_s.items()))
 
     pipeline = Pipeline(spark, spec, on_batch=on_batch)
     server = serve_metrics(spark, pipeline, spec)
@@ -58,20 +69,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with StopSignals() as term:
             pipeline.prepare()
             _info(f"tables under {spec.sink.path}, checkpoint {spec.sink.checkpoint}")
+            phases.mark("checkpoint and tables checked")
             terminated = term.event.is_set()
             try:
                 if not terminated:
                     query = pipeline.start(available_now=args.available_now)
+                    phases.mark("query started")
                     # wake up each second to see a signal (its handler only sets a flag)
                     while not (terminated := term.event.is_set()):
                         if query.awaitTermination(1.0) or pipeline.failed:
                             break
+                    phases.mark("query ended")
             finally:
                 if terminated:
                     again = " (Ctrl-C again to stop now)" if term.signum == signal.SIGINT else ""
                     _info(f"streamsketch: {term.name}: stopping once the running batch has "
                           f"committed{again} ...")
                 pipeline.stop()
+                phases.mark("stopped (closed windows compacted)")
         if terminated:
             last = f"batch {committed[-1]}" if committed else "no batch"
             _info(f"streamsketch: stopped on {term.name} ({last} committed by this run); "
@@ -87,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.shutdown()
+            phases.mark("metrics server stopped")
     return 0
 
 
@@ -244,6 +260,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--driver-memory", type=jvm_size, metavar="SIZE",
                    help="JVM heap of the Spark driver, e.g. 2g (default: 1g; the windows "
                         "live in Python, not in the JVM)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print what each phase of start-up and stop took, and each "
+                        "batch's phases")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("query", help="answer from the stored windows (any time range)")

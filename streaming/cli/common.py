@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import sys
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -122,6 +124,41 @@ def log_batch(log: Any, s: Any) -> None:
     alarm = quarantine_alarm(s)
     if alarm:
         log(alarm)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the interpreter's own start-up included,
+    where /proc says; else since this module was imported)."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/stat") as f:  # the command name may hold spaces: split after it
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / ticks
+        with open("/proc/uptime") as f:
+            return max(0.0, float(f.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
+
+
+class Phases:
+    """What a command's start-up and end took, a line each (``run --verbose``): each
+    phase's seconds and the time since the process started."""
+
+    def __init__(self, enabled: bool, log: Any = info) -> None:
+        self.enabled = enabled
+        self.log = log
+        self.t0 = time.monotonic() - process_age_s()
+        self.last = self.t0
+
+    def mark(self, what: str, *, took: float | None = None) -> None:
+        """``what`` ended now (it took ``took`` seconds, or all since the last mark)."""
+        now = time.monotonic()
+        if self.enabled:
+            spent = now - self.last if took is None else took
+            self.log(f"phase: {what}: {spent:.2f} s (at {now - self.t0:.2f} s)")
+        self.last = now
 
 
 def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:

@@ -44,3 +44,33 @@ def test_half_or_less_quarantined_is_quiet():
     assert quarantine_alarm(_summary(1000, future_time=500)) is None
     assert quarantine_alarm(_summary(0)) is None
     assert quarantine_alarm(_summary(1000)) is None
+
+
+def test_phases_print_each_phase_and_the_time_since_the_process_started(monkeypatch):
+    import re
+    import subprocess
+    import sys
+
+    from streaming.cli import common
+
+    # the process's age comes from /proc: a child that has slept 0.3 s before asking is
+    # at least that old, and not much older
+    age = float(subprocess.run(
+        [sys.executable, "-c", "import time; time.sleep(0.3); "
+         "from streaming.cli.common import process_age_s; print(process_age_s())"],
+        capture_output=True, text=True, check=True).stdout)
+    assert 0.3 <= age < 30
+
+    clock = iter([100.0, 100.5, 102.0, 200.0, 200.1])
+    monkeypatch.setattr(common, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(common, "process_age_s", lambda: 1.0)
+    lines: list[str] = []
+    phases = common.Phases(True, lines.append)  # started at 99.0
+    phases.mark("JVM")                        # 100.5
+    phases.mark("batch ran", took=0.25)       # 102.0
+    assert lines == ["phase: JVM: 1.50 s (at 1.50 s)", "phase: batch ran: 0.25 s (at 3.00 s)"]
+    assert all(re.fullmatch(r"phase: .+: \d+\.\d\d s \(at \d+\.\d\d s\)", ln) for ln in lines)
+
+    quiet: list[str] = []
+    common.Phases(False, quiet.append).mark("JVM")
+    assert quiet == []

@@ -9,6 +9,11 @@ and a batch that quarantines most of its records says why in one loud line.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_faults_process import cli, counted_once, write_spec
@@ -16,6 +21,7 @@ from test_faults_process import cli, counted_once, write_spec
 pytestmark = pytest.mark.integration
 
 COUNT = 20_000
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _produce(kafka, topic: str, *extra: str) -> None:
@@ -32,10 +38,19 @@ def test_produce_as_fast_as_possible_then_run_aggregates_everything(kafka, spark
     _produce(kafka, topic_name)
     spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers,
                            per_trigger=10_000)
-    code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
+    code, _, err = cli(["run", "--spec", str(spec_file), "--available-now", "--verbose"])
     assert code == 0, err[-2000:]
     assert "streamsketch: WARNING" not in err, err[-2000:]
     assert counted_once(spark, load_spec(spec_file)) == (COUNT, 0)
+    # --verbose: the start-up and stop phases, in the order they happen, and each batch's
+    phases = [ln.split(":")[1].strip() for ln in err.splitlines() if ln.startswith("phase: ")]
+    assert phases == ["Python started, spec read", "JVM and Spark session",
+                      "checkpoint and tables checked", "query started",
+                      "first batch planned (Kafka offsets, offset log)",
+                      f"first batch ran ({min(COUNT, 10_000)} rows)",
+                      "query ended", "stopped (closed windows compacted)"], err[-2000:]
+    batches = [ln for ln in err.splitlines() if ln.startswith("batch ")]
+    assert sum(" phases: plan " in ln for ln in batches) == len(batches) // 2 >= 1
 
 
 def test_a_batch_of_future_events_says_so_in_one_loud_line(kafka, spark, topic_name, tmp_path):
@@ -51,3 +66,36 @@ def test_a_batch_of_future_events_says_so_in_one_loud_line(kafka, spark, topic_n
     assert alarms and all("as future_time: event times run ahead" in ln for ln in alarms), \
         err[-2000:]
     assert counted_once(spark, load_spec(spec_file)) == (0, COUNT)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_produce_flushes_what_it_sent_and_says_so(kafka, topic_name, stop):
+    """Ctrl-C (or SIGTERM) of an endless, paced ``produce``: no traceback, exit 0, its
+    stats, and the topic holds exactly the records it says it sent."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming.cli", "produce", "--bootstrap-servers",
+         kafka.bootstrap_servers, "--topic", topic_name, "--rate", "3000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # a progress line comes every 2 s of sending
+            if " sent to " in line:
+                break
+        proc.send_signal(stop)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    stats = json.loads(out)
+    assert stats["interrupted"] and stats["failed"] == 0 and stats["sent"] > 0
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        parts = [TopicPartition(topic_name, p) for p in consumer.partitions_for_topic(topic_name)]
+        stored = sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+    assert stored == stats["sent"]
