@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 
 from streaming.cli.common import iso_time, number
@@ -40,6 +41,11 @@ def event_start(start_time: dt.datetime | None, rate_limit: float | None, count:
     return now - dt.timedelta(seconds=count / event_rate)
 
 
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends it at once
+    raise KeyboardInterrupt
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     from streaming.kafka.generator import GeneratorConfig
     from streaming.kafka.producer import produce
@@ -63,10 +69,15 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         pace = f"{rate_limit:g}/s" if rate_limit else "as fast as possible"
         print(f"produce: {what} to {args.topic} at {args.bootstrap_servers}, {pace}",
               file=sys.stderr, flush=True)
-    stats = produce(args.bootstrap_servers, args.topic, config, count=args.count,
-                    duration=args.duration, rate_limit=rate_limit, partitions=args.partitions,
-                    connect_timeout=args.connect_timeout,
-                    progress=None if args.quiet else _progress_line)
+    # SIGTERM stops it as Ctrl-C does: what was sent is flushed, the stats printed
+    saved = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    try:
+        stats = produce(args.bootstrap_servers, args.topic, config, count=args.count,
+                        duration=args.duration, rate_limit=rate_limit,
+                        partitions=args.partitions, connect_timeout=args.connect_timeout,
+                        progress=None if args.quiet else _progress_line)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2))
     else:
@@ -84,9 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "produce", help="send a seeded, realistic clickstream to Kafka",
         description="Send generated clickstream events (JSON, keyed by user_id) to a Kafka "
                     "topic, creating it if missing. Stops after --count events, after "
-                    "--duration seconds, or on Ctrl-C (what was sent is flushed, the stats "
-                    "are printed, exit code 0). Exit code 1 if records were not delivered, "
-                    "2 for bad arguments or an unreachable broker.")
+                    "--duration seconds, or on Ctrl-C or SIGTERM (what was sent is flushed, "
+                    "the stats are printed, exit code 0). Exit code 1 if records were not "
+                    "delivered, 2 for bad arguments or an unreachable broker.")
     p.add_argument("--bootstrap-servers",
                    default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP,
                    help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or "

@@ -16,12 +16,14 @@ table not written yet HTTP 503, all as ``{"error": "<one line>"}``.
 Every request reads the tables' latest snapshot, so answers follow the pipeline
 as it writes. The server binds only where the user says (127.0.0.1 by default)
 and starts in :func:`serve_forever` only; importing this module starts nothing.
+Ctrl-C or SIGTERM stops it: one line, exit code 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ def start(spec: Any, host: str, port: int) -> tuple[Any, Any]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from streaming.cli.signals import StopSignals
     from streaming.query.api import QueryServer
     from streaming.query.questions import load_query_spec, shown
 
@@ -43,11 +46,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server = QueryServer(spec, args.host, args.port)
     print(f"answering queries on {server.url} (tables under {shown(Path(spec.sink.path))}); "
           "Ctrl-C stops", file=sys.stderr, flush=True)
+    # the server answers in a thread; this one waits for Ctrl-C or SIGTERM (the
+    # answers read tables only: stopping in the middle of one loses nothing)
+    thread = threading.Thread(target=server.serve_forever, name="streamsketch-serve",
+                              daemon=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        with StopSignals() as term:
+            thread.start()
+            while not term.event.wait(0.5):
+                pass
+        print(f"serve: stopped on {term.name}", file=sys.stderr, flush=True)
     finally:
+        server.shutdown()
         server.server_close()
     return 0
 

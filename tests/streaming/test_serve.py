@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -126,7 +127,8 @@ def test_errors_are_json_with_a_status(server, path, params, status, message):
     assert "\n" not in body["error"]
 
 
-def test_the_command_serves_on_the_loopback_by_default(tables, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_command_serves_on_the_loopback_by_default(tables, tmp_path, stop):  # noqa: F811
     _, events, root = tables
     proc = subprocess.Popen(
         [sys.executable, "-m", "streaming.cli", "serve", "--spec", str(root / "spec.toml"),
@@ -141,9 +143,16 @@ def test_the_command_serves_on_the_loopback_by_default(tables, tmp_path):  # noq
                                     timeout=30) as resp:
             (row,) = json.loads(resp.read())["rows"]
         assert row["count"] == len(events)
+        # Ctrl-C or SIGTERM: one line, exit 0, no traceback
+        proc.send_signal(stop)
+        rest = proc.communicate(timeout=30)[1]
+        name = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+        assert proc.returncode == 0, rest
+        assert rest == f"serve: stopped on {name}\n", rest
     finally:
-        proc.terminate()
-        proc.wait(15)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(15)
 
 
 def test_a_busy_port_is_one_line_and_exit_2(tables, server):  # noqa: F811
