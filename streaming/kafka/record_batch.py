@@ -136,8 +136,8 @@ def encode_records(keys: Any, values: Any, limit: int) -> list[tuple[bytes, int]
     start = 0
     keys, values = keys.fill_null(b""), values.fill_null(b"")
     while start < len(body):
-        taken = bound[start:] - (bound[start - 1] if start else 0)
-        end = start + max(1, int(np.searchsorted(taken, room, side="right")))
+        before = int(bound[start - 1]) if start else 0
+        end = max(start + 1, int(np.searchsorted(bound, before + room, side="right")))
         n = np.arange(end - start)
         length = 3 + lengths[n] + body[start:end]  # attributes, ts delta, headers: 1 each
         records = pc.binary_join_element_wise(
