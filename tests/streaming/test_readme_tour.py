@@ -1,6 +1,6 @@
 """The README's tour, as written, in its order, right after the demo, on a fresh folder.
 
-The commands come from the README itself (its "A tour" section), so the test follows
+The commands come from the README itself (its "The first ten minutes" section), so the test follows
 the text a newcomer follows: ``make demo``'s ``streamsketch demo`` first (for a short
 while, on the same broker home), then every command of the tour. Two changes only,
 both to keep off ports of this machine's other programs: the broker listens on a free
@@ -41,10 +41,10 @@ TIMEOUT_S = 600
 
 
 def tour_blocks() -> list[list[str]]:
-    """The shell blocks of the README's "A tour" section, one command a line
+    """The shell blocks of the README's "The first ten minutes" section, one command a line
     (continuations joined, comments and blank lines dropped)."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("\n## A tour\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n## The first ten minutes\n", 1)[1].split("\n## ", 1)[0]
     blocks = []
     for body in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
         joined = body.replace("\\\n", " ")
