@@ -177,17 +177,16 @@ class BloomFilter(TwoModeSketch):
 
     def _positions(self, hashes: np.ndarray) -> np.ndarray:
         """``[num_hashes, n]`` uint64 bit positions."""
-        out = np.empty((self._num_hashes, hashes.size), dtype=np.uint64)
+        # all probes at once: a few NumPy calls, not a few per probe
+        out = np.multiply(row_multipliers(_ROW_TAG, self._num_hashes)[:, None],
+                          hashes.reshape(1, -1).astype(np.uint64, copy=False))
         m = np.uint64(self._num_bits)
-        for i, a in enumerate(row_multipliers(_ROW_TAG, self._num_hashes)):
-            g = out[i]
-            np.multiply(hashes, a, out=g)
-            if self._num_bits <= 1 << 32:
-                g >>= np.uint64(32)
-                g *= m
-                g >>= np.uint64(32)
-            else:
-                np.remainder(g, m, out=g)
+        if self._num_bits <= 1 << 32:
+            out >>= np.uint64(32)
+            out *= m
+            out >>= np.uint64(32)
+        else:
+            np.remainder(out, m, out=out)
         return out
 
     def _set_bits(self, words: np.ndarray, hashes: np.ndarray, offsets: np.ndarray | None) -> None:

@@ -52,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Self
 
@@ -246,15 +247,14 @@ class CountMinSketch(Sketch):
 
     def _flat_indices(self, hashes: np.ndarray) -> np.ndarray:
         """``[depth, n]`` int64 indices into the flattened counters."""
-        out = np.empty((self._depth, hashes.size), dtype=np.uint64)
-        width = np.uint64(self._width)
-        for row, a in enumerate(row_multipliers(_ROW_TAG, self._depth)):
-            col = out[row]
-            np.multiply(hashes, a, out=col)
-            col >>= np.uint64(32)
-            col *= width
-            col >>= np.uint64(32)
-            col += np.uint64(row * self._width)
+        # all rows at once: a few NumPy calls per batch of hashes, not a few per row
+        # (a window's cell often holds a handful of items: the calls are the cost)
+        out = np.multiply(row_multipliers(_ROW_TAG, self._depth)[:, None],
+                          hashes.reshape(1, -1).astype(np.uint64, copy=False))
+        out >>= np.uint64(32)
+        out *= np.uint64(self._width)
+        out >>= np.uint64(32)
+        out += _row_offsets(self._depth, self._width)
         return out.view(np.int64)
 
     def _table(self) -> _exact.Table:
@@ -383,9 +383,12 @@ class CountMinSketch(Sketch):
             return []
         k = self._top_k if k is None else check_int("k", k, 0, self.capacity)
         if self._counters is None:  # exact mode: rank every item
-            hashes, _, items = self._table()
+            hashes, counts, items = self._table()
             assert items is not None
-            est = self._estimate_hashes(hashes)
+            # each item's estimate, from the counters the items themselves fill (the
+            # counter positions computed once, for both)
+            idx = self._flat_indices(hashes)
+            est = _exact.lookup(*_exact.nonzero_counters(idx, counts), idx).min(axis=0)
             chosen = _topk.rank_top(hashes, est, k)
             return [(items[i], int(est[i])) for i in chosen.tolist()]
         est = self._estimate_hashes(self._cand_hashes[:k])
@@ -473,3 +476,11 @@ class CountMinSketch(Sketch):
             [[('x', 2)], [('y', 1)]]
         """
         return _cms_groups.build(cls, codes, values, n_groups, params)
+
+
+@functools.cache
+def _row_offsets(depth: int, width: int) -> np.ndarray:
+    """``[depth, 1]``: where each row starts in the flattened counters."""
+    out = (np.arange(depth, dtype=np.uint64) * np.uint64(width)).reshape(-1, 1)
+    out.flags.writeable = False
+    return out
