@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.common import Phases, log_batch, serve_metrics, spark_session
+from streaming.cli.common import Phases, local_dir, log_batch, serve_metrics, spark_session
 from streaming.cli.common import info as _info
 from streaming.cli.common import port as _port
 from streaming.cli.signals import StopSignals, jvm_ignores_stop_signals
@@ -269,7 +269,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity",
                                     "quantile"])
     _spec_arg(p)
-    p.add_argument("--tables", type=Path, default=None, metavar="DIR",
+    p.add_argument("--tables", type=local_dir, default=None, metavar="DIR",
                    help="folder holding the tables (default: the spec's [sink] path), "
                         "e.g. .streamsketch/demo/delta for the demo's")
     p.add_argument("--window", help="window name from the spec")

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
@@ -39,6 +40,17 @@ def port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 1..65535: {value}")
     return value
+
+
+def local_dir(text: str) -> Path:
+    """An argparse type: a local folder or file (a URI such as ``s3://...`` is refused,
+    not taken as a folder named ``s3:``)."""
+    from streaming.spec.model import not_local
+
+    why = not_local(text)
+    if why:
+        raise argparse.ArgumentTypeError(f"{text}: {why}")
+    return Path(text)
 
 
 def number(kind: type, *, low: float, inclusive: bool = True, high: float = math.inf):

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from streaming.cli.common import info as _info
-from streaming.cli.common import log_batch, spark_session
+from streaming.cli.common import local_dir, log_batch, spark_session
 
 
 def _describe(held: dict[str, int]) -> str:
@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "checkpoint (after a restore)")
     p.add_argument("--spec", type=Path, default=default_spec_path(),
                    help="pipeline spec (TOML) of the job; default: the bundled one")
-    p.add_argument("logs", nargs="*", type=Path, metavar="LOG",
+    p.add_argument("logs", nargs="*", type=local_dir, metavar="LOG",
                    help="for a `replay --backfill` job: its logs, as given to it")
-    p.add_argument("--sink", type=Path, default=None, metavar="DIR",
+    p.add_argument("--sink", type=local_dir, default=None, metavar="DIR",
                    help="for a `replay --backfill --sink DIR` job: its DIR")
     p.add_argument("--master", default="local[*]", help="Spark master URL (Kafka specs)")
     p.set_defaults(func=_cmd_recover)

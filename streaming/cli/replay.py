@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from streaming.cli.common import info, iso_time, number
+from streaming.cli.common import info, iso_time, local_dir, number
 from streaming.errors import ConfigError
 from streaming.kafka.admin import DEFAULT_BOOTSTRAP
 from streaming.logs.formats import FORMATS, TIME_FORMATS
@@ -198,14 +198,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "as-is (or dropped with --skip-bad). Resumable: a state file keeps the "
                     "acknowledged position. Exit codes: 0 done, 1 records not delivered, "
                     "2 bad arguments or unreachable broker, 130 interrupted (state saved).")
-    p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, in order")
+    p.add_argument("logs", nargs="+", type=local_dir, metavar="LOG", help="log files, in order")
     p.add_argument("--topic", help="topic to publish to")
     bf = p.add_argument_group("backfill (no Kafka: the pipeline runs over the logs)")
     bf.add_argument("--backfill", action="store_true",
                     help="run the --spec pipeline over the logs into its Delta tables, "
                          "exactly as `run` over a topic holding them, and exit when done")
     bf.add_argument("--spec", type=Path, default=None, help="pipeline spec for --backfill")
-    bf.add_argument("--sink", type=Path, default=None,
+    bf.add_argument("--sink", type=local_dir, default=None,
                     help="write tables to DIR/delta and the checkpoint to DIR/checkpoints "
                          "instead of the spec's [sink]")
     bf.add_argument("--records-per-batch", type=number(int, low=1), default=None,
@@ -259,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "gzip'd: .jsonl.gz). Exit codes: 0 done, 1 stalled before the end, "
                     "2 bad arguments, 130 interrupted (what was read is kept).")
     p.add_argument("--topic", required=True, help="topic to record")
-    p.add_argument("--out", required=True, type=Path, help="the log to write")
+    p.add_argument("--out", required=True, type=local_dir, help="the log to write")
     p.add_argument("--from-time", type=iso_time, default=None,
                    help="start at the first record at/after this ISO-8601 time")
     p.add_argument("--to-time", type=iso_time, default=None,

@@ -63,13 +63,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from streaming.cli.common import port
+    from streaming.cli.common import local_dir, port
     from streaming.spec.model import default_spec_path
 
     p = sub.add_parser("serve", help="answer queries over HTTP as JSON (no JVM)")
     p.add_argument("--spec", type=Path, default=default_spec_path(),
                    help="pipeline spec (TOML); default: the bundled clickstream spec")
-    p.add_argument("--tables", type=Path, default=None, metavar="DIR",
+    p.add_argument("--tables", type=local_dir, default=None, metavar="DIR",
                    help="folder holding the tables (default: the spec's [sink] path)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s; 0.0.0.0 for every "

@@ -56,6 +56,21 @@ _UNITS = {
     "d": 86400, "day": 86400, "days": 86400,
     "w": 604800, "week": 604800, "weeks": 604800,
 }
+#: a URI (``s3://``, ``gs://``, ``abfss://``, ``hdfs://``, ``file://``): not a local path
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def not_local(value: str) -> str | None:
+    """Why ``value`` is refused as a folder of tables, checkpoints or logs: a URI names
+    storage this version does not write to, and taken as a path it would become a local
+    folder named ``s3:`` (what a plain path join makes of it). None for a local path."""
+    if not _URI.match(value):
+        return None
+    scheme = value.split("://", 1)[0]
+    return (f"{scheme}:// is not supported yet: give a local path (on a cluster, a file "
+            "system every machine mounts at the same path)")
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
 
 
@@ -349,7 +364,7 @@ class _Validator(WindowChecks):
                 options.append((k, str(v).lower() if isinstance(v, bool) else str(v)))
             else:
                 raise self.fail(key, f"unsupported value {v!r}")
-        path = self.get(t, "path", "source.path", str, None)
+        path = self.get(t, "path", "source.path", str, None, check=not_local)
         if kind == "files" and path is None:
             raise self.fail("source.path", "is required for a files source")
         fmt = self.get(t, "format", "source.format", str, None,
@@ -400,9 +415,10 @@ class _Validator(WindowChecks):
 
     def sink(self, raw: Any) -> SinkSpec:
         t = self.table(raw, "sink", ("path", "checkpoint", "trigger"))
-        path = self.get(t, "path", "sink.path", str, check=lambda v: None if v else "empty")
+        path = self.get(t, "path", "sink.path", str,
+                        check=lambda v: not_local(v) if v else "empty")
         ckpt = self.get(t, "checkpoint", "sink.checkpoint", str,
-                        check=lambda v: None if v else "empty")
+                        check=lambda v: not_local(v) if v else "empty")
         trigger = self.duration(t, "trigger", "sink.trigger", "5 seconds")
         return SinkSpec(path, ckpt, trigger)
 

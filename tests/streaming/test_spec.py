@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,36 @@ def test_cli_bad_quantiles_mapping_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert 'sketches[3].mapping: must be "log" or "cells"' in proc.stderr
+
+
+@pytest.mark.parametrize(("key", "uri"), [("path", "s3://lake/delta"),
+                                          ("checkpoint", "gs://lake/ck"),
+                                          ("path", "file:///data/delta")])
+def test_object_storage_is_refused_not_taken_for_a_local_folder(monkeypatch, tmp_path, key, uri):
+    """Taken as a path, ``s3://lake/delta`` became a folder ``s3:/lake/delta`` in the
+    working directory and the run wrote there with exit 0."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = re.sub(rf"^{key} = .*$", f'{key} = "{uri}"', ISSUE_EXAMPLE, count=1, flags=re.M)
+    assert text != ISSUE_EXAMPLE
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml", base_dir=tmp_path)
+    scheme = uri.split(":", 1)[0]
+    assert exc.value.key == f"sink.{key}"
+    assert f"{scheme}:// is not supported yet" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["query", "distinct", "--tables", "s3://lake/delta"],
+    ["serve", "--tables", "s3://lake/delta"],
+    ["replay", "s3://lake/log.jsonl", "--topic", "t"],
+    ["replay", "log.jsonl", "--spec", "x.toml", "--backfill", "--sink", "s3://lake/bf"],
+    ["record", "--topic", "t", "--out", "abfss://c@a.dfs.core.windows.net/log.jsonl"],
+    ["recover", "--spec", "x.toml", "--sink", "hdfs://nn/bf"],
+])
+def test_a_uri_where_a_command_takes_a_folder_is_one_line_and_exit_2(tmp_path, argv):
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", *argv], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "is not supported yet" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
