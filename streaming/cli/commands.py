@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streaming.cli.common import Phases, local_dir, log_batch, serve_metrics, spark_session
+from streaming.cli.common import (
+    Phases,
+    local_dir,
+    log_batch,
+    serve_metrics,
+    spark_args,
+    spark_session,
+)
 from streaming.cli.common import info as _info
 from streaming.cli.common import port as _port
 from streaming.cli.signals import StopSignals, jvm_ignores_stop_signals
@@ -46,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return run_files_spec(args, _info)
     phases.mark("Python started, spec read")
     with jvm_ignores_stop_signals():
-        spark = spark_session(args)
+        spark = spark_session(args, spec)
     phases.mark("JVM and Spark session")
     committed: list[int] = []
 
@@ -234,7 +241,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"no {', '.join(missing)} table under {spec.sink.path}; "
                           "run the pipeline first")
-    result = digest(spark_session(args), spec)
+    result = digest(spark_session(args, spec), spec)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -260,6 +267,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--driver-memory", type=jvm_size, metavar="SIZE",
                    help="JVM heap of the Spark driver, e.g. 2g (default: 1g; the windows "
                         "live in Python, not in the JVM)")
+    spark_args(p)
     p.add_argument("--verbose", action="store_true",
                    help="print what each phase of start-up and stop took, and each "
                         "batch's phases")
@@ -292,6 +300,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("digest", help="one stable digest of a spec's output tables")
     _spec_arg(p, required=True)
+    spark_args(p)
     p.add_argument("--json", action="store_true", help="per-table digests and row counts")
     p.set_defaults(func=_cmd_digest)
 

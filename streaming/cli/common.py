@@ -185,12 +185,42 @@ def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
     return server
 
 
-def spark_session(args: argparse.Namespace):
-    """The Spark session a command's ``--master`` (and ``--ui``, ``--driver-memory``) ask for."""
+def spark_setting(text: str) -> tuple[str, str]:
+    """An argparse type: ``KEY=VALUE``, a Spark setting as ``spark-submit --conf`` takes it."""
+    from streaming.spec.model import spark_setting_refused
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. "
+                                         "spark.executor.memory=4g)")
+    why = spark_setting_refused(key)
+    if why:
+        raise argparse.ArgumentTypeError(f"{key} {why}")
+    return key, value
+
+
+def spark_args(p: argparse.ArgumentParser) -> None:
+    """The Spark options of a command that starts a session."""
+    p.add_argument("--conf", type=spark_setting, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="a Spark setting, as spark-submit takes it (repeatable); applied "
+                        "after streamsketch's own and the spec's [spark] table")
+
+
+def spark_session(args: argparse.Namespace, spec: Any = None):
+    """The Spark session a command's ``--master`` (and ``--ui``, ``--driver-memory``,
+    ``--conf``) ask for, with the spec's ``[spark]`` settings (``--conf`` wins)."""
     from streaming.runtime.session import SparkOptions, build_session
+    from streaming.spec.model import Secret
 
     options = SparkOptions(master=getattr(args, "master", "local[*]"),
                            ui=getattr(args, "ui", False))
     if getattr(args, "driver_memory", None):
         options = replace(options, driver_memory=args.driver_memory)
+    conf = {k: v.reveal() if isinstance(v, Secret) else v
+            for k, v in (getattr(spec, "spark", None) or ())}
+    conf.update(getattr(args, "conf", None) or [])
+    if conf:
+        options = replace(options, conf=conf)
     return build_session(options, log=info)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from streaming.cli.common import info as _info
-from streaming.cli.common import local_dir, log_batch, spark_session
+from streaming.cli.common import local_dir, log_batch, spark_args, spark_session
 
 
 def _describe(held: dict[str, int]) -> str:
@@ -59,7 +59,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
               "again, as planned, then goes on")
         return 0
 
-    spark = spark_session(args)
+    spark = spark_session(args, spec)
     pipeline = Pipeline(spark, spec, on_batch=lambda s: log_batch(_info, s))
     pipeline.prepare(recovering=True)
     try:
@@ -93,4 +93,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sink", type=local_dir, default=None, metavar="DIR",
                    help="for a `replay --backfill --sink DIR` job: its DIR")
     p.add_argument("--master", default="local[*]", help="Spark master URL (Kafka specs)")
+    spark_args(p)
     p.set_defaults(func=_cmd_recover)

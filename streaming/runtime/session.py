@@ -203,8 +203,16 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         # checkpoint is a local folder, where a rename is atomic.
         "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
     }
-    conf.update(options.conf)
+    for key, value in options.conf.items():
+        if key in _APPENDED:  # the user's JVM options come after ours, not instead
+            conf[key] = f"{conf[key]} {value}"
+        else:
+            conf[key] = value
     return conf
+
+
+#: settings whose given value is appended to streamsketch's (log4j, UTC, GC options)
+_APPENDED = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
 #: set to 0 to start sessions without the class archive (to compare, or to rule it out)

@@ -172,6 +172,9 @@ class Spec:
     sink: SinkSpec
     metrics: MetricsEndpointSpec = field(default_factory=MetricsEndpointSpec)
     origin: str | None = None
+    #: ``[spark]``: Spark settings applied after streamsketch's own (not part of what a
+    #: checkpoint depends on: executor sizes may change between runs)
+    spark: tuple[tuple[str, str | Secret], ...] = ()
 
     def window(self, name: str) -> WindowSpec:
         for w in self.windows:
@@ -299,7 +302,8 @@ class _Validator(WindowChecks):
 
     # -- sections --------------------------------------------------------------
     def spec(self) -> Spec:
-        top = self.table(self.raw, "", ("source", "events", "windows", "sink", "metrics"))
+        top = self.table(self.raw, "", ("source", "events", "windows", "sink", "metrics",
+                                        "spark"))
         for required in ("source", "events", "windows", "sink"):
             if required not in top:
                 raise self.fail(required, "section is required")
@@ -315,7 +319,33 @@ class _Validator(WindowChecks):
                 raise self.fail(f"windows[{i}].name", f"duplicate window name {n!r}")
         sink = self.sink(top["sink"])
         metrics = self.metrics(top.get("metrics", {}))
-        return Spec(source, events, windows, sink, metrics, self.origin)
+        spark = self.spark(top.get("spark", {}))
+        return Spec(source, events, windows, sink, metrics, self.origin, spark)
+
+    def spark(self, raw: Any) -> tuple[tuple[str, str | Secret], ...]:
+        if not isinstance(raw, dict):
+            raise self.fail("spark", "must be a table of Spark settings")
+        out = []
+        for k, v in _flat(raw):
+            key = k if k.startswith("spark.") else f"spark.{k}"
+            why = spark_setting_refused(key)
+            if why:
+                raise self.fail(key, why)
+            if isinstance(v, dict):
+                if set(v) == {"env"} and isinstance(v["env"], str):
+                    out.append((key, Secret(f"env:{v['env']}")))
+                elif set(v) == {"file"} and isinstance(v["file"], str):
+                    out.append((key, Secret(f"file:{v['file']}")))
+                else:
+                    raise self.fail(key, 'a secret is { env = "NAME" } or { file = "PATH" }')
+            elif isinstance(v, (str, int, float, bool)):
+                if secret_like(key):
+                    raise self.fail(key, 'secrets may not be written inline; use '
+                                         '{ env = "NAME" } or { file = "PATH" }')
+                out.append((key, str(v).lower() if isinstance(v, bool) else str(v)))
+            else:
+                raise self.fail(key, f"unsupported value {v!r}")
+        return tuple(out)
 
     def source(self, raw: Any) -> SourceSpec:
         t = self.table(raw, "source", ("kind", "topic", "bootstrap_servers", "starting_offsets",
@@ -429,6 +459,47 @@ class _Validator(WindowChecks):
             self.get(t, "host", "metrics.host", str, "127.0.0.1"),
             self.get(t, "port", "metrics.port", int, 9108,
                      check=lambda v: None if 0 <= v <= 65535 else "must be in 0..65535"))
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``[spark]``'s keys with TOML's dotted tables joined back: ``spark.executor.memory =
+    "4g"`` written bare in TOML is the table ``{executor: {memory: "4g"}}``; a table that
+    is a secret reference (``{ env = ... }``) stays a value."""
+    out = []
+    for k, v in table.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and not (set(v) <= {"env", "file"} and len(v) == 1):
+            out += _flat(v, f"{name}.")
+        else:
+            out.append((name, v))
+    return out
+
+
+#: Spark settings the engine sets itself and depends on; each with what to use instead
+_SPARK_OWN = {
+    "spark.master": "give --master instead",
+    "spark.jars": "the jars come from the verified cache (streamsketch jars)",
+    "spark.jars.packages": "the jars come from the verified cache (streamsketch jars)",
+    "spark.sql.extensions": "Delta's extension is set by streamsketch",
+    "spark.sql.catalog.spark_catalog": "Delta's catalog is set by streamsketch",
+    "spark.sql.session.timeZone": "windows are computed in UTC",
+}
+
+
+def spark_setting_refused(key: str) -> str | None:
+    """Why a Spark setting may not be changed (None: it may)."""
+    if key in _SPARK_OWN:
+        return f"is streamsketch's own setting: {_SPARK_OWN[key]}"
+    if not re.fullmatch(r"spark(\.[A-Za-z0-9_\-]+)+", key):
+        return "is not a Spark setting (spark.<name>...)"
+    return None
+
+
+def secret_like(key: str) -> bool:
+    """A setting whose value is a credential (S3A keys, passwords, tokens)."""
+    low = key.lower()
+    return any(s in low for s in ("password", "secret", "token", "access.key",
+                                  "credentials", "sasl.jaas.config"))
 
 
 def parse_spec(text: str, *, origin: str | None = None, base_dir: Path | None = None) -> Spec:

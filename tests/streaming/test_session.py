@@ -62,3 +62,74 @@ def test_the_driver_maps_its_classes_from_the_archive_jars_wrote(spark):
         pytest.skip(f"no class archive at {archive}: `streamsketch jars` writes it")
     bean = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     assert f"-XX:SharedArchiveFile={archive}" in list(bean.getInputArguments())
+
+
+def test_given_settings_come_after_ours_and_java_options_are_added_to_ours():
+    from streaming.runtime.session import SparkOptions, spark_conf
+
+    ours = spark_conf(SparkOptions(master="local[2]"), [])
+    conf = spark_conf(SparkOptions(master="local[2]", conf={
+        "spark.sql.shuffle.partitions": "7", "spark.executor.memory": "4g",
+        "spark.driver.extraJavaOptions": "-Dmine=1"}), [])
+    assert conf["spark.sql.shuffle.partitions"] == "7" != ours["spark.sql.shuffle.partitions"]
+    assert conf["spark.executor.memory"] == "4g"
+    assert conf["spark.driver.extraJavaOptions"] == \
+        ours["spark.driver.extraJavaOptions"] + " -Dmine=1"
+
+
+def test_conf_wins_over_the_spec_s_spark_table(monkeypatch):
+    """``run --conf`` after the spec's ``[spark]``, as spark-submit's --conf after its
+    properties file; a secret reference is read only here, for the session."""
+    import argparse
+
+    from streaming.cli import common
+    from streaming.spec.model import Secret
+
+    seen = []
+    monkeypatch.setattr("streaming.runtime.session.build_session",
+                        lambda options, log=None: seen.append(options))
+    monkeypatch.setenv("LAKE_SECRET", "s3cr3t")
+    spec = argparse.Namespace(spark=(("spark.executor.memory", "2g"),
+                                     ("spark.executor.cores", "2"),
+                                     ("spark.hadoop.fs.s3a.secret.key", Secret("env:LAKE_SECRET"))))
+    args = common.Parser().parse_args([])
+    args.conf = [common.spark_setting("spark.executor.memory=8g")]
+    common.spark_session(args, spec)
+    (options,) = seen
+    assert options.conf == {"spark.executor.memory": "8g", "spark.executor.cores": "2",
+                            "spark.hadoop.fs.s3a.secret.key": "s3cr3t"}
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("spark.executor.memory", "is not KEY=VALUE"), ("=4g", "is not KEY=VALUE"),
+    ("spark.master=local", "give --master instead"), ("memory=4g", "is not a Spark setting")])
+def test_a_bad_conf_is_refused(text, needle):
+    import argparse
+
+    from streaming.cli.common import spark_setting
+
+    with pytest.raises(argparse.ArgumentTypeError, match=needle):
+        spark_setting(text)
+
+
+@pytest.mark.integration
+def test_run_s_conf_and_the_spark_table_reach_the_session(tmp_path):
+    """A real session, built in a process of its own as `run` builds it."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text((Path(__file__).resolve().parents[2] / "streaming" / "specs"
+                     / "clickstream.toml").read_text()
+                    + '\n[spark]\n"spark.sql.shuffle.partitions" = 5\n'
+                      '"spark.streamsketch.check" = "from-spec"\n')
+    code = ("import sys; from streaming.cli.main import build_parser; "
+            "from streaming.cli.common import spark_session; "
+            "from streaming.spec.model import load_spec; "
+            "a = build_parser().parse_args(sys.argv[1:]); "
+            "s = spark_session(a, load_spec(a.spec)); "
+            "print(s.conf.get('spark.sql.shuffle.partitions'), "
+            "s.conf.get('spark.streamsketch.check'), s.conf.get('spark.executor.memory'))")
+    out = subprocess.run([sys.executable, "-c", code, "run", "--spec", str(spec), "--master",
+                          "local[1]", "--conf", "spark.executor.memory=3g", "--conf",
+                          "spark.streamsketch.check=from-conf"], capture_output=True, text=True,
+                         timeout=180, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["5", "from-conf", "3g"]

@@ -281,3 +281,42 @@ def test_a_uri_where_a_command_takes_a_folder_is_one_line_and_exit_2(tmp_path, a
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "is not supported yet" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+SPARK_TABLE = '''
+[spark]
+"spark.executor.memory" = "4g"
+executor.cores = 2
+spark.dynamicAllocation.enabled = true
+"spark.hadoop.fs.s3a.secret.key" = { env = "LAKE_SECRET" }
+'''
+
+
+def test_a_spark_table_is_settings_applied_after_ours_and_not_state(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    plain = parse_spec(ISSUE_EXAMPLE)
+    spec = parse_spec(ISSUE_EXAMPLE + SPARK_TABLE)
+    settings = dict(spec.spark)
+    assert settings["spark.executor.memory"] == "4g"
+    assert settings["spark.executor.cores"] == "2"
+    assert settings["spark.dynamicAllocation.enabled"] == "true"
+    assert "LAKE_SECRET" in repr(settings["spark.hadoop.fs.s3a.secret.key"])
+    # executor sizes may change between runs: the checkpoint does not depend on them
+    assert spec.digest() == plain.digest()
+    assert spec.state_fingerprint() == plain.state_fingerprint()
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ('"spark.hadoop.fs.s3a.secret.key" = "abc"', "secrets may not be written inline"),
+    ('"spark.master" = "local[4]"', "give --master instead"),
+    ('"spark.sql.session.timeZone" = "Europe/Paris"', "windows are computed in UTC"),
+    ('"spark.jars" = "x.jar"', "verified cache"),
+    ('"executor memory" = "4g"', "is not a Spark setting"),
+    ('"spark.executor.memory" = ["4g"]', "unsupported value"),
+])
+def test_a_bad_spark_setting_is_one_line(monkeypatch, line, needle):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    with pytest.raises(SpecError) as exc:
+        parse_spec(ISSUE_EXAMPLE + f"\n[spark]\n{line}\n", origin="job.toml")
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+    assert "abc" not in str(exc.value)
