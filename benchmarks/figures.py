@@ -5,7 +5,7 @@
     python -m benchmarks.figures --print    # show it instead
 
 Reads ``benchmarks/results/NAME.json`` for each NAME of cardinality, driver, pipeline,
-backfill, memory, query, startup, produce, replay, quantiles and sketches (whichever exist; a
+backfill, memory, query, startup, produce, shapes, replay, quantiles and sketches (whichever exist; a
 missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
@@ -276,12 +276,33 @@ def quantile_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def shapes_lines(doc: dict[str, Any]) -> list[str]:
+    rows = doc.get("rows", {})
+    if "flat" not in rows or "nested" not in rows:
+        return []
+    la = doc["machine"].get("loadavg_at_start")
+    load = f"load average {la[0]:.1f}" if la else "load not recorded"
+    out = ["", f"`python -m benchmarks.bench_shapes` (the bundled clickstream, "
+               f"{doc['events']:,} events, as flat JSON and with its fields one level down, "
+               f"best of {doc['rounds']} rounds in one process, {load}):", "",
+           "| shape | decode, events/s | whole pass, events/s |", "|---|---|---|"]
+    for shape, label in (("flat", "flat (`user_id`, `page`...)"),
+                         ("nested", "nested (`user.id`, `page.path`...)")):
+        r = rows[shape]
+        out.append(f"| {label} | {_k(r['decode_events_per_s'])} | "
+                   f"{_k(r['pass_events_per_s'])} |")
+    out += ["", f"Nested takes {doc['nested_over_flat_pass_time']:.2f}x the flat pass's time "
+                f"({doc['nested_over_flat_decode_time']:.2f}x for decoding alone)."]
+    return out
+
+
 def block() -> str:
     lines: list[str] = []
     for name, fn in (("cardinality", cardinality_lines), ("driver", driver_lines),
                      ("pipeline", pipeline_lines), ("backfill", backfill_lines),
                      ("memory", memory_lines), ("query", query_lines),
                      ("startup", startup_lines), ("produce", produce_lines),
+                     ("shapes", shapes_lines),
                      ("replay", replay_lines),
                      ("quantiles", quantile_lines),
                      ("sketches", sketch_lines)):

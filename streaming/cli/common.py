@@ -45,7 +45,7 @@ def port(text: str) -> int:
 def local_dir(text: str) -> Path:
     """An argparse type: a local folder or file (a URI such as ``s3://...`` is refused,
     not taken as a folder named ``s3:``)."""
-    from streaming.spec.model import not_local
+    from streaming.spec.values import not_local
 
     why = not_local(text)
     if why:
@@ -187,7 +187,7 @@ def serve_metrics(spark: Any, pipeline: Any, spec: Any) -> Any:
 
 def spark_setting(text: str) -> tuple[str, str]:
     """An argparse type: ``KEY=VALUE``, a Spark setting as ``spark-submit --conf`` takes it."""
-    from streaming.spec.model import spark_setting_refused
+    from streaming.spec.values import spark_setting_refused
 
     key, sep, value = text.partition("=")
     key = key.strip()

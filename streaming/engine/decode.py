@@ -22,8 +22,12 @@ null. Unknown fields are ignored. Times: ``iso8601`` (``2026-11-23T10:00:00.042Z
 an offset such as ``+01:00``, or no offset for UTC; a date alone is midnight UTC),
 ``epoch_ms`` or ``epoch_s`` (a number or a numeric string).
 
-Fast path: one ``msgspec`` decode per record into a typed struct (C speed) of the
-declared fields that need a check or are returned (a string field not returned
+A field inside objects is named by its path (``actor.login``): a missing or null object
+on the way makes it null, an object that is another value is ``wrong_type``
+(:mod:`streaming.engine.event_paths`).
+
+Fast path: one ``msgspec`` decode per record into a typed struct (C speed), nested as the
+paths nest, of the declared fields that need a check or are returned (a string field not returned
 accepts anything, so it is skipped unbuilt); a record it refuses is decoded again
 with ``orjson`` and checked field by field, which also finds the reason. UTF-8 is
 checked over whole values by Arrow first: what msgspec skips, it does not check.
@@ -46,6 +50,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streaming.engine.event_paths import NotObject, path_value, struct_tree
 from streaming.spec.model import EventsSpec
 from streaming.units import US
 
@@ -260,26 +265,26 @@ class Decoder:
         self._wrong = {n: f"wrong_type: field {n} is not {t}" for n, t in self.fields}
         self._missing = f"missing_time: no {events.time_field} field"
         self._bad_time = f"bad_time: {events.time_field} is not {events.time_format}"
-        # Fast path: a struct of the declared fields with strict types; the time field
-        # (never a declared field: the spec refuses that) is taken raw. Attribute names
-        # are positional so any field name works.
+        # Fast path: a struct of the declared fields with strict types, nested as their
+        # paths nest (``actor.login``); the time field (never a declared field: the spec
+        # refuses that) is taken raw.
         # A string field accepts any JSON value, so one that is not returned needs no
         # check at all: the struct leaves it out, and msgspec skips it without building it.
         self._in_struct = [i for i, (n, t) in enumerate(self.fields)
                            if t != "string" or columns is None or n in columns]
+        self._paths = [tuple(n.split(".")) for n in self.names]
+        self._time_path = tuple(events.time_field.split("."))
         strict = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
-        spec_fields: list[tuple[str, Any, None]] = [
-            (f"f{i}", strict[self.fields[i][1]] | None, None) for i in self._in_struct]
-        spec_fields.append(("t", str | int | float | None, None))
-        rename = {f"f{i}": self.names[i] for i in self._in_struct}
-        rename["t"] = self.time_field
-        # gc=False: flat records of strings and numbers hold no cycles, and 100,000s of
-        # them would otherwise set off the cycle collector again and again
-        self._struct = msgspec.defstruct("Event", spec_fields, rename=rename, gc=False)
+        leaves = [(self._paths[i], strict[self.fields[i][1]] | None) for i in self._in_struct]
+        leaves.append((self._time_path, str | int | float | None))
+        self._struct, attrs = struct_tree(leaves)
+        #: each struct field's value getter, in _in_struct order, then the time's
+        self._getters = [attrgetter(a) for a in attrs]
         self._decoder = msgspec.json.Decoder(self._struct)
-        self._empty = self._struct(*[None] * (len(self._in_struct) + 1))
-        self._int_fields = [(f"f{i}", *_INT_RANGE[t]) for i, (_, t) in enumerate(self.fields)
-                            if t in _INT_RANGE]
+        self._empty = self._struct()
+        self._int_fields = [(k, *_INT_RANGE[self.fields[i][1]])
+                            for k, i in enumerate(self._in_struct)
+                            if self.fields[i][1] in _INT_RANGE]
 
     def _early_reason(self, value: bytes | None, reader_reason: str | None) -> str:
         if reader_reason is not None:
@@ -304,12 +309,18 @@ class Decoder:
         if not isinstance(doc, dict):
             return "invalid_json: the value is not a JSON object", None, None
         out = []
-        for name, typ in self.fields:
+        for (name, typ), path in zip(self.fields, self._paths, strict=True):
             try:
-                out.append(_convert(doc.get(name), typ))
+                out.append(_convert(path_value(doc, path), typ))
             except _Wrong:
                 return self._wrong[name], None, None
-        return None, tuple(out), doc.get(self.time_field)
+            except NotObject as exc:
+                return f"wrong_type: field {name}: {exc.at} is not an object", None, None
+        try:
+            raw_time = path_value(doc, self._time_path)
+        except NotObject:
+            raw_time = None
+        return None, tuple(out), raw_time
 
     def decode(self, values: list[bytes | None] | pa.Array, *, now_ms: int,
                reader_reasons: list[str | None] | None = None) -> Decoded:
@@ -335,19 +346,24 @@ class Decoder:
             ok = np.arange(n, dtype=np.int64)
             todo = values
         rows, refused = self._structs(todo)
+        # the struct fields' values, column by column (the time's last)
+        cols = [list(map(get, rows)) for get in self._getters]
+        del rows
         # records the fast path refused, or with an integer out of its type's range:
         # field by field, which also finds the reason
-        refused += self._out_of_range(rows)
-        dropped = np.zeros(len(rows), dtype=bool)
+        refused += self._out_of_range(cols)
+        dropped = np.zeros(len(todo), dtype=bool)
         for j in sorted(set(refused)):
             reason, typed, raw_time = self._slow(todo[j])
             if reason is not None:
                 bad[int(ok[j])] = reason
                 dropped[j] = True
-                rows[j] = self._empty
+                values_j: list[Any] = [None] * len(cols)
             else:
-                rows[j] = self._struct(*[typed[i] for i in self._in_struct], raw_time)
-        times = list(map(attrgetter("t"), rows))
+                values_j = [typed[i] for i in self._in_struct] + [raw_time]
+            for col, v in zip(cols, values_j, strict=True):
+                col[j] = v
+        times = cols[-1]
         event_us = self._event_times(times)
         us = event_us.fill_null(0).to_numpy()
         missing = event_us.is_null().to_numpy(zero_copy_only=False) & ~dropped
@@ -360,9 +376,9 @@ class Decoder:
             bad[int(ok[j])] = "future_time: event time is more than max_future ahead of now"
             bad_event_us[int(ok[j])] = int(us[j])
         everything = bool(keep.all())
-        columns = {name: pa.array(list(map(attrgetter(f"f{n}"), rows)), _ARROW_TYPES[typ])
-                   for n, (name, typ) in enumerate(self.fields)
-                   if self.wanted is None or name in self.wanted}
+        columns = {self.fields[i][0]: pa.array(cols[k], _ARROW_TYPES[self.fields[i][1]])
+                   for k, i in enumerate(self._in_struct)
+                   if self.wanted is None or self.fields[i][0] in self.wanted}
         if not everything:  # the dropped rows' placeholders leave the columns
             mask = pa.array(keep)
             columns = {name: col.filter(mask) for name, col in columns.items()}
@@ -420,11 +436,11 @@ class Decoder:
                 out += done
         return out, refused
 
-    def _out_of_range(self, rows: list[Any]) -> list[int]:
+    def _out_of_range(self, cols: list[list[Any]]) -> list[int]:
         """Positions whose integer fields are outside their type's range."""
         found: list[int] = []
-        for f, low, high in self._int_fields:
-            vals = [None if ev is None else getattr(ev, f) for ev in rows]
+        for k, low, high in self._int_fields:
+            vals = cols[k]
             try:
                 arr = np.asarray(pa.array(vals, pa.int64()).fill_null(0).to_numpy())
             except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: test one by one

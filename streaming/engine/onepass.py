@@ -49,7 +49,7 @@ from streaming.engine.group_keys import distinct_items, group_keys
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.source import from_kafka
 from streaming.spec.model import Spec
-from streaming.spec.windows import WindowSpec
+from streaming.spec.windows import WindowSpec, column_part
 from streaming.units import US
 
 #: optional column of a backfill's raw records: a reason found while reading the log
@@ -256,6 +256,7 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         if m.func in ("min", "max"):
             need.add(m.func)
     for fld, need in wanted.items():
+        part = column_part(fld)  # a path's dots are _ in column names
         arr = columns[fld]
         valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         is_int = types[fld] in ("long", "int")
@@ -265,11 +266,11 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         nn = np.bincount(vcodes, minlength=n).tolist()
         if "n" in need:
             for g in range(n):
-                per_group[g][f"n_{fld}"] = nn[g]
+                per_group[g][f"n_{part}"] = nn[g]
         if "sum" in need:
             sums = _exact_sums(vals, vcodes, n, is_int)
             for g in range(n):
-                per_group[g][f"sum_{fld}"] = str(sums[g]) if nn[g] else None
+                per_group[g][f"sum_{part}"] = str(sums[g]) if nn[g] else None
         as_float = vals.astype(np.float64)
         for func, init, ufunc in (("min", np.inf, np.minimum), ("max", -np.inf, np.maximum)):
             if func not in need:
@@ -278,7 +279,7 @@ def _metric_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
             ufunc.at(acc, vcodes, as_float)
             # NaN propagates through minimum/maximum, as in Spark's min/max of doubles
             for g, v in enumerate(acc.tolist()):
-                per_group[g][f"{func}_{fld}"] = v if nn[g] else None
+                per_group[g][f"{func}_{part}"] = v if nn[g] else None
     out.add_windows(window, "m", wi, panes, keys, [_json(v) for v in per_group])
 
 

@@ -245,7 +245,10 @@ class LogReader:
     # -- shared: one decoded object -> a record -------------------------------------
     def _time(self, event: dict[str, Any]) -> tuple[int | None, str | None]:
         opts = self.options
-        raw = event.get(opts.time_field) if opts.time_field else None
+        raw: Any = event
+        for key in opts.time_field.split(".") if opts.time_field else [None]:
+            # a path (payload.created_at) through objects; anything else: no time
+            raw = raw.get(key) if key is not None and isinstance(raw, dict) else None
         if raw is None:
             return None, "missing_time" if opts.require_time else None
         ms = parse_time_ms(raw, opts.time_format)

@@ -34,7 +34,7 @@ from streaming.errors import ConfigError
 from streaming.query.params import Selection, parse_groups, parse_quantiles, parse_time
 from streaming.query.window_counts import CellCount, windows_per_group
 from streaming.spec.model import Spec, load_spec
-from streaming.spec.windows import SketchSpec, WindowSpec
+from streaming.spec.windows import SketchSpec, WindowSpec, column_part
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -112,7 +112,7 @@ def metric_sources(window: WindowSpec) -> list[str]:
     wanted = {"count"}
     for m in window.metrics:
         if m.func == "avg":
-            wanted |= {f"sum_{m.field}", f"n_{m.field}"}
+            wanted |= {f"sum_{column_part(m.field)}", f"n_{column_part(m.field)}"}
         elif m.field:
             wanted.add(m.column)
     return sorted(wanted)
@@ -356,7 +356,7 @@ def aggregate(source, spec: Spec, sel: Selection) -> dict[str, Any]:
                                 "windows": r["_windows"]}
         for m in sel.window.metrics:
             if m.func == "avg":
-                s, n = r[f"sum_{m.field}"], r[f"n_{m.field}"]
+                s, n = r[f"sum_{column_part(m.field)}"], r[f"n_{column_part(m.field)}"]
                 item[m.column] = float(s) / n if s is not None and n else None
             elif m.func == "count":
                 item["count"] = int(r["count"] or 0)

@@ -39,7 +39,16 @@ from typing import Any, Literal
 
 from streaming.errors import SpecError
 from streaming.spec.locate import KeyLocator
-from streaming.spec.windows import NAME, WindowChecks, WindowSpec
+from streaming.spec.values import (
+    Secret,
+    field_paths,
+    flat_settings,
+    not_local,
+    secret_like,
+    setting_value,
+    spark_setting_refused,
+)
+from streaming.spec.windows import NAME, WindowChecks, WindowSpec, column_part
 
 FieldType = Literal["string", "long", "int", "double", "boolean"]
 FIELD_TYPES: tuple[str, ...] = ("string", "long", "int", "double", "boolean")
@@ -56,21 +65,6 @@ _UNITS = {
     "d": 86400, "day": 86400, "days": 86400,
     "w": 604800, "week": 604800, "weeks": 604800,
 }
-#: a URI (``s3://``, ``gs://``, ``abfss://``, ``hdfs://``, ``file://``): not a local path
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def not_local(value: str) -> str | None:
-    """Why ``value`` is refused as a folder of tables, checkpoints or logs: a URI names
-    storage this version does not write to, and taken as a path it would become a local
-    folder named ``s3:`` (what a plain path join makes of it). None for a local path."""
-    if not _URI.match(value):
-        return None
-    scheme = value.split("://", 1)[0]
-    return (f"{scheme}:// is not supported yet: give a local path (on a cluster, a file "
-            "system every machine mounts at the same path)")
-
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
 
 
@@ -89,31 +83,6 @@ def parse_duration(text: str) -> float:
 
 
 # -- the model ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Secret:
-    """A value that never prints: read from an environment variable or a file."""
-
-    source: str  # "env:NAME" or "file:PATH"
-
-    def __repr__(self) -> str:
-        return f"Secret({self.source})"
-
-    __str__ = __repr__
-
-    def reveal(self) -> str:
-        kind, _, ref = self.source.partition(":")
-        if kind == "env":
-            value = os.environ.get(ref)
-            if value is None:
-                raise SpecError(f"environment variable {ref} is not set", key="source.kafka")
-            return value
-        try:
-            return Path(ref).expanduser().read_text().strip()
-        except OSError as exc:
-            raise SpecError(f"cannot read secret file {ref}: {exc.strerror}",
-                            key="source.kafka") from None
-
-
 @dataclass(frozen=True)
 class SourceSpec:
     kind: Literal["kafka", "files"] = "kafka"
@@ -196,8 +165,8 @@ class Spec:
                 if m.func == "sum":
                     cols[m.column] = "decimal"
                 elif m.func == "avg":
-                    cols[f"sum_{m.field}"] = "decimal"
-                    cols[f"n_{m.field}"] = "long"
+                    cols[f"sum_{column_part(m.field)}"] = "decimal"
+                    cols[f"n_{column_part(m.field)}"] = "long"
                     cols[m.column] = "double"
                 elif m.func in ("min", "max"):
                     cols[m.column] = "double"
@@ -326,25 +295,16 @@ class _Validator(WindowChecks):
         if not isinstance(raw, dict):
             raise self.fail("spark", "must be a table of Spark settings")
         out = []
-        for k, v in _flat(raw):
+        for k, v in flat_settings(raw):
             key = k if k.startswith("spark.") else f"spark.{k}"
             why = spark_setting_refused(key)
             if why:
                 raise self.fail(key, why)
-            if isinstance(v, dict):
-                if set(v) == {"env"} and isinstance(v["env"], str):
-                    out.append((key, Secret(f"env:{v['env']}")))
-                elif set(v) == {"file"} and isinstance(v["file"], str):
-                    out.append((key, Secret(f"file:{v['file']}")))
-                else:
-                    raise self.fail(key, 'a secret is { env = "NAME" } or { file = "PATH" }')
-            elif isinstance(v, (str, int, float, bool)):
-                if secret_like(key):
-                    raise self.fail(key, 'secrets may not be written inline; use '
-                                         '{ env = "NAME" } or { file = "PATH" }')
-                out.append((key, str(v).lower() if isinstance(v, bool) else str(v)))
-            else:
-                raise self.fail(key, f"unsupported value {v!r}")
+            try:
+                out.append((key, setting_value(v, inline_ok=not secret_like(key),
+                                               where="spark", floats=True)))
+            except ValueError as exc:
+                raise self.fail(key, str(exc)) from None
         return tuple(out)
 
     def source(self, raw: Any) -> SourceSpec:
@@ -380,20 +340,11 @@ class _Validator(WindowChecks):
             key = f"source.kafka.{k}"
             if k == "isolation.level":
                 raise self.fail(key, "set it as [source] isolation_level")
-            if isinstance(v, dict):
-                if set(v) == {"env"} and isinstance(v["env"], str):
-                    options.append((k, Secret(f"env:{v['env']}")))
-                elif set(v) == {"file"} and isinstance(v["file"], str):
-                    options.append((k, Secret(f"file:{v['file']}")))
-                else:
-                    raise self.fail(key, 'a secret is { env = "NAME" } or { file = "PATH" }')
-            elif isinstance(v, (str, int, bool)):
-                if any(s in k.lower() for s in ("password", "secret", "sasl.jaas.config")):
-                    raise self.fail(key, 'secrets may not be written inline; use '
-                                         '{ env = "NAME" } or { file = "PATH" }')
-                options.append((k, str(v).lower() if isinstance(v, bool) else str(v)))
-            else:
-                raise self.fail(key, f"unsupported value {v!r}")
+            secret = any(w in k.lower() for w in ("password", "secret", "sasl.jaas.config"))
+            try:
+                options.append((k, setting_value(v, inline_ok=not secret, where="source.kafka")))
+            except ValueError as exc:
+                raise self.fail(key, str(exc)) from None
         path = self.get(t, "path", "source.path", str, None, check=not_local)
         if kind == "files" and path is None:
             raise self.fail("source.path", "is required for a files source")
@@ -428,18 +379,35 @@ class _Validator(WindowChecks):
         if not fields_raw:
             raise self.fail("events.fields", "declare at least one field")
         fields = []
-        for name, typ in fields_raw.items():
+        for name, typ in field_paths(fields_raw):
             key = f"events.fields.{name}"
-            if not NAME.match(name):
-                raise self.fail(key, "field names must be identifiers (letters, digits, _)")
+            if not all(NAME.match(part) for part in name.split(".")):
+                raise self.fail(key, "a field is a name or a path of names (letters, digits, "
+                                "_) joined by dots, e.g. actor.login")
             if name.startswith("_"):
                 raise self.fail(key, "field names starting with _ are reserved")
             if typ not in FIELD_TYPES:
                 raise self.fail(key, f"unknown type {typ!r}; use one of {', '.join(FIELD_TYPES)}")
             fields.append((name, typ))
+        if not all(NAME.match(part) for part in time_field.split(".")):
+            raise self.fail("events.time_field", "a field is a name or a path of names "
+                            "(letters, digits, _) joined by dots, e.g. payload.created_at")
         if time_field in dict(fields):
             raise self.fail(f"events.fields.{time_field}",
                             "the time field is parsed by time_format; do not declare it again")
+        parts: dict[str, str] = {}
+        for name, _ in fields:
+            other = parts.setdefault(column_part(name), name)
+            if other != name:
+                raise self.fail(f"events.fields.{name}", f"{other} and {name} would share the "
+                                f"column name {column_part(name)} (sum_..., avg_...)")
+        paths = [*dict(fields), time_field]
+        for a in paths:
+            for b in paths:
+                if b.startswith(a + "."):
+                    raise self.fail(f"events.fields.{b}" if b != time_field
+                                    else "events.time_field",
+                                    f"{a} is declared as a value, and as an object holding {b}")
         return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes,
                           idle, late)
 
@@ -459,47 +427,6 @@ class _Validator(WindowChecks):
             self.get(t, "host", "metrics.host", str, "127.0.0.1"),
             self.get(t, "port", "metrics.port", int, 9108,
                      check=lambda v: None if 0 <= v <= 65535 else "must be in 0..65535"))
-
-
-def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """``[spark]``'s keys with TOML's dotted tables joined back: ``spark.executor.memory =
-    "4g"`` written bare in TOML is the table ``{executor: {memory: "4g"}}``; a table that
-    is a secret reference (``{ env = ... }``) stays a value."""
-    out = []
-    for k, v in table.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict) and not (set(v) <= {"env", "file"} and len(v) == 1):
-            out += _flat(v, f"{name}.")
-        else:
-            out.append((name, v))
-    return out
-
-
-#: Spark settings the engine sets itself and depends on; each with what to use instead
-_SPARK_OWN = {
-    "spark.master": "give --master instead",
-    "spark.jars": "the jars come from the verified cache (streamsketch jars)",
-    "spark.jars.packages": "the jars come from the verified cache (streamsketch jars)",
-    "spark.sql.extensions": "Delta's extension is set by streamsketch",
-    "spark.sql.catalog.spark_catalog": "Delta's catalog is set by streamsketch",
-    "spark.sql.session.timeZone": "windows are computed in UTC",
-}
-
-
-def spark_setting_refused(key: str) -> str | None:
-    """Why a Spark setting may not be changed (None: it may)."""
-    if key in _SPARK_OWN:
-        return f"is streamsketch's own setting: {_SPARK_OWN[key]}"
-    if not re.fullmatch(r"spark(\.[A-Za-z0-9_\-]+)+", key):
-        return "is not a Spark setting (spark.<name>...)"
-    return None
-
-
-def secret_like(key: str) -> bool:
-    """A setting whose value is a credential (S3A keys, passwords, tokens)."""
-    low = key.lower()
-    return any(s in low for s in ("password", "secret", "token", "access.key",
-                                  "credentials", "sasl.jaas.config"))
 
 
 def parse_spec(text: str, *, origin: str | None = None, base_dir: Path | None = None) -> Spec:

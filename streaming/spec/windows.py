@@ -16,6 +16,12 @@ METRIC_FUNCS = ("count", "sum", "min", "max", "avg")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def column_part(field: str) -> str:
+    """A field's part of its metric columns' names: the path with ``_`` for ``.``
+    (``payload.size`` in ``sum_payload_size``); the spec refuses two fields that share one."""
+    return field.replace(".", "_")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     func: Literal["count", "sum", "min", "max", "avg"]
@@ -23,7 +29,11 @@ class MetricSpec:
 
     @property
     def column(self) -> str:
-        return self.func if self.field is None else f"{self.func}_{self.field}"
+        """The table column: ``count``, ``sum_amount``; a path's dots become ``_``
+        (``sum(payload.size)`` is ``sum_payload_size``), so SQL needs no quoting."""
+        if self.field is None:
+            return self.func
+        return f"{self.func}_{column_part(self.field)}"
 
     @property
     def text(self) -> str:
@@ -115,7 +125,7 @@ class WindowChecks:
         metrics_raw = self.get(t, "metrics", f"{key}.metrics", list, ["count"])
         metrics = []
         for text in metrics_raw:
-            m = re.fullmatch(r"\s*([a-z_]+)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))?\s*",
+            m = re.fullmatch(r"\s*([a-z_]+)\s*(?:\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\))?\s*",
                              str(text))
             if not m or m.group(1) not in METRIC_FUNCS:
                 raise self.fail(f"{key}.metrics", f"unknown metric {text!r}; use count, sum(f), "

@@ -144,3 +144,60 @@ def test_a_time_parses_the_same_alone_or_among_others(text):
 def test_timestamp_text_matches_spark():
     assert timestamp_text(us("2026-11-23T10:03:00+00:00")) == "2026-11-23 10:03:00"
     assert timestamp_text(us("2026-11-23T10:03:00.120+00:00")) == "2026-11-23 10:03:00.12"
+
+
+# -- nested fields, by path ---------------------------------------------------------
+NESTED = EventsSpec("payload.created_at", (
+    ("actor.login", "string"), ("repo.id", "long"), ("payload.size", "double"),
+    ("payload.pr.merged", "boolean"), ("type", "string")), max_future_s=3600.0)
+AT = '"payload":{"created_at":"2026-11-23T10:00:00Z"'
+
+
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_nested_paths_are_read_and_what_is_missing_on_the_way_is_null(as_arrow):
+    values = [
+        # everything there, and fields nobody declared around them
+        b'{"type":"Push","actor":{"login":"ann","id":7},"repo":{"id":42,"name":"r"},'
+        + AT.encode() + b',"size":3.5,"pr":{"merged":true}}}',
+        # actor and pr missing altogether, repo null: nulls, not errors
+        b'{"repo":null,' + AT.encode() + b'}}',
+        # an empty object on the way
+        b'{"actor":{},' + AT.encode() + b',"pr":{}}}',
+    ]
+    values = pa.array(values, pa.binary()) if as_arrow else values
+    out = decode(values, NESTED)
+    assert out.bad == {} and out.ok.tolist() == [0, 1, 2]
+    assert out.columns["actor.login"].to_pylist() == ["ann", None, None]
+    assert out.columns["repo.id"].to_pylist() == [42, None, None]
+    assert out.columns["payload.size"].to_pylist() == [3.5, None, None]
+    assert out.columns["payload.pr.merged"].to_pylist() == [True, None, None]
+    assert out.columns["type"].to_pylist() == ["Push", None, None]
+    assert out.event_us.tolist() == [us("2026-11-23T10:00:00+00:00")] * 3
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b'{"actor":"ann",' + AT.encode() + b'}}', "wrong_type: field actor.login: actor is not "
+                                               "an object"),
+    (b'{"repo":{"id":"x"},' + AT.encode() + b'}}', "wrong_type: field repo.id is not long"),
+    (b'{"payload":{"created_at":"2026-11-23T10:00:00Z","pr":[1]}}',
+     "wrong_type: field payload.pr.merged: payload.pr is not an object"),
+    (b'{"payload":{}}', "missing_time: no payload.created_at field"),
+    # wrong_type comes before missing_time (the module docstring's order)
+    (b'{"payload":"2026-11-23T10:00:00Z"}',
+     "wrong_type: field payload.size: payload is not an object"),
+    (b'{"created_at":"2026-11-23T10:00:00Z"}', "missing_time: no payload.created_at field"),
+])
+def test_a_nested_field_of_another_shape_names_its_path(value, reason):
+    out = decode([value], NESTED)
+    assert out.ok.size == 0 and out.bad == {0: reason}
+
+
+def test_nested_and_flat_records_decode_alike_in_one_batch():
+    """A block the fast path refuses is redone record by record: the answers for the
+    good records do not depend on their neighbours."""
+    good = b'{"actor":{"login":"ann"},"repo":{"id":1},' + AT.encode() + b'}}'
+    bad = b'{"actor":5,' + AT.encode() + b'}}'
+    out = decode([good, bad, good] * 200, NESTED)
+    assert len(out.bad) == 200 and out.ok.size == 400
+    assert set(out.columns["actor.login"].to_pylist()) == {"ann"}
+    assert set(out.columns["repo.id"].to_pylist()) == {1}

@@ -320,3 +320,70 @@ def test_a_bad_spark_setting_is_one_line(monkeypatch, line, needle):
         parse_spec(ISSUE_EXAMPLE + f"\n[spark]\n{line}\n", origin="job.toml")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
     assert "abc" not in str(exc.value)
+
+
+GITHUB = '''
+[source]
+topic = "github"
+
+[events]
+time_field = "created_at"
+watermark = "1 hour"
+[events.fields]
+"actor.login" = "string"
+repo.name = "string"
+type = "string"
+[events.fields.payload]
+size = "long"
+pull_request.additions = "long"
+
+[[windows]]
+name = "hourly"
+size = "1 hour"
+group_by = ["repo.name"]
+metrics = ["count", "sum(payload.size)", "avg(payload.pull_request.additions)"]
+  [[windows.sketches]]
+  name = "actors"
+  kind = "hll"
+  field = "actor.login"
+
+[sink]
+path = "./d"
+checkpoint = "./c"
+'''
+
+
+def test_nested_fields_by_path_in_each_way_toml_writes_them(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    spec = parse_spec(GITHUB)
+    assert dict(spec.events.fields) == {
+        "actor.login": "string", "repo.name": "string", "type": "string",
+        "payload.size": "long", "payload.pull_request.additions": "long"}
+    (w,) = spec.windows
+    assert w.group_by == ("repo.name",) and w.sketches[0].field == "actor.login"
+    assert [m.column for m in w.metrics] == [
+        "count", "sum_payload_size", "avg_payload_pull_request_additions"]
+    assert {"sum_payload_size", "sum_payload_pull_request_additions",
+            "n_payload_pull_request_additions", "avg_payload_pull_request_additions"} <= \
+        {name for name, _ in spec.metric_columns()}
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ('"actor.login" = "string"', '"actor..login" = "string"', "a path of names"),
+    ('"actor.login" = "string"', '"actor.log-in" = "string"', "a path of names"),
+    ('type = "string"', 'actor = "string"', "actor is declared as a value, and as an object "
+                                            "holding actor.login"),
+    ('type = "string"', '"created_at.day" = "string"', "created_at is declared as a value"),
+    ('type = "string"', 'payload_size = "long"', "would share the column name payload_size"),
+    ('time_field = "created_at"', 'time_field = "payload"', "payload is declared as a value, "
+                                                              "and as an object holding"),
+    ('time_field = "created_at"', 'time_field = "meta.-t"', "a path of names"),
+    ('"sum(payload.size)"', '"sum(repo.name)"', "needs a numeric field"),
+])
+def test_a_bad_path_is_one_line(monkeypatch, old, new, needle):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = GITHUB.replace(old, new, 1)
+    assert text != GITHUB
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml")
+    assert needle in str(exc.value) and "\n" not in str(exc.value)

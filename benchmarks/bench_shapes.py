@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""The pass over the same events as flat JSON and as nested JSON, same run.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_shapes                 # 200,000 events, 5 rounds each
+
+The events are the bundled generator's (``streamsketch produce``'s) clickstream. Flat:
+its records as they are, with the bundled spec. Nested: the same values one level down
+(``{"ts": ..., "user": {"id", "session", "country", "device"}, "page": {"path",
+"action", "amount"}}``) with the bundled spec's fields renamed to those paths
+(``user.id``, ``page.path``...). Each round runs, in this process, what a Spark task
+runs on its share of a batch: the decoder alone, and the whole pass
+(:func:`streaming.engine.onepass.run_pass`: decode, windows, metrics and sketches),
+alternating flat and nested; the figure is each one's best round. Results go to
+``benchmarks/results/shapes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = _HERE / "results" / "shapes.json"
+
+#: where each bundled field goes in the nested shape
+NESTED = {"user_id": "user.id", "session_id": "user.session", "country": "user.country",
+          "device": "user.device", "page": "page.path", "action": "page.action",
+          "amount": "page.amount"}
+
+
+def nest(event: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in event.items():
+        path = NESTED.get(k, k).split(".")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = v
+    return out
+
+
+def nested_spec_text(text: str) -> str:
+    """The bundled spec with its fields declared at their nested paths."""
+    for flat, path in NESTED.items():
+        text = re.sub(rf"^{flat} = ", f'"{path}" = ', text, flags=re.M)
+        text = re.sub(rf'(field = "){flat}"', rf'\g<1>{path}"', text)
+        text = re.sub(rf'([(\["]){flat}([)\]"])', rf"\g<1>{path}\g<2>", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+
+    import orjson
+    import pyarrow as pa
+
+    from streaming.engine.decode import Decoder
+    from streaming.engine.onepass import PassContext, run_pass
+    from streaming.kafka.generator import GeneratorConfig, wire_chunks
+    from streaming.spec.model import default_spec_path, parse_spec
+
+    start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
+    config = GeneratorConfig(seed=20261123, rate=1000.0, start_time=start)
+    keys: list[bytes] = []
+    flat: list[bytes] = []
+    for chunk in wire_chunks(config):
+        keys += chunk.keys.to_pylist()
+        flat += chunk.values.to_pylist()
+        if len(flat) >= args.events:
+            break
+    keys, flat = keys[:args.events], flat[:args.events]
+    nested = [orjson.dumps(nest(orjson.loads(v))) for v in flat]
+    text = default_spec_path().read_text()
+    specs = {"flat": parse_spec(text), "nested": parse_spec(nested_spec_text(text))}
+    assert dict(specs["nested"].events.fields).keys() >= set(NESTED.values())
+    now_ms = int((start + dt.timedelta(days=1)).timestamp() * 1000)
+    tables = {}
+    for shape, values in (("flat", flat), ("nested", nested)):
+        n = len(values)
+        tables[shape] = pa.table({
+            "_key": pa.array(keys, pa.binary()), "_value": pa.array(values, pa.binary()),
+            "_topic": pa.array(["t"] * n, pa.string()),
+            "_partition": pa.array([0] * n, pa.int32()),
+            "_offset": pa.array(range(n), pa.int64()),
+            "_source_ts": pa.nulls(n, pa.timestamp("us", tz="UTC"))})
+
+    best: dict[str, dict[str, float]] = {s: {"decode": 1e9, "pass": 1e9} for s in tables}
+    valid: dict[str, int] = {}
+    load = os.getloadavg()
+    for _ in range(args.rounds):
+        for shape, table in tables.items():
+            spec = specs[shape]
+            decoder = Decoder(spec.events)
+            t = time.perf_counter()
+            decoded = decoder.decode(table.column("_value").combine_chunks(), now_ms=now_ms)
+            best[shape]["decode"] = min(best[shape]["decode"], time.perf_counter() - t)
+            valid[shape] = int(decoded.ok.size)
+            t = time.perf_counter()
+            run_pass(table, PassContext(spec, 0, now_ms))
+            best[shape]["pass"] = min(best[shape]["pass"], time.perf_counter() - t)
+    if valid["flat"] != valid["nested"]:
+        raise SystemExit(f"the shapes decoded differently: {valid}")
+    rows = {shape: {"decode_events_per_s": args.events / b["decode"],
+                    "pass_events_per_s": args.events / b["pass"],
+                    "decode_seconds": b["decode"], "pass_seconds": b["pass"],
+                    "mean_value_bytes": sum(map(len, flat if shape == "flat" else nested))
+                    / args.events}
+            for shape, b in best.items()}
+    report = {"benchmark": "shapes", "created_utc": dt.datetime.now(dt.UTC).isoformat(),
+              "events": args.events, "rounds": args.rounds, "valid": valid["flat"],
+              "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                          "loadavg_at_start": load, "loadavg_at_end": os.getloadavg()},
+              "rows": rows,
+              "nested_over_flat_pass_time": best["nested"]["pass"] / best["flat"]["pass"],
+              "nested_over_flat_decode_time":
+                  best["nested"]["decode"] / best["flat"]["decode"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for shape, r in rows.items():
+        print(f"{shape:7} decode {r['decode_events_per_s']:>10,.0f}/s   pass "
+              f"{r['pass_events_per_s']:>10,.0f}/s   {r['mean_value_bytes']:.0f} B/event")
+    print(f"nested / flat time: pass {report['nested_over_flat_pass_time']:.2f}x, decode "
+          f"{report['nested_over_flat_decode_time']:.2f}x (load {load[0]:.1f})")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
