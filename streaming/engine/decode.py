@@ -65,6 +65,10 @@ _ONE_US = dt.timedelta(microseconds=1)
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(),
                 "double": pa.float64(), "boolean": pa.bool_()}
 _INT_RANGE = {"long": (-(1 << 63), (1 << 63) - 1), "int": (-(1 << 31), (1 << 31) - 1)}
+# a list field: a JSON array of the element type (null elements kept, skipped by sketches)
+_ARROW_TYPES.update({f"list<{t}>": pa.list_(_ARROW_TYPES[t])
+                     for t in ("string", "long", "int", "double")})
+_INT_RANGE.update({f"list<{t}>": r for t, r in list(_INT_RANGE.items())})
 _TRUE = frozenset(("t", "true", "y", "yes", "1"))
 _FALSE = frozenset(("f", "false", "n", "no", "0"))
 _BLOCK = 4096
@@ -144,6 +148,10 @@ def _convert(value: Any, typ: str) -> Any:
         return None
     if typ == "string":
         return _as_text(value)
+    if typ.startswith("list<"):
+        if not isinstance(value, list):
+            raise _Wrong
+        return [_convert(v, typ[5:-1]) for v in value]
     if typ == "boolean":
         if isinstance(value, bool):
             return value
@@ -274,7 +282,10 @@ class Decoder:
                            if t != "string" or columns is None or n in columns]
         self._paths = [tuple(n.split(".")) for n in self.names]
         self._time_path = tuple(events.time_field.split("."))
-        strict = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
+        strict: dict[str, Any] = {"string": str, "long": int, "int": int, "double": float,
+                                  "boolean": bool}
+        strict.update({f"list<{t}>": list[strict[t] | None]
+                       for t in ("string", "long", "int", "double")})
         leaves = [(self._paths[i], strict[self.fields[i][1]] | None) for i in self._in_struct]
         leaves.append((self._time_path, str | int | float | None))
         self._struct, attrs = struct_tree(leaves)
@@ -441,6 +452,10 @@ class Decoder:
         found: list[int] = []
         for k, low, high in self._int_fields:
             vals = cols[k]
+            if self.fields[self._in_struct[k]][1].startswith("list<"):
+                found += [j for j, v in enumerate(vals) if v is not None and
+                          any(e is not None and not low <= e <= high for e in v)]
+                continue
             try:
                 arr = np.asarray(pa.array(vals, pa.int64()).fill_null(0).to_numpy())
             except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: test one by one

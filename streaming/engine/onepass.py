@@ -287,11 +287,14 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
                      panes: list[int], keys: list[str], columns: dict[str, pa.Array]) -> None:
     n = len(panes)
     for si, sk in enumerate(window.sketches):
-        values = columns[sk.field]
-        built = sk.sketch_class.from_groups(codes, values, n, **sk.param_dict)
+        values, of = columns[sk.field], codes
+        if pa.types.is_list(values.type):  # a list field: each element, in its row's cell
+            of = codes[pc.list_parent_indices(values).to_numpy()]
+            values = pc.list_flatten(values)
+        built = sk.sketch_class.from_groups(of, values, n, **sk.param_dict)
         items = None
         if sk.kind == "cms" and sk.param_dict.get("top_k"):
-            items = distinct_items(codes, values, n)
+            items = distinct_items(of, values, n)
         # a quantiles sketch that only skipped values (nulls, NaN) still counts them
         kept = [g for g, sketch in enumerate(built)
                 if not (sketch.is_empty() and not getattr(sketch, "skipped", 0))]

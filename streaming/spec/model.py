@@ -50,8 +50,11 @@ from streaming.spec.values import (
 )
 from streaming.spec.windows import NAME, WindowChecks, WindowSpec, column_part
 
-FieldType = Literal["string", "long", "int", "double", "boolean"]
-FIELD_TYPES: tuple[str, ...] = ("string", "long", "int", "double", "boolean")
+FieldType = Literal["string", "long", "int", "double", "boolean", "list<string>", "list<long>",
+                    "list<int>", "list<double>"]
+#: a list field (a JSON array) feeds sketches one element at a time
+LIST_TYPES: tuple[str, ...] = ("list<string>", "list<long>", "list<int>", "list<double>")
+FIELD_TYPES: tuple[str, ...] = ("string", "long", "int", "double", "boolean", *LIST_TYPES)
 TIME_FORMATS = ("iso8601", "epoch_ms", "epoch_s")
 #: keys of :meth:`Spec.state_fingerprint` that checkpoints made by earlier versions lack
 #: (see :func:`streaming.engine.checkpoint.open_checkpoint`)

@@ -120,6 +120,9 @@ class WindowChecks:
             if g not in fields:
                 raise self.fail(f"{key}.group_by", f"unknown field {g!r}; declare it in "
                                 "[events.fields]")
+            if fields[g].startswith("list<"):
+                raise self.fail(f"{key}.group_by", f"{g} is a {fields[g]}: a list field "
+                                "feeds sketches; grouping by one is not defined")
             if group_by.index(g) != i:
                 raise self.fail(f"{key}.group_by", f"field {g!r} listed twice")
         metrics_raw = self.get(t, "metrics", f"{key}.metrics", list, ["count"])
@@ -139,6 +142,11 @@ class WindowChecks:
                     raise self.fail(f"{key}.metrics", f"{func} needs a field: {func}(field)")
                 if fld not in fields:
                     raise self.fail(f"{key}.metrics", f"unknown field {fld!r} in {text!r}")
+                if fields[fld].startswith("list<"):
+                    raise self.fail(f"{key}.metrics",
+                                    f"{func}({fld}): {fld} is a {fields[fld]}, and metrics over "
+                                    "lists are not defined; give it to a sketch (hll, cms, "
+                                    "bloom, minhash, quantiles)")
                 if fields[fld] not in NUMERIC_TYPES:
                     raise self.fail(f"{key}.metrics",
                                     f"{func}({fld}) needs a numeric field; {fld} is {fields[fld]}")
@@ -175,7 +183,8 @@ class WindowChecks:
             # values are bucketed by magnitude, not hashed: no seed
             if "seed" in t:
                 raise self.fail(f"{key}.seed", "a quantiles sketch hashes nothing; drop seed")
-            if fields[fld] not in ("double", "long", "int"):
+            if fields[fld] not in ("double", "long", "int", "list<double>", "list<long>",
+                                   "list<int>"):
                 raise self.fail(f"{key}.field", f"quantiles need a numeric field; {fld} is "
                                 f"{fields[fld]}")
             acc = self.get(t, "relative_accuracy", f"{key}.relative_accuracy", (int, float),

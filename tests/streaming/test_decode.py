@@ -201,3 +201,33 @@ def test_nested_and_flat_records_decode_alike_in_one_batch():
     assert len(out.bad) == 200 and out.ok.size == 400
     assert set(out.columns["actor.login"].to_pylist()) == {"ann"}
     assert set(out.columns["repo.id"].to_pylist()) == {1}
+
+
+# -- list fields ---------------------------------------------------------------------
+LISTS = EventsSpec("ts", (("labels", "list<string>"), ("sizes", "list<long>"),
+                          ("scores", "list<double>")), max_future_s=3600.0)
+T = '"ts":"2026-11-23T10:00:00Z"'
+
+
+def test_a_list_field_is_an_array_of_its_element_type():
+    values = [
+        ('{' + T + ',"labels":["bug","ui"],"sizes":[1,2,3],"scores":[0.5,2]}').encode(),
+        ('{' + T + ',"labels":[],"sizes":null}').encode(),  # empty, null, missing
+        ('{' + T + ',"labels":["x",null,7,{"a":1}],"sizes":["4"]}').encode(),
+    ]
+    out = decode(values, LISTS)
+    assert out.bad == {} and out.ok.tolist() == [0, 1, 2]
+    assert out.columns["labels"].type == pa.list_(pa.string())
+    assert out.columns["labels"].to_pylist() == [["bug", "ui"], [], ["x", None, "7",
+                                                                     '{"a":1}']]
+    assert out.columns["sizes"].to_pylist() == [[1, 2, 3], None, [4]]
+    assert out.columns["scores"].to_pylist() == [[0.5, 2.0], None, None]
+
+
+@pytest.mark.parametrize(("value", "field"), [
+    (',"labels":"bug"', "labels"), (',"sizes":[1,"x"]', "sizes"),
+    (',"sizes":[9223372036854775808]', "sizes"), (',"scores":{"a":1}', "scores"),
+    (',"sizes":[1.5]', "sizes")])
+def test_a_list_of_another_shape_is_wrong_type(value, field):
+    out = decode([('{' + T + value + '}').encode()], LISTS)
+    assert out.bad == {0: f"wrong_type: field {field} is not {dict(LISTS.fields)[field]}"}

@@ -1,7 +1,8 @@
 """GitHub-shaped events (fields nested in objects) through Kafka, Spark and Delta.
 
 The spec names its fields by path (``actor.login``, ``repo.name``, ``payload.size``,
-the time ``payload.created_at``); the events are produced here with kafka-python, and
+the time ``payload.created_at``) and one is a list (``payload.labels``, each label
+counted by a Count-Min); the events are produced here with kafka-python, and
 every number is checked against the test's own count of what it sent: the hourly count
 and exact sum per repository (the group column keyed by the path), the distinct actors
 within the HyperLogLog's error, and every record either aggregated or quarantined with
@@ -42,6 +43,7 @@ repo.name = "string"
 type = "string"
 [events.fields.payload]
 size = "long"
+labels = "list<string>"
 
 [[windows]]
 name = "hourly"
@@ -53,6 +55,13 @@ metrics = ["count", "sum(payload.size)", "max(payload.size)"]
   kind = "hll"
   field = "actor.login"
   precision = 12
+  [[windows.sketches]]
+  name = "labels"
+  kind = "cms"
+  field = "payload.labels"
+  epsilon = 0.001
+  delta = 0.01
+  top_k = 5
 
 [sink]
 path = "{root}/delta"
@@ -74,7 +83,10 @@ def _events(seed: int) -> list[tuple[dict | str, str | None]]:
                        "repo": {"id": int(rng.integers(1000)),
                                 "name": f"org/repo{int(rng.integers(12))}"},
                        "payload": {"created_at": at.isoformat().replace("+00:00", "Z"),
-                                   "size": int(rng.integers(0, 50))}}
+                                   "size": int(rng.integers(0, 50)),
+                                   "labels": [f"label{int(x)}" for x in
+                                              rng.zipf(1.6, size=int(rng.integers(0, 4)))
+                                              if x < 30]}}
         roll = rng.random()
         if roll < 0.03:
             event["actor"] = f"user{int(rng.integers(400))}"  # a string: wrong_type
@@ -123,6 +135,7 @@ def test_nested_github_events_are_counted_exactly(kafka, spark, topic_name, tmp_
     truth_sum: Counter = Counter()
     truth_max: dict = defaultdict(lambda: None)
     actors: set[str] = set()
+    labels: Counter = Counter()
     bad = Counter(reason for _, reason in events if reason)
     for event, reason in events:
         if reason:
@@ -136,6 +149,7 @@ def test_nested_github_events_are_counted_exactly(kafka, spark, topic_name, tmp_
             truth_max[cell] = size if truth_max[cell] is None else max(truth_max[cell], size)
         if "actor" in event:
             actors.add(event["actor"]["login"])
+        labels.update(event["payload"]["labels"])
 
     agg = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
            .groupBy(F.date_format("window_start", "yyyy-MM-dd'T'HH").alias("hour"),
@@ -164,6 +178,19 @@ def test_nested_github_events_are_counted_exactly(kafka, spark, topic_name, tmp_
     sigma = 1.04 / 2 ** 6  # precision 12
     assert abs(answer["estimate"] - len(actors)) <= 4 * sigma * len(actors), \
         (answer["estimate"], len(actors))
+
+    # a list field: each label counted once per event that carries it (Count-Min top-k)
+    question = q.question(qspec, "topk", window="hourly", start=None, end=None, groups=None,
+                          sketch="labels", k=5, value=None, vs_start=None, vs_end=None,
+                          qs=None)
+    answer = q.ask(q.DeltaSource(qspec), qspec, question)
+    assert answer["total"] == sum(labels.values())
+    top = [(t["item"], t["count"]) for t in answer["top"]]
+    bound = answer["error_bound"]
+    assert [item for item, _ in top] == [item for item, _ in labels.most_common(5)] or \
+        bound > 0
+    for item, count in top:
+        assert labels[item] <= count <= labels[item] + bound, (item, count, labels[item])
 
     # and the group column, through the query API, by the path
     question = q.question(q.load_query_spec(root / "spec.toml", None, table="aggregates"),

@@ -387,3 +387,24 @@ def test_a_bad_path_is_one_line(monkeypatch, old, new, needle):
     with pytest.raises(SpecError) as exc:
         parse_spec(text, origin="job.toml")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ('group_by = ["repo.name"]', 'group_by = ["labels"]',
+     "labels is a list<string>: a list field feeds sketches; grouping by one is not defined"),
+    ('"sum(payload.size)"', '"sum(sizes)"', "sum(sizes): sizes is a list<long>, and metrics "
+                                            "over lists are not defined"),
+    ('field = "actor.login"', 'field = "labels"\n  precision = 12', None),
+])
+def test_list_fields_feed_sketches_only(monkeypatch, old, new, needle):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = GITHUB.replace('type = "string"', 'type = "string"\nlabels = "list<string>"\n'
+                          'sizes = "list<long>"', 1).replace(old, new, 1)
+    if needle is None:
+        spec = parse_spec(text)
+        assert spec.windows[0].sketches[0].field == "labels"
+        assert dict(spec.events.fields)["labels"] == "list<string>"
+        return
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml")
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
