@@ -7,13 +7,12 @@ Run from the repository root::
 
 The events are the bundled generator's (``streamsketch produce``'s) clickstream. Flat:
 its records as they are, with the bundled spec. Nested: the same values one level down
-(``{"ts": ..., "user": {"id", "session", "country", "device"}, "page": {"path",
-"action", "amount"}}``) with the bundled spec's fields renamed to those paths
-(``user.id``, ``page.path``...). Each round runs, in this process, what a Spark task
-runs on its share of a batch: the decoder alone, and the whole pass
-(:func:`streaming.engine.onepass.run_pass`: decode, windows, metrics and sketches),
-alternating flat and nested; the figure is each one's best round. Results go to
-``benchmarks/results/shapes.json``.
+(what ``streamsketch produce --shape nested`` sends: :mod:`streaming.kafka.shapes`) with
+the bundled spec's fields renamed to those paths (``user.id``, ``page.path``...). Each
+round runs, in this process, what a Spark task runs on its share of a batch: the decoder
+alone, and the whole pass (:func:`streaming.engine.onepass.run_pass`: decode, windows,
+metrics and sketches), alternating flat and nested; the figure is each one's best round.
+Results go to ``benchmarks/results/shapes.json``.
 """
 
 from __future__ import annotations
@@ -23,40 +22,12 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = _HERE / "results" / "shapes.json"
-
-#: where each bundled field goes in the nested shape
-NESTED = {"user_id": "user.id", "session_id": "user.session", "country": "user.country",
-          "device": "user.device", "page": "page.path", "action": "page.action",
-          "amount": "page.amount"}
-
-
-def nest(event: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in event.items():
-        path = NESTED.get(k, k).split(".")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = v
-    return out
-
-
-def nested_spec_text(text: str) -> str:
-    """The bundled spec with its fields declared at their nested paths."""
-    for flat, path in NESTED.items():
-        text = re.sub(rf"^{flat} = ", f'"{path}" = ', text, flags=re.M)
-        text = re.sub(rf'(field = "){flat}"', rf'\g<1>{path}"', text)
-        text = re.sub(rf'([(\["]){flat}([)\]"])', rf"\g<1>{path}\g<2>", text)
-    return text
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
-    import orjson
     import pyarrow as pa
 
     from streaming.engine.decode import Decoder
     from streaming.engine.onepass import PassContext, run_pass
     from streaming.kafka.generator import GeneratorConfig, wire_chunks
+    from streaming.kafka.shapes import NESTED_PATHS, nested_spec_text, nested_values
     from streaming.spec.model import default_spec_path, parse_spec
 
     start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
@@ -83,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(flat) >= args.events:
             break
     keys, flat = keys[:args.events], flat[:args.events]
-    nested = [orjson.dumps(nest(orjson.loads(v))) for v in flat]
+    nested = nested_values(pa.array(flat, pa.binary())).to_pylist()
     text = default_spec_path().read_text()
     specs = {"flat": parse_spec(text), "nested": parse_spec(nested_spec_text(text))}
-    assert dict(specs["nested"].events.fields).keys() >= set(NESTED.values())
+    assert {"user.id", "page.path", "page.amount"} <= dict(specs["nested"].events.fields).keys()
+    assert set(NESTED_PATHS) >= {"user_id", "page", "amount"}
     now_ms = int((start + dt.timedelta(days=1)).timestamp() * 1000)
     tables = {}
     for shape, values in (("flat", flat), ("nested", nested)):

@@ -5,8 +5,8 @@
     python -m benchmarks.figures --print    # show it instead
 
 Reads ``benchmarks/results/NAME.json`` for each NAME of cardinality, driver, pipeline,
-backfill, memory, query, startup, produce, shapes, replay, quantiles and sketches (whichever exist; a
-missing one leaves its lines out) and replaces everything between
+backfill, memory, query, startup, produce, shapes, replay, quantiles and sketches
+(whichever exist; a missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
 load average when it ran.

@@ -50,6 +50,8 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     from streaming.kafka.generator import GeneratorConfig
     from streaming.kafka.producer import produce
 
+    if args.topic is None:
+        args.topic = "clickstream-nested" if args.shape == "nested" else "clickstream"
     rate_limit = args.rate if args.rate > 0 else None
     event_rate = args.event_rate or rate_limit or 1000.0
     start = event_start(args.start_time, rate_limit, args.count, event_rate,
@@ -75,7 +77,8 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         stats = produce(args.bootstrap_servers, args.topic, config, count=args.count,
                         duration=args.duration, rate_limit=rate_limit,
                         partitions=args.partitions, connect_timeout=args.connect_timeout,
-                        progress=None if args.quiet else _progress_line)
+                        progress=None if args.quiet else _progress_line,
+                        shape=args.shape)
     finally:
         signal.signal(signal.SIGTERM, saved)
     if args.json:
@@ -102,7 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP,
                    help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or "
                         f"{DEFAULT_BOOTSTRAP})")
-    p.add_argument("--topic", default="clickstream", help="topic (default: %(default)s)")
+    p.add_argument("--topic", default=None,
+                   help="topic (default: clickstream, or clickstream-nested with --shape "
+                        "nested)")
+    p.add_argument("--shape", choices=["flat", "nested"], default="flat",
+                   help="flat: fields at the top (the bundled spec's); nested: the same "
+                        "events with their fields one level down (user.id, page.path...; "
+                        "streaming/specs/clickstream-nested.toml)")
     p.add_argument("--partitions", type=number(int, low=1), default=2,
                    help="partitions when the topic is created (default: %(default)s)")
     p.add_argument("--rate", type=number(float, low=0), default=1000.0,

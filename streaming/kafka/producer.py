@@ -37,6 +37,7 @@ from streaming.kafka.generator import (
     WireChunk,
     wire_chunks,
 )
+from streaming.kafka.shapes import SHAPES, nested_values
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
             rate_limit: float | None = None, partitions: int = 2,
             compression: Compression = "auto", connect_timeout: float = 15.0,
             progress: Callable[[ProduceStats], None] | None = None,
-            progress_interval: float = 2.0) -> ProduceStats:
+            progress_interval: float = 2.0, shape: str = "flat") -> ProduceStats:
     """Send generated records to ``topic``, creating it if missing.
 
     Stops after ``count`` records or ``duration`` seconds (whichever is first;
@@ -98,6 +99,8 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
         raise ConfigError(f"duration must be positive seconds, got {duration!r}")
     if rate_limit is not None and not 0 < rate_limit < math.inf:
         raise ConfigError(f"rate limit must be positive events/s, got {rate_limit!r}")
+    if shape not in SHAPES:
+        raise ConfigError(f"unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise ConfigError(f"partitions must be a positive integer, got {partitions!r}")
     if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
@@ -165,6 +168,8 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
                         pace_from = now - sent / rate_limit
                 j = min(n, i + step)
                 keys, values = chunk.keys.slice(i, j - i), chunk.values.slice(i, j - i)
+                if shape == "nested":
+                    values = nested_values(values)
                 for p in range(n_partitions):
                     rows = np.flatnonzero(parts[i:j] == p)
                     if len(rows):

@@ -99,3 +99,25 @@ def test_a_stopped_produce_flushes_what_it_sent_and_says_so(kafka, topic_name, s
     finally:
         consumer.close()
     assert stored == stats["sent"]
+
+
+def test_produce_nested_then_run_the_nested_spec_aggregates_everything(kafka, spark, topic_name,
+                                                                      tmp_path):
+    """``produce --shape nested`` and ``streaming/specs/clickstream-nested.toml``: every
+    event aggregated, as with the flat shape and the bundled spec."""
+    from streaming.kafka.shapes import nested_spec_text
+    from streaming.spec.model import load_spec
+
+    _produce(kafka, topic_name, "--shape", "nested")
+    flat = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers, per_trigger=10_000)
+    spec_file = flat.with_name("nested.toml")
+    spec_file.write_text(nested_spec_text(flat.read_text()))
+    code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
+    assert code == 0, err[-2000:]
+    assert "streamsketch: WARNING" not in err, err[-2000:]
+    spec = load_spec(spec_file)
+    assert counted_once(spark, spec) == (COUNT, 0)
+    # the records were nested: the fields the nested spec names by path were there
+    row = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
+           .selectExpr("max(max_page_amount) AS amount", "count(*) AS n").first())
+    assert row["amount"] is not None and row["amount"] > 0
