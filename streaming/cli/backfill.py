@@ -45,6 +45,9 @@ def replay_spec(spec: Spec, logs: list[Path], sink: Path | None) -> Spec:
 def cmd_backfill(args: Any, log: Callable[[str], None]) -> int:
     """``streamsketch replay LOG... --spec S --backfill``."""
     spec = replay_spec(load_spec(args.spec), args.logs, args.sink)
+    if getattr(args, "master", None):
+        log(f"backfill: --master {args.master} is ignored: a backfill runs in this process, "
+            "without Spark")
     per_batch = args.records_per_batch or spec.source.max_offsets_per_trigger \
         or DEFAULT_RECORDS_PER_BATCH
     log(f"backfill of {len(args.logs)} log(s) into {spec.sink.path} (checkpoint "

@@ -211,7 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     bf.add_argument("--records-per-batch", type=number(int, low=1), default=None,
                     help="records per batch (default: the spec's max_offsets_per_trigger, "
                          "so batches and late decisions match a one-partition topic)")
-    bf.add_argument("--master", default="local[*]", help="Spark master (default: %(default)s)")
+    # a backfill runs in this process, without Spark: the option is accepted (scripts may
+    # pass it) and said to be ignored
+    bf.add_argument("--master", default=None, help=argparse.SUPPRESS)
     pace = p.add_argument_group("pacing (both may be given; neither: as fast as possible)")
     pace.add_argument("--speed", type=number(float, low=0, inclusive=False), default=None,
                       help="keep event-time gaps, scaled by 1/F (60: an hour of log a minute)")

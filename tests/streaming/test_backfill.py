@@ -244,3 +244,19 @@ def test_under_late_update_backfill_and_kafka_agree_and_absorb_the_late_rows(
     absorbed = read_table(f"{by_kafka.sink.path}/aggregates", "window_name = 'minutely'")
     assert sum(absorbed.column("late_rows").to_pylist()) > 0
     assert sum(absorbed.column("count").to_pylist()) == stats.valid
+
+
+def test_master_is_accepted_and_said_to_be_ignored(tmp_path):
+    """A backfill runs in this process without Spark: ``--master`` (which its --help once
+    offered) is accepted, and one line says it is ignored."""
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(
+        '{"ts":"2026-11-23T10:00:0%dZ","user_id":"u%d","page":"/p","action":"view"}\n' % (i, i)
+        for i in range(3)))
+    proc = subprocess.run([sys.executable, "-m", "streaming.cli", "replay", str(log),
+                           "--backfill", "--spec", str(_spec_file(tmp_path)), "--master",
+                           "spark://nowhere:7077", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--master spark://nowhere:7077 is ignored" in proc.stderr
+    assert json.loads(proc.stdout)["records"] == 3
