@@ -250,9 +250,9 @@ def test_master_is_accepted_and_said_to_be_ignored(tmp_path):
     """A backfill runs in this process without Spark: ``--master`` (which its --help once
     offered) is accepted, and one line says it is ignored."""
     log = tmp_path / "log.jsonl"
-    log.write_text("".join(
-        '{"ts":"2026-11-23T10:00:0%dZ","user_id":"u%d","page":"/p","action":"view"}\n' % (i, i)
-        for i in range(3)))
+    log.write_text("".join(json.dumps({"ts": f"2026-11-23T10:00:0{i}Z", "user_id": f"u{i}",
+                                       "page": "/p", "action": "view"}) + "\n"
+                           for i in range(3)))
     proc = subprocess.run([sys.executable, "-m", "streaming.cli", "replay", str(log),
                            "--backfill", "--spec", str(_spec_file(tmp_path)), "--master",
                            "spark://nowhere:7077", "--json"], capture_output=True, text=True,
