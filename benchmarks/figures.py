@@ -286,13 +286,19 @@ def shapes_lines(doc: dict[str, Any]) -> list[str]:
                f"{doc['events']:,} events, as flat JSON and with its fields one level down, "
                f"best of {doc['rounds']} rounds in one process, {load}):", "",
            "| shape | decode, events/s | whole pass, events/s |", "|---|---|---|"]
-    for shape, label in (("flat", "flat (`user_id`, `page`...)"),
-                         ("nested", "nested (`user.id`, `page.path`...)")):
+    for shape, label in (("flat", "JSON, flat (`user_id`, `page`...)"),
+                         ("nested", "JSON, nested (`user.id`, `page.path`...)"),
+                         ("avro", "Avro (Confluent wire format)")):
+        if shape not in rows:
+            continue
         r = rows[shape]
         out.append(f"| {label} | {_k(r['decode_events_per_s'])} | "
                    f"{_k(r['pass_events_per_s'])} |")
     out += ["", f"Nested takes {doc['nested_over_flat_pass_time']:.2f}x the flat pass's time "
                 f"({doc['nested_over_flat_decode_time']:.2f}x for decoding alone)."]
+    if "avro_over_flat_pass_time" in doc:
+        out[-1] += (f" Avro takes {doc['avro_over_flat_pass_time']:.2f}x "
+                    f"({doc['avro_over_flat_decode_time']:.2f}x decoding).")
     return out
 
 

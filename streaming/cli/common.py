@@ -115,6 +115,10 @@ _CAUSES = {
     "missing_time": "the records lack [events] time_field: check its name against the "
                     "records",
     "bad_time": "the time field does not parse as [events] time_format: check the format",
+    "invalid_avro": "the values are not Avro of the spec's schemas: is the topic right, and "
+                    "[events.avro] schema (bare values) or schemas (Confluent framing)?",
+    "unknown_schema": "the producers write with a schema id [events.avro] schemas does not "
+                      "list: add its .avsc",
 }
 
 

@@ -17,6 +17,7 @@ import signal
 import sys
 
 from streaming.cli.common import iso_time, number
+from streaming.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -50,8 +51,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     from streaming.kafka.generator import GeneratorConfig
     from streaming.kafka.producer import produce
 
+    if args.format == "avro" and args.shape != "flat":
+        raise ConfigError("--format avro sends the flat shape only (drop --shape nested)")
     if args.topic is None:
-        args.topic = "clickstream-nested" if args.shape == "nested" else "clickstream"
+        args.topic = ("clickstream-nested" if args.shape == "nested" else
+                      "clickstream-avro" if args.format == "avro" else "clickstream")
     rate_limit = args.rate if args.rate > 0 else None
     event_rate = args.event_rate or rate_limit or 1000.0
     start = event_start(args.start_time, rate_limit, args.count, event_rate,
@@ -78,7 +82,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
                         duration=args.duration, rate_limit=rate_limit,
                         partitions=args.partitions, connect_timeout=args.connect_timeout,
                         progress=None if args.quiet else _progress_line,
-                        shape=args.shape)
+                        shape=args.shape, value_format=args.format)
     finally:
         signal.signal(signal.SIGTERM, saved)
     if args.json:
@@ -106,8 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or "
                         f"{DEFAULT_BOOTSTRAP})")
     p.add_argument("--topic", default=None,
-                   help="topic (default: clickstream, or clickstream-nested with --shape "
-                        "nested)")
+                   help="topic (default: clickstream; clickstream-nested with --shape "
+                        "nested, clickstream-avro with --format avro)")
+    p.add_argument("--format", choices=["json", "avro"], default="json",
+                   help="json (default), or avro: Avro values of streaming/specs/"
+                        "clickstream.avsc in Confluent's wire format, schema id 1 "
+                        "(streaming/specs/clickstream-avro.toml)")
     p.add_argument("--shape", choices=["flat", "nested"], default="flat",
                    help="flat: fields at the top (the bundled spec's); nested: the same "
                         "events with their fields one level down (user.id, page.path...; "

@@ -58,7 +58,9 @@ from streaming.units import US
 REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_type",
            "missing_time", "bad_time", "future_time", "late",
            # a backfill's log lost data (a cut gzip stream, a corrupt file)
-           "truncated", "corrupt", "unsendable")
+           "truncated", "corrupt", "unsendable",
+           # Avro values (streaming.engine.avro_decode)
+           "invalid_avro", "unknown_schema")
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
@@ -95,7 +97,7 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
-class _Wrong(Exception):
+class WrongType(Exception):
     """A field value that does not convert to its declared type."""
 
 
@@ -142,16 +144,16 @@ def _as_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _convert(value: Any, typ: str) -> Any:
-    """A JSON value as the field type (see the module docstring); raises :class:`_Wrong`."""
+def convert_value(value: Any, typ: str) -> Any:
+    """A JSON value as the field type (see the module docstring); raises :class:`WrongType`."""
     if value is None:
         return None
     if typ == "string":
         return _as_text(value)
     if typ.startswith("list<"):
         if not isinstance(value, list):
-            raise _Wrong
-        return [_convert(v, typ[5:-1]) for v in value]
+            raise WrongType
+        return [convert_value(v, typ[5:-1]) for v in value]
     if typ == "boolean":
         if isinstance(value, bool):
             return value
@@ -161,9 +163,9 @@ def _convert(value: Any, typ: str) -> Any:
                 return True
             if word in _FALSE:
                 return False
-        raise _Wrong
+        raise WrongType
     if isinstance(value, bool):
-        raise _Wrong
+        raise WrongType
     if typ == "double":
         if isinstance(value, int | float):
             return float(value)
@@ -171,19 +173,19 @@ def _convert(value: Any, typ: str) -> Any:
             try:
                 return float(value.strip())
             except ValueError:
-                raise _Wrong from None
-        raise _Wrong
+                raise WrongType from None
+        raise WrongType
     # long / int
     if isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
-            raise _Wrong from None
+            raise WrongType from None
     if not isinstance(value, int):
-        raise _Wrong
+        raise WrongType
     low, high = _INT_RANGE[typ]
     if not low <= value <= high:
-        raise _Wrong
+        raise WrongType
     return value
 
 
@@ -260,6 +262,9 @@ def timestamp_text(us: int) -> str:
 class Decoder:
     """Decodes batches of raw values for one :class:`~streaming.spec.model.EventsSpec`."""
 
+    #: what the time field may hold before it is parsed
+    _TIME_TYPE: Any = str | int | float | None
+
     def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
         """``columns``: the fields to return as columns (default all); every declared
         field is validated either way."""
@@ -287,7 +292,7 @@ class Decoder:
         strict.update({f"list<{t}>": list[strict[t] | None]
                        for t in ("string", "long", "int", "double")})
         leaves = [(self._paths[i], strict[self.fields[i][1]] | None) for i in self._in_struct]
-        leaves.append((self._time_path, str | int | float | None))
+        leaves.append((self._time_path, self._TIME_TYPE))
         self._struct, attrs = struct_tree(leaves)
         #: each struct field's value getter, in _in_struct order, then the time's
         self._getters = [attrgetter(a) for a in attrs]
@@ -322,8 +327,8 @@ class Decoder:
         out = []
         for (name, typ), path in zip(self.fields, self._paths, strict=True):
             try:
-                out.append(_convert(path_value(doc, path), typ))
-            except _Wrong:
+                out.append(convert_value(path_value(doc, path), typ))
+            except WrongType:
                 return self._wrong[name], None, None
             except NotObject as exc:
                 return f"wrong_type: field {name}: {exc.at} is not an object", None, None
@@ -356,10 +361,7 @@ class Decoder:
         else:
             ok = np.arange(n, dtype=np.int64)
             todo = values
-        rows, refused = self._structs(todo)
-        # the struct fields' values, column by column (the time's last)
-        cols = [list(map(get, rows)) for get in self._getters]
-        del rows
+        cols, refused = self._columns(todo)
         # records the fast path refused, or with an integer out of its type's range:
         # field by field, which also finds the reason
         refused += self._out_of_range(cols)
@@ -423,6 +425,12 @@ class Decoder:
             refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,
                                    count=len(reader_reasons))
         return np.flatnonzero(refused)
+
+    def _columns(self, values: list[bytes]) -> tuple[list[list[Any]], list[int]]:
+        """The fast path's values of the struct's fields, column by column (the time's
+        last; placeholders where refused), and the refused positions."""
+        rows, refused = self._structs(values)
+        return [list(map(get, rows)) for get in self._getters], refused
 
     def _structs(self, values: list[bytes]) -> tuple[list[Any], list[int]]:
         """The fast path: blocks of records decoded by ``msgspec`` in one ``map``; a block

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.engine import faults
+from streaming.engine.avro_decode import decoder_for
 from streaming.engine.decode import Decoded, Decoder, timestamp_text
 from streaming.engine.group_keys import distinct_items, group_keys
 from streaming.engine.memory import release_freed_memory
@@ -312,7 +313,7 @@ def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:
 
 def pass_decoder(spec: Spec) -> Decoder:
     """The decoder of the pass: every declared field validated, the used ones kept."""
-    return Decoder(spec.events, columns=used_fields(spec))
+    return decoder_for(spec.events, columns=used_fields(spec))
 
 
 def decode_raw(decoder: Decoder, raw: pa.Table | pa.RecordBatch, ctx: PassContext) -> Decoded:

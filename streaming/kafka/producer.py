@@ -37,7 +37,7 @@ from streaming.kafka.generator import (
     WireChunk,
     wire_chunks,
 )
-from streaming.kafka.shapes import SHAPES, nested_values
+from streaming.kafka.shapes import SHAPES, avro_values, nested_values
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
             rate_limit: float | None = None, partitions: int = 2,
             compression: Compression = "auto", connect_timeout: float = 15.0,
             progress: Callable[[ProduceStats], None] | None = None,
-            progress_interval: float = 2.0, shape: str = "flat") -> ProduceStats:
+            progress_interval: float = 2.0, shape: str = "flat",
+            value_format: str = "json") -> ProduceStats:
     """Send generated records to ``topic``, creating it if missing.
 
     Stops after ``count`` records or ``duration`` seconds (whichever is first;
@@ -101,6 +102,8 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
         raise ConfigError(f"rate limit must be positive events/s, got {rate_limit!r}")
     if shape not in SHAPES:
         raise ConfigError(f"unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
+    if value_format not in ("json", "avro") or (value_format == "avro" and shape != "flat"):
+        raise ConfigError("the values are JSON (flat or nested) or Avro (flat)")
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise ConfigError(f"partitions must be a positive integer, got {partitions!r}")
     if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
@@ -170,6 +173,8 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
                 keys, values = chunk.keys.slice(i, j - i), chunk.values.slice(i, j - i)
                 if shape == "nested":
                     values = nested_values(values)
+                elif value_format == "avro":
+                    values = avro_values(values)
                 for p in range(n_partitions):
                     rows = np.flatnonzero(parts[i:j] == p)
                     if len(rows):

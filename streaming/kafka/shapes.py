@@ -19,6 +19,10 @@ NESTED_PATHS = {"user_id": "user.id", "session_id": "user.session", "country": "
                 "amount": "page.amount", "referrer": "page.referrer"}
 
 SHAPES = ("flat", "nested")
+#: the clickstream's Avro schema (``produce --format avro``), and the Confluent schema id
+#: its values carry (``streaming/specs/clickstream-avro.toml`` lists it)
+AVRO_SCHEMA_FILE = "clickstream.avsc"
+AVRO_SCHEMA_ID = 1
 
 
 def nest_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -60,3 +64,41 @@ def nested_spec_text(text: str) -> str:
         text = re.sub(rf'(field = "){flat}"', rf'\g<1>{path}"', text)
         text = re.sub(rf'([(\["]){flat}([)\]"])', rf"\g<1>{path}\g<2>", text)
     return text
+
+
+
+def avro_schema_path() -> Any:
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "specs" / AVRO_SCHEMA_FILE
+
+
+def avro_values(values: Any, schema_id: int = AVRO_SCHEMA_ID) -> Any:
+    """An Arrow binary array of flat clickstream records (JSON) as Avro values of
+    :data:`AVRO_SCHEMA_FILE` in Confluent's wire format. A record the schema cannot hold
+    (the malformed ones: not JSON, a text amount) goes as a cut Avro value, which a
+    reader refuses as ``invalid_avro``; a null value stays null."""
+    import io
+    import json
+
+    import orjson
+    import pyarrow as pa
+    from fastavro import parse_schema, schemaless_writer
+
+    schema = parse_schema(json.loads(avro_schema_path().read_text()))
+    header = bytes([0]) + schema_id.to_bytes(4, "big")
+    out: list[bytes | None] = []
+    for value in values.to_pylist():
+        if value is None:
+            out.append(None)
+            continue
+        buf = io.BytesIO()
+        try:
+            event = orjson.loads(value)
+            if not isinstance(event, dict) or "event_id" not in event:
+                raise ValueError("not an event")
+            schemaless_writer(buf, schema, event)
+            out.append(header + buf.getvalue())
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            out.append(header + b"\x02")  # a cut record: its first string's length only
+    return pa.array(out, pa.binary())

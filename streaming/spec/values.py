@@ -121,3 +121,41 @@ def setting_value(v: Any, *, inline_ok: bool, where: str, floats: bool = False) 
                              '{ file = "PATH" }')
         return str(v).lower() if isinstance(v, bool) else str(v)
     raise ValueError(f"unsupported value {v!r}")
+
+
+def avro_schemas(table: dict[str, Any], base: Path) -> tuple[tuple[int, str], ...]:
+    """``[events.avro]``: ``schema = "x.avsc"`` (values are bare Avro, of that one writer
+    schema) or ``schemas = { 1 = "v1.avsc", 2 = "v2.avsc" }`` (values in Confluent's wire
+    format: a 0 byte, the schema id, the Avro body), files relative to the spec's folder;
+    the schemas' text by id (-1: bare). Raises ValueError with the one-line reason."""
+    import json
+
+    from fastavro import parse_schema
+    from fastavro.schema import SchemaParseException
+
+    extra = set(table) - {"schema", "schemas"}
+    if extra or len(table) != 1:
+        raise ValueError('give schema = "FILE.avsc" (bare Avro values) or schemas = { ID = '
+                         '"FILE.avsc", ... } (Confluent wire format)')
+    files = ({-1: table["schema"]} if "schema" in table else table["schemas"])
+    if not isinstance(files, dict) or not files:
+        raise ValueError("schemas is a table of schema id = file")
+    out = []
+    for key, name in files.items():
+        try:
+            sid = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"schema id {key!r} is not a number") from None
+        if "schemas" in table and not 0 <= sid < 1 << 31:
+            raise ValueError(f"schema id {sid} is out of range")
+        path = Path(str(name)).expanduser()
+        path = path if path.is_absolute() else base / path
+        try:
+            text = path.read_text()
+            parse_schema(json.loads(text))
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        except (ValueError, SchemaParseException, TypeError, KeyError) as exc:
+            raise ValueError(f"{path} is not an Avro schema: {exc}") from None
+        out.append((sid, text))
+    return tuple(sorted(out))

@@ -121,3 +121,29 @@ def test_produce_nested_then_run_the_nested_spec_aggregates_everything(kafka, sp
     row = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
            .selectExpr("max(max_page_amount) AS amount", "count(*) AS n").first())
     assert row["amount"] is not None and row["amount"] > 0
+
+
+def test_produce_avro_then_run_the_avro_spec_aggregates_everything(kafka, spark, topic_name,
+                                                                  tmp_path):
+    """``produce --format avro`` (Confluent wire format, schema id 1) and a spec with
+    ``[events] format = "avro"``: every event aggregated, the JSON run's numbers."""
+    from streaming.kafka.shapes import avro_schema_path
+    from streaming.spec.model import load_spec
+
+    _produce(kafka, topic_name, "--format", "avro")
+    spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers,
+                           per_trigger=10_000)
+    text = spec_file.read_text().replace('time_format = "iso8601"',
+                                         'time_format = "iso8601"\nformat = "avro"', 1)
+    text = text.replace("\n[[windows]]", f'\n[events.avro]\nschemas = {{ 1 = '
+                                         f'"{avro_schema_path()}" }}\n\n[[windows]]', 1)
+    spec_file.write_text(text)
+    code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
+    assert code == 0, err[-2000:]
+    assert "streamsketch: WARNING" not in err, err[-2000:]
+    spec = load_spec(spec_file)
+    assert spec.events.format == "avro"
+    assert counted_once(spark, spec) == (COUNT, 0)
+    row = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
+           .selectExpr("max(max_amount) AS amount").first())
+    assert row["amount"] is not None and row["amount"] > 0

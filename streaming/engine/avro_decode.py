@@ -1,0 +1,151 @@
+"""Avro values: the decoder of a spec whose ``[events] format = "avro"``.
+
+A value is an Avro record of a writer schema from ``[events.avro]``: bare (one schema for
+every value) or in Confluent's wire format (a 0 byte, the 4-byte big-endian schema id,
+then the Avro body), the id naming one of the spec's schemas. The record is decoded with
+fastavro into the objects JSON gives (records become objects, arrays lists), and the
+declared fields are then taken by path and checked exactly as for JSON
+(:class:`~streaming.engine.decode.Decoder`): the same types, nulls, reasons and columns.
+
+Two reasons are Avro's own:
+
+``invalid_avro``    no Confluent header, a body the schema cannot read (cut, garbage), or
+                    bytes left after the record
+``unknown_schema``  a schema id the spec does not list
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from typing import Any
+
+from streaming.engine.decode import Decoder, WrongType, convert_value
+from streaming.engine.event_paths import NotObject, path_value
+from streaming.spec.model import EventsSpec
+
+_CONFLUENT_MAGIC = 0
+
+
+class AvroDecoder(Decoder):
+    """Decodes batches of Avro values for one :class:`~streaming.spec.model.EventsSpec`.
+
+    Fast path: fastavro reads a record into objects, and ``msgspec.convert`` checks and
+    types the declared fields at C speed into the same nested struct JSON decodes into;
+    a record either refuses is read again field by field (:meth:`_record`), which names
+    the reason.
+    """
+
+    #: a timestamp logical type arrives as a datetime
+    _TIME_TYPE: Any = Any
+
+    def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
+        from fastavro import parse_schema
+
+        super().__init__(events, columns=columns)
+        self._schemas = {sid: parse_schema(json.loads(text))
+                         for sid, text in events.avro_schemas}
+        self._framed = -1 not in self._schemas
+
+    def _early(self, values: Any, reader_reasons: list[str | None] | None) -> Any:
+        import numpy as np
+        import pyarrow as pa
+
+        if isinstance(values, pa.Array):
+            values = values.to_pylist()
+        refused = np.fromiter((v is None or len(v) > self.max_bytes for v in values),
+                              dtype=bool, count=len(values))
+        if reader_reasons is not None:
+            refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,
+                                   count=len(reader_reasons))
+        return np.flatnonzero(refused)
+
+    def _early_reason(self, value: bytes | None, reader_reason: str | None) -> str:
+        if reader_reason is None and value is not None and len(value) <= self.max_bytes:
+            raise AssertionError("an Avro value refused early for no reason")
+        return super()._early_reason(value, reader_reason)
+
+    def _record(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
+        """(reason, every declared field's typed value, raw time) of one value."""
+        from fastavro import schemaless_reader
+
+        body = memoryview(value)
+        if self._framed:
+            if len(value) < 5 or value[0] != _CONFLUENT_MAGIC:
+                return ("invalid_avro: no Confluent header (a 0 byte and a schema id)",
+                        None, None)
+            sid = int.from_bytes(value[1:5], "big")
+            schema = self._schemas.get(sid)
+            if schema is None:
+                return (f"unknown_schema: schema id {sid} is not in [events.avro] schemas",
+                        None, None)
+            body = body[5:]
+        else:
+            schema = self._schemas[-1]
+        stream = io.BytesIO(body)
+        try:
+            doc = schemaless_reader(stream, schema, None)
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds on bad bytes
+            return f"invalid_avro: {type(exc).__name__}", None, None
+        if stream.tell() != len(body):
+            return (f"invalid_avro: {len(body) - stream.tell()} bytes after the record",
+                    None, None)
+        if not isinstance(doc, dict):
+            return "invalid_avro: the schema is not a record", None, None
+        out = []
+        for (name, typ), path in zip(self.fields, self._paths, strict=True):
+            try:
+                out.append(convert_value(path_value(doc, path), typ))
+            except (WrongType, TypeError):
+                return self._wrong[name], None, None
+            except NotObject as exc:
+                return f"wrong_type: field {name}: {exc.at} is not an object", None, None
+        try:
+            raw_time = path_value(doc, self._time_path)
+        except NotObject:
+            raw_time = None
+        if isinstance(raw_time, dt.datetime):  # a timestamp logical type
+            raw_time = (raw_time if raw_time.tzinfo else raw_time.replace(tzinfo=dt.UTC)
+                        ).isoformat()
+        return None, tuple(out), raw_time
+
+    def _slow(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
+        return self._record(value)
+
+    def _columns(self, values: list[bytes]) -> tuple[list[list[Any]], list[int]]:
+        import msgspec
+        from fastavro import schemaless_reader
+
+        convert, struct, empty = msgspec.convert, self._struct, self._empty
+        schemas, framed = self._schemas, self._framed
+        bare = schemas.get(-1)
+        rows: list[Any] = []
+        refused: list[int] = []
+        for j, value in enumerate(values):
+            try:
+                if framed:
+                    if value[0] != _CONFLUENT_MAGIC:
+                        raise ValueError("no Confluent header")
+                    schema = schemas[int.from_bytes(value[1:5], "big")]
+                    stream = io.BytesIO(memoryview(value)[5:])
+                    size = len(value) - 5
+                else:
+                    schema, stream, size = bare, io.BytesIO(value), len(value)
+                doc = schemaless_reader(stream, schema, None)
+                if stream.tell() != size:
+                    raise ValueError("bytes after the record")
+                rows.append(convert(doc, struct))
+            except Exception:  # noqa: BLE001 - any refusal: _record names the reason
+                rows.append(empty)
+                refused.append(j)
+        cols = [list(map(get, rows)) for get in self._getters]
+        cols[-1] = [t.isoformat() if isinstance(t, dt.datetime) else t for t in cols[-1]]
+        return cols, refused
+
+
+def decoder_for(events: EventsSpec, *, columns: set[str] | None = None) -> Decoder:
+    """The decoder of ``events``' value format."""
+    if events.format == "avro":
+        return AvroDecoder(events, columns=columns)
+    return Decoder(events, columns=columns)
