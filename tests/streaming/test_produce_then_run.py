@@ -123,21 +123,28 @@ def test_produce_nested_then_run_the_nested_spec_aggregates_everything(kafka, sp
     assert row["amount"] is not None and row["amount"] > 0
 
 
-def test_produce_avro_then_run_the_avro_spec_aggregates_everything(kafka, spark, topic_name,
-                                                                  tmp_path):
-    """``produce --format avro`` (Confluent wire format, schema id 1) and a spec with
-    ``[events] format = "avro"``: every event aggregated, the JSON run's numbers."""
+def _avro_spec(root: Path, topic: str, bootstrap: str) -> Path:
+    """The bundled spec, pointed at ``topic``, reading Avro values of the clickstream's
+    schema (``produce --format avro``'s)."""
     from streaming.kafka.shapes import avro_schema_path
-    from streaming.spec.model import load_spec
 
-    _produce(kafka, topic_name, "--format", "avro")
-    spec_file = write_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers,
-                           per_trigger=10_000)
+    spec_file = write_spec(root, topic, bootstrap, per_trigger=10_000)
     text = spec_file.read_text().replace('time_format = "iso8601"',
                                          'time_format = "iso8601"\nformat = "avro"', 1)
     text = text.replace("\n[[windows]]", f'\n[events.avro]\nschemas = {{ 1 = '
                                          f'"{avro_schema_path()}" }}\n\n[[windows]]', 1)
     spec_file.write_text(text)
+    return spec_file
+
+
+def test_produce_avro_then_run_the_avro_spec_aggregates_everything(kafka, spark, topic_name,
+                                                                  tmp_path):
+    """``produce --format avro`` (Confluent wire format, schema id 1) and a spec with
+    ``[events] format = "avro"``: every event aggregated, the JSON run's numbers."""
+    from streaming.spec.model import load_spec
+
+    _produce(kafka, topic_name, "--format", "avro")
+    spec_file = _avro_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers)
     code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
     assert code == 0, err[-2000:]
     assert "streamsketch: WARNING" not in err, err[-2000:]
@@ -147,3 +154,19 @@ def test_produce_avro_then_run_the_avro_spec_aggregates_everything(kafka, spark,
     row = (spark.read.format("delta").load(f"{spec.sink.path}/aggregates")
            .selectExpr("max(max_amount) AS amount").first())
     assert row["amount"] is not None and row["amount"] > 0
+
+
+def test_an_avro_topic_recorded_then_backfilled_counts_every_event(kafka, topic_name, tmp_path):
+    """Avro values through ``record`` (a log keeps their bytes) and ``replay --backfill``
+    with the Avro spec: every event aggregated, none quarantined."""
+    _produce(kafka, topic_name, "--format", "avro")
+    log = tmp_path / "avro.jsonl.gz"
+    code, _, err = cli(["record", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                        topic_name, "--out", str(log)])
+    assert code == 0, err[-2000:]
+    spec_file = _avro_spec(tmp_path / "job", topic_name, kafka.bootstrap_servers)
+    code, out, err = cli(["replay", str(log), "--spec", str(spec_file), "--backfill",
+                          "--sink", str(tmp_path / "bf"), "--json", "--quiet"])
+    assert code == 0, err[-2000:]
+    stats = json.loads(out)
+    assert (stats["records"], stats["valid"], stats["quarantined"]) == (COUNT, COUNT, {})
