@@ -21,8 +21,7 @@ import io
 import json
 from typing import Any
 
-from streaming.engine.decode import Decoder, WrongType, convert_value
-from streaming.engine.event_paths import NotObject, path_value
+from streaming.engine.decode import Decoder
 from streaming.spec.model import EventsSpec
 
 _CONFLUENT_MAGIC = 0
@@ -93,22 +92,11 @@ class AvroDecoder(Decoder):
                     None, None)
         if not isinstance(doc, dict):
             return "invalid_avro: the schema is not a record", None, None
-        out = []
-        for (name, typ), path in zip(self.fields, self._paths, strict=True):
-            try:
-                out.append(convert_value(path_value(doc, path), typ))
-            except (WrongType, TypeError):
-                return self._wrong[name], None, None
-            except NotObject as exc:
-                return f"wrong_type: field {name}: {exc.at} is not an object", None, None
-        try:
-            raw_time = path_value(doc, self._time_path)
-        except NotObject:
-            raw_time = None
+        reason, typed, raw_time = self.typed_fields(doc)
         if isinstance(raw_time, dt.datetime):  # a timestamp logical type
             raw_time = (raw_time if raw_time.tzinfo else raw_time.replace(tzinfo=dt.UTC)
                         ).isoformat()
-        return None, tuple(out), raw_time
+        return reason, typed, raw_time
 
     def _slow(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
         return self._record(value)

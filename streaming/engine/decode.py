@@ -324,11 +324,16 @@ class Decoder:
             return "invalid_json: the value is not a JSON object", None, None
         if not isinstance(doc, dict):
             return "invalid_json: the value is not a JSON object", None, None
+        return self.typed_fields(doc)
+
+    def typed_fields(self, doc: dict[str, Any]) -> tuple[str | None, tuple | None, Any]:
+        """(reason, every declared field's typed value, raw time) of a decoded object,
+        field by field (a value that does not convert, e.g. bytes, is ``wrong_type``)."""
         out = []
         for (name, typ), path in zip(self.fields, self._paths, strict=True):
             try:
                 out.append(convert_value(path_value(doc, path), typ))
-            except WrongType:
+            except (WrongType, TypeError):
                 return self._wrong[name], None, None
             except NotObject as exc:
                 return f"wrong_type: field {name}: {exc.at} is not an object", None, None
