@@ -38,6 +38,7 @@ class AvroDecoder(Decoder):
 
     #: a timestamp logical type arrives as a datetime
     _TIME_TYPE: Any = Any
+    _TEXT = False
 
     def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
         from fastavro import parse_schema
@@ -46,24 +47,6 @@ class AvroDecoder(Decoder):
         self._schemas = {sid: parse_schema(json.loads(text))
                          for sid, text in events.avro_schemas}
         self._framed = -1 not in self._schemas
-
-    def _early(self, values: Any, reader_reasons: list[str | None] | None) -> Any:
-        import numpy as np
-        import pyarrow as pa
-
-        if isinstance(values, pa.Array):
-            values = values.to_pylist()
-        refused = np.fromiter((v is None or len(v) > self.max_bytes for v in values),
-                              dtype=bool, count=len(values))
-        if reader_reasons is not None:
-            refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,
-                                   count=len(reader_reasons))
-        return np.flatnonzero(refused)
-
-    def _early_reason(self, value: bytes | None, reader_reason: str | None) -> str:
-        if reader_reason is None and value is not None and len(value) <= self.max_bytes:
-            raise AssertionError("an Avro value refused early for no reason")
-        return super()._early_reason(value, reader_reason)
 
     def _record(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
         """(reason, every declared field's typed value, raw time) of one value."""

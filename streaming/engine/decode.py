@@ -264,6 +264,8 @@ class Decoder:
 
     #: what the time field may hold before it is parsed
     _TIME_TYPE: Any = str | int | float | None
+    #: values must be UTF-8 text (JSON); a binary format (Avro) turns this off
+    _TEXT = True
 
     def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
         """``columns``: the fields to return as columns (default all); every declared
@@ -405,8 +407,8 @@ class Decoder:
 
     def _early(self, values: list[bytes | None] | pa.Array,
                reader_reasons: list[str | None] | None) -> np.ndarray:
-        """Positions refused before decoding: no value, too large, not UTF-8, or a
-        reader's reason.
+        """Positions refused before decoding: no value, too large, not UTF-8 (text
+        values only), or a reader's reason.
 
         The whole value must be UTF-8, the fields the decoder skips too (msgspec does
         not check what it skips); Arrow checks blocks at once, and the values of a
@@ -416,7 +418,7 @@ class Decoder:
             size = pc.binary_length(values)
             refused = pc.fill_null(pc.greater(size, self.max_bytes), True).to_numpy(
                 zero_copy_only=False)
-            for a in range(0, len(values), _UTF8_BLOCK):
+            for a in range(0, len(values) if self._TEXT else 0, _UTF8_BLOCK):
                 block = values.slice(a, _UTF8_BLOCK)
                 try:
                     block.cast(pa.string())
@@ -424,7 +426,8 @@ class Decoder:
                     refused[[j for j, v in enumerate(block.to_pylist(), a)
                              if v is not None and not _is_utf8(v)]] = True
         else:
-            refused = np.fromiter((v is None or len(v) > self.max_bytes or not _is_utf8(v)
+            refused = np.fromiter((v is None or len(v) > self.max_bytes
+                                   or (self._TEXT and not _is_utf8(v))
                                    for v in values), dtype=bool, count=len(values))
         if reader_reasons is not None:
             refused |= np.fromiter((r is not None for r in reader_reasons), dtype=bool,

@@ -10,6 +10,7 @@ a JSON object (the malformed ones: cut, not UTF-8, empty, null) goes as it is.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -73,19 +74,28 @@ def avro_schema_path() -> Any:
     return Path(__file__).resolve().parents[1] / "specs" / AVRO_SCHEMA_FILE
 
 
+@functools.cache
+def _avro_schema() -> Any:
+    """The clickstream's Avro schema, parsed once (``produce`` encodes slice by slice)."""
+    import json
+
+    from fastavro import parse_schema
+
+    return parse_schema(json.loads(avro_schema_path().read_text()))
+
+
 def avro_values(values: Any, schema_id: int = AVRO_SCHEMA_ID) -> Any:
     """An Arrow binary array of flat clickstream records (JSON) as Avro values of
     :data:`AVRO_SCHEMA_FILE` in Confluent's wire format. A record the schema cannot hold
     (the malformed ones: not JSON, a text amount) goes as a cut Avro value, which a
     reader refuses as ``invalid_avro``; a null value stays null."""
     import io
-    import json
 
     import orjson
     import pyarrow as pa
-    from fastavro import parse_schema, schemaless_writer
+    from fastavro import schemaless_writer
 
-    schema = parse_schema(json.loads(avro_schema_path().read_text()))
+    schema = _avro_schema()
     header = bytes([0]) + schema_id.to_bytes(4, "big")
     out: list[bytes | None] = []
     for value in values.to_pylist():
