@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sketches._base import Sketch
-from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, peek_kind
+from sketches._format import KIND_BLOOM, KIND_CMS, KIND_HLL, KIND_MINHASH, MAGIC, peek_kind
 from sketches.bloom import BloomFilter
 from sketches.cms import CountMinSketch
+from sketches.ds_hll import DataSketchesHLL
 from sketches.errors import (
     IncompatibleSketchError,
     InvalidParameterError,
@@ -39,6 +40,7 @@ from sketches.quantiles import QuantileSketch
 __all__ = [
     "hash64",
     "HyperLogLog",
+    "DataSketchesHLL",
     "CountMinSketch",
     "BloomFilter",
     "MinHashSketch",
@@ -84,8 +86,13 @@ def union(*sketches: _S) -> _S:
     return type(first)._union_many(list(sketches))
 
 
+#: DataSketches family ids (byte 2 of their images) and the classes that read them
+_DATASKETCHES: dict[int, type[Sketch]] = {7: DataSketchesHLL}
+
+
 def from_bytes(data: Any) -> Sketch:
-    """Deserialise any sketch kind, dispatching on the kind code in the header.
+    """Deserialise any sketch kind, dispatching on the kind code in the header, or on
+    the family id of an Apache DataSketches image (HLL; Theta).
 
     Raises:
         SketchFormatError: if the bytes are not a valid sketch.
@@ -95,4 +102,7 @@ def from_bytes(data: Any) -> Sketch:
         >>> type(from_bytes(bf.to_bytes())).__name__
         'BloomFilter'
     """
+    view = memoryview(data).cast("B")
+    if len(view) >= 3 and bytes(view[:3]) != MAGIC and view[2] in _DATASKETCHES:
+        return _DATASKETCHES[view[2]].from_bytes(view)
     return _CLASSES[peek_kind(data)].from_bytes(data)

@@ -67,7 +67,8 @@ from sketches._twomode import TwoModeSketch
 from sketches.errors import SketchFormatError
 from sketches.hashing import check_seed
 
-__all__ = ["HyperLogLog", "MIN_PRECISION", "MAX_PRECISION", "SPARSE_PRECISION", "sparse_limit"]
+__all__ = ["HyperLogLog", "estimate_histogram", "MIN_PRECISION", "MAX_PRECISION",
+           "SPARSE_PRECISION", "sparse_limit"]
 
 MIN_PRECISION = 4
 MAX_PRECISION = 18
@@ -111,13 +112,23 @@ def estimate_from_registers(registers: np.ndarray, precision: int) -> float:
         0.0
     """
     counts = np.bincount(registers, minlength=66 - precision)
-    return _estimate_histogram(counts.astype(np.float64), precision)
+    return estimate_histogram(counts.astype(np.float64), precision)
 
 
-def _estimate_histogram(counts: np.ndarray, precision: int) -> float:
-    """Ertl's estimate from ``counts[k]`` = number of registers equal to ``k``."""
+def estimate_histogram(counts: np.ndarray, precision: int, q: int | None = None) -> float:
+    """Ertl's estimate from ``counts[k]`` = number of registers equal to ``k``.
+
+    ``q`` is the largest value a register can take minus one: ``64 - precision`` when
+    the value counts the zeros of the hash bits left after the index (the default);
+    62 for DataSketches' registers, whose value comes from a 64-bit word of its own,
+    capped at 63.
+
+    Example:
+        >>> estimate_histogram(np.array([16.0] + [0.0] * 61), 4)
+        0.0
+    """
     m = float(1 << precision)
-    q = 64 - precision
+    q = 64 - precision if q is None else q
     z = m * _tau(1.0 - counts[q + 1] / m)
     for k in range(q, 0, -1):
         z = 0.5 * (z + counts[k])
@@ -227,7 +238,7 @@ class HyperLogLog(TwoModeSketch):
             rho = self._sparse & np.uint32((1 << RHO_BITS) - 1)
             counts = np.bincount(rho, minlength=SPARSE_Q + 2).astype(np.float64)
             counts[0] = float((1 << SPARSE_PRECISION) - self._sparse.size)
-            return _estimate_histogram(counts, SPARSE_PRECISION)
+            return estimate_histogram(counts, SPARSE_PRECISION)
         return estimate_from_registers(self._registers, self._precision)
 
     def relative_error(self) -> float:

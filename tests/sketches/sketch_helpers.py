@@ -110,7 +110,14 @@ QUANTILE_KINDS = [
         NUMBER_STREAMS,
     ),
 ]
-LAW_KINDS = KINDS + QUANTILE_KINDS
+# Apache DataSketches images: the algebraic laws (their bytes have no envelope of ours);
+# precision 8 keeps up to 24 coupons, precision 5 turns into registers at 8.
+DATASKETCHES_KINDS = [
+    KindSpec("ds-hll", sketches.DataSketchesHLL, {"precision": 8}, [{"precision": 9}]),
+    KindSpec("ds-hll-p5", sketches.DataSketchesHLL, {"precision": 5}, [{"precision": 6}]),
+]
+
+LAW_KINDS = KINDS + QUANTILE_KINDS + DATASKETCHES_KINDS
 
 
 def as_objects(values: list[Any]) -> np.ndarray:
