@@ -36,6 +36,7 @@ from sketches.hashing import hash64
 from sketches.hll import HyperLogLog
 from sketches.minhash import MinHashSketch
 from sketches.quantiles import QuantileSketch
+from sketches.theta import ThetaSketch
 
 __all__ = [
     "hash64",
@@ -45,6 +46,7 @@ __all__ = [
     "BloomFilter",
     "MinHashSketch",
     "QuantileSketch",
+    "ThetaSketch",
     "Sketch",
     "union",
     "from_bytes",
@@ -87,7 +89,7 @@ def union(*sketches: _S) -> _S:
 
 
 #: DataSketches family ids (byte 2 of their images) and the classes that read them
-_DATASKETCHES: dict[int, type[Sketch]] = {7: DataSketchesHLL}
+_DATASKETCHES: dict[int, type[Sketch]] = {7: DataSketchesHLL, 3: ThetaSketch}
 
 
 def from_bytes(data: Any) -> Sketch:
@@ -102,7 +104,8 @@ def from_bytes(data: Any) -> Sketch:
         >>> type(from_bytes(bf.to_bytes())).__name__
         'BloomFilter'
     """
-    view = memoryview(data).cast("B")
-    if len(view) >= 3 and bytes(view[:3]) != MAGIC and view[2] in _DATASKETCHES:
-        return _DATASKETCHES[view[2]].from_bytes(view)
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data).cast("B")
+        if len(view) >= 3 and bytes(view[:3]) != MAGIC and view[2] in _DATASKETCHES:
+            return _DATASKETCHES[view[2]].from_bytes(view)
     return _CLASSES[peek_kind(data)].from_bytes(data)

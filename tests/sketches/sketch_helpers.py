@@ -115,6 +115,9 @@ QUANTILE_KINDS = [
 DATASKETCHES_KINDS = [
     KindSpec("ds-hll", sketches.DataSketchesHLL, {"precision": 8}, [{"precision": 9}]),
     KindSpec("ds-hll-p5", sketches.DataSketchesHLL, {"precision": 5}, [{"precision": 6}]),
+    # k = 32: the law streams (up to 60 distinct values) reach estimation mode; a
+    # Theta sketch merges with another k (into the smaller), never with another seed
+    KindSpec("theta", sketches.ThetaSketch, {"lg_k": 5}, [{"seed": 1}]),
 ]
 
 LAW_KINDS = KINDS + QUANTILE_KINDS + DATASKETCHES_KINDS
