@@ -184,7 +184,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
                              table="aggregates" if args.what == "aggregate" else "sketches")
     question = q.question(spec, args.what, window=args.window, start=args.start, end=args.end,
                           groups=args.group, sketch=args.sketch, k=args.k, value=args.value,
-                          vs_start=args.vs_from, vs_end=args.vs_to, qs=args.qs)
+                          vs_start=args.vs_from, vs_end=args.vs_to, qs=args.qs,
+                          vs_groups=args.vs_group)
     if args.engine == "spark":
         source: Any = q.SparkSource(spark_session(args), spec)
     else:
@@ -214,6 +215,12 @@ def _render(r: dict[str, Any]) -> str:
         return f"{r['value']}: {verdict} (false-positive rate {r['expected_fpr']:.4%})"
     if what == "similarity":
         return f"jaccard ≈ {r['jaccard']:.4f}"
+    if what == "overlap":
+        names = {"a": "A", "b": "B", "union": "A or B", "intersection": "A and B",
+                 "a_not_b": "A not B", "b_not_a": "B not A"}
+        return "\n".join(f"{label:<8} ≈ {r[key]['estimate']:,.0f}  (95%: "
+                         f"{r[key]['lower_bound']:,.0f} .. {r[key]['upper_bound']:,.0f})"
+                         for key, label in names.items())
     if what == "quantile":
         lines = [f"{r['count']:,} values (each quantile within {r['relative_error']:.2%} of the "
                  f"exact one; {r['windows_merged']} sketches merged):"]
@@ -275,7 +282,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("query", help="answer from the stored windows (any time range)")
     p.add_argument("what", choices=["aggregate", "distinct", "topk", "contains", "similarity",
-                                    "quantile"])
+                                    "quantile", "overlap"])
     _spec_arg(p)
     p.add_argument("--tables", type=local_dir, default=None, metavar="DIR",
                    help="folder holding the tables (default: the spec's [sink] path), "
@@ -290,8 +297,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value", help="the value to test (contains)")
     p.add_argument("--q", dest="qs", metavar="Q[,Q...]",
                    help="quantiles to answer, in [0, 1] (quantile; default 0.5,0.95,0.99)")
-    p.add_argument("--vs-from", help="second range start (similarity)")
-    p.add_argument("--vs-to", help="second range end (similarity)")
+    p.add_argument("--vs-from", help="second range start (similarity, overlap)")
+    p.add_argument("--vs-to", help="second range end (similarity, overlap)")
+    p.add_argument("--vs-group", action="append", metavar="KEY=VALUE",
+                   help="the second group (overlap; repeatable); default: --group's")
     p.add_argument("--engine", choices=["delta", "spark"], default="delta",
                    help="delta: read the tables with delta-rs, no JVM (default); "
                         "spark: through Spark SQL")

@@ -5,11 +5,12 @@ Routes (``GET`` only)::
     /                          what this server answers: windows, sketches, routes
     /health                    {"ok": true}
     /query/<what>              what = aggregate | distinct | topk | contains | similarity
+                                      | quantile | overlap
 
 Query parameters mirror ``streamsketch query``'s options: ``window``, ``from``,
 ``to`` (ISO-8601, or epoch milliseconds as Grafana's ``${__from}`` gives them),
 ``group`` (``key=value``, repeatable), ``sketch``, ``k``, ``value``,
-``vs_from``, ``vs_to``. The answer is the JSON ``streamsketch query --json``
+``vs_from``, ``vs_to``, ``vs_group``, ``q``. The answer is the JSON ``streamsketch query --json``
 prints. A bad parameter is HTTP 400, a range holding no window HTTP 404 and a
 table not written yet HTTP 503, all as ``{"error": "<one line>"}``.
 

@@ -249,7 +249,7 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
         old = sorted(stored[key]) if key in stored else ()
         final = _is_final(rctx, "sketches", start + window.size_s * US, bool(old))
         last_batch = rctx.batch_id if parts else max(lb for _, lb in old)
-        if sk.kind == "hll":
+        if sk.kind == "hll" and sk.native:
             blobs = [p[1] for p in parts or ()] + [data for data, _ in old]
             bulk.setdefault((wi, si), []).append((start, group, blobs, final, last_batch))
         else:
@@ -280,7 +280,8 @@ def _hll_in_bulk(sub: pa.Table, rctx: ReduceContext, schema: pa.Schema,
     s = np.asarray(sub.column("s").to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = np.ones(sub.num_rows, dtype=bool)
     for wi, si in sorted(set(zip(w.tolist(), s.tolist(), strict=True))):
-        if spec.windows[wi].sketches[si].kind != "hll":
+        sk = spec.windows[wi].sketches[si]
+        if sk.kind != "hll" or not sk.native:
             continue
         mine = (w == wi) & (s == si)
         got = cell_rows(sub.filter(pa.array(mine)), spec, wi, si, schema, rctx.batch_id,
@@ -346,6 +347,8 @@ def _merged_record(window: Any, sk: Any, start: int, group: str, parts: list | N
             sketch = sketches.from_bytes(data)
         else:
             sketch.merge(sketches.from_bytes(data))
+    if sk.kind == "theta":  # Theta bytes do not say k: the spec's k, the k smallest hashes
+        sketch = sk.new().merge(sketch)
     if final:
         return sketch_record(window, sk, start, group, sketch, last_batch, updated_us)
     return partial_record(window, sk, start, group, sketch.to_bytes(), last_batch, updated_us)

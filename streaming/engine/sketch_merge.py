@@ -50,6 +50,8 @@ def merge_each(blobs: Iterable[bytes], spec: SketchSpec) -> Any:
     if not parts:
         return spec.new()
     result = sketches.union(*parts)
+    if spec.kind == "theta":  # Theta bytes do not say k: the spec's k, the k smallest hashes
+        result = spec.new().merge(result)
     if spec.kind == "cms" and result.top_k:
         result.rerank([item for one in parts for item, _ in one.top(one.capacity)])
     return result
@@ -80,7 +82,7 @@ def merge_chunks(chunks: Iterable[Any], spec: SketchSpec) -> Any:
     merging overlap.
     """
     seen: list[Any] = []
-    parts: list[Any] | None = [] if spec.kind in _PARAMS else None
+    parts: list[Any] | None = [] if spec.native and spec.kind in _PARAMS else None
     template = spec.new().to_bytes()
     prefix = np.frombuffer(template[:_HEADER + _PARAMS.get(spec.kind, 0)], dtype=np.uint8)
     for chunk in chunks:

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from streaming.errors import ConfigError, StreamsketchError
 
-_PARAMS = {"window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q"}
+_PARAMS = {"window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q",
+           "vs_group"}
 
 
 def _time(text: str | None, name: str) -> str | None:
@@ -55,7 +56,8 @@ def answer(spec: Any, what: str, params: dict[str, list[str]]) -> dict[str, Any]
                          end=_time(one("to"), "to"), groups=params.get("group"),
                          sketch=one("sketch"), k=k, value=one("value"),
                          vs_start=_time(one("vs_from"), "vs_from"),
-                         vs_end=_time(one("vs_to"), "vs_to"), qs=one("q"))
+                         vs_end=_time(one("vs_to"), "vs_to"), qs=one("q"),
+                         vs_groups=params.get("vs_group"))
     q.check_table(spec, "aggregates" if what == "aggregate" else "sketches")
     result = q.ask(q.DeltaSource(spec), spec, question)
     return {"query": what, "window": question.sel.window.name,

@@ -4,6 +4,8 @@
 ``topk``       Count-Min union: heavy hitters with counts and the error bound
 ``contains``   Bloom union: is a value (probably) present, with the false-positive rate
 ``similarity`` MinHash: Jaccard of two time ranges
+``overlap``    Theta set algebra of two ranges or groups: each, union, intersection and
+               both differences, every one with bounds
 ``aggregate``  exact metrics summed over the range
 
 A range selects the windows lying wholly inside ``[from, to)``. For sliding
@@ -346,6 +348,22 @@ def similarity(source, spec: Spec, a: Selection, b: Selection, name: str | None
     return {"jaccard": ma.jaccard(mb), "windows_merged": [na, nb]}
 
 
+def overlap(source, spec: Spec, a: Selection, b: Selection, name: str | None
+            ) -> dict[str, Any]:
+    """Distinct values in A, in B, in either, in both, in A only and in B only (Theta
+    set operations), each an estimate with 2-sigma bounds."""
+    from sketches.theta import theta_difference, theta_intersection
+
+    ta, na = merged_sketch(source, spec, a, name, "theta")
+    tb, nb = merged_sketch(source, spec, b, name, "theta")
+    parts = {"a": ta, "b": tb, "union": ta.copy().merge(tb),
+             "intersection": theta_intersection(ta, tb), "a_not_b": theta_difference(ta, tb),
+             "b_not_a": theta_difference(tb, ta)}
+    out: dict[str, Any] = {key: {"estimate": t.estimate(), "lower_bound": t.lower_bound(2),
+                                 "upper_bound": t.upper_bound(2)} for key, t in parts.items()}
+    return {**out, "windows_merged": [na, nb]}
+
+
 def aggregate(source, spec: Spec, sel: Selection) -> dict[str, Any]:
     by_group = bool(sel.window.group_by) and not sel.groups
     rows = _source(source, spec).metric_rows(sel, metric_sources(sel.window),
@@ -368,7 +386,7 @@ def aggregate(source, spec: Spec, sel: Selection) -> dict[str, Any]:
     return {"rows": out}
 
 
-QUERIES = ("aggregate", "distinct", "topk", "contains", "similarity", "quantile")
+QUERIES = ("aggregate", "distinct", "topk", "contains", "similarity", "quantile", "overlap")
 
 
 @dataclass(frozen=True)
@@ -387,7 +405,8 @@ class Question:
 def question(spec: Spec, what: str, *, window: str | None, start: str | None, end: str | None,
              groups: list[str] | None = None, sketch: str | None = None, k: int = 10,
              value: str | None = None, vs_start: str | None = None,
-             vs_end: str | None = None, qs: str | None = None) -> Question:
+             vs_end: str | None = None, qs: str | None = None,
+             vs_groups: list[str] | None = None) -> Question:
     """Check a query's parameters against the spec (every mistake a one-line ConfigError)."""
     if what not in QUERIES:
         raise ConfigError(f"unknown query {what!r} (queries: {', '.join(QUERIES)})")
@@ -406,10 +425,19 @@ def question(spec: Spec, what: str, *, window: str | None, start: str | None, en
         if vs_start is None or vs_end is None:
             raise ConfigError("similarity needs --vs-from and --vs-to (the second range)")
         other = _selection(win, vs_start, vs_end, groups, "vs-from", "vs-to")
+    if what == "overlap":
+        if vs_start is None and vs_end is None and not vs_groups:
+            raise ConfigError("overlap needs a second range (--vs-from, --vs-to) or a second "
+                              "group (--vs-group), or both")
+        other = _selection(win, vs_start if vs_start or vs_end else start,
+                           vs_end if vs_start or vs_end else end,
+                           vs_groups if vs_groups else groups, "vs-from", "vs-to")
+    elif vs_groups:
+        raise ConfigError("--vs-group is for overlap")
     if what == "topk" and k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     kinds = {"distinct": "hll", "topk": "cms", "contains": "bloom", "similarity": "minhash",
-             "quantile": "quantiles"}
+             "quantile": "quantiles", "overlap": "theta"}
     if what in kinds:
         find_sketch(sel, sketch, kinds[what])
     return Question(what, sel, sketch, k, value, other, parse_quantiles(qs))
@@ -436,6 +464,9 @@ def ask(source: Any, spec: Spec, q: Question) -> dict[str, Any]:
         result = similarity(source, spec, q.sel, q.other, q.sketch)
     elif q.what == "quantile":
         result = quantile(source, spec, q.sel, q.sketch, q.qs)
+    elif q.what == "overlap":
+        assert q.other is not None
+        result = overlap(source, spec, q.sel, q.other, q.sketch)
     else:
         result = aggregate(source, spec, q.sel)
     merged = result.get("windows_merged")

@@ -10,7 +10,9 @@ from typing import Any, Literal
 from streaming.errors import SpecError
 
 NUMERIC_TYPES = ("long", "int", "double")
-SKETCH_KINDS = ("hll", "cms", "bloom", "minhash", "quantiles")
+SKETCH_KINDS = ("hll", "cms", "bloom", "minhash", "quantiles", "theta")
+#: byte formats a sketch can be stored in: this package's, or Apache DataSketches' images
+SKETCH_FORMATS = ("native", "datasketches")
 METRIC_FUNCS = ("count", "sum", "min", "max", "avg")
 #: what a window, sketch or field name may be
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -43,22 +45,30 @@ class MetricSpec:
 @dataclass(frozen=True)
 class SketchSpec:
     name: str
-    kind: Literal["hll", "cms", "bloom", "minhash", "quantiles"]
+    kind: Literal["hll", "cms", "bloom", "minhash", "quantiles", "theta"]
     field: str
     params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def param_dict(self) -> dict[str, Any]:
-        return dict(self.params)
+        """The sketch's constructor kwargs (the byte format is not one of them)."""
+        return {k: v for k, v in self.params if k != "format"}
+
+    @property
+    def native(self) -> bool:
+        """Whether the bytes are this package's own format (not DataSketches images)."""
+        return self.kind != "theta" and dict(self.params).get("format", "native") == "native"
 
     @property
     def sketch_class(self) -> type:
         """The ``sketches`` class of this kind; :attr:`param_dict` is its constructor's kwargs."""
         import sketches
 
+        if self.kind == "hll" and not self.native:
+            return sketches.DataSketchesHLL
         return {"hll": sketches.HyperLogLog, "cms": sketches.CountMinSketch,
                 "bloom": sketches.BloomFilter, "minhash": sketches.MinHashSketch,
-                "quantiles": sketches.QuantileSketch}[self.kind]
+                "quantiles": sketches.QuantileSketch, "theta": sketches.ThetaSketch}[self.kind]
 
     def new(self):
         """An empty sketch of this kind and parameters."""
@@ -165,7 +175,8 @@ class WindowChecks:
 
     def sketch(self, raw: Any, key: str, fields: dict[str, str]) -> SketchSpec:
         common = ("name", "kind", "field", "seed")
-        per_kind = {"hll": ("precision",), "cms": ("epsilon", "delta", "width", "depth", "top_k"),
+        per_kind = {"hll": ("precision", "format"), "theta": ("lg_k",),
+                    "cms": ("epsilon", "delta", "width", "depth", "top_k"),
                     "bloom": ("capacity", "error_rate"), "minhash": ("num_perm",),
                     "quantiles": ("relative_accuracy", "mapping")}
         if not isinstance(raw, dict):
@@ -197,6 +208,11 @@ class WindowChecks:
             if mapping != "log":  # the default stays out: fingerprints of existing specs hold
                 params += (("mapping", mapping),)
             return SketchSpec(name, kind, fld, params)
+        if kind == "theta" or (kind == "hll" and t.get("format") == "datasketches"):
+            return self.datasketches(t, key, name, kind, fld)
+        if t.get("format", "native") != "native":
+            raise self.fail(f"{key}.format", f"unknown format {t['format']!r}; use "
+                            + " or ".join(f'"{f}"' for f in SKETCH_FORMATS))
         seed = self.get(t, "seed", f"{key}.seed", int, 0,
                         check=lambda v: None if 0 <= v < 2**32 else "must be in 0..2^32-1")
         params: dict[str, Any] = {"seed": seed}
@@ -246,3 +262,22 @@ class WindowChecks:
                                           check=lambda v: None if 8 <= v <= 1024
                                           else "must be in 8..1024")
         return SketchSpec(name, kind, fld, tuple(sorted(params.items())))  # type: ignore[arg-type]
+
+    def datasketches(self, t: dict[str, Any], key: str, name: str, kind: str,
+                     fld: str) -> SketchSpec:
+        """A sketch stored as an Apache DataSketches image: an HLL (``format =
+        "datasketches"``) or a Theta sketch. Both hash with DataSketches' fixed seed, as
+        Spark SQL, Druid and Pinot do, so a ``seed`` would make them unreadable there."""
+        if "seed" in t:
+            raise self.fail(f"{key}.seed", "DataSketches images use DataSketches' own seed "
+                            "(9001), as Spark SQL and Druid do; drop seed")
+        if kind == "hll":
+            precision = self.get(t, "precision", f"{key}.precision", int, 12,
+                                 check=lambda v: None if 4 <= v <= 21
+                                 else "must be between 4 and 21")
+            params = (("format", "datasketches"), ("precision", precision))
+        else:
+            lg_k = self.get(t, "lg_k", f"{key}.lg_k", int, 12,
+                            check=lambda v: None if 4 <= v <= 26 else "must be between 4 and 26")
+            params = (("lg_k", lg_k),)
+        return SketchSpec(name, kind, fld, params)  # type: ignore[arg-type]
