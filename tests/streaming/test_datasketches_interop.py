@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +88,13 @@ def _events(seed: int) -> list[dict]:
                     "session": int(rng.integers(-2**40, 2**40)), "country": country,
                     "ts": at.isoformat().replace("+00:00", "Z")})
     return out
+
+
+def _doc_sql() -> list[str]:
+    """The SQL blocks of docs/query.md's section on Spark SQL, as written there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "query.md").read_text()
+    section = text.split("## Sketch columns in Spark SQL", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
 
 
 def _hour(event: dict) -> str:
@@ -196,6 +205,31 @@ def test_spark_sql_reads_and_merges_our_sketches_and_we_merge_its(kafka, spark, 
     assert got["both"] == round(theta_intersection(ta, tb).estimate())
     assert got["a_only"] == round(theta_difference(ta, tb).estimate())
     assert got["either"] == round(sketches.union(ta, tb).estimate())
+
+    # the docs' SQL, as written, over the table: Spark's answers from Spark's own sketches
+    spark.read.format("delta").load(f"{spec.sink.path}/sketches") \
+        .createOrReplaceTempView("sketches")
+    per_hour_sql, returning_sql = _doc_sql()
+    per_hour = {r["window_start"].strftime("%Y-%m-%dT%H"): r["users"]
+                for r in spark.sql(per_hour_sql).collect()}
+    built = {r["hour"]: r["e"] for r in spark.sql(
+        "SELECT hour, hll_sketch_estimate(hll_union_agg(s)) AS e FROM (SELECT hour, "
+        "hll_sketch_agg(user, 12) AS s FROM raw GROUP BY hour, country) GROUP BY hour"
+    ).collect()}
+    assert per_hour == built and len(per_hour) == HOURS
+    returning = {r["window_start"].strftime("%Y-%m-%dT%H"): r["returning"]
+                 for r in spark.sql(returning_sql).collect()}
+    by_hour: dict[str, object] = {}  # every row: final ones and the open hour's partial ones
+    for r in spark.read.format("delta").load(f"{spec.sink.path}/sketches") \
+            .where("sketch_name = 'user_sets'").collect():
+        hour = r["window_start"].strftime("%Y-%m-%dT%H")
+        one = sketches.ThetaSketch.from_bytes(bytes(r["bytes"]), lg_k=12)
+        by_hour[hour] = one if hour not in by_hour else by_hour[hour].merge(one)
+    assert len(returning) == HOURS - 1
+    hours = sorted(by_hour)
+    for before, hour in zip(hours, hours[1:], strict=False):
+        want = theta_intersection(by_hour[before], by_hour[hour]).estimate()
+        assert returning[hour] == round(want), hour
 
     # our query: distinct within bounds; overlap of the two hours within bounds
     qspec = q.load_query_spec(root / "spec.toml", None, table="sketches")
