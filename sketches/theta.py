@@ -303,7 +303,9 @@ class ThetaSketch(Sketch):
         """Bound at ``num_std`` (1 to 3) sigmas (:func:`binomial_bounds`); exact: count."""
         return self._bounds(num_std)[1]
 
-    def _bounds(self, num_std: int) -> tuple[float, float]:
+    def _bounds(self, num_std: float) -> tuple[float, float]:
+        if isinstance(num_std, float) and num_std.is_integer():  # 2.0, as other kinds take
+            num_std = int(num_std)
         num_std = check_int("num_std", num_std, 1, 3)
         if not self.is_estimation_mode():
             return float(self._hashes.size), float(self._hashes.size)

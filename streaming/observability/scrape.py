@@ -51,7 +51,7 @@ class WindowView:
     @cached_property
     def values(self) -> dict[str, Any]:
         s = self.union
-        if self.kind == "hll":
+        if self.kind in ("hll", "theta"):
             return {"estimate": s.estimate(), "lower": s.lower_bound(HLL_BOUND_K),
                     "upper": s.upper_bound(HLL_BOUND_K)}
         if self.kind == "cms":
@@ -94,11 +94,11 @@ class ScrapeCollector:
         start = gauge("window_start_timestamp_seconds",
                       "Start of the newest window the window_* series describe")
         est = gauge("window_distinct_estimate",
-                    "HLL distinct count of the newest window (groups merged)")
+                    "Distinct count (HLL or Theta) of the newest window (groups merged)")
         lo = gauge("window_distinct_lower_bound",
-                   f"HLL estimate minus {HLL_BOUND_K:g} standard errors")
+                   f"Distinct estimate minus {HLL_BOUND_K:g} standard errors")
         hi = gauge("window_distinct_upper_bound",
-                   f"HLL estimate plus {HLL_BOUND_K:g} standard errors")
+                   f"Distinct estimate plus {HLL_BOUND_K:g} standard errors")
         items = gauge("window_cms_items",
                       "Items counted by the Count-Min sketch of the newest window")
         err = gauge("window_cms_error_bound_items",
@@ -121,7 +121,7 @@ class ScrapeCollector:
         k = self._m.top_k_labels
         for v in views.values():
             labels = [v.query, v.window, v.sketch]
-            if v.kind not in ("hll", "cms", "bloom", "quantiles"):
+            if v.kind not in ("hll", "theta", "cms", "bloom", "quantiles"):
                 continue
             try:
                 vals = v.values
@@ -129,7 +129,7 @@ class ScrapeCollector:
                 self._m.errors.labels("scrape").inc()
                 continue
             start.add_metric(labels, v.start_us / US)
-            if v.kind == "hll":
+            if v.kind in ("hll", "theta"):
                 est.add_metric(labels, vals["estimate"])
                 lo.add_metric(labels, vals["lower"])
                 hi.add_metric(labels, vals["upper"])

@@ -376,6 +376,25 @@ def test_current_window_merges_groups_and_follows_the_newest_window():
     assert value(m, "streamsketch_window_distinct_estimate", **labels) == pytest.approx(3, abs=.1)
 
 
+def test_theta_and_datasketches_hll_report_distinct_counts():
+    theta = SketchSpec("user_sets", "theta", "user_id", (("lg_k", 9),))
+    ds_hll = SketchSpec("users_ds", "hll", "user_id", (("format", "datasketches"),
+                                                       ("precision", 12)))
+    window = WindowSpec("minutely", 60, 60, (), sketches=(theta, ds_hll))
+    m = PipelineMetrics(CollectorRegistry())
+    ws = (T0_MS - T0_MS % 60_000) * 1000
+    values = [f"u{i}" for i in range(5000)]
+    m.on_batch(summary(0, entries=[entry(window, theta, ws, "[]", values),
+                                   entry(window, ds_hll, ws, "[]", values)]), query=QUERY)
+    for name, spec in (("user_sets", theta), ("users_ds", ds_hll)):
+        labels = {"query": QUERY, "window": "minutely", "sketch": name}
+        est = value(m, "streamsketch_window_distinct_estimate", **labels)
+        assert est == pytest.approx(spec.new().update(values).estimate())
+        lo = value(m, "streamsketch_window_distinct_lower_bound", **labels)
+        hi = value(m, "streamsketch_window_distinct_upper_bound", **labels)
+        assert lo < est < hi and lo <= 5000 <= hi
+
+
 def test_cms_and_bloom_values(tmp_path):
     m = PipelineMetrics(CollectorRegistry(), top_k_labels=3)
     entries = clickstream_entries(T0_MS - 30_000)

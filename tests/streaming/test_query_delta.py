@@ -67,6 +67,17 @@ metrics = ["count", "sum(amount)", "max(amount)"]
   kind = "minhash"
   field = "user_id"
   num_perm = 64
+  [[windows.sketches]]
+  name = "users_ds"
+  kind = "hll"
+  format = "datasketches"
+  field = "user_id"
+  precision = 9
+  [[windows.sketches]]
+  name = "user_sets"
+  kind = "theta"
+  field = "user_id"
+  lg_k = 6
 
 [[windows]]
 name = "hourly_by_country"
@@ -208,6 +219,44 @@ def test_contains_and_similarity(tables):
     a = mh.new().update(chosen.columns["user_id"])
     b = mh.new().update(in_windows(events, spec, late, tiling=False).columns["user_id"])
     assert q.similarity(source(spec), spec, early, late, None)["jaccard"] == a.jaccard(b)
+
+
+def test_datasketches_hll_and_overlap(tables):
+    """DataSketches-format sketches through the same reads: the union of the stored
+    images equals one sketch of the selected events; Theta set algebra likewise."""
+    import sketches
+    from sketches.theta import theta_difference, theta_intersection
+
+    spec, events, _ = tables
+    early = sel(spec, "minutely", T0, T0 + dt.timedelta(minutes=60))
+    late = sel(spec, "minutely", T0 + dt.timedelta(minutes=45), T0 + dt.timedelta(minutes=90))
+    users = in_windows(events, spec, early, tiling=False).columns["user_id"]
+    got = q.distinct(source(spec), spec, early, "users_ds")
+    want = sketches.DataSketchesHLL(precision=9).update(users)
+    assert got["estimate"] == want.estimate()
+    a = sketches.ThetaSketch(lg_k=6).update(users)
+    b = sketches.ThetaSketch(lg_k=6).update(
+        in_windows(events, spec, late, tiling=False).columns["user_id"])
+    got = q.overlap(source(spec), spec, early, late, None)
+    assert got["windows_merged"] == [60, 45]
+    for key, expected in (("a", a), ("b", b), ("union", sketches.union(a, b)),
+                          ("intersection", theta_intersection(a, b)),
+                          ("a_not_b", theta_difference(a, b)),
+                          ("b_not_a", theta_difference(b, a))):
+        assert got[key]["estimate"] == expected.estimate(), key
+        assert got[key]["lower_bound"] == expected.lower_bound(2), key
+
+
+def test_overlap_needs_a_second_range_or_group(tables):
+    spec, _, _ = tables
+    with pytest.raises(q.ConfigError, match="overlap needs a second range"):
+        q.question(spec, "overlap", window="minutely", start=None, end=None)
+    with pytest.raises(q.ConfigError, match="--vs-group is for overlap"):
+        q.question(spec, "distinct", window="minutely", start=None, end=None,
+                   vs_groups=["country=DE"])
+    with pytest.raises(q.ConfigError, match="no theta sketch"):
+        q.question(spec, "overlap", window="hourly_by_country", start=None, end=None,
+                   vs_groups=["country=DE"])
 
 
 def _exact(values) -> Decimal:

@@ -219,8 +219,9 @@ def test_the_dashboard_panel_request_is_answered(server, tables):  # noqa: F811
                 assert body["estimate"] == hll.update(chosen.columns["user_id"]).estimate()
 
 
-_WHAT = ["aggregate", "distinct", "topk", "contains", "similarity", "quantile"]
-_PARAM = ["window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q"]
+_WHAT = ["aggregate", "distinct", "topk", "contains", "similarity", "quantile", "overlap"]
+_PARAM = ["window", "from", "to", "group", "sketch", "k", "value", "vs_from", "vs_to", "q",
+          "vs_group"]
 
 
 #: what a parameter may hold: any text, epoch milliseconds up to far past the year 9999,

@@ -408,3 +408,50 @@ def test_list_fields_feed_sketches_only(monkeypatch, old, new, needle):
     with pytest.raises(SpecError) as exc:
         parse_spec(text, origin="job.toml")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+# -- sketches stored as Apache DataSketches images ------------------------------------
+@pytest.mark.parametrize(("line", "cls", "params"), [
+    ('format = "datasketches"', "DataSketchesHLL",
+     (("format", "datasketches"), ("precision", 14))),
+    ('format = "native"', "HyperLogLog", (("precision", 14), ("seed", 0))),
+])
+def test_hll_format_picks_the_sketch_class(monkeypatch, line, cls, params):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = ISSUE_EXAMPLE.replace("precision = 14", f"precision = 14\n  {line}")
+    sk = parse_spec(text).windows[0].sketches[0]
+    assert sk.params == params
+    assert type(sk.new()).__name__ == cls
+    assert "format" not in sk.param_dict
+    if "native" in line:  # the default, spelled out: the same spec, the same fingerprint
+        assert parse_spec(text).to_dict() == parse_spec(ISSUE_EXAMPLE).to_dict()
+
+
+def test_theta_kind_defaults_to_sparks_k(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = ISSUE_EXAMPLE.replace('kind = "hll"\n  field = "tailnum"\n  precision = 14',
+                                 'kind = "theta"\n  field = "tailnum"')
+    sk = parse_spec(text).windows[0].sketches[0]
+    assert (sk.kind, sk.params) == ("theta", (("lg_k", 12),))
+    assert type(sk.new()).__name__ == "ThetaSketch" and sk.new().lg_k == 12
+
+
+@pytest.mark.parametrize(("old", "new", "key", "needle"), [
+    ("precision = 14", 'precision = 14\n  format = "datasketches"\n  seed = 3', "seed",
+     "DataSketches' own seed"),
+    ("precision = 14", 'precision = 22\n  format = "datasketches"', "precision",
+     "between 4 and 21"),
+    ("precision = 14", 'precision = 14\n  format = "druid"', "format", 'unknown format'),
+    ('kind = "hll"\n  field = "tailnum"\n  precision = 14',
+     'kind = "theta"\n  field = "tailnum"\n  lg_k = 30', "lg_k", "between 4 and 26"),
+    ('kind = "hll"\n  field = "tailnum"\n  precision = 14',
+     'kind = "theta"\n  field = "tailnum"\n  precision = 12', "precision", "unknown key"),
+])
+def test_bad_datasketches_sketch_is_one_line(monkeypatch, old, new, key, needle):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    text = ISSUE_EXAMPLE.replace(old, new)
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, origin="job.toml")
+    msg = str(exc.value)
+    assert "\n" not in msg and exc.value.key == f"windows[0].sketches[0].{key}", msg
+    assert needle in msg, msg
