@@ -174,3 +174,21 @@ def test_package_from_bytes_dispatches_on_datasketches_images():
     theirs.update("a")
     theirs.update("b")
     assert sketches.from_bytes(theirs.serialize_compact()) == s
+
+
+#: Spark 4.2 SQL ``SELECT hll_sketch_agg(v)`` over one row: 'a' (a string) and 1 (an int,
+#: hashed as a long), as Spark wrote them (updatable list images, HLL_8 target, lgK 12)
+SPARK_IMAGES = {
+    "a": bytes.fromhex("0201070c030001082f823b04") + bytes(28),
+    1: bytes.fromhex("0201070c030001082bf2fb06") + bytes(28),
+}
+
+
+@pytest.mark.parametrize("value", list(SPARK_IMAGES))
+def test_images_spark_wrote_read_as_ours(value):
+    spark = DataSketchesHLL.from_bytes(SPARK_IMAGES[value])
+    assert spark == DataSketchesHLL(12).update([value])
+    assert spark.estimate() == pytest.approx(1.0)
+    # and our image of it is the compact form of the same list
+    assert DataSketchesHLL(12).update([value]).to_bytes() == \
+        SPARK_IMAGES[value][:5] + b"\x08\x01\x08" + SPARK_IMAGES[value][8:12]
