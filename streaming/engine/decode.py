@@ -37,8 +37,6 @@ block Arrow cannot parse whole.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
@@ -51,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.engine.event_paths import NotObject, path_value, struct_tree
+from streaming.engine.event_times import epoch_us, iso_block
 from streaming.spec.model import EventsSpec
 from streaming.units import US
 
@@ -62,8 +61,6 @@ REASONS = ("null_value", "too_large", "invalid_utf8", "invalid_json", "wrong_typ
            # Avro values (streaming.engine.avro_decode)
            "invalid_avro", "unknown_schema")
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_ONE_US = dt.timedelta(microseconds=1)
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(),
                 "double": pa.float64(), "boolean": pa.bool_()}
 _INT_RANGE = {"long": (-(1 << 63), (1 << 63) - 1), "int": (-(1 << 31), (1 << 31) - 1)}
@@ -77,12 +74,6 @@ _BLOCK = 4096
 #: records per ``map`` of the fast decode (a block with a refused record is redone
 #: record by record: small enough that one bad record costs little)
 _FAST_BLOCK = 256
-#: the usual ISO 8601 shape (seconds within 00-59; a fraction of at most 6 digits; an
-#: offset): where Arrow's parser and ``datetime.fromisoformat`` give the same instant
-_COMMON_ISO = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
-               r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
-
-
 _NOT_UTF8 = "invalid_utf8: the value is not UTF-8"
 #: values checked for UTF-8 by one Arrow cast (a block with a bad one is checked value
 #: by value)
@@ -189,74 +180,11 @@ def convert_value(value: Any, typ: str) -> Any:
     return value
 
 
-def _epoch_us(raw: Any, scale: int) -> int | None:
-    """An epoch number (or numeric string) in seconds or milliseconds, as microseconds."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = float(raw.strip())
-        except ValueError:
-            return None
-    if not isinstance(raw, int | float) or not math.isfinite(raw):
-        return None
-    us = raw * scale if isinstance(raw, int) else int(raw * scale)
-    return us if -(1 << 62) < us < (1 << 62) else None
-
-
-def _iso_us(text: Any) -> int | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return (moment - _EPOCH) // _ONE_US
-
-
-def _iso_block(texts: list[Any]) -> pa.Array:
-    """Event times (int64 epoch microseconds, null where none) of one block of
-    time-field values.
-
-    Python's ``datetime.fromisoformat`` is the rule; Arrow parses, much faster, the
-    strings of one common shape on which both agree, so the answer for a string
-    never depends on the block it came in.
-    """
-    try:
-        strings = pa.array(texts, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a number among them: not a string
-        strings = pa.array([t if type(t) is str else None for t in texts], pa.string())
-    common = pc.fill_null(pc.match_substring_regex(strings, _COMMON_ISO), False)
-    mask = common.to_numpy(zero_copy_only=False)
-    n_common = int(mask.sum())
-    if not n_common:
-        return pa.array([_iso_us(t) for t in texts], pa.int64())
-    try:
-        parsed = pc.cast(strings.filter(common), pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array([_iso_us(t) for t in texts], pa.int64())
-    if n_common == len(texts):
-        return parsed
-    out = np.zeros(len(texts), dtype=np.int64)
-    out[mask] = parsed.to_numpy()
-    valid = mask.copy()
-    for i in np.flatnonzero(~mask).tolist():  # the other shapes, one by one
-        us = _iso_us(texts[i])
-        if us is not None:
-            out[i] = us
-            valid[i] = True
-    return pa.array(out, mask=~valid)
-
-
-def timestamp_text(us: int) -> str:
-    """A timestamp as Spark SQL prints it: ``2026-11-23 10:03:00`` (fraction if any)."""
-    moment = _EPOCH + dt.timedelta(microseconds=us)
-    text = moment.strftime("%Y-%m-%d %H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text
+def _arrow(values: Any, typ: pa.DataType) -> pa.Array:
+    """``values`` (a list, or an Arrow array as a column-wise reader gives it) as ``typ``."""
+    if isinstance(values, pa.Array):
+        return values if values.type == typ else values.cast(typ)
+    return pa.array(values, typ)
 
 
 class Decoder:
@@ -372,6 +300,8 @@ class Decoder:
         # records the fast path refused, or with an integer out of its type's range:
         # field by field, which also finds the reason
         refused += self._out_of_range(cols)
+        if refused:  # columns read as Arrow arrays (Avro) take the patches as lists
+            cols = [c.to_pylist() if isinstance(c, pa.Array) else c for c in cols]
         dropped = np.zeros(len(todo), dtype=bool)
         for j in sorted(set(refused)):
             reason, typed, raw_time = self._slow(todo[j])
@@ -390,13 +320,15 @@ class Decoder:
         future = (us > now_ms * 1000 + self.max_future_us) & ~missing & ~dropped
         keep = ~(dropped | missing | future)
         bad_event_us: dict[int, int] = {}
+        if missing.any() and isinstance(times, pa.Array):
+            times = times.to_pylist()
         for j in np.flatnonzero(missing).tolist():
             bad[int(ok[j])] = self._missing if times[j] is None else self._bad_time
         for j in np.flatnonzero(future).tolist():
             bad[int(ok[j])] = "future_time: event time is more than max_future ahead of now"
             bad_event_us[int(ok[j])] = int(us[j])
         everything = bool(keep.all())
-        columns = {self.fields[i][0]: pa.array(cols[k], _ARROW_TYPES[self.fields[i][1]])
+        columns = {self.fields[i][0]: _arrow(cols[k], _ARROW_TYPES[self.fields[i][1]])
                    for k, i in enumerate(self._in_struct)
                    if self.wanted is None or self.fields[i][0] in self.wanted}
         if not everything:  # the dropped rows' placeholders leave the columns
@@ -473,7 +405,7 @@ class Decoder:
                           any(e is not None and not low <= e <= high for e in v)]
                 continue
             try:
-                arr = np.asarray(pa.array(vals, pa.int64()).fill_null(0).to_numpy())
+                arr = np.asarray(_arrow(vals, pa.int64()).fill_null(0).to_numpy())
             except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: test one by one
                 found += [j for j, v in enumerate(vals)
                           if v is not None and not low <= v <= high]
@@ -484,8 +416,10 @@ class Decoder:
     def _event_times(self, raw: list[Any]) -> pa.Array:
         """Event times (int64 epoch microseconds, null where none or unparsable)."""
         fmt = self.events.time_format
+        if isinstance(raw, pa.Array) and (fmt != "iso8601" or raw.type != pa.string()):
+            raw = raw.to_pylist()
         if fmt == "iso8601":
-            blocks = [_iso_block(raw[a:a + _BLOCK]) for a in range(0, len(raw), _BLOCK)]
+            blocks = [iso_block(raw[a:a + _BLOCK]) for a in range(0, len(raw), _BLOCK)]
             return pa.concat_arrays(blocks) if blocks else pa.array([], pa.int64())
         scale = 1000 if fmt == "epoch_ms" else US
-        return pa.array([None if r is None else _epoch_us(r, scale) for r in raw], pa.int64())
+        return pa.array([None if r is None else epoch_us(r, scale) for r in raw], pa.int64())

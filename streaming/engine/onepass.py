@@ -45,7 +45,8 @@ import pyarrow.compute as pc
 
 from streaming.engine import faults
 from streaming.engine.avro_decode import decoder_for
-from streaming.engine.decode import Decoded, Decoder, timestamp_text
+from streaming.engine.decode import Decoded, Decoder
+from streaming.engine.event_times import timestamp_text
 from streaming.engine.group_keys import distinct_items, group_keys
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.source import from_kafka

@@ -7,7 +7,10 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from streaming.engine.decode import Decoder, _iso_block, _iso_us, timestamp_text
+from streaming.engine.decode import Decoder
+from streaming.engine.event_times import iso_block as _iso_block
+from streaming.engine.event_times import iso_us as _iso_us
+from streaming.engine.event_times import timestamp_text
 from streaming.spec.model import EventsSpec
 
 NOW_MS = int(dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp() * 1000)
