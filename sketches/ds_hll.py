@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import Sketch, check_codes, check_int
+from sketches._base import Sketch, check_codes, check_int, sorted_unique
 from sketches._columns import input_length, iter_columns, prepare
 from sketches.errors import SketchFormatError
 from sketches.hll import estimate_histogram
@@ -84,22 +84,33 @@ def coupon_limit(precision: int) -> int:
     return _LIST_MAX if precision < 8 else 3 << (precision - 5)
 
 
-def _bit_length(x: np.ndarray) -> np.ndarray:
-    hi = (x >> np.uint64(32)).astype(np.float64)
-    lo = (x & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    return np.where(hi > 0, 32 + np.frexp(hi)[1], np.frexp(lo)[1])
+def _values_of(h2: np.ndarray) -> np.ndarray:
+    """``min(nlz(h2), 62) + 1`` (uint32): from the exponent of ``h2``'s high half as a
+    double (exact: 32 bits); the rare ``h2`` whose high half is 0 (one in 2**32) takes
+    its low half."""
+    hi = (h2 >> np.uint64(32)).astype(np.float64)
+    value = (hi.view(np.uint64) >> np.uint64(52)).astype(np.uint32)  # bit length + 1022
+    np.subtract(np.uint32(33 + 1022), value, out=value)
+    zero = np.flatnonzero(hi == 0)
+    if zero.size:
+        low = (h2[zero] & np.uint64(0xFFFFFFFF)).astype(np.float64)
+        value[zero] = np.minimum(64 - np.frexp(low)[1], 62) + 1
+    return value
 
 
 def coupons_of(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
-    """DataSketches' coupon of each hash: ``value << 26 | low 26 bits of h1``.
+    """DataSketches' coupon of each hash: ``value << 26 | low 26 bits of h1``, with
+    ``value = min(nlz(h2), 62) + 1``.
 
     Example:
         >>> from sketches.murmur3 import murmur3_128
         >>> hex(int(coupons_of(*murmur3_128(["a"]))[0]))
         '0x43b822f'
     """
-    value = np.minimum(64 - _bit_length(h2), 62) + 1
-    return (value.astype(np.uint32) << np.uint32(26)) | (h1.astype(np.uint32) & _KEY_MASK)
+    value = _values_of(h2)
+    value <<= np.uint32(26)
+    value |= h1.astype(np.uint32) & _KEY_MASK
+    return value
 
 
 def _registers_of(coupons: np.ndarray, precision: int, out: np.ndarray) -> np.ndarray:
@@ -151,19 +162,25 @@ class DataSketchesHLL(Sketch):
 
     def _update_hashes(self, hashes: np.ndarray) -> None:
         """Add coupons (given as integers, the "hashes" of this sketch)."""
-        coupons = np.unique(hashes.astype(np.uint32))
-        if self._registers is None:
-            assert self._coupons is not None
-            coupons = np.union1d(self._coupons, coupons)
-        self._set_coupons(coupons)
+        coupons = hashes.astype(np.uint32, copy=False)
+        if self._registers is not None:  # registers take the maximum: no need to dedupe
+            _registers_of(coupons, self._precision, self._registers)
+            return
+        assert self._coupons is not None
+        self._set_coupons(sorted_unique(np.concatenate([self._coupons, coupons])))
 
     def update(self, values: Any) -> Self:
         """Add values (array, Arrow array, Series, list or scalar), hashed as
         DataSketches hashes them; nulls, NaN and empty strings are skipped."""
         for _, column in iter_columns(prepare(values)):
             h1, h2, keep = murmur3_column(column)
-            coupons = coupons_of(h1, h2)
-            self._update_hashes(coupons if keep is None else coupons[keep])
+            if keep is not None:
+                h1, h2 = h1[keep], h2[keep]
+            if self._registers is not None:  # the slot and value, no coupon
+                slots = (h1 & np.uint64((1 << self._precision) - 1)).astype(np.intp)
+                np.maximum.at(self._registers, slots, _values_of(h2).astype(np.uint8))
+            else:
+                self._update_hashes(coupons_of(h1, h2))
         return self
 
     @classmethod
@@ -184,7 +201,7 @@ class DataSketchesHLL(Sketch):
             key = (codes_arr[offset: offset + len(column)].astype(np.uint64) << np.uint64(32)
                    | coupons_of(h1, h2).astype(np.uint64))
             keys.append(key if keep is None else key[keep])
-        key = np.unique(np.concatenate(keys)) if keys else np.empty(0, dtype=np.uint64)
+        key = sorted_unique(np.concatenate(keys)) if keys else np.empty(0, dtype=np.uint64)
         group = (key >> np.uint64(32)).astype(np.int64)
         coupons = key.astype(np.uint32)
         bounds = np.searchsorted(group, np.arange(n + 1))
@@ -240,7 +257,7 @@ class DataSketchesHLL(Sketch):
     def _addresses(self) -> int:
         """Distinct 26-bit addresses among the coupons (coupon mode)."""
         assert self._coupons is not None
-        return int(np.unique(self._coupons & _KEY_MASK).size)
+        return int(sorted_unique(self._coupons & _KEY_MASK).size)
 
     def estimate(self) -> float:
         """Estimated number of distinct values (Ertl's improved estimator)."""
@@ -350,7 +367,7 @@ class DataSketchesHLL(Sketch):
             return out
         else:
             raise SketchFormatError(f"unknown DataSketches HLL mode {mode}")
-        coupons = np.unique(coupons[coupons != 0])
+        coupons = sorted_unique(coupons[coupons != 0])
         out._set_coupons(coupons)
         return out
 

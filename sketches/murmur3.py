@@ -57,6 +57,7 @@ _N1 = _U64(0x52DCE729)
 _N2 = _U64(0x38495AB5)
 _FIVE = _U64(5)
 _CANONICAL_NAN = _U64(0x7FF8000000000000)
+_BLOCK = 1 << 15  # values per in-place step: the temporaries stay in the cache
 _BYTE_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [(1 << 64) - 1],
                        dtype=np.uint64)
 
@@ -94,12 +95,45 @@ def _finish(h1: np.ndarray, h2: np.ndarray, length: Any) -> tuple[np.ndarray, np
     return h1, h2
 
 
+def _fmix_inplace(k: np.ndarray, tmp: np.ndarray) -> None:
+    np.right_shift(k, _U64(33), out=tmp)
+    k ^= tmp
+    k *= _F1
+    np.right_shift(k, _U64(33), out=tmp)
+    k ^= tmp
+    k *= _F2
+    np.right_shift(k, _U64(33), out=tmp)
+    k ^= tmp
+
+
 def _hash_words(words: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The hash of 8-byte values given as uint64 words (a tail of 8 bytes, no block)."""
-    with np.errstate(over="ignore"):
-        h1 = np.full(words.size, seed, dtype=np.uint64) ^ _mix_k1(words)
-        h2 = np.full(words.size, seed, dtype=np.uint64)
-        return _finish(h1, h2, 8)
+    """The hash of 8-byte values given as uint64 words (a tail of 8 bytes, no block).
+
+    With no block, ``h2`` is the seed until the finish, so the arithmetic folds to:
+    ``h1 = mix_k1(w) ^ seed ^ 8``; ``h1 += seed ^ 8``; ``h2 = h1 + (seed ^ 8)``; then
+    both are mixed, ``h1 += h2``, ``h2 += h1``. In place, a cache-sized block at a time.
+    """
+    n = words.size
+    h1 = np.empty(n, dtype=np.uint64)
+    h2 = np.empty(n, dtype=np.uint64)
+    s8 = _U64(seed ^ 8)
+    tmp = np.empty(min(n, _BLOCK), dtype=np.uint64)
+    for a in range(0, n, _BLOCK):
+        b = min(a + _BLOCK, n)
+        x, y, t = h1[a:b], h2[a:b], tmp[: b - a]
+        np.multiply(words[a:b], _C1, out=x)
+        np.right_shift(x, _U64(33), out=t)
+        x <<= _U64(31)
+        x |= t
+        x *= _C2
+        x ^= s8
+        x += s8
+        np.add(x, s8, out=y)
+        _fmix_inplace(x, t)
+        _fmix_inplace(y, t)
+        x += y
+        y += x
+    return h1, h2
 
 
 def _hash_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray,

@@ -54,7 +54,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import Sketch, check_int, iter_grouped, read_only
+from sketches._base import Sketch, check_int, iter_grouped, read_only, sorted_unique
 from sketches._columns import Column, iter_columns
 from sketches.errors import IncompatibleSketchError, InvalidParameterError, SketchFormatError
 from sketches.hashing import check_seed
@@ -280,7 +280,7 @@ class ThetaSketch(Sketch):
     def _update_hashes(self, hashes: np.ndarray) -> None:
         hashes = hashes[(hashes != 0) & (hashes < np.uint64(self._theta))]
         if hashes.size:
-            self._set(self._theta, np.union1d(self._hashes, hashes).astype(np.uint64))
+            self._set(self._theta, sorted_unique(np.concatenate([self._hashes, hashes])))
 
     def merge(self, other: Self) -> Self:
         """Union in place: the smaller theta, the k smallest hashes below it, the smaller
@@ -288,7 +288,7 @@ class ThetaSketch(Sketch):
         _check_seeds([self, other])
         self._lg_k = min(self._lg_k, other._lg_k)
         theta = min(self._theta, other._theta)
-        both = np.union1d(self._hashes, other._hashes).astype(np.uint64)
+        both = sorted_unique(np.concatenate([self._hashes, other._hashes]))
         return self._set(theta, both[: np.searchsorted(both, np.uint64(theta))])
 
     def estimate(self) -> float:
@@ -457,7 +457,7 @@ def theta_union(*sketches: ThetaSketch) -> ThetaSketch:
         raise InvalidParameterError("theta_union() needs at least one sketch")
     _check_seeds(sketches)
     theta = min(s.theta64 for s in sketches)
-    merged = np.unique(np.concatenate([_below(s.hashes, theta) for s in sketches]))
+    merged = sorted_unique(np.concatenate([_below(s.hashes, theta) for s in sketches]))
     return _result(sketches, theta, _NO_HASHES)._set(theta, merged.astype(np.uint64))
 
 
