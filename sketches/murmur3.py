@@ -136,47 +136,86 @@ def _hash_words(words: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return h1, h2
 
 
+def _load(words: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Unaligned little-endian 8-byte loads at byte positions ``pos`` (two aligned
+    gathers and shifts)."""
+    shift = ((pos & 7) << 3).astype(np.uint64)
+    q = pos >> 3
+    lo = words[q]
+    lo >>= shift
+    hi = words[q + 1]
+    np.subtract(_U64(63), shift, out=shift)
+    hi <<= shift
+    hi <<= _U64(1)  # two steps: a shift by 64 must give 0
+    lo |= hi
+    return lo
+
+
+def _strings_block(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = starts.size
+    h1 = np.full(n, seed, dtype=np.uint64)
+    h2 = h1.copy()
+    blocks = lengths >> 4
+    with np.errstate(over="ignore"):
+        for j in range(int(blocks.max()) if n else 0):
+            rows = np.flatnonzero(blocks > j) if blocks.min() <= j else None
+            pos = starts + 16 * j if rows is None else starts[rows] + 16 * j
+            a = h1 if rows is None else h1[rows]
+            b = h2 if rows is None else h2[rows]
+            a = a ^ _mix_k1(_load(words, pos))
+            a = _rotl(a, 27) + b
+            a = a * _FIVE + _N1
+            b = b ^ _mix_k2(_load(words, pos + 8))
+            b = _rotl(b, 31) + a
+            b = b * _FIVE + _N2
+            if rows is None:
+                h1, h2 = a, b
+            else:
+                h1[rows], h2[rows] = a, b
+        tail = lengths & 15
+        pos = starts + (blocks << 4)
+        k1 = _load(words, pos)
+        k1 &= _BYTE_MASKS[np.minimum(tail, 8)]
+        k2 = _load(words, pos + 8)
+        k2 &= _BYTE_MASKS[np.clip(tail - 8, 0, 8)]
+        long_tail = tail > 8
+        if long_tail.any():
+            h2 ^= np.where(long_tail, _mix_k2(k2), _U64(0))
+        h1 ^= np.where(tail > 0, _mix_k1(k1), _U64(0))
+        length = lengths.astype(np.uint64)
+        h1 ^= length
+        h2 ^= length
+        h1 += h2
+        h2 += h1
+        tmp = np.empty(n, dtype=np.uint64)
+        _fmix_inplace(h1, tmp)
+        _fmix_inplace(h2, tmp)
+        h1 += h2
+        h2 += h1
+    return h1, h2
+
+
 def _hash_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The hash of byte strings ``data[starts[i]:starts[i] + lengths[i]]``.
 
-    Block ``j`` of every string long enough is mixed in at once; the tails (the last
-    ``length % 16`` bytes, zero-padded) last.
+    Block ``j`` of every string long enough is mixed in at once, then the tails (the
+    last ``length % 16`` bytes, zero-padded); a cache-sized run of strings at a time.
     """
     n = starts.size
-    h1 = np.full(n, seed, dtype=np.uint64)
-    h2 = h1.copy()
+    h1 = np.empty(n, dtype=np.uint64)
+    h2 = np.empty(n, dtype=np.uint64)
     if n == 0:
         return h1, h2
-    padded = np.zeros(data.size + 16, dtype=np.uint8)
-    padded[: data.size] = data
-    lanes = np.arange(16, dtype=np.int64)
+    words = np.zeros(data.size // 8 + 4, dtype=np.uint64)  # an aligned copy, zero-padded
+    words.view(np.uint8)[: data.size] = data
     starts = starts.astype(np.int64)
     lengths = lengths.astype(np.int64)
-    blocks = lengths >> 4
-
-    def load(pos: np.ndarray) -> np.ndarray:
-        return padded[pos[:, None] + lanes].view("<u8").reshape(-1, 2)
-
-    with np.errstate(over="ignore"):
-        for j in range(int(blocks.max())):
-            rows = np.flatnonzero(blocks > j)
-            kk = load(starts[rows] + 16 * j)
-            a = h1[rows] ^ _mix_k1(kk[:, 0])
-            a = _rotl(a, 27) + h2[rows]
-            a = a * _FIVE + _N1
-            b = h2[rows] ^ _mix_k2(kk[:, 1])
-            b = _rotl(b, 31) + a
-            b = b * _FIVE + _N2
-            h1[rows] = a
-            h2[rows] = b
-        tail = lengths & 15
-        kk = load(starts + (blocks << 4))
-        k1 = kk[:, 0] & _BYTE_MASKS[np.minimum(tail, 8)]
-        k2 = kk[:, 1] & _BYTE_MASKS[np.clip(tail - 8, 0, 8)]
-        h2 = np.where(tail > 8, h2 ^ _mix_k2(k2), h2)
-        h1 = np.where(tail > 0, h1 ^ _mix_k1(k1), h1)
-        return _finish(h1, h2, lengths)
+    for a in range(0, n, _BLOCK):
+        b = min(a + _BLOCK, n)
+        h1[a:b], h2[a:b] = _strings_block(words, starts[a:b], lengths[a:b], seed)
+    return h1, h2
 
 
 def murmur3_column(column: Column, seed: int = DEFAULT_SEED

@@ -31,6 +31,17 @@ def test_murmur3_strings_of_every_length_match_mmh3():
         _mmh3(t.encode()) for t in texts]
 
 
+def test_murmur3_of_only_long_strings_and_of_many_matches_mmh3():
+    rng = np.random.default_rng(5)
+    long_ones = ["x" * int(n) + str(i) for i, n in enumerate(rng.integers(16, 100, 300))]
+    many = [f"user-{i}" for i in rng.integers(0, 10**9, 70_000)]  # more than one run
+    for texts in (long_ones, many, pa.array(many)):
+        h1, h2 = murmur3_128(texts)
+        listed = texts.to_pylist() if isinstance(texts, pa.Array) else texts
+        assert [(int(a), int(b)) for a, b in zip(h1, h2, strict=True)] == [
+            _mmh3(t.encode()) for t in listed]
+
+
 def test_murmur3_longs_and_doubles_are_their_8_bytes():
     rng = np.random.default_rng(2)
     ints = rng.integers(-2**63, 2**63 - 1, 2000, dtype=np.int64)
