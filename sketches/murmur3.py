@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -276,6 +277,7 @@ def murmur3_128(values: Any, seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.n
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
+@functools.cache
 def seed_hash(seed: int = DEFAULT_SEED) -> int:
     """The 16-bit seed hash DataSketches stores in a Theta sketch: the low 16 bits of
     ``h1`` of the seed hashed as a long with seed 0.

@@ -55,6 +55,7 @@ from typing import Any, Self
 import numpy as np
 
 from sketches._base import Sketch, check_int, iter_grouped, read_only, sorted_unique
+from sketches._bounds import binomial_bounds
 from sketches._columns import Column, iter_columns
 from sketches.errors import IncompatibleSketchError, InvalidParameterError, SketchFormatError
 from sketches.hashing import check_seed
@@ -68,61 +69,9 @@ MIN_LG_K, MAX_LG_K = 4, 26  # Spark's range (the C++ library's minimum is 5)
 _FAMILY, _BIG_ENDIAN, _EMPTY, _COMPACT, _ORDERED, _SINGLE = 3, 0x01, 0x04, 0x08, 0x10, 0x20
 _FLAGS = 0x02 | _COMPACT | _ORDERED  # read-only, compact, ordered
 _HEAD, _HEAD_V4 = struct.Struct("<BBBHBH"), struct.Struct("<BBBBBBH")
-_EXACT_BOUND_MAX = 120  # up to this many entries, bounds from the exact binomial tail
 _SORT_ROWS = 1 << 22  # grouped build: rows gathered between sorts
 _PACK_CHUNK = 1 << 16  # entries per bit-packing step (a multiple of 8: byte aligned)
 _NO_HASHES = read_only(np.empty(0, dtype=np.uint64))
-
-
-def _binomial_cdf(trials: int, successes: int, p: float) -> float:
-    """``P(Binomial(trials, p) <= successes)`` for ``trials >= successes``."""
-    j = np.arange(successes + 1, dtype=np.float64)
-    steps = np.log((float(trials) - j[:-1]) / (j[:-1] + 1.0))
-    log_choose = np.concatenate(([0.0], np.cumsum(steps)))
-    terms = log_choose + j * math.log(p) + (float(trials) - j) * math.log1p(-p)
-    return float(np.exp(terms).sum())
-
-
-def _bisect(lo: int, hi: int, ok_hi: Any) -> int:
-    """The boundary ``n`` in ``(lo, hi]`` where ``ok_hi`` turns true (monotone)."""
-    while not ok_hi(hi):
-        lo, hi = hi, 2 * hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if ok_hi(mid) else (mid, hi)
-    return hi
-
-
-def binomial_bounds(count: int, p: float, num_std: int) -> tuple[float, float]:
-    """``num_std``-sigma bounds on the distinct count when ``count`` hashes fell below
-    the fraction ``p`` of the hash space (``delta``: the normal tail beyond ``num_std``).
-
-    Up to 120 entries, exact binomial tails, by bisection: the lower bound is the
-    largest ``n`` with ``P(Bin(n, p) >= count) <= delta``, the upper the smallest with
-    ``P(Bin(n, p) <= count) <= delta``. Above, the normal approximation with continuity
-    correction (DataSketches' choice there): ``n`` solving
-    ``n - (count -/+ 0.5) / p = -/+ num_std * sqrt(n (1 - p) / p)``, widened by 0.5.
-    Clamped to ``count <= lower <= count / p <= upper``.
-
-    Example:
-        >>> binomial_bounds(0, 0.5, 2), binomial_bounds(10, 0.5, 2)
-        ((0.0, 6.0), (12.0, 33.0))
-    """
-    estimate = count / p
-    if p >= 1.0:
-        return float(count), float(count)
-    if count > _EXACT_BOUND_MAX:
-        z2 = num_std * num_std * (1.0 - p) / p  # the squared half-width per sqrt(n)
-        low_hat, high_hat = (count - 0.5) / p, (count + 0.5) / p
-        low = low_hat + z2 / 2.0 - math.sqrt(z2 * (z2 + 4.0 * low_hat)) / 2.0 - 0.5
-        high = high_hat + z2 / 2.0 + math.sqrt(z2 * (z2 + 4.0 * high_hat)) / 2.0 + 0.5
-    else:
-        delta = 0.5 * math.erfc(num_std / math.sqrt(2.0))
-        start = max(2 * math.ceil((count + 1) / p), count + 1)
-        high = float(_bisect(count, start, lambda n: _binomial_cdf(n, count, p) <= delta))
-        low = float(_bisect(count - 1, start, lambda n: 1.0 - _binomial_cdf(
-            n, count - 1, p) > delta) - 1) if count else 0.0
-    return min(estimate, max(float(count), low)), max(estimate, high)
 
 
 def _pack(values: np.ndarray, bits: int) -> bytes:
@@ -354,6 +303,10 @@ class ThetaSketch(Sketch):
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
+    @classmethod
+    def _union_many(cls, sketches: list[Self]) -> Self:
+        return theta_union(*sketches)  # type: ignore[return-value]
+
     def _check_mergeable(self, other: Any) -> None:
         _check_seeds([self, other])  # lg_k may differ: a merge takes the smaller
 
@@ -457,7 +410,15 @@ def theta_union(*sketches: ThetaSketch) -> ThetaSketch:
         raise InvalidParameterError("theta_union() needs at least one sketch")
     _check_seeds(sketches)
     theta = min(s.theta64 for s in sketches)
-    merged = sorted_unique(np.concatenate([_below(s.hashes, theta) for s in sketches]))
+    merged = np.concatenate([_below(s.hashes, theta) for s in sketches])
+    k = 1 << min(s.lg_k for s in sketches)
+    if merged.size > 4 * (k + 1):  # many: the k + 1 smallest first, in linear time
+        cut = np.partition(merged, k)[k]
+        some = sorted_unique(merged[merged <= cut])
+        # more than k distinct hashes up to the cut: the k + 1 smallest are among them
+        merged = some if some.size > k else sorted_unique(merged)
+    else:
+        merged = sorted_unique(merged)
     return _result(sketches, theta, _NO_HASHES)._set(theta, merged.astype(np.uint64))
 
 
