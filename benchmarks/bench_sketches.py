@@ -11,9 +11,10 @@ Every number printed or written is measured in the same run; ratios and the
 PASS/MISS lines are computed from those measurements.  A missed target is
 reported, never raised: the exit code is 0 whenever the benchmark ran.
 
-Groups (``--only``): hash, hll, cms, bloom, merge, estimate, memory; each is a
-module of ``benchmarks/sketch_bench/`` (``harness`` holds what they share,
-``report`` the ratios, targets and printed report).
+Groups (``--only``): hash, hll, cms, bloom, merge, estimate, memory, datasketches
+(our DataSketches-format HLL and Theta against Apache DataSketches: updates, and
+merges of 10,000 stored images); each is a module of ``benchmarks/sketch_bench/``
+(``harness`` holds what they share, ``report`` the ratios, targets and printed report).
 
 Baselines and what they are fed:
 
@@ -52,6 +53,7 @@ if str(_REPO_ROOT) not in sys.path:  # ``python benchmarks/bench_sketches.py`` w
 
 from benchmarks.sketch_bench.bloom import group_bloom  # noqa: E402
 from benchmarks.sketch_bench.cms import group_cms  # noqa: E402
+from benchmarks.sketch_bench.datasketches_format import group_datasketches  # noqa: E402
 from benchmarks.sketch_bench.estimate import group_estimate  # noqa: E402
 from benchmarks.sketch_bench.harness import (  # noqa: E402
     DATASKETCH_ERR,
@@ -84,6 +86,7 @@ GROUP_FUNCS = {
     "merge": group_merge,
     "estimate": group_estimate,
     "memory": group_memory,
+    "datasketches": group_datasketches,
 }
 
 

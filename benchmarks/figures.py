@@ -5,7 +5,8 @@
     python -m benchmarks.figures --print    # show it instead
 
 Reads ``benchmarks/results/NAME.json`` for each NAME of cardinality, driver, pipeline,
-backfill, memory, query, startup, produce, shapes, replay, quantiles and sketches
+backfill, memory, query, startup, produce, shapes, replay, quantiles, sketches and
+sketches-datasketches
 (whichever exist; a missing one leaves its lines out) and replaces everything between
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` in README.md. Every number in
 that block comes from those files, with the command that produced it and the machine's
@@ -252,6 +253,36 @@ def sketch_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def datasketches_lines(doc: dict[str, Any]) -> list[str]:
+    rows = {r["key"]: r for r in doc.get("rows", []) if r.get("median") is not None}
+    la = doc["machine"].get("loadavg_at_start")
+    load = f"load average {la[0]:.1f}" if la else "load not recorded"
+
+    def rate(key: str) -> str:
+        return f"{rows[key]['median'] / 1e6:,.1f} M/s" if key in rows else "—"
+
+    out = ["", f"`python -m benchmarks.bench_sketches --only datasketches` (sketches stored as "
+               f"Apache DataSketches images; {doc['n']:,} values, medians, {load}):", "",
+           "| update | ours | Apache DataSketches, per value | our own HLL |",
+           "|---|---|---|---|"]
+    for label, kind, data in (("HLL lg12, int64", "dshll", "int64"),
+                              ("HLL lg12, strings", "dshll", "strings"),
+                              ("Theta lg12, int64", "theta", "int64"),
+                              ("Theta lg12, strings", "theta", "strings")):
+        own = rate(f"hll12.{data}.ours") if kind == "dshll" else "—"
+        out.append(f"| {label} | {rate(f'{kind}.{data}.ours')} | "
+                   f"{rate(f'{kind}.{data}.datasketches')} | {own} |")
+    merges = [(label, f"{kind}-merge.int64") for label, kind in (("HLL", "dshll"),
+                                                                  ("Theta", "theta"))]
+    parts = [f"{label} {rows[k + '.ours']['median']:,.0f} ms (DataSketches "
+             f"{rows[k + '.datasketches']['median']:,.0f} ms)" for label, k in merges
+             if k + ".ours" in rows and k + ".datasketches" in rows]
+    if parts:
+        out += ["", "Merging 10,000 stored images, from the bytes to the estimate: "
+                + "; ".join(parts) + "."]
+    return out
+
+
 def quantile_lines(doc: dict[str, Any]) -> list[str]:
     rows = {r["key"]: r for r in doc["rows"] if "median" in r}
     la = doc["machine"].get("loadavg_at_end") or doc["machine"].get("loadavg_at_start")
@@ -311,7 +342,8 @@ def block() -> str:
                      ("shapes", shapes_lines),
                      ("replay", replay_lines),
                      ("quantiles", quantile_lines),
-                     ("sketches", sketch_lines)):
+                     ("sketches", sketch_lines),
+                     ("sketches-datasketches", datasketches_lines)):
         doc = _load(name)
         if doc is not None:
             more = fn(doc)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GROUPS = ("hash", "hll", "cms", "bloom", "merge", "estimate", "memory")
+GROUPS = ("hash", "hll", "cms", "bloom", "merge", "estimate", "memory", "datasketches")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "sketches.json"
 HLL_P = 14
 CMS_EPSILON = 0.001

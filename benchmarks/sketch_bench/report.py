@@ -9,6 +9,7 @@ import platform
 import subprocess
 from typing import Any
 
+from benchmarks.sketch_bench.datasketches_format import DS_LG_K, DS_MERGE_SKETCHES
 from benchmarks.sketch_bench.harness import (
     CMS_TOP_K,
     HLL_P,
@@ -145,6 +146,45 @@ RATIOS = [
         "cms-query.strings.datasketches",
         "throughput",
     ),
+    *(
+        (
+            f"DS HLL lg{DS_LG_K} {d}: ours / DataSketches per-item",
+            f"dshll.{d}.ours",
+            f"dshll.{d}.datasketches",
+            "throughput",
+        )
+        for d in ("int64", "strings")
+    ),
+    *(
+        (
+            f"DS HLL lg{DS_LG_K} {d}: ours DataSketchesHLL / ours HyperLogLog({DS_LG_K})",
+            f"dshll.{d}.ours",
+            f"hll12.{d}.ours",
+            "throughput",
+        )
+        for d in ("int64", "strings")
+    ),
+    *(
+        (
+            f"Theta lg{DS_LG_K} {d}: ours / DataSketches per-item",
+            f"theta.{d}.ours",
+            f"theta.{d}.datasketches",
+            "throughput",
+        )
+        for d in ("int64", "strings")
+    ),
+    (
+        f"Merge {DS_MERGE_SKETCHES:,} DS HLL images: DataSketches time / ours time",
+        "dshll-merge.int64.ours",
+        "dshll-merge.int64.datasketches",
+        "latency",
+    ),
+    (
+        f"Merge {DS_MERGE_SKETCHES:,} Theta images: DataSketches time / ours time",
+        "theta-merge.int64.ours",
+        "theta-merge.int64.datasketches",
+        "latency",
+    ),
 ]
 
 
@@ -165,6 +205,42 @@ TARGETS = [
         "bloom-update.strings.ours",
         "bloom-update.strings.rbloom",
         1.0,
+    ),
+    *(
+        t
+        for d in ("int64", "strings")
+        for t in (
+            (
+                f"DataSketchesHLL({DS_LG_K}) update {d} >= 20x DataSketches per-item",
+                f"dshll.{d}.ours",
+                f"dshll.{d}.datasketches",
+                20.0,
+            ),
+            (
+                f"DataSketchesHLL({DS_LG_K}) update {d} >= 0.5x our HyperLogLog({DS_LG_K})",
+                f"dshll.{d}.ours",
+                f"hll12.{d}.ours",
+                0.5,
+            ),
+            (
+                f"ThetaSketch({DS_LG_K}) update {d} >= 20x DataSketches per-item",
+                f"theta.{d}.ours",
+                f"theta.{d}.datasketches",
+                20.0,
+            ),
+        )
+    ),
+]
+
+# (label, row key whose extra["agreement"] the group filled): estimates of one union
+AGREEMENTS = [
+    (
+        f"Merge {DS_MERGE_SKETCHES:,} DS HLL images: estimate within 2% of DataSketches",
+        "dshll-merge.int64.ours",
+    ),
+    (
+        f"Merge {DS_MERGE_SKETCHES:,} Theta images: estimate within 1e-9 of DataSketches",
+        "theta-merge.int64.ours",
     ),
 ]
 
@@ -235,6 +311,22 @@ def compute_targets(res: Results) -> list[dict[str, Any]]:
                 "median_ms": m.median,
                 "best_ms": m.best,
                 "detail": f"{m.median:.2f} ms median, {m.best:.2f} ms best",
+            }
+        )
+    for label, key in AGREEMENTS:
+        row = res.get(key)
+        agree = row.extra.get("agreement") if row is not None else None
+        if not agree:
+            out.append({"target": label, "status": "N/A", "detail": f"not measured: {key}"})
+            continue
+        rel, tol = agree["relative_difference"], agree["tolerance"]
+        out.append(
+            {
+                "target": label,
+                "status": "PASS" if rel <= tol else "MISS",
+                **agree,
+                "detail": f"relative difference {rel:.3g} (ours {agree['ours']:,.3f}, "
+                f"DataSketches {agree['datasketches']:,.3f}); state equal: {agree['state_equal']}",
             }
         )
     return out
