@@ -64,5 +64,8 @@ def windows_per_group(rows: Any, *, by_group: bool) -> list[int]:
     # distinct (group, start) pairs as one int64 each: start's rank among the starts,
     # offset by the group (a 1-D sort; np.unique over pairs sorts rows as bytes, slowly)
     values, rank = np.unique(starts.astype(np.int64), return_inverse=True)
-    pairs = np.unique(codes.astype(np.int64) * values.size + rank.reshape(-1))
+    # (sorted and compared: NumPy 2's bare np.unique hashes large arrays, far slower)
+    pairs = np.sort(codes.astype(np.int64) * values.size + rank.reshape(-1))
+    if pairs.size > 1:
+        pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
     return np.bincount(pairs // values.size, minlength=n).tolist()
