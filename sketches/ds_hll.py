@@ -50,8 +50,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import Sketch, check_codes, check_int, sorted_unique
+from sketches._base import Sketch, check_codes, check_int
 from sketches._columns import input_length, iter_columns, prepare
+from sketches._topk import sorted_unique
 from sketches.errors import SketchFormatError
 from sketches.hll import estimate_histogram
 from sketches.murmur3 import murmur3_column

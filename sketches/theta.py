@@ -54,9 +54,10 @@ from typing import Any, Self
 
 import numpy as np
 
-from sketches._base import Sketch, check_int, iter_grouped, read_only, sorted_unique
+from sketches._base import Sketch, check_int, iter_grouped, read_only
 from sketches._bounds import binomial_bounds
 from sketches._columns import Column, iter_columns
+from sketches._topk import sorted_unique
 from sketches.errors import IncompatibleSketchError, InvalidParameterError, SketchFormatError
 from sketches.hashing import check_seed
 from sketches.murmur3 import DEFAULT_SEED, murmur3_column, seed_hash
