@@ -58,3 +58,7 @@ class CheckpointError(StreamsketchError):
 
 class LogFormatError(StreamsketchError):
     """An event log that cannot be read."""
+
+
+class RegistryError(StreamsketchError):
+    """A Schema Registry that cannot be reached, or answers with an error."""

@@ -41,18 +41,38 @@ class AvroDecoder(Decoder):
     _TEXT = False
 
     def __init__(self, events: EventsSpec, *, columns: set[str] | None = None) -> None:
+
+
+        super().__init__(events, columns=columns)
+        self._registry = events.avro_registry
+        self._schemas: dict[int, Any] = {}
+        #: per schema id, the column-wise reading of its records (None: fastavro's)
+        self._plans: dict[int, Any] = {}
+        self._declared = {self._paths[i]: self.fields[i][1] for i in self._in_struct}
+        for sid, text in events.avro_schemas:
+            self._add_schema(sid, text)
+        self._framed = -1 not in self._schemas
+
+    def _add_schema(self, sid: int, text: str) -> None:
         from fastavro import parse_schema
 
         from streaming.engine.avro_columns import plan
 
-        super().__init__(events, columns=columns)
-        self._schemas = {sid: parse_schema(json.loads(text))
-                         for sid, text in events.avro_schemas}
-        self._framed = -1 not in self._schemas
-        declared = {self._paths[i]: self.fields[i][1] for i in self._in_struct}
-        #: per schema id, the column-wise reading of its records (None: fastavro's)
-        self._plans = {sid: plan(json.loads(text), declared, self._time_path)
-                       for sid, text in events.avro_schemas}
+        doc = json.loads(text)
+        self._schemas[sid] = parse_schema(doc)
+        self._plans[sid] = plan(doc, self._declared, self._time_path)
+
+    def _schema(self, sid: int) -> Any:
+        """The parsed writer schema of ``sid``: the spec's, else the registry's (fetched
+        once), else None."""
+        if sid not in self._schemas and self._registry is not None and sid >= 0:
+            from streaming.engine.schema_registry import fetch_schema
+
+            text = fetch_schema(self._registry, sid)
+            if text is None:
+                return None
+            self._add_schema(sid, text)
+        return self._schemas.get(sid)
 
     def _record(self, value: bytes) -> tuple[str | None, tuple | None, Any]:
         """(reason, every declared field's typed value, raw time) of one value."""
@@ -64,10 +84,10 @@ class AvroDecoder(Decoder):
                 return ("invalid_avro: no Confluent header (a 0 byte and a schema id)",
                         None, None)
             sid = int.from_bytes(value[1:5], "big")
-            schema = self._schemas.get(sid)
+            schema = self._schema(sid)
             if schema is None:
-                return (f"unknown_schema: schema id {sid} is not in [events.avro] schemas",
-                        None, None)
+                where = "the schema registry" if self._registry else "[events.avro] schemas"
+                return f"unknown_schema: schema id {sid} is not in {where}", None, None
             body = body[5:]
         else:
             schema = self._schemas[-1]
@@ -98,7 +118,7 @@ class AvroDecoder(Decoder):
         from streaming.engine.avro_columns import read_columns
 
         n = len(values)
-        if not n or not any(self._plans.values()):
+        if not n or not (self._registry or any(self._plans.values())):
             return self._records(values)
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
         ends = np.cumsum(lengths)
@@ -118,7 +138,7 @@ class AvroDecoder(Decoder):
         refused: list[int] = []
         for sid in np.unique(sids).tolist():
             rows = np.flatnonzero(sids == sid)
-            p = self._plans.get(sid)
+            p = self._plans.get(sid) if self._schema(sid) is not None else None
             if p is None:  # no plan, an unknown schema, no frame: a record at a time
                 some, bad = self._records([values[j] for j in rows.tolist()])
                 refused += rows[bad].tolist()

@@ -41,7 +41,7 @@ from streaming.errors import SpecError
 from streaming.spec.locate import KeyLocator
 from streaming.spec.values import (
     Secret,
-    avro_schemas,
+    avro_config,
     field_paths,
     flat_settings,
     not_local,
@@ -123,6 +123,8 @@ class EventsSpec:
     #: Avro writer schemas (JSON text) by Confluent schema id; id -1: values without the
     #: Confluent header, all of the one schema
     avro_schemas: tuple[tuple[int, str], ...] = ()
+    #: a Schema Registry (Confluent's API) holding the schemas of other ids, or None
+    avro_registry: str | None = None
 
     def field_type(self, name: str) -> str:
         return dict(self.fields)[name]
@@ -199,7 +201,8 @@ class Spec:
                        "max_record_bytes": ev.max_record_bytes,
                        # JSON specs' fingerprints stay what earlier versions made them
                        **({"format": ev.format, "avro_schemas": dict(ev.avro_schemas)}
-                          if ev.format != "json" else {})},
+                          if ev.format != "json" else {}),
+                       **({"avro_registry": ev.avro_registry} if ev.avro_registry else {})},
             "windows": [
                 {"name": w.name, "size_s": w.size_s, "slide_s": w.slide_s,
                  "group_by": list(w.group_by), "metrics": [m.text for m in w.metrics],
@@ -373,15 +376,11 @@ class _Validator(WindowChecks):
         value_format = self.get(t, "format", "events.format", str, "json",
                                 check=lambda v: None if v in ("json", "avro")
                                 else 'must be "json" or "avro"')
-        avro: tuple[tuple[int, str], ...] = ()
-        if value_format == "avro" or "avro" in t:
-            if value_format != "avro":
-                raise self.fail("events.avro", 'give [events] format = "avro" with it')
-            try:
-                avro = avro_schemas(self.get(t, "avro", "events.avro", dict),
-                                    Path(self.origin).parent if self.origin else Path.cwd())
-            except ValueError as exc:
-                raise self.fail("events.avro", str(exc)) from None
+        try:
+            avro, registry = avro_config(value_format, t.get("avro"), Path(self.origin).parent
+                                         if self.origin else Path.cwd())
+        except ValueError as exc:
+            raise self.fail("events.avro", str(exc)) from None
         time_field = self.get(t, "time_field", "events.time_field", str,
                               check=lambda v: None if v else "must not be empty")
         time_format = self.get(t, "time_format", "events.time_format", str, "iso8601",
@@ -433,7 +432,7 @@ class _Validator(WindowChecks):
                                     else "events.time_field",
                                     f"{a} is declared as a value, and as an object holding {b}")
         return EventsSpec(time_field, tuple(fields), time_format, watermark, max_future, max_bytes,
-                          idle, late, value_format, avro)
+                          idle, late, value_format, avro, registry)
 
     def sink(self, raw: Any) -> SinkSpec:
         t = self.table(raw, "sink", ("path", "checkpoint", "trigger"))

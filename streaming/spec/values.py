@@ -123,6 +123,36 @@ def setting_value(v: Any, *, inline_ok: bool, where: str, floats: bool = False) 
     raise ValueError(f"unsupported value {v!r}")
 
 
+def avro_config(value_format: str, table: Any, base: Path
+                ) -> tuple[tuple[tuple[int, str], ...], str | None]:
+    """``[events.avro]``: the schemas' text by id (-1: bare values) and the registry URL.
+
+    ``schema = "x.avsc"``: values are bare Avro, of that one writer schema;
+    ``schemas = { 1 = "v1.avsc", 2 = "v2.avsc" }``: values in Confluent's wire format (a 0
+    byte, the schema id, the Avro body), files relative to the spec's folder;
+    ``registry = "http://host:8081"``: the Confluent-compatible API of a Schema Registry
+    that holds the schemas of the ids the files do not give (framed values).
+    Raises ValueError with the one-line reason."""
+    if table is None and value_format != "avro":
+        return (), None
+    if value_format != "avro":
+        raise ValueError('give [events] format = "avro" with it')
+    if not isinstance(table, dict):
+        raise ValueError("must be a table: schema, schemas or registry")
+    table = dict(table)
+    registry = table.pop("registry", None)
+    if registry is not None:
+        if not isinstance(registry, str) or not re.match(r"^https?://[^/\s]+", registry):
+            raise ValueError(f"registry must be an http:// or https:// URL, got {registry!r}")
+        if "schema" in table:
+            raise ValueError("a registry serves framed values (Confluent wire format): give "
+                             "schemas = { ID = FILE } for local copies, not schema")
+        registry = registry.rstrip("/")
+        if not table:
+            return (), registry
+    return avro_schemas(table, base), registry
+
+
 def avro_schemas(table: dict[str, Any], base: Path) -> tuple[tuple[int, str], ...]:
     """``[events.avro]``: ``schema = "x.avsc"`` (values are bare Avro, of that one writer
     schema) or ``schemas = { 1 = "v1.avsc", 2 = "v2.avsc" }`` (values in Confluent's wire
@@ -135,8 +165,8 @@ def avro_schemas(table: dict[str, Any], base: Path) -> tuple[tuple[int, str], ..
 
     extra = set(table) - {"schema", "schemas"}
     if extra or len(table) != 1:
-        raise ValueError('give schema = "FILE.avsc" (bare Avro values) or schemas = { ID = '
-                         '"FILE.avsc", ... } (Confluent wire format)')
+        raise ValueError('give schema = "FILE.avsc" (bare Avro values), schemas = { ID = '
+                         '"FILE.avsc", ... } (Confluent wire format) or registry = "URL"')
     files = ({-1: table["schema"]} if "schema" in table else table["schemas"])
     if not isinstance(files, dict) or not files:
         raise ValueError("schemas is a table of schema id = file")
