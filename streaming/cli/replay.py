@@ -110,6 +110,15 @@ class _Interrupts:
             signal.signal(sig, handler)
 
 
+def _reshape(args: argparse.Namespace) -> Any:
+    from streaming.kafka.shapes import reshape
+
+    try:
+        return reshape(args.shape, args.values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     if args.backfill:
         if args.spec is None:
@@ -117,6 +126,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.topic is not None:
             raise ConfigError("--backfill reads the logs directly; --topic is for publishing "
                               "to Kafka (give one or the other)")
+        if args.shape != "flat" or args.values != "json":
+            raise ConfigError("--shape and --values shape what is published to Kafka; "
+                              "--backfill reads the logs as they are")
         from streaming.cli.backfill import cmd_backfill
 
         return cmd_backfill(args, info)
@@ -134,7 +146,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                           state_path=args.state, resume=args.resume, restart=args.restart,
                           checkpoint_seconds=args.checkpoint_seconds,
                           checkpoint_records=args.checkpoint_records,
-                          connect_timeout=args.connect_timeout)
+                          connect_timeout=args.connect_timeout, reshape=_reshape(args))
     stop = threading.Event()
     bar = None if args.quiet else _Progress(sys.stderr)
     with _Interrupts(stop):
@@ -231,6 +243,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--envelope-time", choices=("timestamp", "field"), default="timestamp",
                    help="time of recorded envelopes: their Kafka timestamp, or the time "
                         "field of their value (default: %(default)s)")
+    p.add_argument("--shape", choices=["flat", "nested"], default="flat",
+                   help="a recorded flat clickstream sent nested, as produce --shape "
+                        "nested sends it (default: as logged)")
+    p.add_argument("--values", choices=["json", "avro"], default="json",
+                   help="avro: a recorded flat clickstream sent as Avro values, as "
+                        "produce --format avro sends them (default: json, as logged)")
     p.add_argument("--partitions", type=number(int, low=1), default=2,
                    help="partitions when the topic is created (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true",

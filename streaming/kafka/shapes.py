@@ -43,19 +43,23 @@ def nest_event(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def nested_value(value: bytes | None) -> bytes | None:
+    """One flat clickstream record (JSON), nested (:func:`nest_event`); a value that is
+    not a JSON object stays as it is."""
+    import orjson
+
+    try:
+        event = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        event = None
+    return orjson.dumps(nest_event(event)) if isinstance(event, dict) else value
+
+
 def nested_values(values: Any) -> Any:
     """An Arrow binary array of flat clickstream records, each nested (:func:`nest_event`)."""
-    import orjson
     import pyarrow as pa
 
-    out: list[bytes | None] = []
-    for value in values.to_pylist():
-        try:
-            event = orjson.loads(value) if value is not None else None
-        except orjson.JSONDecodeError:
-            event = None
-        out.append(orjson.dumps(nest_event(event)) if isinstance(event, dict) else value)
-    return pa.array(out, pa.binary())
+    return pa.array([nested_value(v) for v in values.to_pylist()], pa.binary())
 
 
 def nested_spec_text(text: str) -> str:
@@ -89,26 +93,37 @@ def avro_values(values: Any, schema_id: int = AVRO_SCHEMA_ID) -> Any:
     :data:`AVRO_SCHEMA_FILE` in Confluent's wire format. A record the schema cannot hold
     (the malformed ones: not JSON, a text amount) goes as a cut Avro value, which a
     reader refuses as ``invalid_avro``; a null value stays null."""
+    import pyarrow as pa
+
+    return pa.array([avro_value(v, schema_id) for v in values.to_pylist()], pa.binary())
+
+
+def avro_value(value: bytes | None, schema_id: int = AVRO_SCHEMA_ID) -> bytes | None:
+    """One flat clickstream record (JSON) as an Avro value (:func:`avro_values`)."""
     import io
 
     import orjson
-    import pyarrow as pa
     from fastavro import schemaless_writer
 
-    schema = _avro_schema()
+    if value is None:
+        return None
     header = bytes([0]) + schema_id.to_bytes(4, "big")
-    out: list[bytes | None] = []
-    for value in values.to_pylist():
-        if value is None:
-            out.append(None)
-            continue
-        buf = io.BytesIO()
-        try:
-            event = orjson.loads(value)
-            if not isinstance(event, dict) or "event_id" not in event:
-                raise ValueError("not an event")
-            schemaless_writer(buf, schema, event)
-            out.append(header + buf.getvalue())
-        except (ValueError, TypeError, orjson.JSONDecodeError):
-            out.append(header + b"\x02")  # a cut record: its first string's length only
-    return pa.array(out, pa.binary())
+    buf = io.BytesIO()
+    try:
+        event = orjson.loads(value)
+        if not isinstance(event, dict) or "event_id" not in event:
+            raise ValueError("not an event")
+        schemaless_writer(buf, _avro_schema(), event)
+        return header + buf.getvalue()
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        return header + b"\x02"  # a cut record: its first string's length only
+
+
+def reshape(shape: str, value_format: str) -> Any:
+    """The per-record form of ``produce --shape/--format`` for flat clickstream records
+    (``replay`` of a recorded flat clickstream), or None for the flat JSON as it is."""
+    if value_format == "avro":
+        if shape != "flat":
+            raise ValueError("Avro values are of the flat shape only (drop --shape nested)")
+        return avro_value
+    return nested_value if shape == "nested" else None

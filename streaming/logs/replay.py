@@ -251,6 +251,10 @@ class ReplayConfig:
     checkpoint_seconds: float = 2.0
     checkpoint_records: int = 50_000
     connect_timeout: float = 15.0
+    #: each value as it is sent: None, or a function of the logged bytes (the clickstream
+    #: nested or as Avro: :func:`streaming.kafka.shapes.reshape`); deterministic, so a
+    #: resumed replay matches the topic's tail against what it would send
+    reshape: Any = None
 
     def __post_init__(self) -> None:
         if not TOPIC_NAME.fullmatch(self.topic) or self.topic in (".", ".."):
@@ -401,6 +405,7 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
 
     partition_of = Partitioner(n_parts)
     known = partition_of.known
+    reshape = config.reshape
     send = producer.send
     pacer = Pacer(config.speed, config.max_rate) if config.speed or config.max_rate else None
     pace_t0 = None
@@ -419,6 +424,8 @@ def replay(logs: Sequence[str | os.PathLike[str]], config: ReplayConfig, *,
             with LogReader(path, config.read) as reader:
                 for rec in reader.records(after_line=line):
                     key, value = rec.key, rec.value
+                    if reshape is not None:
+                        value = reshape(value)
                     p = known.get(key)  # type: ignore[arg-type]  # None: not there
                     if p is None:
                         p = partition_of(key, rec.line)

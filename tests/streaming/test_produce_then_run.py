@@ -170,3 +170,43 @@ def test_an_avro_topic_recorded_then_backfilled_counts_every_event(kafka, topic_
     assert code == 0, err[-2000:]
     stats = json.loads(out)
     assert (stats["records"], stats["valid"], stats["quarantined"]) == (COUNT, COUNT, {})
+
+
+@pytest.mark.parametrize("shape", [["--shape", "nested"], ["--values", "avro"]],
+                         ids=["nested", "avro"])
+def test_a_recorded_flat_clickstream_replayed_nested_or_as_avro_counts_every_event(
+        kafka, spark, topic_name, tmp_path, shape):
+    """``record`` a flat clickstream, ``replay`` it with ``--shape nested`` or ``--values
+    avro`` to another topic, and ``run`` the nested or Avro spec over that: every event
+    aggregated, none quarantined."""
+    from streaming.kafka.shapes import nested_spec_text
+    from streaming.spec.model import load_spec
+
+    _produce(kafka, topic_name)
+    log = tmp_path / "flat.jsonl.gz"
+    code, _, err = cli(["record", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                        topic_name, "--out", str(log)])
+    assert code == 0, err[-2000:]
+    shaped = topic_name + "-shaped"
+    code, out, err = cli(["replay", str(log), "--topic", shaped, "--bootstrap-servers",
+                          kafka.bootstrap_servers, "--json", "--quiet", *shape])
+    assert code == 0, err[-2000:]
+    assert json.loads(out)["records"] == COUNT
+    if shape[0] == "--values":
+        spec_file = _avro_spec(tmp_path / "job", shaped, kafka.bootstrap_servers)
+    else:
+        flat = write_spec(tmp_path / "job", shaped, kafka.bootstrap_servers, per_trigger=10_000)
+        spec_file = flat.with_name("nested.toml")
+        spec_file.write_text(nested_spec_text(flat.read_text()))
+    code, _, err = cli(["run", "--spec", str(spec_file), "--available-now"])
+    assert code == 0, err[-2000:]
+    assert counted_once(spark, load_spec(spec_file)) == (COUNT, 0)
+
+
+def test_replay_shapes_are_refused_with_a_backfill(tmp_path):
+    code, _, err = cli(["replay", str(tmp_path / "x.jsonl"), "--backfill", "--spec",
+                        str(tmp_path / "s.toml"), "--values", "avro"])
+    assert code == 2 and "--backfill reads the logs as they are" in err, err
+    code, _, err = cli(["replay", str(tmp_path / "x.jsonl"), "--topic", "t", "--values",
+                        "avro", "--shape", "nested"])
+    assert code == 2 and "flat shape only" in err, err
