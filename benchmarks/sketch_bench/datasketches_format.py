@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from benchmarks.sketch_bench.harness import (
     skipped,
     skipped_each,
 )
-from benchmarks.sketch_bench.ours import ds_hll_batch_supported
+from benchmarks.sketch_bench.ours import ds_batch_supported, ds_hll_batch_supported
 
 G = "datasketches"
 DS_LG_K = 12  # lgK of both kinds (Spark's default), and the precision of our HLL compared
@@ -41,19 +40,6 @@ def _stamp(res: Results) -> None:
     for row in res.rows:
         if row.group == G and "loadavg" not in row.extra:
             row.extra["loadavg"] = load
-
-
-def ds_batch_supported(make: Callable[[], Any]) -> str | None:
-    """As :func:`ds_hll_batch_supported`, for any DataSketches sketch ``make`` builds."""
-    for arg, desc in ((np.arange(4, dtype=np.int64), "numpy int64 array"), ([1, 2, 3], "list")):
-        try:
-            sk = make()
-            sk.update(arg)
-            if sk.get_estimate() > 1.5:
-                return desc
-        except Exception:  # noqa: BLE001
-            pass
-    return None
 
 
 def group_datasketches(data: Data, res: Results, repeat: int, probes: dict[str, Any]) -> None:

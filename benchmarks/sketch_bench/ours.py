@@ -54,14 +54,20 @@ def our_copy(sk: Any) -> Any:
     return copy.deepcopy(sk)
 
 
-def ds_hll_batch_supported() -> str | None:
-    """Return a description if this datasketches build accepts an array in hll_sketch.update."""
+def ds_batch_supported(make: Callable[[], Any]) -> str | None:
+    """A description of the array input a DataSketches sketch ``make`` builds accepts in
+    ``update`` (a NumPy array, a list), or None: it takes one item at a time."""
     for arg, desc in ((np.arange(4, dtype=np.int64), "numpy int64 array"), ([1, 2, 3], "list")):
         try:
-            sk = ds.hll_sketch(HLL_P, ds.tgt_hll_type.HLL_8)
+            sk = make()
             sk.update(arg)
             if sk.get_estimate() > 1.5:
                 return desc
         except Exception:  # noqa: BLE001
             pass
     return None
+
+
+def ds_hll_batch_supported() -> str | None:
+    """Return a description if this datasketches build accepts an array in hll_sketch.update."""
+    return ds_batch_supported(lambda: ds.hll_sketch(HLL_P, ds.tgt_hll_type.HLL_8))

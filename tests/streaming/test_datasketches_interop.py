@@ -16,13 +16,12 @@ Events go through Kafka, Spark and Delta like any others; then, in the same Spar
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_runs import run_spec, send_json
 
 pytestmark = pytest.mark.integration
 
@@ -104,32 +103,17 @@ def _hour(event: dict) -> str:
 def test_spark_sql_reads_and_merges_our_sketches_and_we_merge_its(kafka, spark, topic_name,
                                                                  tmp_path):
     import datasketches as ds
-    from kafka import KafkaProducer
     from pyspark.sql import functions as F
 
     import sketches
-    from streaming.engine.pipeline import Pipeline
     from streaming.query import questions as q
-    from streaming.spec.model import load_spec
 
     events = _events(11)
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    for event in events:
-        producer.send(topic_name, json.dumps(event).encode(), key=event["user"].encode())
-    producer.flush()
-    producer.close()
+    send_json(kafka.bootstrap_servers, topic_name,
+              ((event, event["user"].encode()) for event in events))
     root = tmp_path / "job"
-    root.mkdir()
-    (root / "spec.toml").write_text(SPEC.format(topic=topic_name,
-                                                bootstrap=kafka.bootstrap_servers, root=root))
-    spec = load_spec(root / "spec.toml")
-    spec = replace(spec, source=replace(spec.source, bootstrap_servers=kafka.bootstrap_servers))
-    pipeline = Pipeline(spark, spec)
-    query = pipeline.start(available_now=True)
-    try:
-        assert query.awaitTermination(600)
-    finally:
-        pipeline.stop()
+    spec = run_spec(spark, kafka.bootstrap_servers, SPEC.format(
+        topic=topic_name, bootstrap=kafka.bootstrap_servers, root=root), root)
 
     # the events the test sent, as a DataFrame, and Spark's own sketches of them
     raw = spark.createDataFrame(

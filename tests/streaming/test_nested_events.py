@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 from collections import Counter, defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_runs import run_spec, send_json
 
 pytestmark = pytest.mark.integration
 
@@ -102,33 +101,17 @@ def _events(seed: int) -> list[tuple[dict | str, str | None]]:
 
 
 def test_nested_github_events_are_counted_exactly(kafka, spark, topic_name, tmp_path):
-    from kafka import KafkaProducer
     from pyspark.sql import functions as F
 
-    from streaming.engine.pipeline import Pipeline
     from streaming.query import questions as q
-    from streaming.spec.model import load_spec
 
     events = _events(7)
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    for event, _ in events:
-        key = (event["repo"]["name"] if isinstance(event, dict) else "x").encode()
-        producer.send(topic_name, json.dumps(event).encode(), key=key)
-    producer.flush()
-    producer.close()
-
+    send_json(kafka.bootstrap_servers, topic_name,
+              ((event, (event["repo"]["name"] if isinstance(event, dict) else "x").encode())
+               for event, _ in events))
     root = tmp_path / "job"
-    root.mkdir()
-    (root / "spec.toml").write_text(SPEC.format(topic=topic_name,
-                                                bootstrap=kafka.bootstrap_servers, root=root))
-    spec = load_spec(root / "spec.toml")
-    spec = replace(spec, source=replace(spec.source, bootstrap_servers=kafka.bootstrap_servers))
-    pipeline = Pipeline(spark, spec)
-    query = pipeline.start(available_now=True)
-    try:
-        assert query.awaitTermination(600)
-    finally:
-        pipeline.stop()
+    spec = run_spec(spark, kafka.bootstrap_servers, SPEC.format(
+        topic=topic_name, bootstrap=kafka.bootstrap_servers, root=root), root)
 
     # the test's own count of what it sent
     truth_count: Counter = Counter()
