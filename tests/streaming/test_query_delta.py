@@ -321,8 +321,22 @@ def test_cli_answers_as_json_without_a_jvm(tables):
     assert f"1. {top} " in r.stdout
 
 
+def test_cli_overlap_prints_six_sets_with_bounds(tables):
+    _, _, root = tables
+    r = cli("query", "overlap", "--spec", str(root / "spec.toml"), "--window", "minutely",
+            "--from", "2026-03-01T09:00", "--to", "2026-03-01T10:00",
+            "--vs-from", "2026-03-01T09:45", "--vs-to", "2026-03-01T10:30")
+    assert r.returncode == 0, r.stderr
+    labels = [line.split("≈")[0].strip() for line in r.stdout.splitlines()]
+    assert labels == ["A", "B", "A or B", "A and B", "A not B", "B not A"], r.stdout
+    assert all("(95%: " in line for line in r.stdout.splitlines())
+
+
 @pytest.mark.parametrize("args, message", [
     (["distinct", "--window", "weekly"], "no window named 'weekly'"),
+    (["overlap", "--window", "minutely"], "overlap needs a second range"),
+    (["overlap", "--window", "hourly_by_country", "--vs-group", "country=DE"],
+     "no theta sketch"),
     (["distinct", "--window", "minutely", "--sketch", "nope"], "no hll sketch named 'nope'"),
     (["topk", "--window", "minutely", "--sketch", "users"], "sketch 'users' is a hll"),
     (["distinct", "--window", "minutely", "--from", "yesterday"], "not an ISO-8601 time"),
