@@ -339,16 +339,12 @@ def _merged_record(window: Any, sk: Any, start: int, group: str, parts: list | N
                    old: list[tuple[bytes, int]], final: bool, last_batch: int,
                    updated_us: int) -> dict[str, Any]:
     """A cell's row, its sketch built: this batch's partials, then the stored rows."""
-    import sketches
-
-    sketch = merge_cell(parts) if parts else None
+    sketch = merge_cell(parts, sk.read) if parts else None
     for data, _ in old:
         if sketch is None:
-            sketch = sketches.from_bytes(data)
+            sketch = sk.read(data)
         else:
-            sketch.merge(sketches.from_bytes(data))
-    if sk.kind == "theta":  # Theta bytes do not say k: the spec's k, the k smallest hashes
-        sketch = sk.new().merge(sketch)
+            sketch.merge(sk.read(data))
     if final:
         return sketch_record(window, sk, start, group, sketch, last_batch, updated_us)
     return partial_record(window, sk, start, group, sketch.to_bytes(), last_batch, updated_us)
@@ -464,15 +460,13 @@ def output_files(out: pa.Table) -> dict[str, list[WrittenFile]]:
 def output_views(rows: pa.Table, spec: Spec) -> dict[tuple[str, str], tuple[int, str, Any]]:
     """Per (window, sketch): the newest window this batch touched and its union (the
     tasks' unions of that window merged; O(tasks) rows)."""
-    import sketches
-
     out: dict[tuple[str, str], tuple[int, str, Any]] = {}
     for r in rows.to_pylist():
         w = spec.windows[r["w"]]
         sk = w.sketches[r["s"]]
         key = (w.name, sk.name)
         cur = out.get(key)
-        sketch = sketches.from_bytes(r["b"])
+        sketch = sk.read(r["b"])
         if cur is None or r["ws"] > cur[0]:
             out[key] = (r["ws"], sk.kind, sketch)
         elif r["ws"] == cur[0]:

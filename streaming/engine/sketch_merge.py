@@ -44,14 +44,12 @@ def merge_each(blobs: Iterable[bytes], spec: SketchSpec) -> Any:
     then offers every part's candidates to the merged counters, so the heavy hitters
     do not depend on the order of the rows.
     """
-    parts = [sketches.from_bytes(bytes(blob)) for blob in blobs]
+    parts = [spec.read(bytes(blob)) for blob in blobs]
     for one in parts:  # the package's own error for a foreign kind or parameters
         spec.new()._check_mergeable(one)
     if not parts:
         return spec.new()
     result = sketches.union(*parts)
-    if spec.kind == "theta":  # Theta bytes do not say k: the spec's k, the k smallest hashes
-        result = spec.new().merge(result)
     if spec.kind == "cms" and result.top_k:
         result.rerank([item for one in parts for item, _ in one.top(one.capacity)])
     return result

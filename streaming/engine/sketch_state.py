@@ -20,7 +20,7 @@ stored bytes do not depend on how events were split into partitions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -33,14 +33,18 @@ from streaming.units import US
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def merge_cell(partials: Sequence[tuple[int, bytes, bytes | None]]) -> Any:
+def merge_cell(partials: Sequence[tuple[int, bytes, bytes | None]],
+               read: Callable[[bytes], Any] | None = None) -> Any:
     """One cell's sketch from this batch's partials: (pane, bytes, items) triples.
 
     The partials of each pane are merged first (re-ranked over the items every
     partition saw, for a Count-Min with top-k), then the panes in order of their start.
+    ``read`` turns bytes into a sketch (the cell's :meth:`SketchSpec.read`; by default
+    ``sketches.from_bytes``).
     """
     import sketches
 
+    read = read or sketches.from_bytes
     panes: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for pane, data, items in partials:
         panes.setdefault(pane, []).append((data, items))
@@ -49,9 +53,9 @@ def merge_cell(partials: Sequence[tuple[int, bytes, bytes | None]]) -> Any:
         parts = panes[pane]
         # a fixed order of partials: the bytes must not depend on the shuffle's order
         parts.sort(key=lambda p: p[0])
-        sketch = sketches.from_bytes(parts[0][0])
+        sketch = read(parts[0][0])
         for data, _ in parts[1:]:
-            sketch.merge(sketches.from_bytes(data))
+            sketch.merge(read(data))
         if parts[0][1] is not None and len(parts) > 1:
             seen: list[Any] = []
             for _, items in parts:

@@ -74,6 +74,14 @@ class SketchSpec:
         """An empty sketch of this kind and parameters."""
         return self.sketch_class(**self.param_dict)
 
+    def read(self, data: Any) -> Any:
+        """A stored sketch of this spec, from its bytes. A Theta image does not say its k,
+        so it is read into an empty sketch of the spec's: merges keep the k smallest."""
+        import sketches
+
+        sketch = sketches.from_bytes(data)
+        return self.new().merge(sketch) if self.kind == "theta" else sketch
+
 
 @dataclass(frozen=True)
 class WindowSpec:
