@@ -46,7 +46,7 @@ from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_ha
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 from sketches.hashing import check_seed, hash_column, row_multipliers
 
-__all__ = ["BloomFilter", "bloom_size", "hash_limit"]
+__all__ = ["BloomFilter", "bit_positions", "bloom_size", "hash_limit"]
 
 MAX_BITS = 1 << 34
 MAX_CAPACITY = 1 << 40
@@ -85,6 +85,28 @@ def bloom_size(capacity: int, error_rate: float) -> tuple[int, int]:
     if hashes > MAX_HASHES:
         raise InvalidParameterError(f"error_rate {error_rate} needs more than {MAX_HASHES} hashes")
     return bits, hashes
+
+
+def bit_positions(hashes: np.ndarray, num_bits: int, num_hashes: int) -> np.ndarray:
+    """``[num_hashes, n]`` uint64 bit positions of value hashes in a filter of
+    ``num_bits`` bits and ``num_hashes`` probes (many filters' hashes at once, for
+    readers that count set bits without building the filters).
+
+    Example:
+        >>> bit_positions(np.array([1 << 40], dtype=np.uint64), 9600, 7).shape
+        (7, 1)
+    """
+    # all probes at once: a few NumPy calls, not a few per probe
+    out = np.multiply(row_multipliers(_ROW_TAG, num_hashes)[:, None],
+                      hashes.reshape(1, -1).astype(np.uint64, copy=False))
+    m = np.uint64(num_bits)
+    if num_bits <= 1 << 32:
+        out >>= np.uint64(32)
+        out *= m
+        out >>= np.uint64(32)
+    else:
+        np.remainder(out, m, out=out)
+    return out
 
 
 def _popcount(words: np.ndarray) -> int:
@@ -177,17 +199,7 @@ class BloomFilter(TwoModeSketch):
 
     def _positions(self, hashes: np.ndarray) -> np.ndarray:
         """``[num_hashes, n]`` uint64 bit positions."""
-        # all probes at once: a few NumPy calls, not a few per probe
-        out = np.multiply(row_multipliers(_ROW_TAG, self._num_hashes)[:, None],
-                          hashes.reshape(1, -1).astype(np.uint64, copy=False))
-        m = np.uint64(self._num_bits)
-        if self._num_bits <= 1 << 32:
-            out >>= np.uint64(32)
-            out *= m
-            out >>= np.uint64(32)
-        else:
-            np.remainder(out, m, out=out)
-        return out
+        return bit_positions(hashes, self._num_bits, self._num_hashes)
 
     def _set_bits(self, words: np.ndarray, hashes: np.ndarray, offsets: np.ndarray | None) -> None:
         """Set the bits of ``hashes`` (plus ``offsets`` bits each, for grouped state).

@@ -3,6 +3,9 @@
 :func:`segments` finds the blobs of a binary, large-binary or binary-view array
 without copying them; :class:`Blobs` reads integers at per-blob offsets in one
 vectorised pass (what :mod:`streaming.engine.sketch_merge` merges from).
+:func:`counted_blobs` and :func:`seal_cells` read and write the shape the compact
+encodings share (a fixed head, a uint32 count, that many fixed-width entries, the
+CRC-32): what the bulk cell builders (:mod:`streaming.engine.bulk_cells`) use.
 """
 
 from __future__ import annotations
@@ -114,3 +117,58 @@ def runs(pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
     last = pos + width * (count - 1)  # where each run ends
     step[np.concatenate(([0], np.cumsum(count)[:-1]))] = pos - np.concatenate(([0], last[:-1]))
     return np.cumsum(step, out=step)
+
+
+def counted_blobs(b: Blobs, prefix: bytes, entry_bytes: int) -> np.ndarray:
+    """Per blob: whether it starts with ``prefix`` (a sketch's header, parameters and
+    encoding byte), then holds a uint32 count and that many ``entry_bytes`` entries up
+    to its CRC-32, and the CRC holds."""
+    want = np.frombuffer(prefix, dtype=np.uint8)
+    length = b.end - b.start
+    ok = length >= want.size + 8
+    good = np.zeros(len(b), dtype=bool)
+    good[np.flatnonzero(ok)] = np.all(b._windows(want.size)[b.start[ok]] == want, axis=1)
+    if not good.any():
+        return good
+    where = np.flatnonzero(good)
+    count = b.uint(b.start[where] + want.size, 4).astype(np.int64)
+    good[where] = length[where] == want.size + 4 + entry_bytes * count + 4
+    where = np.flatnonzero(good)
+    view = memoryview(b.data.data)
+    crc = np.fromiter((zlib.crc32(view[s:e]) for s, e in
+                       zip(b.start[where].tolist(), (b.end[where] - 4).tolist(), strict=True)),
+                      dtype=np.uint64, count=where.size)
+    good[where] = crc == b.uint(b.end[where] - 4, 4)
+    return good
+
+
+def seal_cells(head: bytes, entries: np.ndarray, sizes: np.ndarray, bounds: np.ndarray,
+               built: np.ndarray) -> Any:
+    """The sketches of the ``built`` cells as one binary Arrow array (null for the
+    others): per cell ``head``, its entry count (uint32), its entries
+    (``entries[bounds[i]:bounds[i + 1]]``, little-endian, of ``entries``' width) and the
+    CRC-32 of all that, laid out in one buffer."""
+    import pyarrow as pa
+
+    hl, width = len(head), entries.dtype.itemsize
+    lengths = np.where(built, hl + 4 + width * sizes + 4, 0).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    at = offsets[:-1][built]
+    n = at.size
+    buf[(at[:, None] + np.arange(hl)).ravel()] = np.tile(np.frombuffer(head, np.uint8), n)
+    counts = sizes[built].astype("<u4")
+    buf[(at[:, None] + hl + np.arange(4)).ravel()] = counts.view(np.uint8)
+    starts = bounds[:-1][built]
+    little = entries.astype(entries.dtype.newbyteorder("<"), copy=False)
+    data = little[runs(starts, counts.astype(np.int64), 1)].view(np.uint8)
+    buf[runs(at + hl + 4, width * counts.astype(np.int64), 1)] = data
+    view = memoryview(buf)
+    ends = (at + hl + 4 + width * counts.astype(np.int64)).tolist()
+    crc = np.fromiter((zlib.crc32(view[a:e]) for a, e in zip(at.tolist(), ends, strict=True)),
+                      dtype=np.uint32, count=n).astype("<u4")
+    buf[(np.asarray(ends, dtype=np.int64)[:, None] + np.arange(4)).ravel()] = crc.view(np.uint8)
+    validity = pa.array(built, pa.bool_()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), built.size,
+                                 [validity, pa.py_buffer(offsets.astype(np.int64)),
+                                  pa.py_buffer(buf)]).cast(pa.binary())

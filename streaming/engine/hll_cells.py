@@ -15,13 +15,12 @@ for byte and value for value.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from streaming.engine.blobs import segments
+from streaming.engine.blobs import counted_blobs, seal_cells, segments
 
 _HEADER = 13  # magic, version, kind, seed
 _COMPACT = 2  # the encoding byte of sorted sparse entries at precision 25
@@ -44,6 +43,17 @@ class Described:
     @property
     def data(self) -> list[bytes | None]:
         return self.array.to_pylist()
+
+    def described(self, final: np.ndarray, schema: Any) -> dict[str, Any]:
+        """The columns a final row describes its sketch with (null in open rows)."""
+        import pyarrow as pa
+
+        stats = [[("relative_error", self.relative_error)] if f else None
+                 for f in final.tolist()]
+        return {"estimate": pa.array(self.estimate, pa.float64(), mask=~final),
+                "lower_bound": pa.array(self.lower, pa.float64(), mask=~final),
+                "upper_bound": pa.array(self.upper, pa.float64(), mask=~final),
+                "stats": pa.array(stats, schema.field("stats").type)}
 
 
 def _sigma(x: np.ndarray) -> np.ndarray:
@@ -91,32 +101,6 @@ def estimates(counts: np.ndarray, precision: int) -> np.ndarray:
     return _ALPHA_INF * m * m / z
 
 
-def _usable(b: Any, template: bytes) -> np.ndarray:
-    """Per blob: a compact HyperLogLog with the template's header and precision, whose
-    length matches its count and whose CRC holds."""
-    import zlib as _zlib
-
-    prefix = np.frombuffer(template[:_HEADER + 1] + bytes([_COMPACT]), dtype=np.uint8)
-    length = b.end - b.start
-    ok = length >= prefix.size + 8
-    at = b.start[ok]
-    rows = b._windows(prefix.size)[at]
-    good = np.zeros(len(b), dtype=bool)
-    good[np.flatnonzero(ok)] = np.all(rows == prefix, axis=1)
-    if not good.any():
-        return good
-    where = np.flatnonzero(good)
-    count = b.uint(b.start[where] + _HEADER + 2, 4).astype(np.int64)
-    good[where] = length[where] == _HEADER + 2 + 4 + 4 * count + 4
-    where = np.flatnonzero(good)
-    view = memoryview(b.data.data)
-    crc = np.fromiter((_zlib.crc32(view[s:e]) for s, e in
-                       zip(b.start[where].tolist(), (b.end[where] - 4).tolist(), strict=True)),
-                      dtype=np.uint64, count=where.size)
-    good[where] = crc == b.uint(b.end[where] - 4, 4)
-    return good
-
-
 def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
                   precision: int, limit: int) -> Described | None:
     """Merge the compact HyperLogLog ``blobs`` into ``n_cells`` cells (``cell[i]``: the
@@ -131,7 +115,7 @@ def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
     if len(found) != 1:
         return None
     b = found[0]
-    usable = _usable(b, template)
+    usable = counted_blobs(b, template[:_HEADER + 1] + bytes([_COMPACT]), 4)
     bad_cell = np.zeros(n_cells, dtype=bool)
     np.logical_or.at(bad_cell, cell, ~usable)
     if bad_cell.all():
@@ -154,8 +138,8 @@ def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
     sizes = np.bincount(owners, minlength=n_cells)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     built = (sizes <= limit) & ~bad_cell  # past the compact limit: the caller densifies
-    array = _compact_blobs(template[:_HEADER] + bytes([precision, _COMPACT]), merged,
-                           sizes, bounds, built)
+    array = seal_cells(template[:_HEADER] + bytes([precision, _COMPACT]), merged,
+                       sizes, bounds, built)
     width = 64 - _SPARSE_PRECISION + 2
     rho = (merged & np.uint32((1 << _RHO_BITS) - 1)).astype(np.int64)
     counts = np.bincount(owners * width + rho, minlength=n_cells * width)
@@ -169,93 +153,10 @@ def compact_cells(blobs: Any, cell: np.ndarray, n_cells: int, template: bytes,
                      1.04 / math.sqrt(1 << precision))
 
 
-def _compact_blobs(head: bytes, merged: np.ndarray, sizes: np.ndarray, bounds: np.ndarray,
-                   built: np.ndarray) -> Any:
-    """The compact sketches of the ``built`` cells as one binary Arrow array (null for the
-    others): per cell ``head``, its entry count, its entries (``merged[bounds[i]:
-    bounds[i + 1]]``) and the CRC-32 of all that, laid out in one buffer."""
-    import pyarrow as pa
-
-    from streaming.engine.blobs import runs
-
-    hl = len(head)
-    lengths = np.where(built, hl + 4 + 4 * sizes + 4, 0).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    at = offsets[:-1][built]
-    n = at.size
-    buf[(at[:, None] + np.arange(hl)).ravel()] = np.tile(np.frombuffer(head, np.uint8), n)
-    counts = sizes[built].astype("<u4")
-    buf[(at[:, None] + hl + np.arange(4)).ravel()] = counts.view(np.uint8)
-    starts = bounds[:-1][built]
-    entries = merged[runs(starts, counts.astype(np.int64), 1)].view(np.uint8)
-    buf[runs(at + hl + 4, 4 * counts.astype(np.int64), 1)] = entries
-    view = memoryview(buf)
-    ends = (at + hl + 4 + 4 * counts.astype(np.int64)).tolist()
-    crc = np.fromiter((zlib.crc32(view[a:e]) for a, e in zip(at.tolist(), ends, strict=True)),
-                      dtype=np.uint32, count=n).astype("<u4")
-    buf[(np.asarray(ends, dtype=np.int64)[:, None] + np.arange(4)).ravel()] = crc.view(np.uint8)
-    validity = pa.array(built, pa.bool_()).buffers()[1]
-    return pa.Array.from_buffers(pa.large_binary(), built.size,
-                                 [validity, pa.py_buffer(offsets.astype(np.int64)),
-                                  pa.py_buffer(buf)]).cast(pa.binary())
-
-
-def cell_rows(part: Any, spec: Any, wi: int, si: int, schema: Any, batch_id: int,
-              now_us: int, final_of: Any) -> tuple[Any, Any, np.ndarray] | None:
-    """The rows of the HyperLogLog cells of one (window ``wi``, sketch ``si``) in ``part``
-    (merge-stage rows of kind ``s`` and ``S``), built column-wise: (final rows, open rows,
-    mask of the rows of ``part`` whose cells are left to the caller). ``final_of(end_us,
-    stored)`` says which cells are final. None: no cell can be built in bulk here."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+def hll_cells(blobs: Any, owner: np.ndarray, n_cells: int, sk: Any) -> Described | None:
+    """:func:`compact_cells` for the cells of a native HyperLogLog spec ``sk``."""
     from sketches.hll import sparse_limit
-    from streaming.engine.simple_cells import cell_ids, key_columns
 
-    window = spec.windows[wi]
-    sk = window.sketches[si]
-    codes = pc.dictionary_encode(part.column("g").combine_chunks()).indices.to_numpy(
-        zero_copy_only=False)
-    ws = np.asarray(part.column("ws").to_numpy(zero_copy_only=False), dtype=np.int64)
-    owner, first = cell_ids(ws, np.asarray(codes, dtype=np.int64))
-    n_cells = first.size
     precision = int(sk.param_dict.get("precision", sk.new().precision))
-    blobs = part.column("b").combine_chunks().cast(pa.large_binary())
-    done = compact_cells(blobs, owner, n_cells, sk.new().to_bytes(), precision,
+    return compact_cells(blobs, owner, n_cells, sk.new().to_bytes(), precision,
                          sparse_limit(precision))
-    if done is None:
-        return None
-    fresh = np.asarray(pc.equal(part.column("kind"), "s").to_numpy(zero_copy_only=False),
-                       dtype=bool)
-    touched = np.zeros(n_cells, dtype=bool)
-    np.logical_or.at(touched, owner, fresh)
-    stored = np.zeros(n_cells, dtype=bool)
-    np.logical_or.at(stored, owner, ~fresh)
-    last = np.full(n_cells, -1, dtype=np.int64)
-    off = np.asarray(part.column("off").fill_null(-1).to_numpy(zero_copy_only=False),
-                     dtype=np.int64)
-    np.maximum.at(last, owner, np.where(fresh, -1, off))
-    last = np.where(touched, batch_id, last)
-    built = np.asarray(done.array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    end = ws[first] + window.size_s * 1_000_000
-    final = np.asarray(final_of(end, stored), dtype=bool)
-    heads = part.take(pa.array(first))
-    cols = key_columns(heads, spec, schema)
-    cols["sketch_name"] = pa.array([sk.name] * n_cells, pa.string())
-    cols["kind"] = pa.array([sk.kind] * n_cells, pa.string())
-    cols["field"] = pa.array([sk.field] * n_cells, pa.string())
-    cols["bytes"] = done.array.fill_null(b"")
-    cols["estimate"] = pa.array(done.estimate, pa.float64(), mask=~final)
-    cols["lower_bound"] = pa.array(done.lower, pa.float64(), mask=~final)
-    cols["upper_bound"] = pa.array(done.upper, pa.float64(), mask=~final)
-    stats = pa.array([[("relative_error", done.relative_error)] if f else None
-                      for f in final.tolist()], schema.field("stats").type)
-    cols["stats"] = stats
-    cols["last_batch"] = pa.array(last, pa.int64())
-    cols["updated_at"] = pa.array(np.full(n_cells, now_us, dtype=np.int64)).cast(
-        schema.field("updated_at").type)
-    table = pa.Table.from_arrays([cols[f.name] if f.name in cols else pa.nulls(n_cells, f.type)
-                                  for f in schema], schema=schema)
-    return (table.filter(pa.array(built & final)), table.filter(pa.array(built & ~final)),
-            ~built[owner])

@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.engine.aggregates import AggregateCells
-from streaming.engine.hll_cells import cell_rows, compact_cells
+from streaming.engine.bulk_cells import builder, cell_rows
+from streaming.engine.hll_cells import compact_cells
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.simple_cells import cell_ids, metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
@@ -224,7 +225,7 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
                                     nbytes.tolist(), strict=True):
             open_state[(wi, start)] = [n, int(nb)]
         sub = sub.filter(pa.array(~simple))
-    sub = _hll_in_bulk(sub, rctx, schema, tables, open_state)
+    sub = _in_bulk(sub, rctx, schema, tables, open_state)
     rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     partials: dict[tuple[int, int, str, int], list[tuple[int, bytes, bytes | None]]] = {}
     stored: dict[tuple[int, int, str, int], list[tuple[bytes, int]]] = {}
@@ -266,11 +267,12 @@ def sketch_rows(table: pa.Table, rctx: ReduceContext) -> tuple[
     return out, views, open_state
 
 
-def _hll_in_bulk(sub: pa.Table, rctx: ReduceContext, schema: pa.Schema,
-                 tables: dict[bool, list[pa.Table]],
-                 open_state: dict[tuple[int, int], list[int]]) -> pa.Table:
-    """Build the rows of the HyperLogLog cells of ``sub`` column-wise (:func:`cell_rows`);
-    returns the rows whose cells are left for the one-by-one path."""
+def _in_bulk(sub: pa.Table, rctx: ReduceContext, schema: pa.Schema,
+             tables: dict[bool, list[pa.Table]],
+             open_state: dict[tuple[int, int], list[int]]) -> pa.Table:
+    """Build the rows of the cells of ``sub`` whose sketch kind has a bulk builder
+    column-wise (:mod:`bulk_cells`); returns the rows whose cells are left for the
+    one-by-one path."""
     import numpy as np
 
     spec = rctx.spec
@@ -280,13 +282,13 @@ def _hll_in_bulk(sub: pa.Table, rctx: ReduceContext, schema: pa.Schema,
     s = np.asarray(sub.column("s").to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = np.ones(sub.num_rows, dtype=bool)
     for wi, si in sorted(set(zip(w.tolist(), s.tolist(), strict=True))):
-        sk = spec.windows[wi].sketches[si]
-        if sk.kind != "hll" or not sk.native:
+        build = builder(spec.windows[wi].sketches[si])
+        if build is None:
             continue
         mine = (w == wi) & (s == si)
         got = cell_rows(sub.filter(pa.array(mine)), spec, wi, si, schema, rctx.batch_id,
                         rctx.now_ms * 1000,
-                        lambda end, stored: _final_mask(rctx, "sketches", end, stored))
+                        lambda end, stored: _final_mask(rctx, "sketches", end, stored), build)
         if got is None:
             continue
         final, partial, left = got
