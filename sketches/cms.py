@@ -65,7 +65,7 @@ from sketches._format import KIND_CMS
 from sketches.errors import InvalidParameterError
 from sketches.hashing import check_seed, hash_column, row_multipliers
 
-__all__ = ["CountMinSketch", "candidate_capacity", "exact_limit"]
+__all__ = ["CountMinSketch", "candidate_capacity", "counter_indices", "exact_limit"]
 
 MAX_WIDTH = 1 << 26
 MAX_DEPTH = 64
@@ -247,15 +247,7 @@ class CountMinSketch(Sketch):
 
     def _flat_indices(self, hashes: np.ndarray) -> np.ndarray:
         """``[depth, n]`` int64 indices into the flattened counters."""
-        # all rows at once: a few NumPy calls per batch of hashes, not a few per row
-        # (a window's cell often holds a handful of items: the calls are the cost)
-        out = np.multiply(row_multipliers(_ROW_TAG, self._depth)[:, None],
-                          hashes.reshape(1, -1).astype(np.uint64, copy=False))
-        out >>= np.uint64(32)
-        out *= np.uint64(self._width)
-        out >>= np.uint64(32)
-        out += _row_offsets(self._depth, self._width)
-        return out.view(np.int64)
+        return counter_indices(hashes, self._width, self._depth)
 
     def _table(self) -> _exact.Table:
         assert self._ex_hashes is not None and self._ex_counts is not None
@@ -476,6 +468,25 @@ class CountMinSketch(Sketch):
             [[('x', 2)], [('y', 1)]]
         """
         return _cms_groups.build(cls, codes, values, n_groups, params)
+
+
+def counter_indices(hashes: np.ndarray, width: int, depth: int) -> np.ndarray:
+    """``[depth, n]`` int64 indices of the counters item hashes add to, in the flattened
+    ``depth x width`` counters (for many sketches' items at once, too).
+
+    Example:
+        >>> counter_indices(np.array([1 << 63], dtype=np.uint64), 100, 2).tolist()
+        [[50], [150]]
+    """
+    # all rows at once: a few NumPy calls per batch of hashes, not a few per row
+    # (a window's cell often holds a handful of items: the calls are the cost)
+    out = np.multiply(row_multipliers(_ROW_TAG, depth)[:, None],
+                      hashes.reshape(1, -1).astype(np.uint64, copy=False))
+    out >>= np.uint64(32)
+    out *= np.uint64(width)
+    out >>= np.uint64(32)
+    out += _row_offsets(depth, width)
+    return out.view(np.int64)
 
 
 @functools.cache

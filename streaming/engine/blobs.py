@@ -134,12 +134,17 @@ def counted_blobs(b: Blobs, prefix: bytes, entry_bytes: int) -> np.ndarray:
     count = b.uint(b.start[where] + want.size, 4).astype(np.int64)
     good[where] = length[where] == want.size + 4 + entry_bytes * count + 4
     where = np.flatnonzero(good)
+    good[where] = crc_holds(b, where)
+    return good
+
+
+def crc_holds(b: Blobs, where: np.ndarray) -> np.ndarray:
+    """Whether the CRC-32 trailer of each blob ``where`` (indices) holds."""
     view = memoryview(b.data.data)
     crc = np.fromiter((zlib.crc32(view[s:e]) for s, e in
                        zip(b.start[where].tolist(), (b.end[where] - 4).tolist(), strict=True)),
                       dtype=np.uint64, count=where.size)
-    good[where] = crc == b.uint(b.end[where] - 4, 4)
-    return good
+    return crc == b.uint(b.end[where] - 4, 4)
 
 
 def seal_cells(head: bytes, entries: np.ndarray, sizes: np.ndarray, bounds: np.ndarray,

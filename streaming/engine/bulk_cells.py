@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from streaming.engine.bloom_cells import bloom_cells
+from streaming.engine.cms_cells import cms_cells
 from streaming.engine.hll_cells import hll_cells
 
 
@@ -31,6 +32,8 @@ def builder(sk: Any) -> Callable[..., Any] | None:
         return hll_cells
     if sk.kind == "bloom":
         return bloom_cells
+    if sk.kind == "cms":
+        return cms_cells
     return None
 
 
