@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sketches import _topk
-from sketches._format import KIND_CMS, Reader, encode_items, seal, uint_width
+from sketches._format import KIND_CMS, Reader, encode_items, runs, seal, seal_in_place, uint_width
 from sketches.errors import InvalidParameterError, SketchFormatError
 from sketches.hashing import hash64
 
 if TYPE_CHECKING:
     from sketches.cms import CountMinSketch
 
-__all__ = ["write", "read"]
+__all__ = ["write", "read", "write_exact_many"]
 
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 _NO_HASHES.flags.writeable = False
@@ -146,3 +146,50 @@ def _read_exact(cms: CountMinSketch, reader: Reader, vw: int, total: int) -> Non
         raise SketchFormatError("Count-Min exact counts do not add up to the stored total")
     cms._ex_hashes, cms._ex_counts, cms._ex_items = hashes, counts.astype(np.int64), items
     cms._total = int(total)
+
+
+def write_exact_many(prefix: bytes, sizes: np.ndarray, totals: np.ndarray, counts: np.ndarray,
+                     items: np.ndarray, item_bytes: np.ndarray, built: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Many exact tables with items, each laid out as :func:`write` lays it out, in one
+    byte array: ``(buffer, offsets)``, table ``i`` at ``offsets[i]:offsets[i + 1]``
+    (empty where ``built[i]`` is false).
+
+    Args:
+        prefix: the bytes every table starts with: the header, width, depth and top_k
+            (the first 23 bytes of any of this sketch's ``to_bytes()``).
+        sizes, totals: per table, its number of items and its total.
+        counts: the counts of every item, table after table, each table's in hash order.
+        items: the encoded items (:func:`encoded_items`) in the same order, and
+            ``item_bytes`` the length of each.
+    """
+    n = sizes.size
+    ends = np.cumsum(sizes)
+    first = ends - sizes
+    top = np.zeros(n, dtype=np.int64)
+    nonempty = sizes > 0
+    top[nonempty] = np.maximum.reduceat(counts, first[nonempty]) if counts.size else 0
+    vw = np.select([top < 1 << 8, top < 1 << 16, top < 1 << 32], [1, 2, 4], 8)
+    table_bytes = np.zeros(n, dtype=np.int64)
+    table_bytes[nonempty] = np.add.reduceat(item_bytes, first[nonempty]) if counts.size else 0
+    middle = len(prefix) + 14
+    lengths = np.where(built, middle + sizes * vw + table_bytes + 4, 0)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    at = offsets[:-1][built]
+    buf[(at[:, None] + np.arange(len(prefix))).ravel()] = np.tile(
+        np.frombuffer(prefix, np.uint8), at.size)
+    head = np.zeros(at.size, dtype=[("t", "<u8"), ("e", "u1"), ("v", "u1"), ("c", "<u4")])
+    head["t"], head["e"], head["v"], head["c"] = totals[built], 2, vw[built], sizes[built]
+    buf[(at[:, None] + len(prefix) + np.arange(14)).ravel()] = head.view(np.uint8)
+    for width in (1, 2, 4, 8):
+        rows = np.flatnonzero(built & (vw == width))
+        if rows.size:
+            values = counts[runs(first[rows], sizes[rows], 1)].astype(f"<u{width}")
+            buf[runs(offsets[rows] + middle, sizes[rows] * width, 1)] = values.view(np.uint8)
+    item_start = np.concatenate([[0], np.cumsum(item_bytes)])[first]
+    source = runs(item_start[built], table_bytes[built], 1)
+    buf[runs(offsets[:-1][built] + middle + sizes[built] * vw[built], table_bytes[built],
+             1)] = items[source]
+    seal_in_place(buf, at, offsets[1:][built] - 4)
+    return buf, offsets

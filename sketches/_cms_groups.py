@@ -18,6 +18,7 @@ import numpy as np
 
 from sketches import _topk
 from sketches._base import iter_grouped
+from sketches._cms_bytes import write_exact_many
 
 if TYPE_CHECKING:
     from sketches.cms import CountMinSketch
@@ -30,9 +31,12 @@ _NO_HASHES.flags.writeable = False
 
 
 def build(
-    cls: type[CountMinSketch], codes: Any, values: Any, n_groups: int, params: dict[str, Any]
+    cls: type[CountMinSketch], codes: Any, values: Any, n_groups: int, params: dict[str, Any],
+    as_bytes: bool = False,
 ) -> list[Any]:
-    """``CountMinSketch.from_groups`` (see there)."""
+    """``CountMinSketch.from_groups`` (see there); with ``as_bytes``, each sketch's
+    ``to_bytes()`` instead (``group_bytes``): the exact tables with items are then
+    written all at once, never built as objects."""
     template = cls(**params)
     n_groups, chunks = iter_grouped(template, codes, values, n_groups)
     size = template._width * template._depth
@@ -65,6 +69,15 @@ def build(
             estimate, template.capacity, within=dense_pairs
         )
         cand_bounds = np.searchsorted(cand_group, np.arange(n_groups + 1)).tolist()
+    written = None
+    if as_bytes and template._top_k:
+        exact = slot < 0
+        data, item_bytes = pairs.encoded(exact_pairs)
+        written = write_exact_many(
+            template.to_bytes()[:23], np.where(exact, np.diff(bounds), 0), totals,
+            counts[exact_pairs], data, item_bytes, exact,
+        )
+        exact_pairs = exact_pairs[:0]
     items: list[Any] = [None] * group.size
     if template._top_k and exact_pairs.size:
         for j, item in zip(exact_pairs.tolist(), pairs.items(exact_pairs), strict=True):
@@ -72,6 +85,9 @@ def build(
     out = []
     slots = slot.tolist()
     for i in range(n_groups):
+        if written is not None and slots[i] < 0:
+            out.append(written[0][written[1][i] : written[1][i + 1]].tobytes())
+            continue
         sketch = cls(**params)
         sketch._total = int(totals[i])
         a, b = bounds[i], bounds[i + 1]
@@ -84,5 +100,5 @@ def build(
         elif b > a:
             sketch._ex_hashes, sketch._ex_counts = hashes[a:b].copy(), counts[a:b].copy()
             sketch._ex_items = items[a:b] if template._top_k else None
-        out.append(sketch)
+        out.append(sketch.to_bytes() if as_bytes else sketch)
     return out

@@ -17,11 +17,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Table", "merge", "merge_many", "nonzero_counters", "lookup"]
+from sketches.hashing import row_multipliers
+
+__all__ = ["Table", "counter_indices", "merge", "merge_many", "nonzero_counters", "lookup"]
+
+_ROW_TAG = b"ssk:cms "
 
 Table = tuple[np.ndarray, np.ndarray, list[Any] | None]
 
@@ -95,3 +100,31 @@ def lookup(keys: np.ndarray, values: np.ndarray, flat_index: np.ndarray) -> np.n
     pos = np.searchsorted(keys, flat_index)
     np.minimum(pos, keys.size - 1, out=pos)
     return np.where(keys[pos] == flat_index, values[pos], 0)
+
+
+def counter_indices(hashes: np.ndarray, width: int, depth: int) -> np.ndarray:
+    """``[depth, n]`` int64 indices of the counters item hashes add to, in the flattened
+    ``depth x width`` counters of a Count-Min sketch (for many sketches' items at once,
+    too).
+
+    Example:
+        >>> counter_indices(np.array([1 << 63], dtype=np.uint64), 100, 2).tolist()
+        [[50], [150]]
+    """
+    # all rows at once: a few NumPy calls per batch of hashes, not a few per row
+    # (a window's cell often holds a handful of items: the calls are the cost)
+    out = np.multiply(row_multipliers(_ROW_TAG, depth)[:, None],
+                      hashes.reshape(1, -1).astype(np.uint64, copy=False))
+    out >>= np.uint64(32)
+    out *= np.uint64(width)
+    out >>= np.uint64(32)
+    out += _row_offsets(depth, width)
+    return out.view(np.int64)
+
+
+@functools.cache
+def _row_offsets(depth: int, width: int) -> np.ndarray:
+    """``[depth, 1]``: where each row starts in the flattened counters."""
+    out = (np.arange(depth, dtype=np.uint64) * np.uint64(width)).reshape(-1, 1)
+    out.flags.writeable = False
+    return out

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from sketches._column_items import column_items
-from sketches._columns import Column
+from sketches._columns import BytesColumn, Column, DictColumn
+from sketches._format import encoded_items, runs
 from sketches.hashing import mix64
 
 __all__ = [
@@ -250,6 +251,27 @@ class GroupPairs:
             for j, item in zip(sel.tolist(), found, strict=True):
                 items[j] = item
         return items
+
+    def encoded(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The items of the chosen pairs as ``encode_items`` writes them, one after
+        another in one byte array, and each one's encoded length (strings and bytes
+        copied column to column, without Python objects)."""
+        self.table()
+        assert self._table is not None
+        rows = self._table[4][chosen]
+        column = self._columns[0] if len(self._columns) == 1 else None
+        if isinstance(column, DictColumn):
+            column, rows = column.dictionary, column.indices[rows]
+        if not isinstance(column, BytesColumn):
+            return encoded_items(self.items(chosen))
+        lengths = column.lengths[rows].astype(np.int64)
+        size = lengths + 5  # tag, uint32 length, the bytes
+        at = np.concatenate(([0], np.cumsum(size)[:-1])).astype(np.int64)
+        out = np.zeros(int(size.sum()), dtype=np.uint8)
+        out[at] = 4 if column.is_str else 5
+        out[(at[:, None] + 1 + np.arange(4)).ravel()] = lengths.astype("<u4").view(np.uint8)
+        out[runs(at + 5, lengths, 1)] = column.data[runs(column.starts[rows], lengths, 1)]
+        return out, size
 
     def select(
         self,

@@ -41,7 +41,7 @@ import numpy as np
 from sketches import _topk
 from sketches._base import check_int, iter_grouped
 from sketches._columns import iter_columns
-from sketches._format import KIND_BLOOM, Reader, seal
+from sketches._format import KIND_BLOOM, Reader, seal, seal_counted
 from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_hashes
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 from sketches.hashing import check_seed, hash_column, row_multipliers
@@ -400,6 +400,35 @@ class BloomFilter(TwoModeSketch):
             >>> ["a" in parts[0], "a" in parts[1]]
             [True, False]
         """
+        template, group, hashes, bounds, slot, words = cls._grouped(codes, values, n_groups,
+                                                                    params)
+        return cls._from_parts(template, slot.tolist(), words, bounds, hashes)
+
+    @classmethod
+    def group_bytes(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[bytes]:
+        """``[f.to_bytes() for f in from_groups(...)]``, the filters still holding hashes
+        written all at once without building them."""
+        template, group, hashes, bounds, slot, words = cls._grouped(codes, values, n_groups,
+                                                                    params)
+        small = slot < 0
+        sizes = np.where(small, np.diff(bounds), 0)
+        buf, offsets = seal_counted(template.to_bytes()[:40], hashes, sizes,
+                                    np.asarray(bounds), small)
+        out = []
+        for i, row in enumerate(slot.tolist()):
+            if row < 0:
+                out.append(buf[offsets[i] : offsets[i + 1]].tobytes())
+            else:
+                dense = cls(**params)
+                dense._set_dense(words[row].copy())
+                out.append(dense.to_bytes())
+        return out
+
+    @classmethod
+    def _grouped(cls, codes: Any, values: Any, n_groups: int, params: dict[str, Any]
+                 ) -> tuple[Self, np.ndarray, np.ndarray, list[int], np.ndarray, np.ndarray]:
+        """The grouped build's sorted (group, hash) pairs, and the bits of the groups past
+        the hash limit (row ``slot[g]``)."""
         template = cls(**params)
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
         m = template._num_bits
@@ -409,5 +438,4 @@ class BloomFilter(TwoModeSketch):
         if rows.size:
             offsets = slot[group[rows]].astype(np.uint64) * np.uint64(m)
             template._set_bits(state, hashes[rows], offsets)
-        words = state.reshape(big.size, m // 64)
-        return cls._from_parts(template, slot.tolist(), words, bounds, hashes)
+        return template, group, hashes, bounds, slot, state.reshape(big.size, m // 64)

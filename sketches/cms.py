@@ -52,7 +52,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Self
 
@@ -60,17 +59,24 @@ import numpy as np
 
 from sketches import _cms_bytes, _cms_groups, _cms_state, _exact, _topk
 from sketches._base import Sketch, check_int, read_only
+from sketches._cms_bytes import write_exact_many as exact_tables_bytes
 from sketches._columns import Column, input_length, iter_columns, prepare
+from sketches._exact import counter_indices
 from sketches._format import KIND_CMS
 from sketches.errors import InvalidParameterError
-from sketches.hashing import check_seed, hash_column, row_multipliers
+from sketches.hashing import check_seed, hash_column
 
-__all__ = ["CountMinSketch", "candidate_capacity", "counter_indices", "exact_limit"]
+__all__ = [
+    "CountMinSketch",
+    "candidate_capacity",
+    "counter_indices",
+    "exact_limit",
+    "exact_tables_bytes",
+]
 
 MAX_WIDTH = 1 << 26
 MAX_DEPTH = 64
 MAX_TOP_K = 1 << 16
-_ROW_TAG = b"ssk:cms "
 _CHUNK = 1 << 18
 _NO_HASHES = np.empty(0, dtype=np.uint64)
 _NO_HASHES.flags.writeable = False
@@ -469,29 +475,9 @@ class CountMinSketch(Sketch):
         """
         return _cms_groups.build(cls, codes, values, n_groups, params)
 
-
-def counter_indices(hashes: np.ndarray, width: int, depth: int) -> np.ndarray:
-    """``[depth, n]`` int64 indices of the counters item hashes add to, in the flattened
-    ``depth x width`` counters (for many sketches' items at once, too).
-
-    Example:
-        >>> counter_indices(np.array([1 << 63], dtype=np.uint64), 100, 2).tolist()
-        [[50], [150]]
-    """
-    # all rows at once: a few NumPy calls per batch of hashes, not a few per row
-    # (a window's cell often holds a handful of items: the calls are the cost)
-    out = np.multiply(row_multipliers(_ROW_TAG, depth)[:, None],
-                      hashes.reshape(1, -1).astype(np.uint64, copy=False))
-    out >>= np.uint64(32)
-    out *= np.uint64(width)
-    out >>= np.uint64(32)
-    out += _row_offsets(depth, width)
-    return out.view(np.int64)
-
-
-@functools.cache
-def _row_offsets(depth: int, width: int) -> np.ndarray:
-    """``[depth, 1]``: where each row starts in the flattened counters."""
-    out = (np.arange(depth, dtype=np.uint64) * np.uint64(width)).reshape(-1, 1)
-    out.flags.writeable = False
-    return out
+    @classmethod
+    def group_bytes(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[bytes]:
+        """``[s.to_bytes() for s in from_groups(...)]``, the small (exact) sketches written
+        all at once without building them: what a grouped build that only stores its
+        sketches needs."""
+        return _cms_groups.build(cls, codes, values, n_groups, params, as_bytes=True)

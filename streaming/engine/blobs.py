@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sketches._format import runs, seal_counted
+
 
 def segments(arr: Any) -> list[Blobs]:
     """The blobs of one Arrow array, grouped by the data buffer holding them (no copy)."""
@@ -98,27 +100,6 @@ class Blobs:
         return self.uint(runs(pos, count, width), width)
 
 
-def runs(pos: np.ndarray, count: np.ndarray, width: int) -> np.ndarray:
-    """Positions ``pos[i] + width * j`` for ``j < count[i]``, for every ``i``, in order.
-
-    A cumulative sum of steps (``width`` inside a run, a jump between runs): several
-    times faster than ``np.repeat`` with per-run counts.
-
-    Example:
-        >>> runs(np.array([10, 50, 70]), np.array([3, 0, 2]), 4).tolist()
-        [10, 14, 18, 70, 74]
-    """
-    keep = count > 0
-    pos, count = pos[keep].astype(np.int64), count[keep].astype(np.int64)
-    total = int(count.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    step = np.full(total, width, dtype=np.int64)
-    last = pos + width * (count - 1)  # where each run ends
-    step[np.concatenate(([0], np.cumsum(count)[:-1]))] = pos - np.concatenate(([0], last[:-1]))
-    return np.cumsum(step, out=step)
-
-
 def counted_blobs(b: Blobs, prefix: bytes, entry_bytes: int) -> np.ndarray:
     """Per blob: whether it starts with ``prefix`` (a sketch's header, parameters and
     encoding byte), then holds a uint32 count and that many ``entry_bytes`` entries up
@@ -149,31 +130,12 @@ def crc_holds(b: Blobs, where: np.ndarray) -> np.ndarray:
 
 def seal_cells(head: bytes, entries: np.ndarray, sizes: np.ndarray, bounds: np.ndarray,
                built: np.ndarray) -> Any:
-    """The sketches of the ``built`` cells as one binary Arrow array (null for the
-    others): per cell ``head``, its entry count (uint32), its entries
-    (``entries[bounds[i]:bounds[i + 1]]``, little-endian, of ``entries``' width) and the
-    CRC-32 of all that, laid out in one buffer."""
+    """:func:`sketches._format.seal_counted`'s sketches as one binary Arrow array (null
+    for the cells not ``built``)."""
     import pyarrow as pa
 
-    hl, width = len(head), entries.dtype.itemsize
-    lengths = np.where(built, hl + 4 + width * sizes + 4, 0).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    at = offsets[:-1][built]
-    n = at.size
-    buf[(at[:, None] + np.arange(hl)).ravel()] = np.tile(np.frombuffer(head, np.uint8), n)
-    counts = sizes[built].astype("<u4")
-    buf[(at[:, None] + hl + np.arange(4)).ravel()] = counts.view(np.uint8)
-    starts = bounds[:-1][built]
-    little = entries.astype(entries.dtype.newbyteorder("<"), copy=False)
-    data = little[runs(starts, counts.astype(np.int64), 1)].view(np.uint8)
-    buf[runs(at + hl + 4, width * counts.astype(np.int64), 1)] = data
-    view = memoryview(buf)
-    ends = (at + hl + 4 + width * counts.astype(np.int64)).tolist()
-    crc = np.fromiter((zlib.crc32(view[a:e]) for a, e in zip(at.tolist(), ends, strict=True)),
-                      dtype=np.uint32, count=n).astype("<u4")
-    buf[(np.asarray(ends, dtype=np.int64)[:, None] + np.arange(4)).ravel()] = crc.view(np.uint8)
+    buf, offsets = seal_counted(head, entries, sizes, bounds, built)
     validity = pa.array(built, pa.bool_()).buffers()[1]
     return pa.Array.from_buffers(pa.large_binary(), built.size,
-                                 [validity, pa.py_buffer(offsets.astype(np.int64)),
-                                  pa.py_buffer(buf)]).cast(pa.binary())
+                                 [validity, pa.py_buffer(offsets), pa.py_buffer(buf)]
+                                 ).cast(pa.binary())

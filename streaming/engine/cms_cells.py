@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sketches.cms import counter_indices
+from sketches.cms import counter_indices, exact_tables_bytes
 from sketches.hashing import hash64
 from streaming.engine.blobs import crc_holds, runs, segments
 
@@ -242,43 +242,13 @@ def _strings(b: Any, start: np.ndarray, length: np.ndarray) -> Any:
 def _seal(b: Any, prefix: bytes, built: np.ndarray, sizes: np.ndarray, total: np.ndarray,
           counts: np.ndarray, src: np.ndarray, length: np.ndarray) -> Any:
     """The exact tables of the ``built`` cells as one binary Arrow array (null for the
-    others), as ``CountMinSketch.to_bytes`` lays them out: ``prefix`` (header, width,
-    depth, top_k), total, encoding, count width, item count, counts, items, CRC-32."""
-    import zlib
-
+    others), as ``CountMinSketch.to_bytes`` lays them out (:func:`exact_tables_bytes`),
+    the items' bytes copied from where they were read."""
     import pyarrow as pa
 
-    cell = np.repeat(np.arange(sizes.size), sizes)
-    top = np.zeros(sizes.size, dtype=np.int64)
-    np.maximum.at(top, cell, counts)
-    vw = np.select([top < 1 << 8, top < 1 << 16, top < 1 << 32], [1, 2, 4], 8)
     enc = length + 5  # each item's bytes: tag, length, UTF-8
-    item_bytes = np.bincount(cell, weights=enc, minlength=sizes.size).astype(np.int64)
-    middle = len(prefix) + 14
-    lengths = np.where(built, middle + sizes * vw + item_bytes + 4, 0)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    at = offsets[:-1][built]
-    n = at.size
-    buf[(at[:, None] + np.arange(len(prefix))).ravel()] = np.tile(
-        np.frombuffer(prefix, np.uint8), n)
-    head = np.zeros(n, dtype=[("t", "<u8"), ("e", "u1"), ("v", "u1"), ("c", "<u4")])
-    head["t"], head["e"], head["v"], head["c"] = total[built], _EXACT, vw[built], sizes[built]
-    buf[(at[:, None] + len(prefix) + np.arange(14)).ravel()] = head.view(np.uint8)
-    starts = np.concatenate([[0], np.cumsum(sizes)])[:-1]
-    for width in (1, 2, 4, 8):
-        rows = np.flatnonzero(built & (vw == width))
-        if rows.size:
-            values = counts[runs(starts[rows], sizes[rows], 1)].astype(f"<u{width}")
-            dest = runs(offsets[rows] + middle, sizes[rows] * width, 1)
-            buf[dest] = values.view(np.uint8)
-    item_at = offsets[:-1] + middle + sizes * vw
-    buf[runs(item_at[built], item_bytes[built], 1)] = b.data[runs(src, enc, 1)]
-    view = memoryview(buf)
-    ends = (offsets[1:][built] - 4).tolist()
-    crc = np.fromiter((zlib.crc32(view[a:e]) for a, e in zip(at.tolist(), ends, strict=True)),
-                      dtype=np.uint32, count=n).astype("<u4")
-    buf[(np.asarray(ends, dtype=np.int64)[:, None] + np.arange(4)).ravel()] = crc.view(np.uint8)
+    buf, offsets = exact_tables_bytes(prefix, sizes, total, counts, b.data[runs(src, enc, 1)],
+                                      enc, built)
     validity = pa.array(built, pa.bool_()).buffers()[1]
     return pa.Array.from_buffers(pa.large_binary(), built.size,
                                  [validity, pa.py_buffer(offsets), pa.py_buffer(buf)]

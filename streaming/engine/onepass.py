@@ -18,12 +18,11 @@ and emits, instead of the records, partial rows (schema :data:`PASS_SCHEMA`):
                 partition saw for it, as JSON in ``items`` (so the merged candidates
                 do not depend on how the batch was split);
 ``kind = "q"``  one row per quarantined record: raw key and value, provenance, reason;
-``kind = "p"``  one row of bookkeeping: records per reason code, per input
-                partition the latest event time (what the watermark advances by), and
-                the process that ran the pass.
+``kind = "p"``  one row of bookkeeping: records per reason code, per input partition
+                the latest event time (the watermark's input), the process that ran it.
 
-A pane is the tumbling window of size ``slide`` (the window itself when it does
-not slide); the driver combines panes into windows.
+A pane is the tumbling window of size ``slide`` (the window itself when it does not
+slide); the driver combines panes into windows.
 """
 
 from __future__ import annotations
@@ -293,16 +292,27 @@ def _sketch_partials(out: _Out, wi: int, window: WindowSpec, codes: np.ndarray,
         if pa.types.is_list(values.type):  # a list field: each element, in its row's cell
             of = codes[pc.list_parent_indices(values).to_numpy()]
             values = pc.list_flatten(values)
-        built = sk.sketch_class.from_groups(of, values, n, **sk.param_dict)
+        blobs = _group_blobs(sk, of, values, n)
         items = None
         if sk.kind == "cms" and sk.param_dict.get("top_k"):
             items = distinct_items(of, values, n)
-        # a quantiles sketch that only skipped values (nulls, NaN) still counts them
-        kept = [g for g, sketch in enumerate(built)
-                if not (sketch.is_empty() and not getattr(sketch, "skipped", 0))]
+        kept = [g for g, blob in enumerate(blobs) if blob is not None]
         out.add_windows(window, "s", wi, [panes[g] for g in kept], [keys[g] for g in kept],
-                        [built[g].to_bytes() for g in kept], si=si,
+                        [blobs[g] for g in kept], si=si,
                         items=None if items is None else [_json(items[g]) for g in kept])
+
+
+def _group_blobs(sk: Any, codes: np.ndarray, values: Any, n: int) -> list[bytes | None]:
+    """Each group's partial sketch's bytes (None: nothing to keep), by ``group_bytes``
+    for the kinds that have it."""
+    group_bytes = getattr(sk.sketch_class, "group_bytes", None)
+    if group_bytes is not None:
+        empty = sk.sketch_class(**sk.param_dict).to_bytes()
+        return [None if blob == empty else blob
+                for blob in group_bytes(codes, values, n, **sk.param_dict)]
+    # a quantiles sketch that only skipped values (nulls, NaN) still counts them
+    return [None if sketch.is_empty() and not getattr(sketch, "skipped", 0) else sketch.to_bytes()
+            for sketch in sk.sketch_class.from_groups(codes, values, n, **sk.param_dict)]
 
 
 def _topics(raw: pa.Table, ctx: PassContext) -> pa.Array:

@@ -203,3 +203,30 @@ class TestSketchLaws:
         assert a.to_bytes() == before
         assert u == a.copy().merge(b)
         assert union(a) == a and union(a) is not a
+
+
+@pytest.mark.parametrize("kind", [k for k in LAW_KINDS if hasattr(k.cls, "group_bytes")],
+                         ids=lambda k: k.name)
+@LAWS
+@given(
+    data=st.data(),
+    codes=st.lists(st.integers(0, 3), min_size=80, max_size=80),
+    form=st.sampled_from(["objects", "arrow", "dictionary"]),
+)
+def test_group_bytes_are_the_grouped_builds_bytes(
+    kind: KindSpec, data: st.DataObject, codes: list[int], form: str
+) -> None:
+    values = data.draw(kind.stream)
+    if form != "objects":  # strings as Arrow hands them over: plain or dictionary
+        values = [None if v is None else str(v) for v in values]
+    arrays = {
+        "objects": lambda: as_objects(values),
+        "arrow": lambda: pa.array(values, pa.string()),
+        "dictionary": lambda: pa.array(values, pa.string()).dictionary_encode(),
+    }
+    codes_arr = np.array(codes[: len(values)], dtype=np.int64)
+    for params in (kind.params, {**kind.params, "top_k": 0}):
+        if "top_k" not in kind.params and params is not kind.params:
+            continue
+        want = [g.to_bytes() for g in kind.cls.from_groups(codes_arr, arrays[form](), 5, **params)]
+        assert kind.cls.group_bytes(codes_arr, arrays[form](), 5, **params) == want
