@@ -51,7 +51,7 @@ from typing import Any, Self
 import numpy as np
 
 from sketches._base import check_int, iter_grouped, read_only
-from sketches._format import KIND_HLL, Reader, seal
+from sketches._format import KIND_HLL, Reader, seal, seal_counted
 from sketches._hll_sparse import (
     RHO_BITS,
     SPARSE_PRECISION,
@@ -388,16 +388,41 @@ class HyperLogLog(TwoModeSketch):
             >>> [s.is_empty() for s in HyperLogLog.from_groups([1, 1], ["a", "b"], 3)]
             [True, False, True]
         """
+        template, slot, dense, bounds, entries = cls._grouped(codes, values, n_groups, params)
+        return cls._from_parts(template, slot.tolist(), dense, bounds.tolist(), entries)
+
+    @classmethod
+    def group_bytes(cls, codes: Any, values: Any, n_groups: int, **params: Any) -> list[bytes]:
+        """``[s.to_bytes() for s in from_groups(...)]``, the sparse sketches written all
+        at once without building them."""
+        template, slot, dense, bounds, entries = cls._grouped(codes, values, n_groups, params)
+        small = slot < 0
+        head = template.to_bytes()[:15]  # header, precision, the sparse encoding (2)
+        buf, offsets = seal_counted(head, entries, np.where(small, np.diff(bounds), 0),
+                                    bounds, small)
+        out = []
+        for i, row in enumerate(slot.tolist()):
+            if row < 0:
+                out.append(buf[offsets[i] : offsets[i + 1]].tobytes())
+            else:
+                sketch = cls(**params)
+                sketch._set_dense(dense[row].copy())
+                out.append(sketch.to_bytes())
+        return out
+
+    @classmethod
+    def _grouped(cls, codes: Any, values: Any, n_groups: int, params: dict[str, Any]
+                 ) -> tuple[Self, np.ndarray, Any, np.ndarray, np.ndarray]:
+        """The grouped build: sorted sparse entries per group (``bounds``), and the
+        registers of the groups past the sparse limit (row ``slot[g]`` of ``dense``)."""
         template = cls(**params)
-        p = template._precision
         n_groups, chunks = iter_grouped(template, codes, values, n_groups)
-        build = GroupedBuild(p, n_groups)
+        build = GroupedBuild(template._precision, n_groups)
         for group, hashes, _, _ in chunks:
             for a in range(0, hashes.size, _CHUNK):
                 build.add(group[a : a + _CHUNK], hashes[a : a + _CHUNK])
         build.compact()
-        keys, slot, dense = build.keys, build.slot.tolist(), build.dense
-        entries = keys.astype(np.uint32)  # the low 32 bits
+        keys = build.keys
         group_of = (keys >> np.uint64(32)).astype(np.int64)
-        bounds = np.searchsorted(group_of, np.arange(n_groups + 1)).tolist()
-        return cls._from_parts(template, slot, dense, bounds, entries)
+        bounds = np.searchsorted(group_of, np.arange(n_groups + 1))
+        return template, build.slot, build.dense, bounds, keys.astype(np.uint32)
