@@ -266,7 +266,7 @@ class GroupPairs:
             return encoded_items(self.items(chosen))
         lengths = column.lengths[rows].astype(np.int64)
         size = lengths + 5  # tag, uint32 length, the bytes
-        at = np.concatenate(([0], np.cumsum(size)[:-1])).astype(np.int64)
+        at = (np.cumsum(size) - size).astype(np.int64)
         out = np.zeros(int(size.sum()), dtype=np.uint8)
         out[at] = 4 if column.is_str else 5
         out[(at[:, None] + 1 + np.arange(4)).ravel()] = lengths.astype("<u4").view(np.uint8)

@@ -230,3 +230,13 @@ def test_group_bytes_are_the_grouped_builds_bytes(
             continue
         want = [g.to_bytes() for g in kind.cls.from_groups(codes_arr, arrays[form](), 5, **params)]
         assert kind.cls.group_bytes(codes_arr, arrays[form](), 5, **params) == want
+
+
+@pytest.mark.parametrize("kind", [k for k in LAW_KINDS if hasattr(k.cls, "group_bytes")],
+                         ids=lambda k: k.name)
+def test_group_bytes_when_no_group_stays_small(kind: KindSpec) -> None:
+    values = pa.array([f"v{i}" for i in range(3000)], pa.string())
+    codes = np.zeros(len(values), dtype=np.int64)  # one group, past every small form
+    want = [g.to_bytes() for g in kind.cls.from_groups(codes, values, 2, **kind.params)]
+    assert kind.cls.group_bytes(codes, values, 2, **kind.params) == want
+    assert want[0] != kind.make().to_bytes()
