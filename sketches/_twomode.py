@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from sketches._base import Sketch
-from sketches._format import Reader
+from sketches._format import Reader, seal_counted
 from sketches.errors import SketchFormatError
 
 __all__ = ["TwoModeSketch", "read_sorted_hashes", "sorted_group_hashes"]
@@ -137,6 +137,28 @@ class TwoModeSketch(Sketch):
             elif bounds[i + 1] > bounds[i]:
                 setattr(sketch, cls._SMALL, items[bounds[i] : bounds[i + 1]].copy())
             out.append(sketch)
+        return out
+
+    @classmethod
+    def _group_bytes(cls, template: Self, head: int, items: np.ndarray, slot: np.ndarray,
+                     dense: Any, bounds: Any) -> list[bytes]:
+        """The end of a grouped build as bytes (``group_bytes``): group ``i``'s small form
+        (``items[bounds[i]:bounds[i + 1]]``, after the first ``head`` bytes of the
+        template's own and a count) written with the others in one buffer, or its dense
+        row ``dense[slot[i]]``."""
+        small = slot < 0
+        bounds = np.asarray(bounds)
+        buf, offsets = seal_counted(template.to_bytes()[:head], items,
+                                    np.where(small, np.diff(bounds), 0), bounds, small)
+        params = template.params()
+        out = []
+        for i, row in enumerate(slot.tolist()):
+            if row < 0:
+                out.append(buf[offsets[i] : offsets[i + 1]].tobytes())
+            else:
+                sketch = cls(**params)
+                sketch._set_dense(dense[row].copy())
+                out.append(sketch.to_bytes())
         return out
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from sketches import _topk
 from sketches._base import check_int, iter_grouped
 from sketches._columns import iter_columns
-from sketches._format import KIND_BLOOM, Reader, seal, seal_counted
+from sketches._format import KIND_BLOOM, Reader, seal
 from sketches._twomode import TwoModeSketch, read_sorted_hashes, sorted_group_hashes
 from sketches.errors import InvalidParameterError, SketchFormatError, UnsupportedInputError
 from sketches.hashing import check_seed, hash_column, row_multipliers
@@ -410,19 +410,8 @@ class BloomFilter(TwoModeSketch):
         written all at once without building them."""
         template, group, hashes, bounds, slot, words = cls._grouped(codes, values, n_groups,
                                                                     params)
-        small = slot < 0
-        sizes = np.where(small, np.diff(bounds), 0)
-        buf, offsets = seal_counted(template.to_bytes()[:40], hashes, sizes,
-                                    np.asarray(bounds), small)
-        out = []
-        for i, row in enumerate(slot.tolist()):
-            if row < 0:
-                out.append(buf[offsets[i] : offsets[i + 1]].tobytes())
-            else:
-                dense = cls(**params)
-                dense._set_dense(words[row].copy())
-                out.append(dense.to_bytes())
-        return out
+        # the hash form: header, parameters, encoding 2, then the count and hashes
+        return cls._group_bytes(template, 40, hashes, slot, words, bounds)
 
     @classmethod
     def _grouped(cls, codes: Any, values: Any, n_groups: int, params: dict[str, Any]

@@ -51,7 +51,7 @@ from typing import Any, Self
 import numpy as np
 
 from sketches._base import check_int, iter_grouped, read_only
-from sketches._format import KIND_HLL, Reader, seal, seal_counted
+from sketches._format import KIND_HLL, Reader, seal
 from sketches._hll_sparse import (
     RHO_BITS,
     SPARSE_PRECISION,
@@ -396,19 +396,8 @@ class HyperLogLog(TwoModeSketch):
         """``[s.to_bytes() for s in from_groups(...)]``, the sparse sketches written all
         at once without building them."""
         template, slot, dense, bounds, entries = cls._grouped(codes, values, n_groups, params)
-        small = slot < 0
-        head = template.to_bytes()[:15]  # header, precision, the sparse encoding (2)
-        buf, offsets = seal_counted(head, entries, np.where(small, np.diff(bounds), 0),
-                                    bounds, small)
-        out = []
-        for i, row in enumerate(slot.tolist()):
-            if row < 0:
-                out.append(buf[offsets[i] : offsets[i + 1]].tobytes())
-            else:
-                sketch = cls(**params)
-                sketch._set_dense(dense[row].copy())
-                out.append(sketch.to_bytes())
-        return out
+        # the sparse form: header, precision, encoding 2, then the count and entries
+        return cls._group_bytes(template, 15, entries, slot, dense, bounds)
 
     @classmethod
     def _grouped(cls, codes: Any, values: Any, n_groups: int, params: dict[str, Any]

@@ -7,37 +7,15 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+from sketch_specs import one_sketch
 
 import sketches
 from streaming.engine.bloom_cells import bloom_cells
 from streaming.engine.bulk_cells import builder
-from streaming.spec.model import parse_spec
 
 
 def _spec(capacity: int, error_rate: float, seed: int = 0):
-    text = f"""
-[source]
-topic = "t"
-bootstrap_servers = "127.0.0.1:9"
-[events]
-time_field = "ts"
-[events.fields]
-user = "string"
-[[windows]]
-name = "w"
-size = "1 minute"
-  [[windows.sketches]]
-  name = "seen"
-  kind = "bloom"
-  field = "user"
-  capacity = {capacity}
-  error_rate = {error_rate}
-  seed = {seed}
-[sink]
-path = "/tmp/unused-delta"
-checkpoint = "/tmp/unused-ck"
-"""
-    return parse_spec(text).windows[0].sketches[0]
+    return one_sketch("bloom", "user", capacity=capacity, error_rate=error_rate, seed=seed)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -5,40 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from sketch_specs import one_sketch
 
 import sketches
 from streaming.engine.bulk_cells import builder
 from streaming.engine.cms_cells import cms_cells
 from streaming.engine.sketch_state import describe
 from streaming.engine.tables import SKETCHES_SCHEMA
-from streaming.spec.model import parse_spec
 
 
 def _spec(top_k: int, epsilon: float = 0.01, seed: int = 0):
-    text = f"""
-[source]
-topic = "t"
-bootstrap_servers = "127.0.0.1:9"
-[events]
-time_field = "ts"
-[events.fields]
-page = "string"
-[[windows]]
-name = "w"
-size = "1 minute"
-  [[windows.sketches]]
-  name = "pages"
-  kind = "cms"
-  field = "page"
-  epsilon = {epsilon}
-  delta = 0.05
-  top_k = {top_k}
-  seed = {seed}
-[sink]
-path = "/tmp/unused-delta"
-checkpoint = "/tmp/unused-ck"
-"""
-    return parse_spec(text).windows[0].sketches[0]
+    return one_sketch("cms", "page", epsilon=epsilon, delta=0.05, top_k=top_k, seed=seed)
 
 
 def _values(rng, n: int, distinct: int) -> list[str]:
