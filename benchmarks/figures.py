@@ -146,14 +146,17 @@ def memory_lines(doc: dict[str, Any]) -> list[str]:
     out = ["", f"`python -m benchmarks.bench_memory --events {doc['events']}`: a year-long log "
                "(hourly windows × 16 carriers, HLL p14 + Count-Min ε 0.001 + Bloom 100k sketches, "
                f"{_load_avg(doc)}):", "",
-           "| path | seconds | peak RSS, whole process tree (GB) | its parts' own peaks | "
+           "| path | seconds | events/s in the batches (start-up excluded) | "
+           "peak RSS, whole process tree (GB) | its parts' own peaks | "
            "peak PSS | late rows | wrong cells |",
-           "|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         parts = ", ".join(f"{k.replace('_', ' ')} {v / 2**30:.2f}" for k, v in
                           sorted(r.get("peak_rss_bytes_by_role", {}).items()))
         pss = r.get("peak_tree_pss_bytes")
+        rate = r.get("events_per_s_batches")
         out.append(f"| {r['mode']} | {r['seconds']:.1f} | "
+                   f"{'-' if rate is None else f'{rate:,.0f}'} | "
                    f"{r['peak_tree_rss_bytes'] / 2**30:.2f} GiB "
                    f"({r['peak_tree_rss_bytes'] / 1e9:.2f}) | {parts or '-'} | "
                    f"{'-' if pss is None else f'{pss / 2**30:.2f} GiB'} | "
