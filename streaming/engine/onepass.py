@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,7 +45,7 @@ from streaming.engine import faults
 from streaming.engine.avro_decode import decoder_for
 from streaming.engine.decode import Decoded, Decoder
 from streaming.engine.event_times import timestamp_text
-from streaming.engine.group_keys import distinct_items, group_keys
+from streaming.engine.group_keys import distinct_items, factorize, group_keys
 from streaming.engine.memory import release_freed_memory
 from streaming.engine.source import from_kafka
 from streaming.spec.model import Spec
@@ -367,8 +366,7 @@ def run_pass(raw: pa.Table, ctx: PassContext, decoded: Decoded | None = None
     # bookkeeping: reason codes, and per input partition the latest event time of its
     # parsed records, late ones included (what the watermark advances by), up to the
     # batch time
-    topic_codes, topic_names = pd.factorize(
-        np.asarray(_topics(raw, ctx).to_numpy(zero_copy_only=False), dtype=object))
+    topic_codes, topic_names = factorize(_topics(raw, ctx))
     part_no = np.asarray(raw.column("_partition").to_numpy(zero_copy_only=False),
                          dtype=np.int64)
     width = int(part_no.max()) + 1 if n_rows else 1
@@ -433,8 +431,8 @@ def run_pass(raw: pa.Table, ctx: PassContext, decoded: Decoded | None = None
             slide = window.slide_s * US
             pane = et - np.mod(et, slide)
             gcodes, gkeys = group_keys(window, columns, et.size)
-            combined = pd.factorize(pane)[0].astype(np.int64) * len(gkeys) + gcodes
-            codes, uniq = pd.factorize(combined)
+            combined = factorize(pane)[0] * len(gkeys) + gcodes
+            codes, uniq = factorize(combined)
             codes = codes.astype(np.int64)
             pane_of = np.zeros(len(uniq), dtype=np.int64)
             group_of = np.zeros(len(uniq), dtype=np.int64)

@@ -160,6 +160,27 @@ def test_group_keys_are_canonical_json(spec, raw):
     assert countries == {r.event["country"] for r in recs if r.event is not None}
 
 
+@pytest.mark.parametrize("typ,values,keys", [
+    # a long group stays "3" in a partition that also holds a null (it once became "3.0")
+    (pa.int64(), [[3, None, 3], [3, 4]], ['["3"]', "[null]", '["4"]']),
+    # a NaN and a null are one missing value; -0.0 is 0.0, whichever comes first
+    (pa.float64(), [[-0.0, float("nan"), 2.5], [0.0, None]], ['["0.0"]', "[null]", '["2.5"]']),
+    (pa.bool_(), [[True, None], [False]], ['["true"]', "[null]", '["false"]']),
+])
+def test_a_group_has_one_key_in_every_partition(typ, values, keys):
+    from streaming.engine.group_keys import group_keys
+
+    class Window:
+        group_by = ("g",)
+
+    got: set[str] = set()
+    for part in values:
+        codes, part_keys = group_keys(Window, {"g": pa.array(part, typ)}, len(part))
+        assert len(set(part_keys)) == len(part_keys)  # one code per key
+        got |= {part_keys[c] for c in codes.tolist()}
+    assert got == set(keys)
+
+
 def test_scaled_decimal_rounds_half_up_from_the_shortest_form():
     assert scaled_decimal(0.1) == 100_000_000
     assert scaled_decimal(1e-10) == 0
