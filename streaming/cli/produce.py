@@ -13,10 +13,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import sys
 
 from streaming.cli.common import iso_time, number
+from streaming.cli.signals import StopSignals
 from streaming.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -40,11 +40,6 @@ def event_start(start_time: dt.datetime | None, rate_limit: float | None, count:
     if start_time is not None or rate_limit is not None or count is None:
         return start_time
     return now - dt.timedelta(seconds=count / event_rate)
-
-
-def _as_ctrl_c(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends it at once
-    raise KeyboardInterrupt
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
@@ -75,16 +70,15 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         pace = f"{rate_limit:g}/s" if rate_limit else "as fast as possible"
         print(f"produce: {what} to {args.topic} at {args.bootstrap_servers}, {pace}",
               file=sys.stderr, flush=True)
-    # SIGTERM stops it as Ctrl-C does: what was sent is flushed, the stats printed
-    saved = signal.signal(signal.SIGTERM, _as_ctrl_c)
-    try:
+    # SIGTERM and Ctrl-C stop it between two steps: what was sent is flushed, the stats
+    # printed. A flag the loop checks, not an exception raised wherever the signal
+    # lands (one raised inside the Kafka client's own waits could be swallowed there).
+    with StopSignals() as term:
         stats = produce(args.bootstrap_servers, args.topic, config, count=args.count,
                         duration=args.duration, rate_limit=rate_limit,
                         partitions=args.partitions, connect_timeout=args.connect_timeout,
                         progress=None if args.quiet else _progress_line,
-                        shape=args.shape, value_format=args.format)
-    finally:
-        signal.signal(signal.SIGTERM, saved)
+                        shape=args.shape, value_format=args.format, stop=term.event)
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2))
     else:

@@ -9,6 +9,7 @@ rate of ``KafkaProducer.send()`` per record, with the same records, keys and par
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -81,15 +82,16 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
             compression: Compression = "auto", connect_timeout: float = 15.0,
             progress: Callable[[ProduceStats], None] | None = None,
             progress_interval: float = 2.0, shape: str = "flat",
-            value_format: str = "json") -> ProduceStats:
+            value_format: str = "json", stop: threading.Event | None = None) -> ProduceStats:
     """Send generated records to ``topic``, creating it if missing.
 
     Stops after ``count`` records or ``duration`` seconds (whichever is first;
-    endless when neither), or on Ctrl-C; then flushes and returns the stats
-    (``interrupted=True`` after Ctrl-C). With ``rate_limit`` (events/s of wall
-    time) records go out at that steady rate, and when ``config.start_time`` is
-    None the event-time clock starts now and runs at the same rate, so event
-    time tracks the wall clock. Without it records go out as fast as possible.
+    endless when neither), once ``stop`` is set (checked before every step of at most a
+    few hundred records, and while waiting for the pace), or on Ctrl-C; then flushes
+    and returns the stats (``interrupted=True`` after a stop or Ctrl-C). With
+    ``rate_limit`` (events/s of wall time) records go out at that steady rate, and when
+    ``config.start_time`` is None the event-time clock starts now and runs at the same
+    rate, so event time tracks the wall clock. Without it records go out as fast as possible.
 
     Raises:
         ConfigError: bad arguments, or no broker answers within ``connect_timeout``.
@@ -159,13 +161,16 @@ def produce(bootstrap_servers: str, topic: str, config: GeneratorConfig, *,
                 now = time.monotonic()
                 if now >= deadline:
                     raise _Done
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
                 if rate_limit:
                     due = pace_from + sent / rate_limit
                     if due > now:
                         if due >= deadline:
                             raise _Done
                         producer.push()  # what is due goes out before the wait
-                        while (left := due - time.monotonic()) > 0:
+                        while (left := due - time.monotonic()) > 0 and not (
+                                stop is not None and stop.is_set()):
                             producer.poll(min(left, 0.1))
                     elif now - due > 1.0:  # fell behind: don't burst to catch up
                         pace_from = now - sent / rate_limit
