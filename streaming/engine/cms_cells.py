@@ -97,14 +97,13 @@ def cms_cells(blobs: Any, owner: np.ndarray, n_cells: int, sk: Any) -> CmsCells 
     if items is None:
         return None
     blob, src, length = items
-    ok = _checked(b, ok, count, vw, total, blob, template)
+    ok, counts = _checked(b, ok, count, vw, total, blob, template)
     bad_cell = np.zeros(n_cells, dtype=bool)
     np.logical_or.at(bad_cell, owner, ~ok)
     if bad_cell.all():
         return None
     keep = ~bad_cell[owner[blob]]
-    blob, src, length = blob[keep], src[keep], length[keep]
-    counts = _counts(b, ok & ~bad_cell[owner], count, vw, blob)
+    blob, src, length, counts = blob[keep], src[keep], length[keep], counts[keep]
     strings = _strings(b, src + 5, length)
     if strings is None:
         return None
@@ -205,14 +204,15 @@ def _counts(b: Any, ok: np.ndarray, count: np.ndarray, vw: np.ndarray,
 
 
 def _checked(b: Any, ok: np.ndarray, count: np.ndarray, vw: np.ndarray, total: np.ndarray,
-             blob: np.ndarray, template: Any) -> np.ndarray:
-    """``ok``, less the blobs ``CountMinSketch.from_bytes`` would refuse: too many items,
+             blob: np.ndarray, template: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``ok``, less the blobs ``CountMinSketch.from_bytes`` would refuse (too many items,
     a zero count, a count width that is not the smallest, counts not adding up to the
-    total (hash order is checked once the items are hashed)."""
+    total; hash order is checked once the items are hashed), and the count of each item
+    of ``blob`` (those of blobs still ``ok``)."""
     ok = ok & (count <= template.exact_limit)
-    if not ok.any():
-        return ok
     values = _counts(b, ok, count, vw, blob)
+    if not ok.any():
+        return ok, values
     where = np.isin(blob, np.flatnonzero(ok))
     sums = np.bincount(blob[where], weights=values[where], minlength=len(b))
     top = np.zeros(len(b), dtype=np.int64)
@@ -221,7 +221,7 @@ def _checked(b: Any, ok: np.ndarray, count: np.ndarray, vw: np.ndarray, total: n
     np.logical_or.at(zero, blob[where], values[where] == 0)
     widths = np.select([top < 1 << 8, top < 1 << 16, top < 1 << 32], [1, 2, 4], 8)
     small = total < np.uint64(1 << 52)  # sums above this are checked one by one
-    return ok & ~zero & (widths == vw) & small & (sums == total.astype(np.float64))
+    return ok & ~zero & (widths == vw) & small & (sums == total.astype(np.float64)), values
 
 
 def _strings(b: Any, start: np.ndarray, length: np.ndarray) -> Any:
