@@ -57,6 +57,8 @@ def _factorize(col: Any) -> tuple[np.ndarray, list[Any]]:
     are one missing value, and -0.0 is 0.0."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):  # encoded again below, nulls included
+        col = col.dictionary_decode()
     if pa.types.is_floating(col.type):
         col = pc.add(pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col),
                      pa.scalar(0.0, col.type))  # -0.0 + 0.0 is 0.0

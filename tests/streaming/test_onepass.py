@@ -166,6 +166,9 @@ def test_group_keys_are_canonical_json(spec, raw):
     # a NaN and a null are one missing value; -0.0 is 0.0, whichever comes first
     (pa.float64(), [[-0.0, float("nan"), 2.5], [0.0, None]], ['["0.0"]', "[null]", '["2.5"]']),
     (pa.bool_(), [[True, None], [False]], ['["true"]', "[null]", '["false"]']),
+    # strings, as Arrow may hand them over dictionary-encoded
+    (pa.dictionary(pa.int32(), pa.string()), [["b", None, "b"], ["a"]],
+     ['["b"]', "[null]", '["a"]']),
 ])
 def test_a_group_has_one_key_in_every_partition(typ, values, keys):
     from streaming.engine.group_keys import group_keys
