@@ -46,7 +46,7 @@ from streaming.engine.avro_decode import decoder_for
 from streaming.engine.decode import Decoded, Decoder
 from streaming.engine.event_times import timestamp_text
 from streaming.engine.group_keys import distinct_items, factorize, group_keys
-from streaming.engine.memory import release_freed_memory
+from streaming.engine.memory import allocate_returnably, release_freed_memory
 from streaming.engine.source import from_kafka
 from streaming.spec.model import Spec
 from streaming.spec.windows import WindowSpec, column_part
@@ -471,6 +471,7 @@ def make_pass(ctx: PassContext, *, kafka_rows: bool = False):
     """
 
     def one_pass(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        allocate_returnably()  # once per worker (the daemon's workers start with it)
         if kafka_rows:
             batches = map(from_kafka, batches)
         # each piece is decoded as it arrives, while Spark still reads and sends the

@@ -57,7 +57,7 @@ from streaming.engine.checkpoint import (
     open_checkpoint,
     start_offsets,
 )
-from streaming.engine.memory import release_freed_memory
+from streaming.engine.memory import allocate_returnably, release_freed_memory
 from streaming.engine.onepass import PASS_DDL, PASS_SCHEMA, PassContext, make_pass
 from streaming.engine.reduce import (
     REDUCE_DDL,
@@ -121,6 +121,7 @@ class Pipeline:
     def __init__(self, spark: SparkSession | None, spec: Spec, *,
                  on_batch: Callable[[BatchSummary], None] | None = None,
                  track_latency: bool = False) -> None:
+        allocate_returnably()  # the driver's batches too (see streaming.engine.memory)
         self.spark = spark
         self.spec = spec
         self.on_batch = on_batch

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from streaming.engine.aggregates import AggregateCells
 from streaming.engine.bulk_cells import builder, cell_rows
 from streaming.engine.hll_cells import compact_cells
-from streaming.engine.memory import release_freed_memory
+from streaming.engine.memory import allocate_returnably, release_freed_memory
 from streaming.engine.simple_cells import cell_ids, metric_table, single_open, sketch_table
 from streaming.engine.sketch_merge import merge_blobs
 from streaming.engine.sketch_state import merge_cell, partial_record, sketch_record
@@ -402,6 +402,7 @@ def make_reduce(rctx: ReduceContext):
     """The function Spark's ``mapInArrow`` runs on each slice of a batch's keys."""
 
     def reduce(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        allocate_returnably()  # once per worker (the daemon's workers start with it)
         collected = [b for b in batches if b.num_rows]
         if not collected:
             return

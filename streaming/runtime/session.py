@@ -182,6 +182,9 @@ def spark_conf(options: SparkOptions, jars: list[Path]) -> dict[str, str]:
         # PYSPARK_PYTHON names the workers' own (a cluster whose machines differ).
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
+        # the daemon that forks the Python workers imports the engine first, once
+        # (streaming/engine/worker_daemon.py)
+        "spark.python.daemon.module": "streaming.engine.worker_daemon",
         # mapInArrow hands a partition's rows over in batches of this size; the pass
         # decodes each as it arrives, while the JVM still reads and converts the next.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",

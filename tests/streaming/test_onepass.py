@@ -254,6 +254,41 @@ def test_freed_memory_goes_back_to_the_system():
     assert after - before < (high - before) / 2, (before, high, after)
 
 
+
+def test_after_allocate_returnably_big_temporaries_go_back_without_a_trim():
+    """Arrow's buffers come from malloc, and glibc's mmap threshold stays at 128 KiB:
+    a freed 8 MiB NumPy array or Arrow buffer is unmapped at once, even after a first
+    one was freed (glibc would otherwise raise its threshold and keep the next ones)."""
+    import sys
+
+    import numpy as np
+
+    from streaming.engine.memory import allocate_returnably
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the mmap threshold is glibc's (Linux)")
+    allocate_returnably()
+    assert pa.default_memory_pool().backend_name == "system"
+
+    def rss_mb() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:")) // 1024
+
+    warm = np.ones(1 << 20)  # a first mapped block freed: glibc would raise its threshold
+    del warm
+    for _ in range(3):
+        before = rss_mb()
+        blocks, small = [], []
+        for _ in range(40):  # 40 x 8 MiB, touched, each followed by a small live block
+            blocks.append(np.ones(1 << 20))
+            small.append(bytearray(2000))
+        buf = pa.array(np.arange(4 << 20))  # 32 MiB through Arrow's pool
+        high = rss_mb()
+        del blocks, buf
+        after = rss_mb()
+        assert high - before > 300, (before, high)
+        assert after - before < 40, (before, high, after)
+
 LIST_SPEC = """
 [source]
 topic = "issues"

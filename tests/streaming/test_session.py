@@ -133,3 +133,30 @@ def test_run_s_conf_and_the_spark_table_reach_the_session(tmp_path):
                          timeout=180, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["5", "from-conf", "3g"]
+
+
+def test_python_workers_fork_from_the_daemon_that_preloads_the_engine(spark):
+    """Spark starts streaming/engine/worker_daemon.py as its Python daemon: the workers
+    it forks have the engine (and the pandas Arrow imports) loaded, and Arrow's pool is
+    malloc's, before a task of ours runs."""
+    def worker_state(batches):  # nested: pickled by value, not by module name
+        """A task's view of its Python worker, before any engine code runs in it."""
+        import sys
+
+        import pyarrow as pa
+
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        yield pa.RecordBatch.from_pydict({
+            "daemon": [spec.name if spec else ""],
+            "preloaded": ["streaming.engine.onepass" in sys.modules and "pandas" in sys.modules],
+            "pool": [pa.default_memory_pool().backend_name]})
+        for _ in batches:
+            pass
+
+    rows = (spark.range(0, 4, 1, 4)
+            .mapInArrow(worker_state, "daemon STRING, preloaded BOOLEAN, pool STRING")
+            .collect())
+    assert {r.daemon for r in rows} == {"streaming.engine.worker_daemon"}
+    assert all(r.preloaded for r in rows)
+    assert {r.pool for r in rows} == {"system"}
