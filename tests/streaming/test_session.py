@@ -135,6 +135,7 @@ def test_run_s_conf_and_the_spark_table_reach_the_session(tmp_path):
     assert out.stdout.split() == ["5", "from-conf", "3g"]
 
 
+@pytest.mark.integration
 def test_python_workers_fork_from_the_daemon_that_preloads_the_engine(spark):
     """Spark starts streaming/engine/worker_daemon.py as its Python daemon: the workers
     it forks have the engine (and the pandas Arrow imports) loaded, and Arrow's pool is
