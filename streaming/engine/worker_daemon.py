@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+
 def preload() -> None:
     """Import what every task of the engine imports (the pass, the merge stage, the
     Parquet writer and Spark's worker), so that forked workers start with it."""

@@ -40,6 +40,28 @@ def test_the_serial_collector_runs_the_local_driver_only():
     assert "-XX:+UseSerialGC" not in local["spark.executor.extraJavaOptions"]
 
 
+@pytest.mark.parametrize(("memory", "start"), [("1g", True), ("256m", True), ("4G", True),
+                                               ("255m", False), ("64m", False)])
+def test_the_local_driver_starts_with_a_small_heap_below_its_maximum(memory, start):
+    """Local mode starts the heap at 128 MiB (not 1/64 of the machine) when the maximum
+    leaves room to grow; a cluster's driver keeps the JVM's default."""
+    from streaming.runtime.session import SparkOptions, spark_conf
+
+    local = spark_conf(SparkOptions(master="local[2]", driver_memory=memory), [])
+    cluster = spark_conf(SparkOptions(master="spark://127.0.0.1:7077",
+                                      driver_memory=memory), [])
+    assert ("-Xms128m" in local["spark.driver.extraJavaOptions"].split()) is start
+    assert "-Xms" not in cluster["spark.driver.extraJavaOptions"]
+    assert "-Xms" not in local["spark.executor.extraJavaOptions"]
+
+
+@pytest.mark.parametrize(("size", "mib"), [("512m", 512), ("1g", 1024), ("2G", 2048),
+                                           ("1048576", 1), ("2048k", 2), ("lots", None)])
+def test_jvm_sizes_read_as_mebibytes(size, mib):
+    from streaming.runtime.session import mebibytes
+
+    assert mebibytes(size) == mib
+
 def test_the_class_archive_is_keyed_by_the_jdk_and_the_jars(tmp_path, monkeypatch):
     from streaming.runtime.session import class_archive
 
