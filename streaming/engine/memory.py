@@ -28,28 +28,20 @@ def _malloc_trim() -> Callable[[int], Any] | None:
 
 _TRIM = _malloc_trim()
 
-#: glibc's ``mallopt`` parameter of the size from which a block is mapped on its own
-_M_MMAP_THRESHOLD = -3
-#: blocks of this size and over are mapped on their own (glibc's initial threshold)
-MMAP_THRESHOLD = 128 * 1024
 _RETURNABLE = False
 
 
 def allocate_returnably() -> None:
-    """Allocate so that what is freed can go back to the system.
-
-    - Arrow's buffers come from the C library's ``malloc`` instead of mimalloc (pyarrow's
-      default), which keeps freed segments for reuse where ``malloc_trim`` cannot reach.
-    - Blocks of 128 KiB and over are mapped on their own, and unmapped when freed. glibc
-      starts there, but raises the threshold to the size of each mapped block freed (up
-      to 32 MiB); after a batch's first large NumPy temporaries, the next ones come from
-      the heap, where a few live small objects keep whole stretches of it resident.
+    """Allocate Arrow's buffers from the C library's ``malloc`` instead of mimalloc
+    (pyarrow's default), which keeps freed segments for reuse where ``malloc_trim``
+    cannot reach them.
 
     Measured with ``benchmarks/bench_memory.py`` (the year log through Kafka, two Python
     workers, together with the preloading daemon of :mod:`streaming.engine.worker_daemon`):
-    their peak RSS went from 0.81 to 0.68 GiB, a backfill's from 0.61 to 0.44 GiB, at the
-    same batch times.
-    Elsewhere than on glibc only the first part applies.
+    their peak RSS went from 0.81 to 0.68 GiB, a backfill's from 0.61 to 0.44 GiB. Pinning
+    glibc's mmap threshold at 128 KiB as well (so that large NumPy temporaries are
+    unmapped when freed) made a backfill 8-10 % slower for no gain in the workers' peak;
+    it is not done.
     """
     global _RETURNABLE
     if _RETURNABLE:
@@ -57,8 +49,6 @@ def allocate_returnably() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
-    if _TRIM is not None:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     _RETURNABLE = True
 
 
