@@ -39,10 +39,9 @@ def allocate_returnably() -> None:
     Measured with ``benchmarks/bench_memory.py`` (the year log through Kafka, two Python
     workers, together with the preloading daemon of :mod:`streaming.engine.worker_daemon`):
     their peak RSS went from 0.81 to 0.68-0.78 GiB over three runs, a backfill's from 0.61
-    to 0.55-0.59 GiB. Pinning
-    glibc's mmap threshold at 128 KiB as well (so that large NumPy temporaries are
-    unmapped when freed) made a backfill 8-10 % slower for no gain in the workers' peak;
-    it is not done.
+    to 0.55-0.59 GiB. Pinning glibc's mmap threshold at 128 KiB as well (so that large
+    NumPy temporaries are unmapped when freed) made a backfill 8-10 % slower for no gain
+    in the workers' peak; it is not done.
     """
     global _RETURNABLE
     if _RETURNABLE:
