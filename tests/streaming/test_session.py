@@ -62,6 +62,7 @@ def test_jvm_sizes_read_as_mebibytes(size, mib):
 
     assert mebibytes(size) == mib
 
+
 def test_the_class_archive_is_keyed_by_the_jdk_and_the_jars(tmp_path, monkeypatch):
     from streaming.runtime.session import class_archive
 
